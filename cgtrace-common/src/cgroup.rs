@@ -1,0 +1,24 @@
+//! A reference to a cgroup as the kernel names it.
+
+/// A cgroup identified the way the kernel does: cgroup ids are unique only
+/// within one hierarchy (on a v1/v2 hybrid the memory and cpu hierarchies
+/// both number their cgroups from 1), so the hierarchy travels with the id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CgroupRef {
+    /// `cgroup->kn->id`: the inode number of the cgroup's directory. Zero
+    /// means "no cgroup" (for example: no memcg because the OOM was global).
+    pub id: u64,
+    /// `cgroup->root->hierarchy_id`: 0 is the cgroup v2 hierarchy.
+    pub hierarchy: u32,
+    /// `cgroup->level`: depth below the hierarchy's root (the root is 0).
+    pub level: u32,
+}
+const _: () = assert!(core::mem::size_of::<CgroupRef>() == 16);
+
+impl CgroupRef {
+    #[must_use]
+    pub const fn is_some(&self) -> bool {
+        self.id != 0
+    }
+}

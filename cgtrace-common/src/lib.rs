@@ -1,0 +1,55 @@
+//! Records, map keys and kernel layout values shared by the eBPF programs
+//! (`cgtrace-ebpf`) and the userspace collector (`cgtrace`).
+//!
+//! One source of truth for every layout: `#[repr(C)]`, explicit padding, no
+//! `bool`, and a compile-time size check per type. With the `user` feature the
+//! types implement `aya::Pod` so they can be read from maps and written as
+//! globals.
+#![no_std]
+
+pub mod cgroup;
+pub mod offsets;
+pub mod oom;
+pub mod stats;
+
+/// Tag in the first four bytes of every ring-buffer record, so the reader can
+/// dispatch before it knows the record's full size.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    OomKill = 1,
+}
+
+impl RecordKind {
+    #[must_use]
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::OomKill),
+            _ => None,
+        }
+    }
+}
+
+/// Header at the start of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// A [`RecordKind`] value.
+    pub kind: u32,
+    /// Size of the whole record in bytes, header included.
+    pub size: u32,
+    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) when the record was made.
+    pub monotonic_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type below is #[repr(C)], Copy, made only of integers and
+    // arrays of integers, with explicit padding fields, so every bit pattern
+    // is valid and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::RecordHeader {}
+    unsafe impl aya::Pod for super::offsets::Offsets {}
+    unsafe impl aya::Pod for super::oom::OomRecord {}
+    unsafe impl aya::Pod for super::cgroup::CgroupRef {}
+}

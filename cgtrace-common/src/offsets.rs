@@ -1,0 +1,120 @@
+//! Kernel layout values, read from the running kernel's BTF at startup.
+//!
+//! Rust eBPF has no CO-RE field relocations, so the collector resolves every
+//! member offset and enum value it needs from `/sys/kernel/btf/vmlinux` and
+//! hands them to the programs as the read-only global `OFFSETS`. The same
+//! object file then runs on any kernel whose BTF has these members.
+
+/// Marks an offset the running kernel does not have. Programs skip the read
+/// and leave the field unknown.
+pub const ABSENT: u32 = u32::MAX;
+
+/// Member offsets (bytes) and enum values of the running kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    // struct task_struct
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_cgroups: u32,
+    pub task_mm: u32,
+    pub task_real_cred: u32,
+    pub task_signal: u32,
+    pub cred_uid: u32,
+    pub signal_oom_score_adj: u32,
+
+    // struct css_set / cgroup_subsys_state / cgroup / kernfs_node / cgroup_root
+    pub css_set_subsys: u32,
+    /// `enum cgroup_subsys_id` value of `memory_cgrp_id`.
+    pub memory_cgrp_id: u32,
+    pub css_cgroup: u32,
+    pub css_parent: u32,
+    pub cgroup_kn: u32,
+    pub cgroup_root: u32,
+    pub cgroup_level: u32,
+    pub kernfs_node_id: u32,
+    pub cgroup_root_hierarchy_id: u32,
+
+    // struct mem_cgroup / page_counter
+    /// Offset of `css` in `struct mem_cgroup` (0 on every kernel so far, but
+    /// read rather than assumed).
+    pub memcg_css: u32,
+    pub memcg_memory: u32,
+    /// `memsw` (cgroup v1 memory+swap counter); [`ABSENT`] without `CONFIG_MEMCG_V1`.
+    pub memcg_memsw: u32,
+    pub memcg_oom_group: u32,
+    pub memcg_events_local: u32,
+    /// `enum memcg_memory_event` value of `MEMCG_OOM_KILL`.
+    pub memcg_event_oom_kill: u32,
+    pub page_counter_usage: u32,
+    pub page_counter_max: u32,
+
+    // struct mm_struct
+    pub mm_total_vm: u32,
+    pub mm_pgtables_bytes: u32,
+    /// Offset of the first RSS counter's value inside `mm_struct`:
+    /// `rss_stat[0].count` (a `percpu_counter`, 6.2+) or `rss_stat.count[0]`.
+    pub mm_rss_first: u32,
+    /// Distance between consecutive RSS counters.
+    pub mm_rss_stride: u32,
+    /// `MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SHMEMPAGES`.
+    pub mm_filepages: u32,
+    pub mm_anonpages: u32,
+    pub mm_shmempages: u32,
+
+    // struct oom_control (fentry variant only)
+    pub oc_memcg: u32,
+    pub oc_totalpages: u32,
+    pub oc_constraint: u32,
+
+    /// `PAGE_SHIFT` of the running kernel.
+    pub page_shift: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Offsets>() == 152);
+
+impl Offsets {
+    /// Every offset absent: the programs read nothing until the collector
+    /// overrides the global.
+    pub const ABSENT: Self = Self {
+        task_pid: ABSENT,
+        task_tgid: ABSENT,
+        task_comm: ABSENT,
+        task_cgroups: ABSENT,
+        task_mm: ABSENT,
+        task_real_cred: ABSENT,
+        task_signal: ABSENT,
+        cred_uid: ABSENT,
+        signal_oom_score_adj: ABSENT,
+        css_set_subsys: ABSENT,
+        memory_cgrp_id: ABSENT,
+        css_cgroup: ABSENT,
+        css_parent: ABSENT,
+        cgroup_kn: ABSENT,
+        cgroup_root: ABSENT,
+        cgroup_level: ABSENT,
+        kernfs_node_id: ABSENT,
+        cgroup_root_hierarchy_id: ABSENT,
+        memcg_css: ABSENT,
+        memcg_memory: ABSENT,
+        memcg_memsw: ABSENT,
+        memcg_oom_group: ABSENT,
+        memcg_events_local: ABSENT,
+        memcg_event_oom_kill: ABSENT,
+        page_counter_usage: ABSENT,
+        page_counter_max: ABSENT,
+        mm_total_vm: ABSENT,
+        mm_pgtables_bytes: ABSENT,
+        mm_rss_first: ABSENT,
+        mm_rss_stride: ABSENT,
+        mm_filepages: ABSENT,
+        mm_anonpages: ABSENT,
+        mm_shmempages: ABSENT,
+        oc_memcg: ABSENT,
+        oc_totalpages: ABSENT,
+        oc_constraint: ABSENT,
+        page_shift: 12,
+        _pad: 0,
+    };
+}

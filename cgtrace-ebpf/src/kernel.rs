@@ -1,0 +1,88 @@
+//! Reads of kernel structures at offsets taken from BTF (see
+//! `cgtrace_common::offsets`). Each read is one `bpf_probe_read_kernel`; an
+//! absent offset or a failed read gives `Err(())` so callers can degrade.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use cgtrace_common::{
+    cgroup::CgroupRef,
+    offsets::{ABSENT, Offsets},
+};
+
+/// How far up a cgroup tree the programs walk. Kubernetes nests memcgs five
+/// deep (kubepods / QoS / pod / container under the root); 12 leaves room.
+pub const MAX_CGROUP_DEPTH: usize = 12;
+
+/// `a + b`, or [`ABSENT`] when either is: for members of embedded structs.
+#[inline(always)]
+pub fn at(a: u32, b: u32) -> u32 {
+    if a == ABSENT || b == ABSENT {
+        ABSENT
+    } else {
+        a + b
+    }
+}
+
+/// Reads a `T` at `base + offset`.
+#[inline(always)]
+pub fn read<T: Copy>(base: u64, offset: u32) -> Result<T, ()> {
+    if base == 0 || offset == ABSENT {
+        return Err(());
+    }
+    // SAFETY: bpf_probe_read_kernel copies through the kernel's fault-safe
+    // accessor and never dereferences the address in the program itself.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.map_err(|_| ())
+}
+
+/// `task->cgroups->subsys[memory_cgrp_id]` as a `struct mem_cgroup *`.
+#[inline(always)]
+pub fn task_memcg(o: &Offsets, task: u64) -> Result<u64, ()> {
+    if o.memory_cgrp_id == ABSENT || o.css_set_subsys == ABSENT || o.memcg_css == ABSENT {
+        return Err(());
+    }
+    let css_set: u64 = read(task, o.task_cgroups)?;
+    let css: u64 = read(css_set, o.css_set_subsys + 8 * o.memory_cgrp_id)?;
+    css_to_memcg(o, css)
+}
+
+/// The `struct mem_cgroup` embedding a `struct cgroup_subsys_state`.
+#[inline(always)]
+fn css_to_memcg(o: &Offsets, css: u64) -> Result<u64, ()> {
+    if css == 0 {
+        return Err(());
+    }
+    Ok(css - u64::from(o.memcg_css))
+}
+
+/// `memcg->css.parent` as a `struct mem_cgroup *`; 0 at the root.
+#[inline(always)]
+pub fn parent_memcg(o: &Offsets, memcg: u64) -> u64 {
+    let Ok(parent) = read::<u64>(memcg, at(o.memcg_css, o.css_parent)) else {
+        return 0;
+    };
+    css_to_memcg(o, parent).unwrap_or(0)
+}
+
+/// The cgroup behind a memcg: `memcg->css.cgroup`, then its kernfs id,
+/// hierarchy and level.
+#[inline(always)]
+pub fn memcg_ref(o: &Offsets, memcg: u64) -> Result<CgroupRef, ()> {
+    let cgroup: u64 = read(memcg, at(o.memcg_css, o.css_cgroup))?;
+    let kn: u64 = read(cgroup, o.cgroup_kn)?;
+    let id: u64 = read(kn, o.kernfs_node_id)?;
+    let level: i32 = read(cgroup, o.cgroup_level)?;
+    let root: u64 = read(cgroup, o.cgroup_root)?;
+    let hierarchy: i32 = read(root, o.cgroup_root_hierarchy_id)?;
+    Ok(CgroupRef {
+        id,
+        hierarchy: hierarchy as u32,
+        level: level as u32,
+    })
+}
+
+/// A memcg's `memory` page counter (or `memsw` when `memsw` is set): `(max, usage)` in pages.
+#[inline(always)]
+pub fn page_counter(o: &Offsets, memcg: u64, counter_offset: u32) -> Result<(u64, u64), ()> {
+    let max: u64 = read(memcg, at(counter_offset, o.page_counter_max))?;
+    let usage: u64 = read(memcg, at(counter_offset, o.page_counter_usage))?;
+    Ok((max, usage))
+}

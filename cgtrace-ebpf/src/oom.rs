@@ -1,0 +1,240 @@
+//! OOM kills: tp_btf `mark_victim` (every kernel with BTF), plus fentry/fexit
+//! on `out_of_memory()` where the kernel allows trampolines, which gives the
+//! exact `oom_control` instead of the limit walk.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+    },
+    macros::{btf_tracepoint, fentry, fexit},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext},
+};
+use cgtrace_common::{
+    RecordHeader, RecordKind,
+    cgroup::CgroupRef,
+    offsets::{ABSENT, Offsets},
+    oom::{
+        ConstraintSource, OOM_FLAG_GROUP_KILL, OOM_FLAG_MEMSW_LIMIT, OOM_FLAG_READ_FAILED,
+        OomRecord,
+    },
+    stats::LossCounter,
+};
+
+use crate::{
+    kernel::{MAX_CGROUP_DEPTH, at, memcg_ref, page_counter, parent_memcg, read, task_memcg},
+    maps::{EVENTS, OOM_IN_PROGRESS, count, offsets},
+};
+
+/// The largest single memcg charge: a PMD-sized THP, 2 MiB of 4 KiB pages.
+/// A counter the kernel failed to charge is within this of its max.
+const MAX_CHARGE_PAGES: u64 = 512;
+/// `PAGE_COUNTER_MAX` is `LONG_MAX / PAGE_SIZE`; anything this large is "no limit".
+const UNLIMITED_PAGES: u64 = 1 << 50;
+
+#[fentry(function = "out_of_memory")]
+pub fn oom_enter(ctx: FEntryContext) -> u32 {
+    let oc: u64 = ctx.arg(0);
+    let _ = OOM_IN_PROGRESS.insert(bpf_get_current_pid_tgid(), oc, 0);
+    0
+}
+
+#[fexit(function = "out_of_memory")]
+pub fn oom_exit(_ctx: FExitContext) -> u32 {
+    let _ = OOM_IN_PROGRESS.remove(bpf_get_current_pid_tgid());
+    0
+}
+
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim(ctx: BtfTracePointContext) -> u32 {
+    let victim: u64 = ctx.arg(0);
+    // Reserve first and fill the record in place: a 200-byte record built on
+    // the stack and then copied would not fit the 512-byte BPF stack.
+    let Some(mut slot) = EVENTS.reserve::<OomRecord>(0) else {
+        count(LossCounter::RingBufFull);
+        return 0;
+    };
+    let record = slot.write(empty_record());
+    if fill_record(offsets(), victim, record).is_err() {
+        record.flags |= OOM_FLAG_READ_FAILED;
+        count(LossCounter::ReadFailed);
+    }
+    slot.submit(0);
+    count(LossCounter::Submitted);
+    0
+}
+
+#[inline(always)]
+fn empty_record() -> OomRecord {
+    OomRecord {
+        header: RecordHeader {
+            kind: RecordKind::OomKill as u32,
+            size: core::mem::size_of::<OomRecord>() as u32,
+            // SAFETY: a helper call with no arguments.
+            monotonic_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        victim_tgid: 0,
+        victim_tid: 0,
+        trigger_tgid: 0,
+        trigger_tid: 0,
+        victim_uid: 0,
+        oom_score_adj: 0,
+        constraint_source: ConstraintSource::None as u8,
+        flags: 0,
+        victim_comm: [0; 16],
+        trigger_comm: [0; 16],
+        victim_memcg: CgroupRef {
+            id: 0,
+            hierarchy: 0,
+            level: 0,
+        },
+        trigger_memcg: CgroupRef {
+            id: 0,
+            hierarchy: 0,
+            level: 0,
+        },
+        oom_memcg: CgroupRef {
+            id: 0,
+            hierarchy: 0,
+            level: 0,
+        },
+        oom_memcg_limit_pages: 0,
+        oom_memcg_usage_pages: 0,
+        total_vm_pages: 0,
+        anon_rss_pages: 0,
+        file_rss_pages: 0,
+        shmem_rss_pages: 0,
+        pgtables_bytes: 0,
+        victim_memcg_oom_kills: 0,
+        oc_totalpages: 0,
+        oc_constraint: 0,
+        _pad: 0,
+    }
+}
+
+#[inline(always)]
+fn fill_record(o: &Offsets, victim: u64, r: &mut OomRecord) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    r.trigger_tgid = (pid_tgid >> 32) as u32;
+    r.trigger_tid = pid_tgid as u32;
+    r.trigger_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: a helper call with no arguments.
+    let current = unsafe { bpf_get_current_task() };
+
+    r.victim_tgid = read::<i32>(victim, o.task_tgid)? as u32;
+    r.victim_tid = read::<i32>(victim, o.task_pid)? as u32;
+    r.victim_comm = read(victim, o.task_comm)?;
+
+    let victim_memcg = task_memcg(o, victim)?;
+    r.victim_memcg = memcg_ref(o, victim_memcg)?;
+    if o.memcg_event_oom_kill != ABSENT {
+        r.victim_memcg_oom_kills = read(
+            victim_memcg,
+            at(o.memcg_events_local, 8 * o.memcg_event_oom_kill),
+        )?;
+    }
+    let trigger_memcg = task_memcg(o, current)?;
+    r.trigger_memcg = memcg_ref(o, trigger_memcg)?;
+
+    let oom_memcg = match OOM_IN_PROGRESS.get_ptr(pid_tgid) {
+        Some(oc) => {
+            // SAFETY: the pointer comes from a successful hash map lookup.
+            let oc = unsafe { *oc };
+            r.constraint_source = ConstraintSource::OomControl as u8;
+            r.oc_totalpages = read(oc, o.oc_totalpages)?;
+            r.oc_constraint = read(oc, o.oc_constraint)?;
+            read::<u64>(oc, o.oc_memcg)?
+        }
+        None => limit_walk(o, trigger_memcg, r),
+    };
+    if oom_memcg != 0 {
+        r.oom_memcg = memcg_ref(o, oom_memcg)?;
+        if r.flags & OOM_FLAG_MEMSW_LIMIT == 0 {
+            let (max, usage) = page_counter(o, oom_memcg, o.memcg_memory)?;
+            r.oom_memcg_limit_pages = max;
+            r.oom_memcg_usage_pages = usage;
+        }
+        if r.constraint_source == ConstraintSource::None as u8 {
+            r.constraint_source = ConstraintSource::LimitWalk as u8;
+        }
+    }
+    if group_kill(o, victim_memcg, oom_memcg) {
+        r.flags |= OOM_FLAG_GROUP_KILL;
+    }
+
+    let cred: u64 = read(victim, o.task_real_cred)?;
+    r.victim_uid = read(cred, o.cred_uid)?;
+    let signal: u64 = read(victim, o.task_signal)?;
+    r.oom_score_adj = read(signal, o.signal_oom_score_adj)?;
+
+    let mm: u64 = read(victim, o.task_mm)?;
+    r.total_vm_pages = read(mm, o.mm_total_vm)?;
+    r.anon_rss_pages = rss(o, mm, o.mm_anonpages)?;
+    r.file_rss_pages = rss(o, mm, o.mm_filepages)?;
+    r.shmem_rss_pages = rss(o, mm, o.mm_shmempages)?;
+    if o.mm_pgtables_bytes != ABSENT {
+        r.pgtables_bytes = read(mm, o.mm_pgtables_bytes)?;
+    }
+    Ok(())
+}
+
+/// The lowest memcg from `memcg` upwards whose `memory` (or v1 `memsw`)
+/// counter is within one maximal charge of its limit: where the kernel's
+/// `page_counter_try_charge()` stopped. 0 when none is (a global OOM).
+#[inline(always)]
+fn limit_walk(o: &Offsets, mut memcg: u64, r: &mut OomRecord) -> u64 {
+    for _ in 0..MAX_CGROUP_DEPTH {
+        if memcg == 0 {
+            return 0;
+        }
+        if let Ok((max, usage)) = page_counter(o, memcg, o.memcg_memory)
+            && at_limit(max, usage)
+        {
+            return memcg;
+        }
+        if let Ok((max, usage)) = page_counter(o, memcg, o.memcg_memsw)
+            && at_limit(max, usage)
+        {
+            r.flags |= OOM_FLAG_MEMSW_LIMIT;
+            r.oom_memcg_limit_pages = max;
+            r.oom_memcg_usage_pages = usage;
+            return memcg;
+        }
+        memcg = parent_memcg(o, memcg);
+    }
+    0
+}
+
+#[inline(always)]
+fn at_limit(max: u64, usage: u64) -> bool {
+    max < UNLIMITED_PAGES && usage + MAX_CHARGE_PAGES >= max
+}
+
+/// Whether a memcg from the victim's up to the OOM domain (the whole tree for
+/// a global OOM) has `memory.oom.group` set: then the kernel kills every task
+/// in that group (`mem_cgroup_get_oom_group()`).
+#[inline(always)]
+fn group_kill(o: &Offsets, mut memcg: u64, oom_domain: u64) -> bool {
+    for _ in 0..MAX_CGROUP_DEPTH {
+        if memcg == 0 {
+            return false;
+        }
+        if read::<u8>(memcg, o.memcg_oom_group).unwrap_or(0) != 0 {
+            return true;
+        }
+        if memcg == oom_domain {
+            return false;
+        }
+        memcg = parent_memcg(o, memcg);
+    }
+    false
+}
+
+/// One of the victim's RSS counters (`get_mm_counter()`): the counter's
+/// global value, which is what the kernel's own OOM report prints.
+#[inline(always)]
+fn rss(o: &Offsets, mm: u64, member: u32) -> Result<i64, ()> {
+    if member == ABSENT || o.mm_rss_stride == ABSENT {
+        return Err(());
+    }
+    read(mm, at(o.mm_rss_first, member * o.mm_rss_stride))
+}

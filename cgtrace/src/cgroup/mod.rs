@@ -1,0 +1,9 @@
+//! cgroup hierarchies on this host, cgroup id → path resolution, and scratch
+//! cgroups for scenarios and tests.
+
+pub mod hierarchy;
+pub mod resolve;
+pub mod scratch;
+
+pub use hierarchy::{CgroupMode, Hierarchies, Hierarchy, Version};
+pub use resolve::Resolver;

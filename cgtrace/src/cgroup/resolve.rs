@@ -1,0 +1,227 @@
+//! cgroup id → path, for v1 (ids per hierarchy) and v2.
+//!
+//! A cgroup's id is the inode number of its directory (`kernfs_node->id`),
+//! so a walk of the hierarchy's mount maps ids to paths. Unknown ids trigger
+//! a rescan, which picks up cgroups created after cgtrace started; paths
+//! already learnt stay in the cache after the cgroup is removed, so an event
+//! about a cgroup that has just gone still carries its name.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use cgtrace_common::cgroup::CgroupRef;
+
+use super::Hierarchies;
+
+/// The root cgroup's id in every hierarchy.
+const ROOT_ID: u64 = 1;
+
+/// Rescans of one hierarchy are at least this far apart, so a burst of
+/// events about an id that never resolves costs one walk, not one each.
+const RESCAN_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Cap on cached paths per hierarchy: a node churning containers must not
+/// grow the cache without bound.
+const MAX_CACHED: usize = 65_536;
+
+/// Maps `(hierarchy, id)` to the cgroup's path below its hierarchy's mount
+/// (`/` for the root).
+#[derive(Debug)]
+pub struct Resolver {
+    hierarchies: Hierarchies,
+    paths: HashMap<(u32, u64), String>,
+    last_scan: HashMap<u32, Instant>,
+    rescan_interval: Duration,
+}
+
+impl Resolver {
+    #[must_use]
+    pub fn new(hierarchies: Hierarchies) -> Self {
+        Self {
+            hierarchies,
+            paths: HashMap::new(),
+            last_scan: HashMap::new(),
+            rescan_interval: RESCAN_INTERVAL,
+        }
+    }
+
+    /// Sets how far apart rescans of one hierarchy must be.
+    #[must_use]
+    pub fn with_rescan_interval(mut self, interval: Duration) -> Self {
+        self.rescan_interval = interval;
+        self
+    }
+
+    #[must_use]
+    pub fn hierarchies(&self) -> &Hierarchies {
+        &self.hierarchies
+    }
+
+    /// Records a path learnt elsewhere (the kernel's own log, a tracepoint).
+    pub fn learn(&mut self, hierarchy: u32, id: u64, path: &str) {
+        self.insert(hierarchy, id, path.to_owned());
+    }
+
+    /// The path of a cgroup, rescanning its hierarchy if the id is new.
+    /// `None` when the cgroup is gone and was never seen, or its hierarchy
+    /// is not mounted.
+    pub fn path(&mut self, cgroup: CgroupRef) -> Option<String> {
+        if !cgroup.is_some() {
+            return None;
+        }
+        if cgroup.id == ROOT_ID {
+            return Some("/".to_owned());
+        }
+        let key = (cgroup.hierarchy, cgroup.id);
+        if let Some(path) = self.paths.get(&key) {
+            return Some(path.clone());
+        }
+        let due = self
+            .last_scan
+            .get(&cgroup.hierarchy)
+            .is_none_or(|at| at.elapsed() >= self.rescan_interval);
+        if due {
+            self.scan(cgroup.hierarchy);
+        }
+        self.paths.get(&key).cloned()
+    }
+
+    /// Walks one hierarchy's mount and records every cgroup's path.
+    pub fn scan(&mut self, hierarchy: u32) {
+        self.last_scan.insert(hierarchy, Instant::now());
+        let Some(mount) = self.hierarchies.by_id(hierarchy).map(|h| h.mount.clone()) else {
+            return;
+        };
+        let mut found = Vec::new();
+        walk(&mount, "", &mut found);
+        for (id, path) in found {
+            self.insert(hierarchy, id, path);
+        }
+    }
+
+    fn insert(&mut self, hierarchy: u32, id: u64, path: String) {
+        if self.paths.len() >= MAX_CACHED && !self.paths.contains_key(&(hierarchy, id)) {
+            // Forget everything rather than track recency: a rescan rebuilds
+            // what still exists, and this only happens on huge churn.
+            self.paths.clear();
+        }
+        self.paths.insert((hierarchy, id), path);
+    }
+}
+
+/// Depth-first walk recording `(inode, path)` of every directory below `dir`.
+fn walk(dir: &Path, relative: &str, found: &mut Vec<(u64, String)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        if !file_type.is_dir() {
+            continue;
+        }
+        let Ok(metadata) = entry.metadata() else {
+            continue;
+        };
+        let name = entry.file_name();
+        let path = format!("{relative}/{}", name.to_string_lossy());
+        found.push((metadata.ino(), path.clone()));
+        walk(&entry.path(), &path, found);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
+
+    use cgtrace_common::cgroup::CgroupRef;
+
+    use super::Resolver;
+    use crate::cgroup::{Hierarchies, Hierarchy, Version};
+
+    /// A fake cgroupfs: directories whose inode numbers stand in for ids.
+    fn fake_tree() -> (tempfile::TempDir, Resolver) {
+        let dir = tempfile::tempdir().unwrap();
+        for path in [
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice",
+            "system.slice/docker-abc.scope",
+        ] {
+            std::fs::create_dir_all(dir.path().join(path)).unwrap();
+        }
+        let hierarchies = Hierarchies {
+            list: vec![Hierarchy {
+                id: Some(4),
+                version: Version::V1,
+                mount: PathBuf::from(dir.path()),
+                controllers: vec!["memory".into()],
+            }],
+        };
+        (
+            dir,
+            Resolver::new(hierarchies).with_rescan_interval(Duration::ZERO),
+        )
+    }
+
+    fn id_of(dir: &tempfile::TempDir, path: &str) -> u64 {
+        std::fs::metadata(dir.path().join(path)).unwrap().ino()
+    }
+
+    #[test]
+    fn resolves_nested_paths_and_the_root() {
+        let (dir, mut resolver) = fake_tree();
+        let pod = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice";
+        let cgroup = CgroupRef {
+            id: id_of(&dir, pod),
+            hierarchy: 4,
+            level: 3,
+        };
+        assert_eq!(resolver.path(cgroup).as_deref(), Some(&*format!("/{pod}")));
+        let root = CgroupRef {
+            id: 1,
+            hierarchy: 4,
+            level: 0,
+        };
+        assert_eq!(resolver.path(root).as_deref(), Some("/"));
+        assert_eq!(resolver.path(CgroupRef::default()), None);
+    }
+
+    #[test]
+    fn finds_cgroups_created_later_and_remembers_removed_ones() {
+        let (dir, mut resolver) = fake_tree();
+        resolver.scan(4);
+        std::fs::create_dir(dir.path().join("late")).unwrap();
+        let late = CgroupRef {
+            id: id_of(&dir, "late"),
+            hierarchy: 4,
+            level: 1,
+        };
+        assert_eq!(resolver.path(late).as_deref(), Some("/late"));
+        std::fs::remove_dir(dir.path().join("late")).unwrap();
+        assert_eq!(resolver.path(late).as_deref(), Some("/late"));
+    }
+
+    #[test]
+    fn other_hierarchies_and_unknown_ids_resolve_to_none() {
+        let (dir, mut resolver) = fake_tree();
+        let docker = id_of(&dir, "system.slice/docker-abc.scope");
+        let wrong_hierarchy = CgroupRef {
+            id: docker,
+            hierarchy: 1,
+            level: 2,
+        };
+        assert_eq!(resolver.path(wrong_hierarchy), None);
+        let unknown = CgroupRef {
+            id: u64::MAX,
+            hierarchy: 4,
+            level: 2,
+        };
+        assert_eq!(resolver.path(unknown), None);
+        resolver.learn(4, u64::MAX, "/gone");
+        assert_eq!(resolver.path(unknown).as_deref(), Some("/gone"));
+    }
+}

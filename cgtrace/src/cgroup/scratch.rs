@@ -1,0 +1,301 @@
+//! Scratch memory cgroups for the built-in scenarios and the tests.
+//!
+//! A [`ScratchCgroup`] is created under the memory hierarchy (v1 or v2,
+//! whichever holds the controller), and on drop kills every process left in
+//! it and removes it, even when the scenario or test failed half-way.
+
+use std::{
+    io,
+    os::unix::{fs::MetadataExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use super::{Hierarchies, Version};
+
+/// How long drop waits for killed processes to leave before removing.
+const TEARDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScratchError {
+    #[error(
+        "no memory cgroup controller is mounted (neither a v1 memory hierarchy nor cgroup2 with +memory)"
+    )]
+    NoMemoryController,
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A memory cgroup this process created and will remove.
+#[derive(Debug)]
+pub struct ScratchCgroup {
+    dir: PathBuf,
+    /// Path below the hierarchy's mount, as the kernel reports it.
+    path: String,
+    version: Version,
+    hierarchy: u32,
+    children: Vec<ScratchCgroup>,
+}
+
+impl ScratchCgroup {
+    /// Creates `name` at the top of the memory hierarchy. An existing
+    /// directory of that name (left by a killed run) is reused.
+    pub fn create(hierarchies: &Hierarchies, name: &str) -> Result<Self, ScratchError> {
+        let memory = hierarchies
+            .with_controller("memory")
+            .ok_or(ScratchError::NoMemoryController)?;
+        let hierarchy = memory.id.ok_or(ScratchError::NoMemoryController)?;
+        if memory.version == Version::V2 {
+            enable_memory_controller(&memory.mount)?;
+        }
+        Self::make(
+            &memory.mount.join(name),
+            format!("/{name}"),
+            memory.version,
+            hierarchy,
+        )
+    }
+
+    fn make(
+        dir: &Path,
+        path: String,
+        version: Version,
+        hierarchy: u32,
+    ) -> Result<Self, ScratchError> {
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(ScratchError::Io {
+                    action: "create cgroup",
+                    path: dir.to_owned(),
+                    source,
+                });
+            }
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            path,
+            version,
+            hierarchy,
+            children: Vec::new(),
+        })
+    }
+
+    /// Creates a child cgroup, removed together with this one.
+    pub fn child(&mut self, name: &str) -> Result<&ScratchCgroup, ScratchError> {
+        if self.version == Version::V2 {
+            enable_memory_controller(&self.dir)?;
+        }
+        let child = Self::make(
+            &self.dir.join(name),
+            format!("{}/{name}", self.path),
+            self.version,
+            self.hierarchy,
+        )?;
+        let index = self.children.len();
+        self.children.push(child);
+        Ok(&self.children[index])
+    }
+
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path below the hierarchy's mount (`/cgtrace-demo-1234`).
+    #[must_use]
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    #[must_use]
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    #[must_use]
+    pub fn hierarchy(&self) -> u32 {
+        self.hierarchy
+    }
+
+    /// The cgroup id (the directory's inode number).
+    pub fn id(&self) -> Result<u64, ScratchError> {
+        std::fs::metadata(&self.dir)
+            .map(|m| m.ino())
+            .map_err(|source| self.io_error("stat", &self.dir, source))
+    }
+
+    /// Sets the memory limit (`memory.limit_in_bytes` on v1, `memory.max`
+    /// on v2) and turns swap off for the group so the limit is hard.
+    pub fn set_memory_limit(&self, bytes: u64) -> Result<(), ScratchError> {
+        match self.version {
+            Version::V1 => {
+                self.write("memory.limit_in_bytes", &bytes.to_string())?;
+                // Swappiness 0 keeps anonymous memory in RAM even if the
+                // host has swap, so the limit triggers the OOM killer.
+                let _ = self.write("memory.swappiness", "0");
+            }
+            Version::V2 => {
+                self.write("memory.max", &bytes.to_string())?;
+                let _ = self.write("memory.swap.max", "0");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets v2 `memory.oom.group` (kill the whole group on OOM).
+    pub fn set_oom_group(&self, enabled: bool) -> Result<(), ScratchError> {
+        self.write("memory.oom.group", if enabled { "1" } else { "0" })
+    }
+
+    /// The kernel's count of OOM kills in this group: `oom_kill` from
+    /// `memory.oom_control` (v1) or `memory.events` (v2).
+    pub fn oom_kill_count(&self) -> Result<u64, ScratchError> {
+        let file = match self.version {
+            Version::V1 => "memory.oom_control",
+            Version::V2 => "memory.events",
+        };
+        let text = self.read(file)?;
+        Ok(keyed_value(&text, "oom_kill").unwrap_or(0))
+    }
+
+    /// Makes `command` start inside this cgroup: the child writes `0` (itself)
+    /// to `cgroup.procs` between fork and exec, so not one page it touches
+    /// is charged elsewhere.
+    pub fn spawn_into(&self, command: &mut Command) -> Result<std::process::Child, ScratchError> {
+        let procs = self.dir.join("cgroup.procs");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .map_err(|source| self.io_error("open", &procs, source))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        // SAFETY: the closure only calls write(2), which is async-signal-safe,
+        // on a descriptor that stays open until spawn returns.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|source| self.io_error("start a process in", &self.dir, source))?;
+        drop(file);
+        Ok(child)
+    }
+
+    /// Process ids in this cgroup (not its children).
+    #[must_use]
+    pub fn pids(&self) -> Vec<i32> {
+        read_pids(&self.dir)
+    }
+
+    fn write(&self, file: &str, value: &str) -> Result<(), ScratchError> {
+        let path = self.dir.join(file);
+        std::fs::write(&path, value).map_err(|source| self.io_error("write", &path, source))
+    }
+
+    fn read(&self, file: &str) -> Result<String, ScratchError> {
+        let path = self.dir.join(file);
+        std::fs::read_to_string(&path).map_err(|source| self.io_error("read", &path, source))
+    }
+
+    #[expect(clippy::unused_self, reason = "keeps call sites uniform")]
+    fn io_error(&self, action: &'static str, path: &Path, source: io::Error) -> ScratchError {
+        ScratchError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+impl Drop for ScratchCgroup {
+    fn drop(&mut self) {
+        // Children first: a cgroup with children cannot be removed.
+        self.children.clear();
+        let deadline = Instant::now() + TEARDOWN_DEADLINE;
+        loop {
+            let pids = read_pids(&self.dir);
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // rmdir can fail with EBUSY briefly while the last task exits.
+        while std::fs::remove_dir(&self.dir).is_err() && self.dir.exists() {
+            if Instant::now() > deadline {
+                eprintln!(
+                    "cgtrace: could not remove scratch cgroup {}",
+                    self.dir.display()
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn read_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
+}
+
+/// On v2, a child gets a memory controller only if its parent lists
+/// `memory` in `cgroup.subtree_control`.
+fn enable_memory_controller(dir: &Path) -> Result<(), ScratchError> {
+    let control = dir.join("cgroup.subtree_control");
+    let enabled = std::fs::read_to_string(&control).unwrap_or_default();
+    if enabled.split_whitespace().any(|c| c == "memory") {
+        return Ok(());
+    }
+    std::fs::write(&control, "+memory").map_err(|source| ScratchError::Io {
+        action: "enable the memory controller in",
+        path: control,
+        source,
+    })
+}
+
+/// The value of `key` in a `key value` per line file (`memory.events`).
+#[must_use]
+pub fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keyed_value;
+
+    #[test]
+    fn reads_keyed_files() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(keyed_value(v1, "oom_kill"), Some(3));
+        let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\noom_group_kill 0\n";
+        assert_eq!(keyed_value(v2, "oom_kill"), Some(2));
+        assert_eq!(keyed_value(v2, "oom"), Some(2));
+        assert_eq!(keyed_value("", "oom_kill"), None);
+    }
+}

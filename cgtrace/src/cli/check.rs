@@ -1,0 +1,278 @@
+//! `cgtrace check`: what this kernel supports and which probe variant each
+//! feature uses. It loads the real probes (as root), so "ready" means the
+//! verifier accepted them and they attached here.
+
+use std::fmt::Write as _;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::Outcome;
+use crate::{
+    btf::Btf,
+    cgroup::{Hierarchies, Version},
+    probe::{
+        Probe, ProbeError, ProbeOptions,
+        features::{FEATURES, best_variant},
+    },
+    system::{self, Privileges},
+};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    kernel: String,
+    btf: Result<usize, String>,
+    cgroup_mode: String,
+    hierarchies: Vec<HierarchyRow>,
+    tracefs_mounted: bool,
+    privileges: String,
+    can_trace: bool,
+    fentry: String,
+    features: Vec<FeatureRow>,
+    can_run: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct HierarchyRow {
+    id: Option<u32>,
+    version: &'static str,
+    mount: String,
+    controllers: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct FeatureRow {
+    feature: &'static str,
+    status: &'static str,
+    variant: Option<String>,
+    detail: String,
+}
+
+pub fn run(args: &CheckArgs) -> anyhow::Result<Outcome> {
+    let report = gather();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(if report.can_run {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    })
+}
+
+fn gather() -> Report {
+    let btf = Btf::from_sys_fs();
+    let hierarchies = Hierarchies::discover().unwrap_or_default();
+    let privileges = Privileges::current();
+
+    // Loading the probe is the only honest test of what the kernel accepts.
+    let probe = if privileges.can_trace() && btf.is_ok() {
+        Some(Probe::load(&ProbeOptions::default()))
+    } else {
+        None
+    };
+    let oom_status = match &probe {
+        Some(Ok(p)) => p.features().iter().find(|f| f.feature == "oom").cloned(),
+        _ => None,
+    };
+    // The OOM probe tries fentry first; its outcome says whether this kernel
+    // allows BPF trampolines at all.
+    let fentry_allowed = oom_status.as_ref().is_some_and(|s| {
+        s.variant
+            .as_deref()
+            .is_some_and(|v| v.starts_with("fentry"))
+    });
+    let fentry = match (&oom_status, &probe) {
+        (Some(s), _) if fentry_allowed => format!("allowed ({})", s.detail),
+        (Some(_), _) => {
+            "refused by this kernel (the OOM probe's fentry load failed; see oom below)".to_owned()
+        }
+        (None, Some(Err(e))) => format!("unknown: the probe did not load ({})", error_text(e)),
+        (None, _) => "unknown: needs root to try".to_owned(),
+    };
+
+    let mut features = Vec::new();
+    for feature in FEATURES {
+        let row = match (&btf, feature.name) {
+            (Err(e), _) => FeatureRow {
+                feature: feature.name,
+                status: "unavailable",
+                variant: None,
+                detail: e.to_string(),
+            },
+            (Ok(_), "oom") => match (&probe, &oom_status) {
+                (_, Some(status)) => FeatureRow {
+                    feature: "oom",
+                    status: "ready",
+                    variant: status.variant.clone(),
+                    detail: status.detail.clone(),
+                },
+                (Some(Err(e)), _) => FeatureRow {
+                    feature: "oom",
+                    status: "unavailable",
+                    variant: None,
+                    detail: format!("{}; the kernel-log fallback still works", error_text(e)),
+                },
+                _ => FeatureRow {
+                    feature: "oom",
+                    status: "not verified",
+                    variant: None,
+                    detail: privileges.missing(),
+                },
+            },
+            (Ok(btf), _) => {
+                let (variant, reasons) = best_variant(btf, feature, fentry_allowed);
+                let mut detail = if feature.implemented {
+                    String::new()
+                } else {
+                    "hooks present; not implemented in this version".to_owned()
+                };
+                if variant.is_none() {
+                    detail = format!(
+                        "no hook available; would fall back to {}",
+                        feature.fallback.unwrap_or("nothing")
+                    );
+                }
+                for reason in reasons {
+                    let _ = write!(detail, "; {reason}");
+                }
+                FeatureRow {
+                    feature: feature.name,
+                    status: if variant.is_some() {
+                        "planned"
+                    } else {
+                        "unavailable"
+                    },
+                    variant: variant.map(str::to_owned),
+                    detail,
+                }
+            }
+        };
+        features.push(row);
+    }
+
+    let can_run = btf.is_ok() && privileges.can_trace() && matches!(probe, Some(Ok(_)));
+    Report {
+        kernel: system::kernel_release(),
+        btf: btf.as_ref().map(Btf::len).map_err(ToString::to_string),
+        cgroup_mode: hierarchies.mode().to_string(),
+        hierarchies: hierarchies
+            .list
+            .iter()
+            .map(|h| HierarchyRow {
+                id: h.id,
+                version: match h.version {
+                    Version::V1 => "v1",
+                    Version::V2 => "v2",
+                },
+                mount: h.mount.display().to_string(),
+                controllers: h.controllers.clone(),
+            })
+            .collect(),
+        tracefs_mounted: system::tracefs_mounted(),
+        privileges: if privileges.euid == 0 {
+            "root".to_owned()
+        } else {
+            format!("uid {}", privileges.euid)
+        },
+        can_trace: privileges.can_trace(),
+        fentry,
+        features,
+        can_run,
+    }
+}
+
+fn error_text(error: &ProbeError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        let message = e.to_string();
+        let message = message
+            .split(". Verifier output")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        let _ = write!(text, ": {message}");
+        source = e.source();
+    }
+    text
+}
+
+fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "kernel      {}", report.kernel);
+    let _ = match &report.btf {
+        Ok(types) => writeln!(
+            out,
+            "btf         {} ({types} types)",
+            crate::btf::VMLINUX_BTF
+        ),
+        Err(e) => writeln!(out, "btf         MISSING: {e}"),
+    };
+    let _ = writeln!(out, "cgroups     {}", report.cgroup_mode);
+    for h in &report.hierarchies {
+        let controllers = if h.controllers.is_empty() {
+            "no controllers".to_owned()
+        } else {
+            h.controllers.join(",")
+        };
+        let id = h.id.map_or_else(|| "-".to_owned(), |id| id.to_string());
+        let _ = writeln!(
+            out,
+            "  {:<3} {:>2}  {:<28} {controllers}",
+            h.version, id, h.mount
+        );
+    }
+    let _ = writeln!(
+        out,
+        "tracefs     {}",
+        if report.tracefs_mounted {
+            format!("mounted at {}", system::TRACEFS)
+        } else {
+            "not mounted (only classic tracepoints need it: mount -t tracefs nodev /sys/kernel/tracing)".to_owned()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "privileges  {} ({})",
+        report.privileges,
+        if report.can_trace {
+            "can load eBPF tracing programs"
+        } else {
+            "cannot load eBPF programs: run with sudo"
+        }
+    );
+    let _ = writeln!(out, "fentry      {}", report.fentry);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<24} {:<12} {:<42} DETAIL",
+        "FEATURE", "STATUS", "VARIANT"
+    );
+    for f in &report.features {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<12} {:<42} {}",
+            f.feature,
+            f.status,
+            f.variant.as_deref().unwrap_or("-"),
+            f.detail
+        );
+    }
+    if !report.can_run {
+        let _ = writeln!(
+            out,
+            "\ncgtrace cannot trace on this machine as it is: see above."
+        );
+    }
+    out
+}

@@ -1,0 +1,185 @@
+//! `cgtrace demo`: the built-in scenarios. Each runs a real workload in a
+//! scratch cgroup, traced, shows what cgtrace saw next to the kernel's own
+//! counter, and removes everything it made.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+
+use super::{Outcome, oom::resolve_paths};
+use crate::{
+    cgroup::{Hierarchies, Resolver, Version, scratch::ScratchCgroup},
+    event::{Event, OomKill},
+    output::{self, format::bytes},
+    probe::{Probe, ProbeOptions},
+    runtime::wait_readable,
+    system::Clock,
+};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Scenarios to run (default: all).
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<Scenario>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// A process allocating 200 MiB in a cgroup limited to 100 MiB.
+    Oom,
+}
+
+/// How long a scenario waits for the kernel and the probe to agree.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::value_variants().to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let mut probe = Probe::load(&ProbeOptions::default())?;
+    for feature in probe.features() {
+        println!(
+            "probe {}: {} ({})",
+            feature.feature,
+            feature.variant.as_deref().unwrap_or("unavailable"),
+            feature.detail
+        );
+    }
+    let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
+    let mut all_agree = true;
+    for scenario in scenarios {
+        let agrees = match scenario {
+            Scenario::Oom => oom_scenario(&mut probe, &hierarchies)?,
+        };
+        all_agree &= agrees;
+    }
+    let stats = probe.stats();
+    println!(
+        "\nprobe totals: {} records, {} ring-buffer drops, {} recursion misses, {} read failures",
+        stats.records, stats.ring_buffer_drops, stats.recursion_misses, stats.read_failures
+    );
+    Ok(if all_agree {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    })
+}
+
+fn oom_scenario(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
+    const LIMIT: u64 = 100 << 20;
+    const ALLOCATE_MIB: u32 = 200;
+    println!(
+        "\n== oom: a process allocating {ALLOCATE_MIB} MiB in a cgroup limited to {} ==",
+        bytes(LIMIT)
+    );
+    let name = format!("cgtrace-demo-{}-oom", std::process::id());
+    let cgroup =
+        ScratchCgroup::create(hierarchies, &name).context("cannot create the scratch cgroup")?;
+    cgroup.set_memory_limit(LIMIT)?;
+    let cgroup_id = cgroup.id()?;
+    println!(
+        "cgroup {} (memory {}, id {cgroup_id}), limit {}",
+        cgroup.path(),
+        match cgroup.version() {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+        },
+        bytes(LIMIT)
+    );
+    // Ignore records from before this scenario.
+    probe.drain(|_| {});
+
+    let exe = std::env::current_exe().context("cannot find the cgtrace binary")?;
+    let mut command = Command::new(exe);
+    command.args(["__memhog", &ALLOCATE_MIB.to_string()]);
+    command.stdout(std::process::Stdio::null());
+    let started = Instant::now();
+    let mut child = cgroup.spawn_into(&mut command)?;
+    let child_pid = child.id();
+    let status = child.wait().context("waiting for the workload")?;
+    println!(
+        "workload pid {child_pid} ended after {:.2} s: {status}",
+        started.elapsed().as_secs_f64()
+    );
+
+    let clock = Clock::now();
+    let mut resolver = Resolver::new(hierarchies.clone());
+    let mut kills: Vec<OomKill> = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    let mut kernel_count = cgroup.oom_kill_count()?;
+    while Instant::now() < deadline {
+        probe.drain(|event| match event {
+            Event::OomKill(kill) => kills.push(kill),
+        });
+        kernel_count = cgroup.oom_kill_count()?;
+        let seen = in_cgroup(&kills, cgroup_id).count();
+        if kernel_count > 0 && u64::try_from(seen).unwrap_or(0) >= kernel_count {
+            break;
+        }
+        wait_readable(&[probe.events_fd()], Duration::from_millis(100))?;
+    }
+    for kill in &mut kills {
+        resolve_paths(kill, &mut resolver);
+    }
+    let ours: Vec<&OomKill> = in_cgroup(&kills, cgroup_id).collect();
+    println!("\ncgtrace saw:");
+    println!("  {}", output::oom::header());
+    for kill in &ours {
+        println!("  {}", output::oom::line(kill, &clock));
+    }
+    let counted = u64::try_from(
+        ours.iter()
+            .filter(|k| k.counted_as_kill != Some(false))
+            .count(),
+    )
+    .unwrap_or(u64::MAX);
+    let counter_file = match cgroup.version() {
+        Version::V1 => "memory.oom_control",
+        Version::V2 => "memory.events",
+    };
+    println!("\nkernel's own count ({counter_file} oom_kill): {kernel_count}");
+    println!("cgtrace's count of OOM kills in the cgroup:    {counted}");
+
+    let mut problems = Vec::new();
+    if counted != kernel_count {
+        problems.push(format!("counts differ ({counted} vs {kernel_count})"));
+    }
+    if kernel_count == 0 {
+        problems
+            .push("the kernel reports no OOM kill; the workload was not constrained".to_owned());
+    }
+    if !ours.iter().any(|k| k.victim.pid == child_pid) {
+        problems.push(format!(
+            "no event names the workload (pid {child_pid}) as the victim"
+        ));
+    }
+    for kill in &ours {
+        let limit = kill.oom_memcg.as_ref().and_then(|m| m.limit_bytes);
+        if limit != Some(LIMIT) {
+            problems.push(format!("limit reported as {limit:?}, expected {LIMIT}"));
+        }
+    }
+    drop(cgroup);
+    if problems.is_empty() {
+        println!("verdict: cgtrace agrees with the kernel (victim, cgroup, limit and count)");
+        Ok(true)
+    } else {
+        println!("verdict: MISMATCH: {}", problems.join("; "));
+        if ours.is_empty() && kernel_count > 0 {
+            bail!("the probe delivered no OOM record for a kill the kernel counted");
+        }
+        Ok(false)
+    }
+}
+
+fn in_cgroup(kills: &[OomKill], cgroup_id: u64) -> impl Iterator<Item = &OomKill> {
+    kills
+        .iter()
+        .filter(move |k| k.victim.cgroup_ref.is_some_and(|c| c.id == cgroup_id))
+}

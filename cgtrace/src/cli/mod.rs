@@ -1,0 +1,42 @@
+//! Command-line interface: one module per subcommand; `main.rs` only
+//! parses and dispatches.
+
+pub mod check;
+pub mod demo;
+pub mod memhog;
+pub mod oom;
+
+use clap::{Parser, Subcommand};
+
+/// Trace Linux cgroups with eBPF: OOM kills (with the memcg whose limit was
+/// hit), page-cache ownership and reclaim, CPU throttling.
+#[derive(Debug, Parser)]
+#[command(name = "cgtrace", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// What this kernel supports and which probe variant each feature uses.
+    Check(check::CheckArgs),
+    /// OOM kills: victim, cgroup, the memcg whose limit was hit, its limit
+    /// and usage at the moment of the kill.
+    Oom(oom::OomArgs),
+    /// Run the built-in scenarios in scratch cgroups, traced, next to the
+    /// kernel's own counters.
+    Demo(demo::DemoArgs),
+    /// Allocate and touch memory (the demo's and tests' workload).
+    #[command(name = "__memhog", hide = true)]
+    Memhog(memhog::MemhogArgs),
+}
+
+/// How a subcommand ended, for the process exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Ran, but found something wrong (a demo mismatch, a kernel that
+    /// cannot run cgtrace).
+    Failure,
+}

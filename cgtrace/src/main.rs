@@ -1,0 +1,25 @@
+//! The `cgtrace` command: parses, dispatches, and turns errors into a
+//! message and an exit code (1: could not run or found a problem; 2: usage).
+
+use std::process::ExitCode;
+
+use cgtrace::cli::{self, Cli, Command, Outcome};
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Check(args) => cli::check::run(args),
+        Command::Oom(args) => cli::oom::run(args),
+        Command::Demo(args) => cli::demo::run(args),
+        Command::Memhog(args) => cli::memhog::run(args),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Failure) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("cgtrace: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

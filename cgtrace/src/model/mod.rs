@@ -1,0 +1,3 @@
+//! Pure state fed by events: no I/O, shared by live views and replay.
+
+pub mod oom;

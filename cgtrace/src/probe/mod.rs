@@ -1,0 +1,337 @@
+//! Loading, attaching and reading cgtrace's eBPF programs.
+//!
+//! [`Probe::load`] resolves the kernel layout from BTF, loads the object with
+//! those values as the `OFFSETS` global, and attaches each feature with the
+//! best variant the kernel allows, falling back and recording why. The ring
+//! buffer is drained into [`Event`]s; every loss (ring buffer full, kernel
+//! read failed, program skipped by recursion protection, undecodable record)
+//! is counted and reported by [`Probe::stats`].
+
+pub mod features;
+pub mod offsets;
+mod prog_info;
+
+use std::os::fd::{AsFd as _, BorrowedFd};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, FExit, ProgramError},
+};
+use cgtrace_common::stats::LossCounter;
+use serde::Serialize;
+
+use crate::{
+    btf::{Btf, BtfError},
+    event::{DecodeContext, Event, decode},
+    system::Privileges,
+};
+
+/// The eBPF object built by `build.rs`, aligned for the ELF parser.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cgtrace"));
+
+/// Default ring-buffer size. OOM records are 200 bytes; 256 KiB holds over a
+/// thousand undelivered kills, far more than an OOM storm produces between
+/// two reads.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    NotPrivileged(String),
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("cannot read kernel BTF for aya")]
+    AyaBtf(#[source] aya::BtfError),
+    #[error("cannot load cgtrace's eBPF object")]
+    Load(#[source] aya::EbpfError),
+    #[error("the eBPF object has no {kind} `{name}` (build mismatch)")]
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
+    #[error("cannot attach {program} ({hook})")]
+    Attach {
+        program: &'static str,
+        hook: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF map {name} cannot be used")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// Which way to find the memcg whose limit an OOM kill hit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OomVariant {
+    /// fentry where the kernel allows it, else tp_btf with the limit walk.
+    #[default]
+    Auto,
+    /// fentry/fexit on `out_of_memory()` plus tp_btf `mark_victim`; fail if refused.
+    Fentry,
+    /// tp_btf `mark_victim` only; the constraining memcg by limit walk.
+    TpBtf,
+}
+
+/// What to attach.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    pub ring_buffer_bytes: u32,
+    pub oom_variant: OomVariant,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            oom_variant: OomVariant::Auto,
+        }
+    }
+}
+
+/// How one feature was attached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FeatureStatus {
+    pub feature: &'static str,
+    /// The probe variant in use; `None` when the feature is unavailable.
+    pub variant: Option<String>,
+    /// Why this variant, or why none.
+    pub detail: String,
+}
+
+/// Loss and delivery counters, summed over CPUs and programs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProbeStats {
+    /// Records the programs put in the ring buffer.
+    pub records: u64,
+    /// Records lost because the ring buffer was full.
+    pub ring_buffer_drops: u64,
+    /// Records sent with some fields unknown because a kernel read failed.
+    pub read_failures: u64,
+    /// Program runs the kernel skipped because another BPF program was
+    /// running on that CPU (`bpf_prog_info.recursion_misses`).
+    pub recursion_misses: u64,
+    /// Records the collector could not decode.
+    pub decode_errors: u64,
+}
+
+impl ProbeStats {
+    /// Events lost without a record of any kind.
+    #[must_use]
+    pub fn lost(&self) -> u64 {
+        self.ring_buffer_drops + self.recursion_misses + self.decode_errors
+    }
+}
+
+/// The loaded and attached programs.
+pub struct Probe {
+    ebpf: Ebpf,
+    events: RingBuf<MapData>,
+    loss: PerCpuArray<MapData, u64>,
+    features: Vec<FeatureStatus>,
+    context: DecodeContext,
+    decode_errors: u64,
+    absent_members: Vec<String>,
+}
+
+impl Probe {
+    /// Loads the eBPF object and attaches the OOM feature.
+    pub fn load(options: &ProbeOptions) -> Result<Self, ProbeError> {
+        let privileges = Privileges::current();
+        if !privileges.can_trace() {
+            return Err(ProbeError::NotPrivileged(privileges.missing()));
+        }
+        let btf = Btf::from_sys_fs()?;
+        let layout = offsets::resolve(&btf)?;
+        drop(btf);
+        let aya_btf = aya::Btf::from_sys_fs().map_err(ProbeError::AyaBtf)?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global("OFFSETS", &layout.offsets, true)
+            .map_max_entries("EVENTS", options.ring_buffer_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(ProbeError::Load)?;
+
+        let oom = attach_oom(&mut ebpf, &aya_btf, options.oom_variant, &layout.absent)?;
+
+        let events = take_map(&mut ebpf, "EVENTS")?;
+        let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map {
+            name: "EVENTS",
+            source,
+        })?;
+        let loss = take_map(&mut ebpf, "LOSS")?;
+        let loss = PerCpuArray::try_from(loss).map_err(|source| ProbeError::Map {
+            name: "LOSS",
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            events,
+            loss,
+            features: vec![oom],
+            context: DecodeContext {
+                page_shift: layout.offsets.page_shift,
+                oom_constraints: layout.oom_constraints,
+            },
+            decode_errors: 0,
+            absent_members: layout.absent,
+        })
+    }
+
+    /// How each feature was attached.
+    #[must_use]
+    pub fn features(&self) -> &[FeatureStatus] {
+        &self.features
+    }
+
+    /// Optional kernel struct members this kernel lacks (their fields are unknown).
+    #[must_use]
+    pub fn absent_members(&self) -> &[String] {
+        &self.absent_members
+    }
+
+    /// The ring buffer's descriptor, readable when records are waiting.
+    #[must_use]
+    pub fn events_fd(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
+    }
+
+    /// Decodes every record waiting in the ring buffer.
+    pub fn drain(&mut self, mut on_event: impl FnMut(Event)) {
+        while let Some(item) = self.events.next() {
+            match decode(&item, &self.context) {
+                Ok(event) => on_event(event),
+                Err(_) => self.decode_errors += 1,
+            }
+        }
+    }
+
+    /// Current loss and delivery counters.
+    #[must_use]
+    pub fn stats(&self) -> ProbeStats {
+        let sum = |counter: LossCounter| -> u64 {
+            self.loss
+                .get(&(counter as u32), 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        let recursion_misses = self
+            .ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok())
+            .filter_map(|fd| prog_info::recursion_misses(fd.as_fd()).ok())
+            .sum();
+        ProbeStats {
+            records: sum(LossCounter::Submitted),
+            ring_buffer_drops: sum(LossCounter::RingBufFull),
+            read_failures: sum(LossCounter::ReadFailed),
+            recursion_misses,
+            decode_errors: self.decode_errors,
+        }
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+    ebpf.take_map(name)
+        .ok_or(ProbeError::Missing { kind: "map", name })
+}
+
+/// Attaches the OOM feature: fentry/fexit on `out_of_memory()` when allowed
+/// (and wanted), then tp_btf `mark_victim`.
+fn attach_oom(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    variant: OomVariant,
+    absent: &[String],
+) -> Result<FeatureStatus, ProbeError> {
+    let mut fentry_refused = None;
+    if variant != OomVariant::TpBtf {
+        match attach_oom_fentry(ebpf, btf) {
+            Ok(()) => {}
+            Err(e) if variant == OomVariant::Auto => fentry_refused = Some(innermost(&e)),
+            Err(e) => return Err(e),
+        }
+    }
+    let program: &mut BtfTracePoint = program(ebpf, "mark_victim")?;
+    program
+        .load("mark_victim", btf)
+        .and_then(|()| program.attach().map(drop))
+        .map_err(|source| ProbeError::Attach {
+            program: "mark_victim",
+            hook: "tp_btf oom/mark_victim",
+            source,
+        })?;
+    let mut detail = match (variant, &fentry_refused) {
+        (OomVariant::TpBtf, _) => {
+            "requested; constraining memcg found by limit walk (lowest memcg at its limit)"
+                .to_owned()
+        }
+        (_, Some(reason)) => format!(
+            "fentry on out_of_memory() refused: {reason}; constraining memcg found by limit walk"
+        ),
+        (_, None) => "constraining memcg read from oom_control".to_owned(),
+    };
+    if !absent.is_empty() {
+        detail.push_str(&format!("; unknown on this kernel: {}", absent.join(", ")));
+    }
+    let variant = if fentry_refused.is_some() || variant == OomVariant::TpBtf {
+        "tp_btf mark_victim + limit walk"
+    } else {
+        "fentry out_of_memory + tp_btf mark_victim"
+    };
+    Ok(FeatureStatus {
+        feature: "oom",
+        variant: Some(variant.to_owned()),
+        detail,
+    })
+}
+
+fn attach_oom_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProbeError> {
+    let attach_error = |program, source| ProbeError::Attach {
+        program,
+        hook: "fentry out_of_memory",
+        source,
+    };
+    let enter: &mut FEntry = program(ebpf, "oom_enter")?;
+    enter
+        .load("out_of_memory", btf)
+        .and_then(|()| enter.attach().map(drop))
+        .map_err(|e| attach_error("oom_enter", e))?;
+    let exit: &mut FExit = program(ebpf, "oom_exit")?;
+    let result = exit
+        .load("out_of_memory", btf)
+        .and_then(|()| exit.attach().map(drop))
+        .map_err(|e| attach_error("oom_exit", e));
+    if result.is_err() {
+        // Without fexit the in-progress map would keep stale entries.
+        let enter: &mut FEntry = program(ebpf, "oom_enter")?;
+        let _ = enter.unload();
+    }
+    result
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(ProbeError::Missing {
+            kind: "program",
+            name,
+        })
+}
+
+/// The innermost cause of an error: for a refused program load, the
+/// kernel's errno ("Operation not permitted (os error 1)").
+fn innermost(error: &dyn std::error::Error) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}

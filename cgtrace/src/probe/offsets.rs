@@ -1,0 +1,178 @@
+//! Fills `cgtrace_common::offsets::Offsets` from the running kernel's BTF.
+//!
+//! Members the OOM probe cannot work without are required; the rest are
+//! optional and, when a kernel lacks them, stay `ABSENT` so the programs
+//! skip those reads and the collector says which fields are unknown.
+
+use cgtrace_common::offsets::{ABSENT, Offsets};
+
+use crate::btf::{Btf, BtfError};
+
+/// The offsets, and the optional members this kernel does not have.
+#[derive(Debug, Clone)]
+pub struct KernelLayout {
+    pub offsets: Offsets,
+    /// Human-readable names of optional members that are absent.
+    pub absent: Vec<String>,
+    /// `enum oom_constraint` values, to decode the fentry variant's field.
+    pub oom_constraints: Vec<(i64, &'static str)>,
+}
+
+/// Resolves every offset cgtrace uses. Fails only when a required member is
+/// missing.
+pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
+    let mut absent = Vec::new();
+    let (mm_rss_first, mm_rss_stride) = match rss_layout(btf) {
+        Ok(layout) => layout,
+        Err(_) => {
+            absent.push("mm_struct.rss_stat".to_owned());
+            (ABSENT, ABSENT)
+        }
+    };
+
+    let mut optional = |result: Result<u32, BtfError>, name: &str| -> u32 {
+        result.unwrap_or_else(|_| {
+            absent.push(name.to_owned());
+            ABSENT
+        })
+    };
+    let enum_u32 = |name: &str| -> Result<u32, BtfError> {
+        let value = btf.enum_value(name)?;
+        u32::try_from(value).map_err(|_| BtfError::MissingEnumValue {
+            name: format!("{name} (value {value} out of range)"),
+        })
+    };
+
+    let offsets = Offsets {
+        task_pid: btf.offset_of("task_struct", "pid")?,
+        task_tgid: btf.offset_of("task_struct", "tgid")?,
+        task_comm: btf.offset_of("task_struct", "comm")?,
+        task_cgroups: btf.offset_of("task_struct", "cgroups")?,
+        task_mm: optional(btf.offset_of("task_struct", "mm"), "task_struct.mm"),
+        task_real_cred: optional(
+            btf.offset_of("task_struct", "real_cred"),
+            "task_struct.real_cred",
+        ),
+        task_signal: optional(btf.offset_of("task_struct", "signal"), "task_struct.signal"),
+        cred_uid: optional(btf.offset_of("cred", "uid"), "cred.uid"),
+        signal_oom_score_adj: optional(
+            btf.offset_of("signal_struct", "oom_score_adj"),
+            "signal_struct.oom_score_adj",
+        ),
+        css_set_subsys: btf.offset_of("css_set", "subsys")?,
+        memory_cgrp_id: enum_u32("memory_cgrp_id")?,
+        css_cgroup: btf.offset_of("cgroup_subsys_state", "cgroup")?,
+        css_parent: btf.offset_of("cgroup_subsys_state", "parent")?,
+        cgroup_kn: btf.offset_of("cgroup", "kn")?,
+        cgroup_root: btf.offset_of("cgroup", "root")?,
+        cgroup_level: btf.offset_of("cgroup", "level")?,
+        kernfs_node_id: btf.offset_of("kernfs_node", "id")?,
+        cgroup_root_hierarchy_id: btf.offset_of("cgroup_root", "hierarchy_id")?,
+        memcg_css: btf.offset_of("mem_cgroup", "css")?,
+        memcg_memory: btf.offset_of("mem_cgroup", "memory")?,
+        memcg_memsw: optional(btf.offset_of("mem_cgroup", "memsw"), "mem_cgroup.memsw"),
+        memcg_oom_group: optional(
+            btf.offset_of("mem_cgroup", "oom_group"),
+            "mem_cgroup.oom_group",
+        ),
+        memcg_events_local: optional(
+            btf.offset_of("mem_cgroup", "memory_events_local"),
+            "mem_cgroup.memory_events_local",
+        ),
+        memcg_event_oom_kill: optional(enum_u32("MEMCG_OOM_KILL"), "MEMCG_OOM_KILL"),
+        page_counter_usage: btf.offset_of("page_counter", "usage")?,
+        page_counter_max: btf.offset_of("page_counter", "max")?,
+        mm_total_vm: optional(btf.offset_of("mm_struct", "total_vm"), "mm_struct.total_vm"),
+        mm_pgtables_bytes: optional(
+            btf.offset_of("mm_struct", "pgtables_bytes"),
+            "mm_struct.pgtables_bytes",
+        ),
+        mm_rss_first,
+        mm_rss_stride,
+        mm_filepages: optional(enum_u32("MM_FILEPAGES"), "MM_FILEPAGES"),
+        mm_anonpages: optional(enum_u32("MM_ANONPAGES"), "MM_ANONPAGES"),
+        mm_shmempages: optional(enum_u32("MM_SHMEMPAGES"), "MM_SHMEMPAGES"),
+        oc_memcg: optional(btf.offset_of("oom_control", "memcg"), "oom_control.memcg"),
+        oc_totalpages: optional(
+            btf.offset_of("oom_control", "totalpages"),
+            "oom_control.totalpages",
+        ),
+        oc_constraint: optional(
+            btf.offset_of("oom_control", "constraint"),
+            "oom_control.constraint",
+        ),
+        page_shift: page_shift(),
+        _pad: 0,
+    };
+
+    let oom_constraints = [
+        ("CONSTRAINT_NONE", "none"),
+        ("CONSTRAINT_CPUSET", "cpuset"),
+        ("CONSTRAINT_MEMORY_POLICY", "mempolicy"),
+        ("CONSTRAINT_MEMCG", "memcg"),
+    ]
+    .into_iter()
+    .filter_map(|(name, label)| btf.enum_value(name).ok().map(|v| (v, label)))
+    .collect();
+
+    Ok(KernelLayout {
+        offsets,
+        absent,
+        oom_constraints,
+    })
+}
+
+/// Where the RSS counters live in `mm_struct`: since 6.2 `rss_stat` is an
+/// array of `struct percpu_counter` (read its `count`); before, a
+/// `struct mm_rss_stat` holding an `atomic_long_t count[]`.
+fn rss_layout(btf: &Btf) -> Result<(u32, u32), BtfError> {
+    let rss = btf.member("mm_struct", "rss_stat")?;
+    let base = rss.byte_offset().unwrap_or(ABSENT);
+    let missing = || BtfError::MissingMember {
+        type_name: "mm_struct".to_owned(),
+        member: "rss_stat (unknown layout)".to_owned(),
+    };
+    if let Some((element, _)) = btf.array_of(rss.type_id) {
+        let count = btf.offset_of("percpu_counter", "count")?;
+        let stride = btf.size_of(element).ok_or_else(missing)?;
+        return Ok((base + count, u32::try_from(stride).map_err(|_| missing())?));
+    }
+    let count = btf.offset_of("mm_rss_stat", "count")?;
+    Ok((base + count, 8))
+}
+
+fn page_shift() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page_size)
+        .ok()
+        .filter(|size| size.is_power_of_two())
+        .map_or(12, u64::trailing_zeros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+    use crate::btf::Btf;
+
+    /// The layout values measured on the 6.18 build hosts (see DESIGN.md §3)
+    /// must come out of that kernel's BTF; elsewhere, just resolve cleanly.
+    #[test]
+    fn resolves_the_running_kernel() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("skipped: this kernel has no BTF");
+            return;
+        };
+        let layout = resolve(&btf).expect("required members resolve");
+        let o = layout.offsets;
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        if release.starts_with("6.18.") {
+            assert_eq!(o.cgroup_kn, 256);
+            assert_eq!(o.kernfs_node_id, 96);
+            assert_eq!(o.oc_memcg, 16);
+            assert_eq!(o.memory_cgrp_id, 4);
+        }
+        assert!(layout.absent.is_empty(), "absent: {:?}", layout.absent);
+        assert_eq!(layout.oom_constraints.len(), 4);
+    }
+}

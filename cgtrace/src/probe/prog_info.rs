@@ -1,0 +1,47 @@
+//! `bpf_prog_info` fields aya does not expose: `recursion_misses`.
+
+use std::{
+    io,
+    os::fd::{AsRawFd as _, BorrowedFd},
+};
+
+use aya_obj::generated::bpf_prog_info;
+
+/// `BPF_OBJ_GET_INFO_BY_FD` from `linux/bpf.h`.
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// The `info` member of `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+struct InfoByFd {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// How many times the kernel skipped this program because another BPF
+/// program was already running on the CPU (kernel 5.12+; 0 before).
+pub fn recursion_misses(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: bpf_prog_info is a plain C struct of integers; all-zero is valid.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoByFd {
+        bpf_fd: u32::try_from(fd.as_raw_fd())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+        info_len: u32::try_from(size_of::<bpf_prog_info>()).unwrap_or(u32::MAX),
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    // SAFETY: attr points at a valid InfoByFd whose `info` points at a
+    // writable bpf_prog_info of `info_len` bytes; the kernel writes at most
+    // that many.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw mut attr,
+            size_of::<InfoByFd>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info.recursion_misses)
+}
