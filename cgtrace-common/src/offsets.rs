@@ -70,7 +70,8 @@ pub struct Offsets {
 
     /// `PAGE_SHIFT` of the running kernel.
     pub page_shift: u32,
-    pub _pad: u32,
+    /// Explicit padding; always zero.
+    pub padding: u32,
 }
 const _: () = assert!(core::mem::size_of::<Offsets>() == 152);
 
@@ -115,6 +116,6 @@ impl Offsets {
         oc_totalpages: ABSENT,
         oc_constraint: ABSENT,
         page_shift: 12,
-        _pad: 0,
+        padding: 0,
     };
 }

@@ -34,7 +34,7 @@ pub const OOM_FLAG_MEMSW_LIMIT: u8 = 1 << 1;
 /// `OomRecord::flags`: a kernel read failed; some fields are zero.
 pub const OOM_FLAG_READ_FAILED: u8 = 1 << 2;
 
-/// One OOM kill, from tp_btf `mark_victim` (arg 0: the victim task). The
+/// One OOM kill, from `tp_btf` `mark_victim` (arg 0: the victim task). The
 /// current task is the one whose allocation failed (the trigger).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +75,7 @@ pub struct OomRecord {
     /// `oom_control->totalpages` and `->constraint` (fentry variant only).
     pub oc_totalpages: u64,
     pub oc_constraint: u32,
-    pub _pad: u32,
+    /// Explicit padding; always zero.
+    pub padding: u32,
 }
 const _: () = assert!(core::mem::size_of::<OomRecord>() == 200);

@@ -107,7 +107,7 @@ fn empty_record() -> OomRecord {
         victim_memcg_oom_kills: 0,
         oc_totalpages: 0,
         oc_constraint: 0,
-        _pad: 0,
+        padding: 0,
     }
 }
 

@@ -102,7 +102,7 @@ impl Member {
     /// Byte offset; `None` for a bitfield that does not start on a byte.
     #[must_use]
     pub const fn byte_offset(&self) -> Option<u32> {
-        if self.bit_offset % 8 == 0 {
+        if self.bit_offset.is_multiple_of(8) {
             Some(self.bit_offset / 8)
         } else {
             None

@@ -349,7 +349,7 @@ mod tests {
             victim_memcg_oom_kills: 1,
             oc_totalpages: 0,
             oc_constraint: 0,
-            _pad: 0,
+            padding: 0,
         }
     }
 

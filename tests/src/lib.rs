@@ -1,1 +1,200 @@
-//! placeholder
+//! Helpers for cgtrace's integration tests: root checks, the cgtrace binary,
+//! workloads in scratch cgroups, and a `cgtrace oom --follow --json` runner.
+//! Every helper that starts something stops it on drop, so a failing test
+//! leaves no process or cgroup behind.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
+
+/// Generous upper bound for anything the kernel should do in well under a second.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Whether the test can run; prints why it is skipped when it cannot.
+#[must_use]
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped {test}: needs root (real eBPF programs and cgroups)");
+    }
+    root
+}
+
+/// The cgtrace binary: `$CGTRACE_BIN` (set by `cargo xtask test`), else the
+/// one cargo built next to this test executable.
+#[must_use]
+pub fn cgtrace_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CGTRACE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/cgtrace
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("cgtrace"))
+        .expect("target directory layout")
+}
+
+/// A scratch memory cgroup named for the test, limited to `limit` bytes.
+#[must_use]
+pub fn scratch(test: &str, limit: Option<u64>) -> ScratchCgroup {
+    let hierarchies = Hierarchies::discover().expect("cgroup mounts");
+    let name = format!("cgtrace-test-{test}-{}", std::process::id());
+    let cgroup = ScratchCgroup::create(&hierarchies, &name).expect("create scratch cgroup");
+    if let Some(limit) = limit {
+        cgroup.set_memory_limit(limit).expect("set memory limit");
+    }
+    cgroup
+}
+
+/// A child process killed and reaped on drop.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        self.0.wait().expect("wait for child")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cgtrace __memhog MIB` inside `cgroup`.
+#[must_use]
+pub fn memhog(cgroup: &ScratchCgroup, mebibytes: u32) -> ChildGuard {
+    let mut command = Command::new(cgtrace_bin());
+    command
+        .args(["__memhog", &mebibytes.to_string()])
+        .stdout(Stdio::null());
+    ChildGuard(cgroup.spawn_into(&mut command).expect("start memhog"))
+}
+
+/// Polls `condition` until it holds or the deadline passes.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `cgtrace oom --follow --json` in the background, its stdout lines
+/// parsed as they come.
+pub struct Follower {
+    child: ChildGuard,
+    lines: Receiver<serde_json::Value>,
+    /// Every JSON line received so far.
+    pub seen: Vec<serde_json::Value>,
+    stderr: Receiver<String>,
+}
+
+impl Follower {
+    /// Starts the follower and waits until its probe is attached.
+    #[must_use]
+    pub fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(cgtrace_bin())
+            .args(["oom", "--follow", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cgtrace oom --follow");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (line_tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("cgtrace printed a non-JSON line {line:?}: {e}"));
+                if line_tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let (err_tx, stderr_lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if err_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let follower = Self {
+            child: ChildGuard(child),
+            lines,
+            seen: Vec::new(),
+            stderr: stderr_lines,
+        };
+        // The feature line on stderr is printed once the probe is attached.
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match follower.stderr.recv_timeout(left) {
+                Ok(line) if line.starts_with("cgtrace: oom:") => break,
+                Ok(line) => eprintln!("cgtrace stderr: {line}"),
+                Err(e) => panic!("cgtrace oom --follow did not attach: {e}"),
+            }
+        }
+        follower
+    }
+
+    /// Waits for a JSON line matching `predicate`; returns it.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        predicate: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        if let Some(found) = self.seen.iter().find(|v| predicate(v)) {
+            return found.clone();
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(value) => {
+                    self.seen.push(value.clone());
+                    if predicate(&value) {
+                        return value;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("timed out waiting for {what}; saw {:?}", self.seen)
+                }
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "cgtrace exited while waiting for {what}; saw {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGINT, collects the remaining lines and the exit status.
+    #[must_use]
+    pub fn interrupt(mut self) -> (ExitStatus, Vec<serde_json::Value>, Vec<String>) {
+        let pid = libc::pid_t::try_from(self.child.pid()).expect("pid fits");
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let status = self.child.wait();
+        // The reader threads end at EOF, which closes the channels.
+        self.seen.extend(self.lines.iter());
+        let stderr = self.stderr.iter().collect();
+        (status, std::mem::take(&mut self.seen), stderr)
+    }
+}

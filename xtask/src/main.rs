@@ -1,1 +1,110 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup | test | demo`.
+//!
+//! Every task that builds runs `setup` first, so a fresh machine needs no
+//! other step. Nothing here is needed by cgtrace at run time.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build needs (idempotent; quick when already done).
+    Setup,
+    /// Run every check: format, clippy, unit and integration tests (as root).
+    Test,
+    /// Build cgtrace and run its built-in scenarios.
+    Demo,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run().map(drop),
+        Task::Test => test(),
+        Task::Demo => demo(),
+    };
+    if let Err(error) = result {
+        eprintln!("xtask: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root (the parent of this crate).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// A `cargo` command in the workspace root whose PATH finds bpf-linker.
+fn cargo(env: &setup::BuildEnv) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root()).env("PATH", &env.path);
+    command
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: running {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn test() -> anyhow::Result<()> {
+    let env = setup::run()?;
+    run(cargo(&env).args(["fmt", "--all", "--check"]))?;
+    run(cargo(&env).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo(&env).args(["build", "--package", "cgtrace", "--bins"]))?;
+    let binary = root().join("target/debug/cgtrace");
+    if !is_root() {
+        eprintln!(
+            "xtask: not root: the integration tests will skip (run `sudo -E cargo xtask test` for all of them)"
+        );
+    }
+    run(cargo(&env)
+        .args(["test", "--no-fail-fast"])
+        .env("CGTRACE_BIN", &binary))
+}
+
+fn demo() -> anyhow::Result<()> {
+    let env = setup::run()?;
+    run(cargo(&env).args(["build", "--release", "--package", "cgtrace", "--bins"]))?;
+    let binary = root().join("target/release/cgtrace");
+    let mut command = if is_root() {
+        Command::new(&binary)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg(&binary);
+        sudo
+    };
+    run(command.arg("demo"))
+}

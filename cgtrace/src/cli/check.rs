@@ -9,11 +9,11 @@ use serde::Serialize;
 
 use super::Outcome;
 use crate::{
-    btf::Btf,
+    btf::{Btf, BtfError},
     cgroup::{Hierarchies, Version},
     probe::{
-        Probe, ProbeError, ProbeOptions,
-        features::{FEATURES, best_variant},
+        FeatureStatus, Probe, ProbeError, ProbeOptions,
+        features::{FEATURES, Feature, best_variant},
     },
     system::{self, Privileges},
 };
@@ -100,65 +100,19 @@ fn gather() -> Report {
         (None, _) => "unknown: needs root to try".to_owned(),
     };
 
-    let mut features = Vec::new();
-    for feature in FEATURES {
-        let row = match (&btf, feature.name) {
-            (Err(e), _) => FeatureRow {
-                feature: feature.name,
-                status: "unavailable",
-                variant: None,
-                detail: e.to_string(),
-            },
-            (Ok(_), "oom") => match (&probe, &oom_status) {
-                (_, Some(status)) => FeatureRow {
-                    feature: "oom",
-                    status: "ready",
-                    variant: status.variant.clone(),
-                    detail: status.detail.clone(),
-                },
-                (Some(Err(e)), _) => FeatureRow {
-                    feature: "oom",
-                    status: "unavailable",
-                    variant: None,
-                    detail: format!("{}; the kernel-log fallback still works", error_text(e)),
-                },
-                _ => FeatureRow {
-                    feature: "oom",
-                    status: "not verified",
-                    variant: None,
-                    detail: privileges.missing(),
-                },
-            },
-            (Ok(btf), _) => {
-                let (variant, reasons) = best_variant(btf, feature, fentry_allowed);
-                let mut detail = if feature.implemented {
-                    String::new()
-                } else {
-                    "hooks present; not implemented in this version".to_owned()
-                };
-                if variant.is_none() {
-                    detail = format!(
-                        "no hook available; would fall back to {}",
-                        feature.fallback.unwrap_or("nothing")
-                    );
-                }
-                for reason in reasons {
-                    let _ = write!(detail, "; {reason}");
-                }
-                FeatureRow {
-                    feature: feature.name,
-                    status: if variant.is_some() {
-                        "planned"
-                    } else {
-                        "unavailable"
-                    },
-                    variant: variant.map(str::to_owned),
-                    detail,
-                }
-            }
-        };
-        features.push(row);
-    }
+    let features = FEATURES
+        .iter()
+        .map(|feature| {
+            feature_row(
+                feature,
+                btf.as_ref(),
+                probe.as_ref(),
+                oom_status.as_ref(),
+                privileges,
+                fentry_allowed,
+            )
+        })
+        .collect();
 
     let can_run = btf.is_ok() && privileges.can_trace() && matches!(probe, Some(Ok(_)));
     Report {
@@ -188,6 +142,75 @@ fn gather() -> Report {
         fentry,
         features,
         can_run,
+    }
+}
+
+/// One feature's row: the OOM feature from the probe that was loaded, the
+/// others from the hooks BTF says exist.
+fn feature_row(
+    feature: &Feature,
+    btf: Result<&Btf, &BtfError>,
+    probe: Option<&Result<Probe, ProbeError>>,
+    oom_status: Option<&FeatureStatus>,
+    privileges: Privileges,
+    fentry_allowed: bool,
+) -> FeatureRow {
+    let btf = match btf {
+        Ok(btf) => btf,
+        Err(e) => {
+            return FeatureRow {
+                feature: feature.name,
+                status: "unavailable",
+                variant: None,
+                detail: e.to_string(),
+            };
+        }
+    };
+    if feature.name == "oom" {
+        return match (probe, oom_status) {
+            (_, Some(status)) => FeatureRow {
+                feature: "oom",
+                status: "ready",
+                variant: status.variant.clone(),
+                detail: status.detail.clone(),
+            },
+            (Some(Err(e)), _) => FeatureRow {
+                feature: "oom",
+                status: "unavailable",
+                variant: None,
+                detail: format!("{}; the kernel-log fallback still works", error_text(e)),
+            },
+            _ => FeatureRow {
+                feature: "oom",
+                status: "not verified",
+                variant: None,
+                detail: privileges.missing(),
+            },
+        };
+    }
+    let (variant, reasons) = best_variant(btf, feature, fentry_allowed);
+    let mut detail = if variant.is_none() {
+        format!(
+            "no hook available; would fall back to {}",
+            feature.fallback.unwrap_or("nothing")
+        )
+    } else if feature.implemented {
+        String::new()
+    } else {
+        "hooks present; not implemented in this version".to_owned()
+    };
+    for reason in reasons {
+        let _ = write!(detail, "; {reason}");
+    }
+    FeatureRow {
+        feature: feature.name,
+        status: if variant.is_some() {
+            "planned"
+        } else {
+            "unavailable"
+        },
+        variant: variant.map(str::to_owned),
+        detail,
     }
 }
 

@@ -14,6 +14,7 @@ use super::{Outcome, oom::resolve_paths};
 use crate::{
     cgroup::{Hierarchies, Resolver, Version, scratch::ScratchCgroup},
     event::{Event, OomKill},
+    model::oom::OomCorrelator,
     output::{self, format::bytes},
     probe::{Probe, ProbeOptions},
     runtime::wait_readable,
@@ -111,12 +112,18 @@ fn oom_scenario(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<
     let clock = Clock::now();
     let mut resolver = Resolver::new(hierarchies.clone());
     let mut kills: Vec<OomKill> = Vec::new();
+    let mut model = OomCorrelator::new(Some(Clock::monotonic_now_ns()), 0);
     let deadline = Instant::now() + DEADLINE;
     let mut kernel_count = cgroup.oom_kill_count()?;
     while Instant::now() < deadline {
+        let mut fresh = Vec::new();
         probe.drain(|event| match event {
-            Event::OomKill(kill) => kills.push(kill),
+            Event::OomKill(kill) => fresh.push(kill),
         });
+        for kill in fresh {
+            model.probe(kill, Clock::monotonic_now_ns());
+        }
+        kills.extend(model.expire(Clock::monotonic_now_ns()));
         kernel_count = cgroup.oom_kill_count()?;
         let seen = in_cgroup(&kills, cgroup_id).count();
         if kernel_count > 0 && u64::try_from(seen).unwrap_or(0) >= kernel_count {
@@ -145,7 +152,27 @@ fn oom_scenario(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<
     };
     println!("\nkernel's own count ({counter_file} oom_kill): {kernel_count}");
     println!("cgtrace's count of OOM kills in the cgroup:    {counted}");
+    let problems = oom_problems(&ours, counted, kernel_count, child_pid, LIMIT);
+    drop(cgroup);
+    if problems.is_empty() {
+        println!("verdict: cgtrace agrees with the kernel (victim, cgroup, limit and count)");
+        return Ok(true);
+    }
+    println!("verdict: MISMATCH: {}", problems.join("; "));
+    if ours.is_empty() && kernel_count > 0 {
+        bail!("the probe delivered no OOM record for a kill the kernel counted");
+    }
+    Ok(false)
+}
 
+/// What disagrees between cgtrace's records and the kernel's count.
+fn oom_problems(
+    ours: &[&OomKill],
+    counted: u64,
+    kernel_count: u64,
+    child_pid: u32,
+    limit: u64,
+) -> Vec<String> {
     let mut problems = Vec::new();
     if counted != kernel_count {
         problems.push(format!("counts differ ({counted} vs {kernel_count})"));
@@ -159,23 +186,13 @@ fn oom_scenario(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<
             "no event names the workload (pid {child_pid}) as the victim"
         ));
     }
-    for kill in &ours {
-        let limit = kill.oom_memcg.as_ref().and_then(|m| m.limit_bytes);
-        if limit != Some(LIMIT) {
-            problems.push(format!("limit reported as {limit:?}, expected {LIMIT}"));
+    for kill in ours {
+        let reported = kill.oom_memcg.as_ref().and_then(|m| m.limit_bytes);
+        if reported != Some(limit) {
+            problems.push(format!("limit reported as {reported:?}, expected {limit}"));
         }
     }
-    drop(cgroup);
-    if problems.is_empty() {
-        println!("verdict: cgtrace agrees with the kernel (victim, cgroup, limit and count)");
-        Ok(true)
-    } else {
-        println!("verdict: MISMATCH: {}", problems.join("; "));
-        if ours.is_empty() && kernel_count > 0 {
-            bail!("the probe delivered no OOM record for a kill the kernel counted");
-        }
-        Ok(false)
-    }
+    problems
 }
 
 fn in_cgroup(kills: &[OomKill], cgroup_id: u64) -> impl Iterator<Item = &OomKill> {

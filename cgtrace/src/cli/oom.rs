@@ -151,7 +151,9 @@ fn history(printer: &mut Printer) -> anyhow::Result<Outcome> {
             printer.kill(&kill)?;
         }
     }
-    if !printer.json {
+    if printer.json {
+        printer.stats(None, kmsg.lost, true)?;
+    } else {
         let since = oldest.map_or_else(
             || "nothing".to_owned(),
             |us| rfc3339(printer.clock.wall_time(us.saturating_mul(1000))),
@@ -160,8 +162,6 @@ fn history(printer: &mut Printer) -> anyhow::Result<Outcome> {
             "cgtrace: {} OOM kills in the kernel log (it holds records since {since}; older ones have rotated out)",
             printer.reported
         );
-    } else {
-        printer.stats(None, kmsg.lost, true)?;
     }
     Ok(Outcome::Success)
 }

@@ -216,8 +216,7 @@ impl Probe {
         let sum = |counter: LossCounter| -> u64 {
             self.loss
                 .get(&(counter as u32), 0)
-                .map(|values| values.iter().sum())
-                .unwrap_or(0)
+                .map_or(0, |values| values.iter().sum())
         };
         let recursion_misses = self
             .ebpf
@@ -276,7 +275,8 @@ fn attach_oom(
         (_, None) => "constraining memcg read from oom_control".to_owned(),
     };
     if !absent.is_empty() {
-        detail.push_str(&format!("; unknown on this kernel: {}", absent.join(", ")));
+        detail.push_str("; unknown on this kernel: ");
+        detail.push_str(&absent.join(", "));
     }
     let variant = if fentry_refused.is_some() || variant == OomVariant::TpBtf {
         "tp_btf mark_victim + limit walk"

@@ -22,13 +22,10 @@ pub struct KernelLayout {
 /// missing.
 pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
     let mut absent = Vec::new();
-    let (mm_rss_first, mm_rss_stride) = match rss_layout(btf) {
-        Ok(layout) => layout,
-        Err(_) => {
-            absent.push("mm_struct.rss_stat".to_owned());
-            (ABSENT, ABSENT)
-        }
-    };
+    let (mm_rss_first, mm_rss_stride) = rss_layout(btf).unwrap_or_else(|_| {
+        absent.push("mm_struct.rss_stat".to_owned());
+        (ABSENT, ABSENT)
+    });
 
     let mut optional = |result: Result<u32, BtfError>, name: &str| -> u32 {
         result.unwrap_or_else(|_| {
@@ -102,7 +99,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
             "oom_control.constraint",
         ),
         page_shift: page_shift(),
-        _pad: 0,
+        padding: 0,
     };
 
     let oom_constraints = [

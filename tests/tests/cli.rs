@@ -1,0 +1,174 @@
+//! The `cgtrace` command as a user runs it: live OOM reporting, history from
+//! the kernel log, `check`, clean exits and clear errors.
+
+use std::{
+    os::unix::process::CommandExt as _,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use cgtrace_tests::{Follower, cgtrace_bin, memhog, require_root, scratch, wait_until};
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn follow_reports_a_kill_live_and_detaches_cleanly_on_sigint() {
+    if !require_root("follow_reports_a_kill_live_and_detaches_cleanly_on_sigint") {
+        return;
+    }
+    let mut follower = Follower::start(&[]);
+    let cgroup = scratch("follow", Some(100 * MIB));
+    let mut hog = memhog(&cgroup, 200);
+    let pid = u64::from(hog.pid());
+    hog.wait();
+    let killed_at = Instant::now();
+    let kill = follower.wait_for("the live OOM record", |v| {
+        v["type"] == "oom_kill" && v["victim"]["pid"] == pid
+    });
+    eprintln!(
+        "live record {:?} after the workload died",
+        killed_at.elapsed()
+    );
+    assert_eq!(kill["source"], "probe");
+    assert_eq!(kill["victim"]["cgroup"], cgroup.path());
+    assert_eq!(kill["constraint"], "memcg");
+    assert_eq!(kill["oom_memcg"]["path"], cgroup.path());
+    assert_eq!(kill["oom_memcg"]["limit_bytes"], 100 * MIB);
+    assert_eq!(kill["oom_memcg"]["values_from"], "kernel");
+    assert!(kill["time"].as_str().unwrap().ends_with('Z'));
+
+    let (status, lines, stderr) = follower.interrupt();
+    assert_eq!(status.code(), Some(0), "SIGINT exits 0; stderr: {stderr:?}");
+    let kills_of_pid = lines
+        .iter()
+        .filter(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
+        .count();
+    assert_eq!(
+        kills_of_pid, 1,
+        "reported once, though both probe and kernel log saw it"
+    );
+    let last = lines.last().expect("a final record");
+    assert_eq!(last["type"], "stats");
+    assert_eq!(last["final"], true);
+    assert_eq!(last["probe"]["ring_buffer_drops"], 0);
+    assert_eq!(last["probe"]["recursion_misses"], 0);
+    assert!(last["probe"]["records"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn history_lists_kills_from_before_cgtrace_started() {
+    if !require_root("history_lists_kills_from_before_cgtrace_started") {
+        return;
+    }
+    let cgroup = scratch("history", Some(64 * MIB));
+    let mut hog = memhog(&cgroup, 200);
+    let pid = u64::from(hog.pid());
+    hog.wait();
+    wait_until("the kernel's oom_kill counter", || {
+        cgroup.oom_kill_count().unwrap() >= 1
+    });
+    let mut found = None;
+    wait_until("the kill in the kernel log", || {
+        let output = Command::new(cgtrace_bin())
+            .args(["oom", "--json"])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let text = String::from_utf8(output.stdout).unwrap();
+        found = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid);
+        found.is_some()
+    });
+    let kill = found.unwrap();
+    assert_eq!(kill["source"], "kernel_log");
+    assert_eq!(kill["victim"]["cgroup"], cgroup.path());
+    assert_eq!(kill["oom_memcg"]["path"], cgroup.path());
+    assert_eq!(kill["oom_memcg"]["limit_bytes"], 64 * MIB);
+    assert_eq!(kill["constraint_found_by"], "kernel_log");
+}
+
+#[test]
+fn check_describes_this_kernel_and_exits_zero() {
+    if !require_root("check_describes_this_kernel_and_exits_zero") {
+        return;
+    }
+    let output = Command::new(cgtrace_bin())
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(report["kernel"], release.trim());
+    assert_eq!(report["can_run"], true);
+    let oom = report["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == "oom")
+        .unwrap();
+    assert_eq!(oom["status"], "ready");
+    let variant = oom["variant"].as_str().unwrap();
+    // Which variant depends on whether the kernel allows fentry; either way
+    // it must name the tp_btf hook it attached.
+    assert!(variant.contains("tp_btf mark_victim"), "{variant}");
+    let memory_v1 = std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+    if memory_v1 {
+        assert!(
+            report["cgroup_mode"]
+                .as_str()
+                .unwrap()
+                .starts_with("hybrid")
+                || report["cgroup_mode"] == "v1"
+        );
+    }
+    let table = Command::new(cgtrace_bin()).arg("check").output().unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("oom") && l.contains("ready")),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_root_the_error_says_what_is_missing() {
+    if !require_root("without_root_the_error_says_what_is_missing") {
+        return;
+    }
+    let output = Command::new(cgtrace_bin())
+        .args(["oom", "--follow"])
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("needs root") && stderr.contains("sudo"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("CAP_BPF"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_flags_are_usage_errors() {
+    let output = Command::new(cgtrace_bin())
+        .args(["oom", "--frobnicate"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--frobnicate"), "{stderr}");
+}

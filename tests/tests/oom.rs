@@ -1,0 +1,176 @@
+//! OOM kills against the real kernel: cgtrace's records checked against the
+//! kernel's own counters (`memory.oom_control` on v1, `memory.events` on v2).
+
+use std::time::Instant;
+
+use cgtrace::{
+    cgroup::{Hierarchies, Resolver},
+    cli::oom::resolve_paths,
+    event::{Constraint, Event, OomKill},
+    model::oom::OomCorrelator,
+    probe::{Probe, ProbeOptions},
+    runtime::wait_readable,
+    system::Clock,
+};
+use cgtrace_tests::{DEADLINE, memhog, require_root, scratch, wait_until};
+
+const MIB: u64 = 1 << 20;
+
+/// Collects OOM records through the same model the CLI uses (without the
+/// kernel log) until `done` says enough, or the deadline.
+fn collect(probe: &mut Probe, mut done: impl FnMut(&[OomKill]) -> bool) -> Vec<OomKill> {
+    let mut kills = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    let mut resolver = Resolver::new(Hierarchies::discover().expect("cgroup mounts"));
+    let mut model = OomCorrelator::new(Some(Clock::monotonic_now_ns()), 0);
+    loop {
+        let mut fresh = Vec::new();
+        probe.drain(|event| match event {
+            Event::OomKill(kill) => fresh.push(kill),
+        });
+        for mut kill in fresh {
+            resolve_paths(&mut kill, &mut resolver);
+            model.probe(kill, Clock::monotonic_now_ns());
+        }
+        kills.extend(model.expire(Clock::monotonic_now_ns()));
+        if done(&kills) || Instant::now() > deadline {
+            return kills;
+        }
+        wait_readable(&[probe.events_fd()], std::time::Duration::from_millis(50)).expect("poll");
+    }
+}
+
+fn in_cgroup(kills: &[OomKill], id: u64) -> Vec<&OomKill> {
+    kills
+        .iter()
+        .filter(|k| k.victim.cgroup_ref.is_some_and(|c| c.id == id))
+        .collect()
+}
+
+#[test]
+fn one_oom_gives_exactly_one_event_with_pid_path_and_limit() {
+    if !require_root("one_oom_gives_exactly_one_event_with_pid_path_and_limit") {
+        return;
+    }
+    let mut probe = Probe::load(&ProbeOptions::default()).expect("load probe");
+    let cgroup = scratch("one-oom", Some(100 * MIB));
+    let id = cgroup.id().unwrap();
+    let mut hog = memhog(&cgroup, 200);
+    let status = hog.wait();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "the OOM killer should have killed the workload: {status}"
+    );
+    wait_until("the kernel's oom_kill counter", || {
+        cgroup.oom_kill_count().unwrap() >= 1
+    });
+    let kernel = cgroup.oom_kill_count().unwrap();
+    let kills = collect(&mut probe, |k| in_cgroup(k, id).len() as u64 >= kernel);
+    let ours = in_cgroup(&kills, id);
+
+    assert_eq!(kernel, 1, "one allocation, one kill");
+    assert_eq!(ours.len(), 1, "exactly one event for the cgroup: {ours:#?}");
+    let kill = ours[0];
+    assert_eq!(kill.victim.pid, hog.pid());
+    assert_eq!(kill.victim.comm, "cgtrace");
+    assert_eq!(kill.victim.uid, Some(0));
+    assert_eq!(kill.victim.cgroup.as_deref(), Some(cgroup.path()));
+    assert_eq!(kill.constraint, Constraint::Memcg);
+    let memcg = kill.oom_memcg.as_ref().expect("constraining memcg");
+    assert_eq!(memcg.path.as_deref(), Some(cgroup.path()));
+    assert_eq!(memcg.limit_bytes, Some(100 * MIB));
+    let usage = memcg.usage_bytes.unwrap();
+    assert!(
+        usage > 98 * MIB && usage <= 100 * MIB,
+        "usage at the kill: {usage}"
+    );
+    let anon = kill.memory.anon_rss_bytes.unwrap();
+    assert!(
+        anon > 90 * MIB && anon <= 100 * MIB,
+        "victim anon rss {anon}"
+    );
+    assert_eq!(kill.counted_as_kill, Some(true));
+    assert_eq!(kill.group_kill, Some(false));
+    assert!(!kill.incomplete);
+    let trigger = kill.trigger.as_ref().unwrap();
+    assert_eq!(trigger.pid, hog.pid(), "the hog's own allocation failed");
+    let probe_stats = probe.stats();
+    assert_eq!(probe_stats.ring_buffer_drops, 0);
+    assert_eq!(probe_stats.decode_errors, 0);
+}
+
+#[test]
+fn two_ooms_in_two_groups_at_once_are_each_attributed_right() {
+    if !require_root("two_ooms_in_two_groups_at_once_are_each_attributed_right") {
+        return;
+    }
+    let mut probe = Probe::load(&ProbeOptions::default()).expect("load probe");
+    let a = scratch("two-a", Some(100 * MIB));
+    let b = scratch("two-b", Some(64 * MIB));
+    let (id_a, id_b) = (a.id().unwrap(), b.id().unwrap());
+    let mut hog_a = memhog(&a, 300);
+    let mut hog_b = memhog(&b, 300);
+    hog_a.wait();
+    hog_b.wait();
+    wait_until("both kernel counters", || {
+        a.oom_kill_count().unwrap() >= 1 && b.oom_kill_count().unwrap() >= 1
+    });
+    let (kernel_a, kernel_b) = (a.oom_kill_count().unwrap(), b.oom_kill_count().unwrap());
+    let kills = collect(&mut probe, |k| {
+        in_cgroup(k, id_a).len() as u64 >= kernel_a && in_cgroup(k, id_b).len() as u64 >= kernel_b
+    });
+    for (cgroup, id, hog, limit, kernel) in [
+        (&a, id_a, &hog_a, 100 * MIB, kernel_a),
+        (&b, id_b, &hog_b, 64 * MIB, kernel_b),
+    ] {
+        let ours = in_cgroup(&kills, id);
+        let counted = ours
+            .iter()
+            .filter(|k| k.counted_as_kill != Some(false))
+            .count() as u64;
+        assert_eq!(
+            counted,
+            kernel,
+            "cgtrace's count equals the kernel's for {}",
+            cgroup.path()
+        );
+        assert!(ours.iter().any(|k| k.victim.pid == hog.pid()), "{ours:#?}");
+        for kill in ours {
+            assert_eq!(kill.victim.cgroup.as_deref(), Some(cgroup.path()));
+            let memcg = kill.oom_memcg.as_ref().unwrap();
+            assert_eq!(memcg.path.as_deref(), Some(cgroup.path()));
+            assert_eq!(memcg.limit_bytes, Some(limit));
+        }
+    }
+}
+
+#[test]
+fn a_limit_on_the_parent_is_attributed_to_the_parent() {
+    if !require_root("a_limit_on_the_parent_is_attributed_to_the_parent") {
+        return;
+    }
+    let mut probe = Probe::load(&ProbeOptions::default()).expect("load probe");
+    let mut parent = scratch("nested", Some(80 * MIB));
+    let parent_path = parent.path().to_owned();
+    let child = parent.child("workload").expect("child cgroup");
+    let (child_path, child_id) = (child.path().to_owned(), child.id().unwrap());
+    let mut hog = memhog(child, 200);
+    hog.wait();
+    // v1 counts the kill in the victim's group only; v2 also in its ancestors.
+    wait_until("the child's oom_kill counter", || {
+        child.oom_kill_count().unwrap() >= 1
+    });
+    let kills = collect(&mut probe, |k| !in_cgroup(k, child_id).is_empty());
+    let ours = in_cgroup(&kills, child_id);
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    let kill = ours[0];
+    assert_eq!(kill.victim.cgroup.as_deref(), Some(child_path.as_str()));
+    let memcg = kill.oom_memcg.as_ref().unwrap();
+    assert_eq!(
+        memcg.path.as_deref(),
+        Some(parent_path.as_str()),
+        "the parent's limit was hit"
+    );
+    assert_eq!(memcg.limit_bytes, Some(80 * MIB));
+}
