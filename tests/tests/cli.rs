@@ -172,3 +172,64 @@ fn unknown_flags_are_usage_errors() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--frobnicate"), "{stderr}");
 }
+
+#[test]
+fn a_forced_fentry_variant_works_or_says_why_not() {
+    if !require_root("a_forced_fentry_variant_works_or_says_why_not") {
+        return;
+    }
+    let output = Command::new(cgtrace_bin())
+        .args(["oom", "--follow", "--probe-variant", "fentry", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            // Either it attaches (stderr names the variant) or it fails at once.
+            let stderr = child.stderr.take().unwrap();
+            let first = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+                .next()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) };
+            child.wait().map(|status| (status, first))
+        })
+        .unwrap();
+    let (status, first) = output;
+    if first.starts_with("cgtrace: oom: fentry") {
+        assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+    } else {
+        assert_eq!(status.code(), Some(1), "{first}");
+        assert!(
+            first.contains("fentry out_of_memory"),
+            "names the refused hook: {first}"
+        );
+    }
+}
+
+#[test]
+fn history_without_privileges_is_a_clear_error_or_works() {
+    if !require_root("history_without_privileges_is_a_clear_error_or_works") {
+        return;
+    }
+    let output = Command::new(cgtrace_bin())
+        .arg("oom")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let restricted =
+        std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict").is_ok_and(|v| v.trim() == "1");
+    if restricted {
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("/dev/kmsg") && stderr.contains("sudo"),
+            "{stderr}"
+        );
+    } else {
+        assert!(output.status.success(), "{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -90,9 +90,59 @@ fn test() -> anyhow::Result<()> {
             "xtask: not root: the integration tests will skip (run `sudo -E cargo xtask test` for all of them)"
         );
     }
-    run(cargo(&env)
-        .args(["test", "--no-fail-fast"])
-        .env("CGTRACE_BIN", &binary))
+    let totals = run_tests(
+        cargo(&env)
+            .args(["test", "--no-fail-fast"])
+            .env("CGTRACE_BIN", &binary),
+    )?;
+    // One closing line for the whole run, whatever suite cargo ran last.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if totals.failed > 0 || !totals.status_ok {
+        bail!("{} tests failed", totals.failed);
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    status_ok: bool,
+}
+
+/// Runs `cargo test`, passing its output through and adding up every
+/// suite's "test result:" line.
+fn run_tests(command: &mut Command) -> anyhow::Result<Totals> {
+    use std::io::{BufRead as _, BufReader};
+    eprintln!("xtask: running {command:?}");
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut totals = Totals::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                result
+                    .split(['.', ';'])
+                    .find_map(|part| part.trim().strip_suffix(word))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            totals.passed += count(" passed");
+            totals.failed += count(" failed");
+            totals.ignored += count(" ignored");
+        }
+    }
+    totals.status_ok = child.wait()?.success();
+    Ok(totals)
 }
 
 fn demo() -> anyhow::Result<()> {

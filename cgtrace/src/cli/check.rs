@@ -218,13 +218,7 @@ fn error_text(error: &ProbeError) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(e) = source {
-        let message = e.to_string();
-        let message = message
-            .split(". Verifier output")
-            .next()
-            .unwrap_or(&message)
-            .to_owned();
-        let _ = write!(text, ": {message}");
+        let _ = write!(text, ": {e}");
         source = e.source();
     }
     text

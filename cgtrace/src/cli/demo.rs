@@ -16,7 +16,7 @@ use crate::{
     event::{Event, OomKill},
     model::oom::OomCorrelator,
     output::{self, format::bytes},
-    probe::{Probe, ProbeOptions},
+    probe::{BpfStatsEnabled, Probe, ProbeOptions},
     runtime::wait_readable,
     system::Clock,
 };
@@ -53,6 +53,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         );
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
+    // The kernel's per-program run-time accounting: what each probe costs.
+    let stats_enabled = BpfStatsEnabled::enable();
     let mut all_agree = true;
     for scenario in scenarios {
         let agrees = match scenario {
@@ -65,6 +67,16 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         "\nprobe totals: {} records, {} ring-buffer drops, {} recursion misses, {} read failures",
         stats.records, stats.ring_buffer_drops, stats.recursion_misses, stats.read_failures
     );
+    for (name, counters) in probe.program_counters() {
+        if counters.run_count > 0 {
+            println!(
+                "probe cost: {name} ran {} times, {:.1} µs per run (kernel BPF run-time statistics)",
+                counters.run_count,
+                micros_per_run(counters.run_time_ns, counters.run_count)
+            );
+        }
+    }
+    drop(stats_enabled);
     Ok(if all_agree {
         Outcome::Success
     } else {
@@ -193,6 +205,11 @@ fn oom_problems(
         }
     }
     problems
+}
+
+#[expect(clippy::cast_precision_loss, reason = "display only")]
+fn micros_per_run(total_ns: u64, runs: u64) -> f64 {
+    total_ns as f64 / runs as f64 / 1000.0
 }
 
 fn in_cgroup(kills: &[OomKill], cgroup_id: u64) -> impl Iterator<Item = &OomKill> {

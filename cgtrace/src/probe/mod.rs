@@ -9,7 +9,7 @@
 
 pub mod features;
 pub mod offsets;
-mod prog_info;
+pub mod prog_info;
 
 use std::os::fd::{AsFd as _, BorrowedFd};
 
@@ -50,12 +50,14 @@ pub enum ProbeError {
         kind: &'static str,
         name: &'static str,
     },
-    #[error("cannot attach {program} ({hook})")]
+    #[error("cannot attach {program} ({hook}): {reason}{verifier}")]
     Attach {
         program: &'static str,
         hook: &'static str,
-        #[source]
-        source: ProgramError,
+        /// The kernel's errno, or aya's message.
+        reason: String,
+        /// The end of the verifier's log, when it rejected the program.
+        verifier: String,
     },
     #[error("eBPF map {name} cannot be used")]
     Map {
@@ -219,10 +221,9 @@ impl Probe {
                 .map_or(0, |values| values.iter().sum())
         };
         let recursion_misses = self
-            .ebpf
-            .programs()
-            .filter_map(|(_, program)| program.fd().ok())
-            .filter_map(|fd| prog_info::recursion_misses(fd.as_fd()).ok())
+            .program_counters()
+            .iter()
+            .map(|(_, counters)| counters.recursion_misses)
             .sum();
         ProbeStats {
             records: sum(LossCounter::Submitted),
@@ -230,6 +231,47 @@ impl Probe {
             read_failures: sum(LossCounter::ReadFailed),
             recursion_misses,
             decode_errors: self.decode_errors,
+        }
+    }
+}
+
+impl Probe {
+    /// Each loaded program's kernel counters, by program name.
+    #[must_use]
+    pub fn program_counters(&self) -> Vec<(String, prog_info::ProgramCounters)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let fd = program.fd().ok()?;
+                let counters = prog_info::counters(fd.as_fd()).ok()?;
+                Some((name.to_owned(), counters))
+            })
+            .collect()
+    }
+}
+
+/// Turns on the kernel's BPF run-time statistics (`kernel.bpf_stats_enabled`)
+/// while it lives, and restores the previous setting on drop. The
+/// statistics cost a little on every program run, so they stay off otherwise.
+pub struct BpfStatsEnabled {
+    previous: Option<String>,
+}
+
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStatsEnabled {
+    #[must_use]
+    pub fn enable() -> Self {
+        let previous = std::fs::read_to_string(BPF_STATS_SYSCTL).ok();
+        let _ = std::fs::write(BPF_STATS_SYSCTL, "1");
+        Self { previous }
+    }
+}
+
+impl Drop for BpfStatsEnabled {
+    fn drop(&mut self) {
+        if let Some(previous) = &self.previous {
+            let _ = std::fs::write(BPF_STATS_SYSCTL, previous.trim());
         }
     }
 }
@@ -251,7 +293,9 @@ fn attach_oom(
     if variant != OomVariant::TpBtf {
         match attach_oom_fentry(ebpf, btf) {
             Ok(()) => {}
-            Err(e) if variant == OomVariant::Auto => fentry_refused = Some(innermost(&e)),
+            Err(ProbeError::Attach { reason, .. }) if variant == OomVariant::Auto => {
+                fentry_refused = Some(reason);
+            }
             Err(e) => return Err(e),
         }
     }
@@ -259,11 +303,7 @@ fn attach_oom(
     program
         .load("mark_victim", btf)
         .and_then(|()| program.attach().map(drop))
-        .map_err(|source| ProbeError::Attach {
-            program: "mark_victim",
-            hook: "tp_btf oom/mark_victim",
-            source,
-        })?;
+        .map_err(|e| attach_error("mark_victim", "tp_btf oom/mark_victim", &e))?;
     let mut detail = match (variant, &fentry_refused) {
         (OomVariant::TpBtf, _) => {
             "requested; constraining memcg found by limit walk (lowest memcg at its limit)"
@@ -291,21 +331,16 @@ fn attach_oom(
 }
 
 fn attach_oom_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProbeError> {
-    let attach_error = |program, source| ProbeError::Attach {
-        program,
-        hook: "fentry out_of_memory",
-        source,
-    };
     let enter: &mut FEntry = program(ebpf, "oom_enter")?;
     enter
         .load("out_of_memory", btf)
         .and_then(|()| enter.attach().map(drop))
-        .map_err(|e| attach_error("oom_enter", e))?;
+        .map_err(|e| attach_error("oom_enter", "fentry out_of_memory", &e))?;
     let exit: &mut FExit = program(ebpf, "oom_exit")?;
     let result = exit
         .load("out_of_memory", btf)
         .and_then(|()| exit.attach().map(drop))
-        .map_err(|e| attach_error("oom_exit", e));
+        .map_err(|e| attach_error("oom_exit", "fexit out_of_memory", &e));
     if result.is_err() {
         // Without fexit the in-progress map would keep stale entries.
         let enter: &mut FEntry = program(ebpf, "oom_enter")?;
@@ -326,12 +361,33 @@ where
         })
 }
 
-/// The innermost cause of an error: for a refused program load, the
-/// kernel's errno ("Operation not permitted (os error 1)").
-fn innermost(error: &dyn std::error::Error) -> String {
-    let mut current = error;
-    while let Some(source) = current.source() {
-        current = source;
+/// A load or attach failure as the user should see it: the kernel's errno,
+/// plus the last lines of the verifier's log when it rejected the program.
+fn attach_error(program: &'static str, hook: &'static str, error: &ProgramError) -> ProbeError {
+    let (reason, log) = match error {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => (io_error.to_string(), verifier_log.to_string()),
+        other => {
+            let mut current: &dyn std::error::Error = other;
+            while let Some(source) = current.source() {
+                current = source;
+            }
+            (current.to_string(), String::new())
+        }
+    };
+    let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    let verifier = if tail.is_empty() {
+        String::new()
+    } else {
+        let start = tail.len().saturating_sub(6);
+        format!("; the verifier said:\n  {}", tail[start..].join("\n  "))
+    };
+    ProbeError::Attach {
+        program,
+        hook,
+        reason,
+        verifier,
     }
-    current.to_string()
 }

@@ -1,4 +1,5 @@
-//! `bpf_prog_info` fields aya does not expose: `recursion_misses`.
+//! `bpf_prog_info` fields aya does not expose: `recursion_misses`, and the
+//! run-time statistics the kernel keeps while `kernel.bpf_stats_enabled` is 1.
 
 use std::{
     io,
@@ -18,9 +19,19 @@ struct InfoByFd {
     info: u64,
 }
 
-/// How many times the kernel skipped this program because another BPF
-/// program was already running on the CPU (kernel 5.12+; 0 before).
-pub fn recursion_misses(fd: BorrowedFd<'_>) -> io::Result<u64> {
+/// A program's counters from the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramCounters {
+    /// Runs the kernel skipped because another BPF program was already
+    /// running on the CPU (kernel 5.12+; 0 before).
+    pub recursion_misses: u64,
+    /// Runs and total run time, counted only while `kernel.bpf_stats_enabled` is 1.
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+/// Reads a loaded program's counters.
+pub fn counters(fd: BorrowedFd<'_>) -> io::Result<ProgramCounters> {
     // SAFETY: bpf_prog_info is a plain C struct of integers; all-zero is valid.
     let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
     let mut attr = InfoByFd {
@@ -43,5 +54,9 @@ pub fn recursion_misses(fd: BorrowedFd<'_>) -> io::Result<u64> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(info.recursion_misses)
+    Ok(ProgramCounters {
+        recursion_misses: info.recursion_misses,
+        run_count: info.run_cnt,
+        run_time_ns: info.run_time_ns,
+    })
 }
