@@ -45,12 +45,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     };
     let mut probe = Probe::load(&ProbeOptions::default())?;
     for feature in probe.features() {
-        println!(
-            "probe {}: {} ({})",
-            feature.feature,
-            feature.variant.as_deref().unwrap_or("unavailable"),
-            feature.detail
-        );
+        println!("probe {feature}");
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     // The kernel's per-program run-time accounting: what each probe costs.

@@ -175,12 +175,7 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
     })?;
     let attach_ns = Clock::monotonic_now_ns();
     for feature in probe.features() {
-        eprintln!(
-            "cgtrace: {}: {} ({})",
-            feature.feature,
-            feature.variant.as_deref().unwrap_or("unavailable"),
-            feature.detail
-        );
+        eprintln!("cgtrace: {feature}");
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     let mut resolver = Resolver::new(hierarchies);

@@ -105,6 +105,19 @@ pub struct FeatureStatus {
     pub detail: String,
 }
 
+impl std::fmt::Display for FeatureStatus {
+    /// `oom: tp_btf mark_victim + limit walk (why)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} ({})",
+            self.feature,
+            self.variant.as_deref().unwrap_or("unavailable"),
+            self.detail
+        )
+    }
+}
+
 /// Loss and delivery counters, summed over CPUs and programs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProbeStats {
