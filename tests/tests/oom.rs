@@ -174,3 +174,89 @@ fn a_limit_on_the_parent_is_attributed_to_the_parent() {
     );
     assert_eq!(memcg.limit_bytes, Some(80 * MIB));
 }
+
+/// The OOM kills the whole machine has seen (`oom_kill` in /proc/vmstat).
+fn vmstat_oom_kills() -> u64 {
+    let text = std::fs::read_to_string("/proc/vmstat").expect("/proc/vmstat");
+    cgtrace::cgroup::scratch::keyed_value(&text, "oom_kill").unwrap_or(0)
+}
+
+/// Other processes that would compete with our victim for the global OOM
+/// killer's choice (an `oom_score_adj` near the maximum).
+fn rivals(victim: u32) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != victim)
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+                .ok()
+                .and_then(|v| v.trim().parse::<i32>().ok())
+                .is_some_and(|adj| adj >= 900)
+        })
+        .map(|pid| pid.to_string())
+        .collect()
+}
+
+#[test]
+fn a_global_oom_is_reported_as_global() {
+    if !require_root("a_global_oom_is_reported_as_global") {
+        return;
+    }
+    if !std::path::Path::new("/proc/sysrq-trigger").exists() {
+        // Without SysRq the only way to a global OOM is exhausting all of the
+        // host's memory, which would evict every cache and stall every other
+        // test; the VM matrix runs this on kernels that have SysRq.
+        eprintln!(
+            "skipped a_global_oom_is_reported_as_global: kernel {} has no /proc/sysrq-trigger (CONFIG_MAGIC_SYSRQ off)",
+            cgtrace::system::kernel_release()
+        );
+        return;
+    }
+    let mut probe = Probe::load(&ProbeOptions::default()).expect("load probe");
+    let cgroup = scratch("global", None);
+    let id = cgroup.id().unwrap();
+    let mut command = std::process::Command::new("sleep");
+    command.arg("600");
+    let mut victim = cgtrace_tests::ChildGuard(cgroup.spawn_into(&mut command).unwrap());
+    let others = rivals(victim.pid());
+    if !others.is_empty() {
+        eprintln!(
+            "skipped a_global_oom_is_reported_as_global: processes {others:?} have oom_score_adj >= 900 and could be chosen instead"
+        );
+        return;
+    }
+    // The highest possible badness: the global OOM killer must pick it.
+    std::fs::write(format!("/proc/{}/oom_score_adj", victim.pid()), "1000").unwrap();
+    let before = vmstat_oom_kills();
+    // SysRq-f runs the global OOM killer once (out_of_memory() with no memcg),
+    // as a real machine-wide shortage would.
+    std::fs::write("/proc/sysrq-trigger", "f").expect("write /proc/sysrq-trigger");
+    let status = victim.wait();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "the global OOM killer should have picked the sleeper: {status}"
+    );
+    let kills = collect(&mut probe, |k| !in_cgroup(k, id).is_empty());
+    let ours = in_cgroup(&kills, id);
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    let kill = ours[0];
+    assert_eq!(kill.victim.pid, victim.pid());
+    assert_eq!(kill.victim.comm, "sleep");
+    assert_eq!(kill.victim.cgroup.as_deref(), Some(cgroup.path()));
+    assert_eq!(kill.oom_score_adj, Some(1000));
+    assert_eq!(kill.constraint, Constraint::Global, "{kill:#?}");
+    assert!(
+        kill.oom_memcg.is_none(),
+        "no memcg limit was involved: {kill:#?}"
+    );
+    assert_eq!(kill.counted_as_kill, Some(true));
+    let after = vmstat_oom_kills();
+    assert_eq!(
+        after - before,
+        1,
+        "the kernel counted exactly one OOM kill machine-wide"
+    );
+}
