@@ -10,6 +10,7 @@
 pub mod cgroup;
 pub mod offsets;
 pub mod oom;
+pub mod pagecache;
 pub mod stats;
 
 /// Tag in the first four bytes of every ring-buffer record, so the reader can
@@ -52,4 +53,8 @@ mod pod {
     unsafe impl aya::Pod for super::offsets::Offsets {}
     unsafe impl aya::Pod for super::oom::OomRecord {}
     unsafe impl aya::Pod for super::cgroup::CgroupRef {}
+    unsafe impl aya::Pod for super::pagecache::CacheKey {}
+    unsafe impl aya::Pod for super::pagecache::ReclaimContext {}
+    unsafe impl aya::Pod for super::pagecache::StallKey {}
+    unsafe impl aya::Pod for super::pagecache::StallStats {}
 }

@@ -68,12 +68,29 @@ pub struct Offsets {
     pub oc_totalpages: u32,
     pub oc_constraint: u32,
 
+    // struct folio
+    pub folio_flags: u32,
+    pub folio_memcg_data: u32,
+    /// `_flags_1`: the order of a large folio lives in its low byte.
+    pub folio_flags_1: u32,
+    /// `enum pageflags` value of `PG_head` (a large folio's first page).
+    pub pg_head: u32,
+    /// `MEMCG_DATA_FLAGS_MASK`: low bits of `memcg_data` that are flags.
+    pub memcg_data_flags_mask: u32,
+    pub task_flags: u32,
+    pub page_counter_high: u32,
+    // struct reclaim_stat
+    pub reclaim_stat_nr_dirty: u32,
+    pub reclaim_stat_nr_writeback: u32,
+    /// `cgroup.subsys`: a new cgroup's css pointers (for `cgroup_mkdir`).
+    pub cgroup_subsys: u32,
+
     /// `PAGE_SHIFT` of the running kernel.
     pub page_shift: u32,
     /// Explicit padding; always zero.
     pub padding: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 152);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 192);
 
 impl Offsets {
     /// Every offset absent: the programs read nothing until the collector
@@ -115,6 +132,16 @@ impl Offsets {
         oc_memcg: ABSENT,
         oc_totalpages: ABSENT,
         oc_constraint: ABSENT,
+        folio_flags: ABSENT,
+        folio_memcg_data: ABSENT,
+        folio_flags_1: ABSENT,
+        pg_head: ABSENT,
+        memcg_data_flags_mask: 0,
+        task_flags: ABSENT,
+        page_counter_high: ABSENT,
+        reclaim_stat_nr_dirty: ABSENT,
+        reclaim_stat_nr_writeback: ABSENT,
+        cgroup_subsys: ABSENT,
         page_shift: 12,
         padding: 0,
     };

@@ -14,7 +14,9 @@ pub enum LossCounter {
     ReadFailed = 1,
     /// Records successfully submitted to the ring buffer.
     Submitted = 2,
+    /// A map was full: a reclaim context or a stall histogram was not kept.
+    MapFull = 3,
 }
 
 /// Number of slots in the `LOSS` array.
-pub const LOSS_COUNTERS: u32 = 3;
+pub const LOSS_COUNTERS: u32 = 4;

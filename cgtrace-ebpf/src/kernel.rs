@@ -86,3 +86,71 @@ pub fn page_counter(o: &Offsets, memcg: u64, counter_offset: u32) -> Result<(u64
     let usage: u64 = read(memcg, at(counter_offset, o.page_counter_usage))?;
     Ok((max, usage))
 }
+
+/// The largest single memcg charge: a PMD-sized THP, 2 MiB of 4 KiB pages.
+/// A counter the kernel failed to charge is within this of its max.
+const MAX_CHARGE_PAGES: u64 = 512;
+/// `PAGE_COUNTER_MAX` is `LONG_MAX / PAGE_SIZE`; anything this large is "no limit".
+const UNLIMITED_PAGES: u64 = 1 << 50;
+
+/// A memcg found at its limit, with that counter's values in pages.
+pub struct LimitHit {
+    pub memcg: u64,
+    pub max: u64,
+    pub usage: u64,
+    /// The v1 memory+swap counter, not the memory counter, is the full one.
+    pub memsw: bool,
+}
+
+/// The lowest memcg from `memcg` upwards whose `memory` (or v1 `memsw`)
+/// counter is within one maximal charge of its max: where the kernel's
+/// `page_counter_try_charge()` stopped. With `include_high`, a memcg above
+/// its `memory.high` also counts (that is what `reclaim_high()` reclaims).
+/// `None` when no memcg is at a limit.
+#[inline(always)]
+pub fn limit_walk(o: &Offsets, mut memcg: u64, include_high: bool) -> Option<LimitHit> {
+    for _ in 0..MAX_CGROUP_DEPTH {
+        if memcg == 0 {
+            return None;
+        }
+        if let Ok((max, usage)) = page_counter(o, memcg, o.memcg_memory) {
+            if at_limit(max, usage) {
+                return Some(LimitHit {
+                    memcg,
+                    max,
+                    usage,
+                    memsw: false,
+                });
+            }
+            if include_high
+                && let Ok(high) = read::<u64>(memcg, at(o.memcg_memory, o.page_counter_high))
+                && high < UNLIMITED_PAGES
+                && usage > high
+            {
+                return Some(LimitHit {
+                    memcg,
+                    max: high,
+                    usage,
+                    memsw: false,
+                });
+            }
+        }
+        if let Ok((max, usage)) = page_counter(o, memcg, o.memcg_memsw)
+            && at_limit(max, usage)
+        {
+            return Some(LimitHit {
+                memcg,
+                max,
+                usage,
+                memsw: true,
+            });
+        }
+        memcg = parent_memcg(o, memcg);
+    }
+    None
+}
+
+#[inline(always)]
+fn at_limit(max: u64, usage: u64) -> bool {
+    max < UNLIMITED_PAGES && usage + MAX_CHARGE_PAGES >= max
+}

@@ -8,6 +8,7 @@
 mod kernel;
 mod maps;
 mod oom;
+mod pagecache;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -21,15 +21,11 @@ use cgtrace_common::{
 };
 
 use crate::{
-    kernel::{MAX_CGROUP_DEPTH, at, memcg_ref, page_counter, parent_memcg, read, task_memcg},
+    kernel::{
+        MAX_CGROUP_DEPTH, at, limit_walk, memcg_ref, page_counter, parent_memcg, read, task_memcg,
+    },
     maps::{EVENTS, OOM_IN_PROGRESS, count, offsets},
 };
-
-/// The largest single memcg charge: a PMD-sized THP, 2 MiB of 4 KiB pages.
-/// A counter the kernel failed to charge is within this of its max.
-const MAX_CHARGE_PAGES: u64 = 512;
-/// `PAGE_COUNTER_MAX` is `LONG_MAX / PAGE_SIZE`; anything this large is "no limit".
-const UNLIMITED_PAGES: u64 = 1 << 50;
 
 #[fentry(function = "out_of_memory")]
 pub fn oom_enter(ctx: FEntryContext) -> u32 {
@@ -144,11 +140,21 @@ fn fill_record(o: &Offsets, victim: u64, r: &mut OomRecord) -> Result<(), ()> {
             r.oc_constraint = read(oc, o.oc_constraint)?;
             read::<u64>(oc, o.oc_memcg)?
         }
-        None => limit_walk(o, trigger_memcg, r),
+        None => match limit_walk(o, trigger_memcg, false) {
+            Some(hit) => {
+                if hit.memsw {
+                    r.flags |= OOM_FLAG_MEMSW_LIMIT;
+                }
+                r.oom_memcg_limit_pages = hit.max;
+                r.oom_memcg_usage_pages = hit.usage;
+                hit.memcg
+            }
+            None => 0,
+        },
     };
     if oom_memcg != 0 {
         r.oom_memcg = memcg_ref(o, oom_memcg)?;
-        if r.flags & OOM_FLAG_MEMSW_LIMIT == 0 {
+        if r.constraint_source == ConstraintSource::OomControl as u8 {
             let (max, usage) = page_counter(o, oom_memcg, o.memcg_memory)?;
             r.oom_memcg_limit_pages = max;
             r.oom_memcg_usage_pages = usage;
@@ -175,38 +181,6 @@ fn fill_record(o: &Offsets, victim: u64, r: &mut OomRecord) -> Result<(), ()> {
         r.pgtables_bytes = read(mm, o.mm_pgtables_bytes)?;
     }
     Ok(())
-}
-
-/// The lowest memcg from `memcg` upwards whose `memory` (or v1 `memsw`)
-/// counter is within one maximal charge of its limit: where the kernel's
-/// `page_counter_try_charge()` stopped. 0 when none is (a global OOM).
-#[inline(always)]
-fn limit_walk(o: &Offsets, mut memcg: u64, r: &mut OomRecord) -> u64 {
-    for _ in 0..MAX_CGROUP_DEPTH {
-        if memcg == 0 {
-            return 0;
-        }
-        if let Ok((max, usage)) = page_counter(o, memcg, o.memcg_memory)
-            && at_limit(max, usage)
-        {
-            return memcg;
-        }
-        if let Ok((max, usage)) = page_counter(o, memcg, o.memcg_memsw)
-            && at_limit(max, usage)
-        {
-            r.flags |= OOM_FLAG_MEMSW_LIMIT;
-            r.oom_memcg_limit_pages = max;
-            r.oom_memcg_usage_pages = usage;
-            return memcg;
-        }
-        memcg = parent_memcg(o, memcg);
-    }
-    0
-}
-
-#[inline(always)]
-fn at_limit(max: u64, usage: u64) -> bool {
-    max < UNLIMITED_PAGES && usage + MAX_CHARGE_PAGES >= max
 }
 
 /// Whether a memcg from the victim's up to the OOM domain (the whole tree for

@@ -11,6 +11,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Check(args) => cli::check::run(args),
         Command::Oom(args) => cli::oom::run(args),
+        Command::Cache(args) => cli::cache::run(args),
+        Command::Reclaim(args) => cli::reclaim::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Memhog(args) => cli::memhog::run(args),
     };

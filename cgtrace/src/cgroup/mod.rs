@@ -4,6 +4,7 @@
 pub mod hierarchy;
 pub mod resolve;
 pub mod scratch;
+pub mod stat;
 
 pub use hierarchy::{CgroupMode, Hierarchies, Hierarchy, Version};
 pub use resolve::Resolver;

@@ -1,10 +1,13 @@
 //! Command-line interface: one module per subcommand; `main.rs` only
 //! parses and dispatches.
 
+pub mod cache;
 pub mod check;
 pub mod demo;
+pub mod interval;
 pub mod memhog;
 pub mod oom;
+pub mod reclaim;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +27,10 @@ pub enum Command {
     /// OOM kills: victim, cgroup, the memcg whose limit was hit, its limit
     /// and usage at the moment of the kill.
     Oom(oom::OomArgs),
+    /// Page cache per cgroup: owned, added, evicted by reason — and by whom.
+    Cache(cache::CacheArgs),
+    /// Who reclaims whom, and reclaim stall latency per cgroup.
+    Reclaim(reclaim::ReclaimArgs),
     /// Run the built-in scenarios in scratch cgroups, traced, next to the
     /// kernel's own counters.
     Demo(demo::DemoArgs),

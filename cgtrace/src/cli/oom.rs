@@ -182,6 +182,7 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
     let mut probe = Probe::load(&ProbeOptions {
         ring_buffer_bytes: args.ring_buffer_bytes,
         oom_variant: args.probe_variant,
+        ..ProbeOptions::default()
     })?;
     let attach_ns = Clock::monotonic_now_ns();
     for feature in probe.features() {

@@ -1,3 +1,4 @@
 //! Pure state fed by events: no I/O, shared by live views and replay.
 
+pub mod cache;
 pub mod oom;

@@ -1,4 +1,5 @@
 //! Rendering for people (aligned tables) and programs (JSON lines).
 
+pub mod cache;
 pub mod format;
 pub mod oom;

@@ -10,6 +10,7 @@
 pub mod features;
 pub mod offsets;
 pub mod prog_info;
+pub mod sampler;
 
 use std::os::fd::{AsFd as _, BorrowedFd};
 
@@ -79,11 +80,37 @@ pub enum OomVariant {
     TpBtf,
 }
 
+/// Which features to attach. Each costs only while attached, so a view
+/// attaches just what it shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeatureSet {
+    pub oom: bool,
+    /// Page-cache insertions and deletions (the hot path: up to a million
+    /// events a second under churn).
+    pub page_cache: bool,
+    /// Reclaim begin/end pairs and shrink passes.
+    pub reclaim: bool,
+}
+
+impl FeatureSet {
+    pub const OOM: Self = Self {
+        oom: true,
+        page_cache: false,
+        reclaim: false,
+    };
+    pub const CACHE_AND_RECLAIM: Self = Self {
+        oom: false,
+        page_cache: true,
+        reclaim: true,
+    };
+}
+
 /// What to attach.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
     pub ring_buffer_bytes: u32,
     pub oom_variant: OomVariant,
+    pub features: FeatureSet,
 }
 
 impl Default for ProbeOptions {
@@ -91,6 +118,7 @@ impl Default for ProbeOptions {
         Self {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             oom_variant: OomVariant::Auto,
+            features: FeatureSet::OOM,
         }
     }
 }
@@ -132,13 +160,15 @@ pub struct ProbeStats {
     pub recursion_misses: u64,
     /// Records the collector could not decode.
     pub decode_errors: u64,
+    /// Reclaim contexts or stall histograms not kept because a map was full.
+    pub map_full: u64,
 }
 
 impl ProbeStats {
     /// Events lost without a record of any kind.
     #[must_use]
     pub fn lost(&self) -> u64 {
-        self.ring_buffer_drops + self.recursion_misses + self.decode_errors
+        self.ring_buffer_drops + self.recursion_misses + self.decode_errors + self.map_full
     }
 }
 
@@ -148,6 +178,7 @@ pub struct Probe {
     events: RingBuf<MapData>,
     loss: PerCpuArray<MapData, u64>,
     features: Vec<FeatureStatus>,
+    cache_maps: Option<sampler::CacheMaps>,
     context: DecodeContext,
     decode_errors: u64,
     absent_members: Vec<String>,
@@ -162,7 +193,6 @@ impl Probe {
         }
         let btf = Btf::from_sys_fs()?;
         let layout = offsets::resolve(&btf)?;
-        drop(btf);
         let aya_btf = aya::Btf::from_sys_fs().map_err(ProbeError::AyaBtf)?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
@@ -171,7 +201,32 @@ impl Probe {
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
 
-        let oom = attach_oom(&mut ebpf, &aya_btf, options.oom_variant, &layout.absent)?;
+        let mut features = Vec::new();
+        if options.features.oom {
+            features.push(attach_oom(
+                &mut ebpf,
+                &aya_btf,
+                options.oom_variant,
+                &layout.absent,
+            )?);
+        }
+        if options.features.page_cache {
+            features.push(attach_group(
+                &mut ebpf,
+                &aya_btf,
+                &btf,
+                &PAGE_CACHE_PROGRAMS,
+            ));
+        }
+        if options.features.reclaim {
+            features.push(attach_group(&mut ebpf, &aya_btf, &btf, &RECLAIM_PROGRAMS));
+        }
+        drop(btf);
+        let cache_maps = if options.features.page_cache || options.features.reclaim {
+            Some(sampler::CacheMaps::take(&mut ebpf)?)
+        } else {
+            None
+        };
 
         let events = take_map(&mut ebpf, "EVENTS")?;
         let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map {
@@ -187,7 +242,8 @@ impl Probe {
             ebpf,
             events,
             loss,
-            features: vec![oom],
+            features,
+            cache_maps,
             context: DecodeContext {
                 page_shift: layout.offsets.page_shift,
                 oom_constraints: layout.oom_constraints,
@@ -207,6 +263,11 @@ impl Probe {
     #[must_use]
     pub fn absent_members(&self) -> &[String] {
         &self.absent_members
+    }
+
+    /// The page-cache and reclaim counters now, when those features are attached.
+    pub fn sample_cache(&self) -> Option<sampler::CacheSample> {
+        self.cache_maps.as_ref().map(sampler::CacheMaps::sample)
     }
 
     /// The ring buffer's descriptor, readable when records are waiting.
@@ -242,6 +303,7 @@ impl Probe {
             records: sum(LossCounter::Submitted),
             ring_buffer_drops: sum(LossCounter::RingBufFull),
             read_failures: sum(LossCounter::ReadFailed),
+            map_full: sum(LossCounter::MapFull),
             recursion_misses,
             decode_errors: self.decode_errors,
         }
@@ -289,7 +351,74 @@ impl Drop for BpfStatsEnabled {
     }
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+/// A feature made of BTF tracepoints only: its programs and hooks.
+struct TpBtfGroup {
+    feature: &'static str,
+    variant: &'static str,
+    /// `(program name, tracepoint)`.
+    programs: &'static [(&'static str, &'static str)],
+}
+
+const PAGE_CACHE_PROGRAMS: TpBtfGroup = TpBtfGroup {
+    feature: "page cache",
+    variant: "tp_btf filemap add/delete",
+    programs: &[
+        ("cache_add", "mm_filemap_add_to_page_cache"),
+        ("cache_delete", "mm_filemap_delete_from_page_cache"),
+        ("cgroup_mkdir", "cgroup_mkdir"),
+    ],
+};
+
+const RECLAIM_PROGRAMS: TpBtfGroup = TpBtfGroup {
+    feature: "reclaim",
+    variant: "tp_btf mm_vmscan_*",
+    programs: &[
+        ("memcg_reclaim_begin", "mm_vmscan_memcg_reclaim_begin"),
+        ("memcg_reclaim_end", "mm_vmscan_memcg_reclaim_end"),
+        ("direct_reclaim_begin", "mm_vmscan_direct_reclaim_begin"),
+        ("direct_reclaim_end", "mm_vmscan_direct_reclaim_end"),
+        ("shrink_inactive", "mm_vmscan_lru_shrink_inactive"),
+    ],
+};
+
+/// Attaches every program of a group whose tracepoint this kernel has. A
+/// missing or refused hook degrades that part of the feature, and the
+/// status says which.
+fn attach_group(
+    ebpf: &mut Ebpf,
+    aya_btf: &aya::Btf,
+    btf: &Btf,
+    group: &TpBtfGroup,
+) -> FeatureStatus {
+    let mut missing = Vec::new();
+    let mut attached = 0;
+    for (name, tracepoint) in group.programs {
+        if !btf.has_btf_tracepoint(tracepoint) {
+            missing.push(format!("{tracepoint} (not in this kernel)"));
+            continue;
+        }
+        let result = program::<BtfTracePoint>(ebpf, name).and_then(|p| {
+            p.load(tracepoint, aya_btf)
+                .and_then(|()| p.attach().map(drop))
+                .map_err(|e| attach_error(name, tracepoint, &e))
+        });
+        match result {
+            Ok(()) => attached += 1,
+            Err(e) => missing.push(e.to_string()),
+        }
+    }
+    FeatureStatus {
+        feature: group.feature,
+        variant: (attached > 0).then(|| group.variant.to_owned()),
+        detail: if missing.is_empty() {
+            format!("{attached} tracepoints attached")
+        } else {
+            format!("{attached} attached; missing: {}", missing.join("; "))
+        },
+    }
+}
+
+pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
     ebpf.take_map(name)
         .ok_or(ProbeError::Missing { kind: "map", name })
 }

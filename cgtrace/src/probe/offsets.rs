@@ -20,6 +20,10 @@ pub struct KernelLayout {
 
 /// Resolves every offset cgtrace uses. Fails only when a required member is
 /// missing.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one flat table of every offset, read top to bottom"
+)]
 pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
     let mut absent = Vec::new();
     let (mm_rss_first, mm_rss_stride) = rss_layout(btf).unwrap_or_else(|_| {
@@ -98,6 +102,25 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
             btf.offset_of("oom_control", "constraint"),
             "oom_control.constraint",
         ),
+        folio_flags: optional(btf.offset_of("folio", "flags"), "folio.flags"),
+        folio_memcg_data: optional(btf.offset_of("folio", "memcg_data"), "folio.memcg_data"),
+        folio_flags_1: optional(btf.offset_of("folio", "_flags_1"), "folio._flags_1"),
+        pg_head: optional(enum_u32("PG_head"), "PG_head"),
+        // MEMCG_DATA_FLAGS_MASK is __NR_MEMCG_DATA_FLAGS - 1 (6.x); the
+        // flags are the low bits of the pointer, which is at least 8-aligned.
+        memcg_data_flags_mask: enum_u32("__NR_MEMCG_DATA_FLAGS")
+            .map_or(7, |n| n.saturating_sub(1) | 3),
+        task_flags: optional(btf.offset_of("task_struct", "flags"), "task_struct.flags"),
+        page_counter_high: optional(btf.offset_of("page_counter", "high"), "page_counter.high"),
+        reclaim_stat_nr_dirty: optional(
+            btf.offset_of("reclaim_stat", "nr_dirty"),
+            "reclaim_stat.nr_dirty",
+        ),
+        reclaim_stat_nr_writeback: optional(
+            btf.offset_of("reclaim_stat", "nr_writeback"),
+            "reclaim_stat.nr_writeback",
+        ),
+        cgroup_subsys: optional(btf.offset_of("cgroup", "subsys"), "cgroup.subsys"),
         page_shift: page_shift(),
         padding: 0,
     };

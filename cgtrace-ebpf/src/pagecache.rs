@@ -1,0 +1,338 @@
+//! Page-cache ownership and reclaim attribution.
+//!
+//! * tp_btf `mm_filemap_add_to_page_cache` / `mm_filemap_delete_from_page_cache`
+//!   (arg 0: the folio): pages (`1 << order`) counted per CPU under
+//!   (owner memcg, actor memcg, reason). The owner is the memcg the folio is
+//!   charged to; the actor is the current task's memcg.
+//! * A deletion is reclaim when the current task runs with `PF_MEMALLOC`;
+//!   `PF_KSWAPD` marks kswapd; otherwise the reclaim context recorded at
+//!   `mm_vmscan_{memcg,direct}_reclaim_begin` says whose limit it was.
+//! * Reclaim begin/end pairs give stall durations per memcg, kept as
+//!   per-CPU histograms; `mm_vmscan_lru_shrink_inactive` adds what each
+//!   reclaim scanned, reclaimed, and found dirty or under writeback.
+//! * tp_btf `cgroup_mkdir` refreshes the memcg pointer → cgroup map, so a
+//!   pointer reused by a new memcg is never reported under the old name.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
+    macros::{btf_tracepoint, map},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
+    programs::BtfTracePointContext,
+};
+use cgtrace_common::{
+    cgroup::CgroupRef,
+    offsets::{ABSENT, Offsets},
+    pagecache::{
+        CacheKey, CacheReason, ReclaimContext, ReclaimKind, STALL_BUCKETS, StallKey, StallStats,
+        stall_bucket,
+    },
+    stats::LossCounter,
+};
+
+use crate::{
+    kernel::{at, limit_walk, memcg_ref, read, task_memcg},
+    maps::{count, offsets},
+};
+
+/// `include/linux/sched.h`: set while a task reclaims memory (direct or
+/// memcg reclaim, kswapd, kdamond). Unchanged from 2.6 through 6.18.
+const PF_MEMALLOC: u32 = 0x0000_0800;
+/// `include/linux/sched.h`: kswapd itself.
+const PF_KSWAPD: u32 = 0x0002_0000;
+
+/// Page-cache pages by (owner, actor, reason), per CPU. LRU so a node that
+/// churns through cgroups never fills it; an evicted key only restarts its count.
+#[map]
+static CACHE: LruPerCpuHashMap<CacheKey, u64> = LruPerCpuHashMap::with_max_entries(16_384, 0);
+
+/// memcg pointer → its cgroup.
+#[map]
+static MEMCG_REFS: LruHashMap<u64, CgroupRef> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Tasks between a reclaim begin and end tracepoint, by pid_tgid.
+#[map]
+static RECLAIMING: HashMap<u64, ReclaimContext> = HashMap::with_max_entries(8192, 0);
+
+/// Reclaim stall histograms and shrink counters, per CPU.
+#[map]
+static STALLS: PerCpuHashMap<StallKey, StallStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// A zeroed `StallStats` to insert new keys from: at 1.4 KiB it cannot be
+/// built on the 512-byte BPF stack.
+#[map]
+static STALLS_ZERO: PerCpuArray<StallStats> = PerCpuArray::with_max_entries(1, 0);
+
+#[btf_tracepoint(function = "mm_filemap_add_to_page_cache")]
+pub fn cache_add(ctx: BtfTracePointContext) -> u32 {
+    let o = offsets();
+    let folio: u64 = ctx.arg(0);
+    let Ok((owner, pages)) = folio_owner_and_pages(o, folio) else {
+        count(LossCounter::ReadFailed);
+        return 0;
+    };
+    // SAFETY: a helper call with no arguments.
+    let actor = task_memcg(o, unsafe { bpf_get_current_task() }).unwrap_or(0);
+    add(o, owner, actor, CacheReason::Added, pages);
+    0
+}
+
+#[btf_tracepoint(function = "mm_filemap_delete_from_page_cache")]
+pub fn cache_delete(ctx: BtfTracePointContext) -> u32 {
+    let o = offsets();
+    let folio: u64 = ctx.arg(0);
+    let Ok((owner, pages)) = folio_owner_and_pages(o, folio) else {
+        count(LossCounter::ReadFailed);
+        return 0;
+    };
+    // SAFETY: a helper call with no arguments.
+    let current = unsafe { bpf_get_current_task() };
+    let flags: u32 = read(current, o.task_flags).unwrap_or(0);
+    let (reason, actor) = if flags & PF_MEMALLOC == 0 {
+        (CacheReason::Removed, task_memcg(o, current).unwrap_or(0))
+    } else if flags & PF_KSWAPD != 0 {
+        (CacheReason::Kswapd, task_memcg(o, current).unwrap_or(0))
+    } else {
+        match RECLAIMING.get_ptr(bpf_get_current_pid_tgid()) {
+            // SAFETY: the pointer comes from a successful hash map lookup.
+            Some(context) => reclaim_reason(unsafe { &*context }, owner),
+            None => (CacheReason::Proactive, task_memcg(o, current).unwrap_or(0)),
+        }
+    };
+    add(o, owner, actor, reason, pages);
+    0
+}
+
+/// Whose limit a reclaiming task evicted `owner`'s page under.
+#[inline(always)]
+fn reclaim_reason(context: &ReclaimContext, owner: u64) -> (CacheReason, u64) {
+    let reason = if context.kind == ReclaimKind::Direct as u32 {
+        CacheReason::DirectGlobal
+    } else if context.target == 0 {
+        CacheReason::MemcgLimit
+    } else if context.target == owner {
+        CacheReason::OwnLimit
+    } else {
+        // Memcg reclaim only scans the target's subtree, so a page owned by
+        // another memcg is owned by one of the target's descendants.
+        CacheReason::AncestorLimit
+    };
+    (reason, context.actor)
+}
+
+/// The folio's memcg (`memcg_data` without its flag bits) and its size in
+/// pages (`1 << order`; the order of a large folio is in `_flags_1`).
+#[inline(always)]
+fn folio_owner_and_pages(o: &Offsets, folio: u64) -> Result<(u64, u64), ()> {
+    let memcg_data: u64 = read(folio, o.folio_memcg_data)?;
+    let owner = memcg_data & !u64::from(o.memcg_data_flags_mask);
+    let flags: u64 = read(folio, o.folio_flags)?;
+    let order = if o.pg_head < 64 && flags & (1 << o.pg_head) != 0 {
+        read::<u64>(folio, o.folio_flags_1)? & 0xff
+    } else {
+        0
+    };
+    Ok((owner, 1 << (order & 31)))
+}
+
+#[inline(always)]
+fn add(o: &Offsets, owner: u64, actor: u64, reason: CacheReason, pages: u64) {
+    let key = CacheKey {
+        owner,
+        actor,
+        reason: reason as u32,
+        padding: 0,
+    };
+    if let Some(value) = CACHE.get_ptr_mut(&key) {
+        // SAFETY: this CPU's slot of a per-CPU map value; only this CPU
+        // writes it, and no other program runs on this CPU meanwhile.
+        unsafe { *value += pages };
+        return;
+    }
+    // First time this key is seen on this CPU: make sure both pointers can
+    // be named. This is the only place the id chain is read.
+    remember(o, owner);
+    remember(o, actor);
+    let _ = CACHE.insert(&key, &pages, 0);
+}
+
+/// Records memcg pointer → cgroup unless already known.
+#[inline(always)]
+fn remember(o: &Offsets, memcg: u64) {
+    if memcg == 0 || MEMCG_REFS.get_ptr(memcg).is_some() {
+        return;
+    }
+    if let Ok(cgroup) = memcg_ref(o, memcg) {
+        let _ = MEMCG_REFS.insert(memcg, cgroup, 0);
+    }
+}
+
+#[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_begin")]
+pub fn memcg_reclaim_begin(_ctx: BtfTracePointContext) -> u32 {
+    reclaim_begin(ReclaimKind::Memcg);
+    0
+}
+
+#[btf_tracepoint(function = "mm_vmscan_direct_reclaim_begin")]
+pub fn direct_reclaim_begin(_ctx: BtfTracePointContext) -> u32 {
+    reclaim_begin(ReclaimKind::Direct);
+    0
+}
+
+#[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_end")]
+pub fn memcg_reclaim_end(_ctx: BtfTracePointContext) -> u32 {
+    reclaim_end();
+    0
+}
+
+#[btf_tracepoint(function = "mm_vmscan_direct_reclaim_end")]
+pub fn direct_reclaim_end(_ctx: BtfTracePointContext) -> u32 {
+    reclaim_end();
+    0
+}
+
+#[inline(always)]
+fn reclaim_begin(kind: ReclaimKind) {
+    let o = offsets();
+    // SAFETY: a helper call with no arguments.
+    let actor = task_memcg(o, unsafe { bpf_get_current_task() }).unwrap_or(0);
+    // Memcg reclaim is for the memcg whose charge failed or that is over
+    // memory.high: the lowest one at a limit above the task. None at a
+    // limit means memory.reclaim or another proactive request.
+    let target = if kind == ReclaimKind::Memcg {
+        limit_walk(o, actor, true).map_or(0, |hit| hit.memcg)
+    } else {
+        0
+    };
+    let context = ReclaimContext {
+        // SAFETY: a helper call with no arguments.
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        target,
+        actor,
+        kind: kind as u32,
+        padding: 0,
+    };
+    remember(o, target);
+    remember(o, actor);
+    if RECLAIMING
+        .insert(bpf_get_current_pid_tgid(), context, 0)
+        .is_err()
+    {
+        count(LossCounter::MapFull);
+    }
+}
+
+#[inline(always)]
+fn reclaim_end() {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(context) = RECLAIMING.get_ptr(pid_tgid) else {
+        // Began before cgtrace attached.
+        return;
+    };
+    // SAFETY: the pointer comes from a successful hash map lookup.
+    let context = unsafe { *context };
+    let _ = RECLAIMING.remove(pid_tgid);
+    // SAFETY: a helper call with no arguments.
+    let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(context.start_ns);
+    let Some(stats) = stall_stats(&stall_key(&context)) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map value (see `add`).
+    let stats = unsafe { &mut *stats };
+    stats.count += 1;
+    stats.total_ns += took;
+    if took > stats.max_ns {
+        stats.max_ns = took;
+    }
+    // LLVM can prove stall_bucket() < STALL_BUCKETS and would drop the check
+    // below; the verifier cannot, so hide the value from LLVM first.
+    // SAFETY: a volatile read of a local.
+    let bucket = unsafe { core::ptr::read_volatile(&stall_bucket(took)) };
+    if bucket < STALL_BUCKETS {
+        stats.buckets[bucket] += 1;
+    }
+}
+
+/// Stalls are charged to the memcg whose limit forced the reclaim, or for
+/// global direct reclaim to the stalled task's own memcg.
+#[inline(always)]
+fn stall_key(context: &ReclaimContext) -> StallKey {
+    StallKey {
+        memcg: if context.target != 0 {
+            context.target
+        } else {
+            context.actor
+        },
+        kind: context.kind,
+        padding: 0,
+    }
+}
+
+/// This CPU's stats for `key`, created zeroed if new.
+#[inline(always)]
+fn stall_stats(key: &StallKey) -> Option<*mut StallStats> {
+    if let Some(stats) = STALLS.get_ptr_mut(key) {
+        return Some(stats);
+    }
+    let zero = STALLS_ZERO.get_ptr(0)?;
+    // SAFETY: the pointer comes from a successful array lookup; the map
+    // value is never written, so it stays zero.
+    if STALLS.insert(key, unsafe { &*zero }, 0).is_err() {
+        count(LossCounter::MapFull);
+        return None;
+    }
+    STALLS.get_ptr_mut(key)
+}
+
+/// `mm_vmscan_lru_shrink_inactive(nid, nr_scanned, nr_reclaimed, stat,
+/// priority, file)`: what one pass over an inactive list did.
+#[btf_tracepoint(function = "mm_vmscan_lru_shrink_inactive")]
+pub fn shrink_inactive(ctx: BtfTracePointContext) -> u32 {
+    let o = offsets();
+    let scanned: u64 = ctx.arg(1);
+    let reclaimed: u64 = ctx.arg(2);
+    let stat: u64 = ctx.arg(3);
+    let key = match RECLAIMING.get_ptr(bpf_get_current_pid_tgid()) {
+        // SAFETY: the pointer comes from a successful hash map lookup.
+        Some(context) => stall_key(unsafe { &*context }),
+        // kswapd and proactive reclaim have no begin/end pair: charge them
+        // to the reclaiming task's memcg under their own kind.
+        None => StallKey {
+            // SAFETY: a helper call with no arguments.
+            memcg: task_memcg(o, unsafe { bpf_get_current_task() }).unwrap_or(0),
+            kind: ReclaimKind::Background as u32,
+            padding: 0,
+        },
+    };
+    let Some(stats) = stall_stats(&key) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map value (see `add`).
+    let stats = unsafe { &mut *stats };
+    stats.scanned += scanned;
+    stats.reclaimed += reclaimed;
+    stats.dirty += u64::from(read::<u32>(stat, o.reclaim_stat_nr_dirty).unwrap_or(0));
+    stats.writeback += u64::from(read::<u32>(stat, o.reclaim_stat_nr_writeback).unwrap_or(0));
+    0
+}
+
+/// A new cgroup: if it has a memory controller, map its memcg pointer to it,
+/// replacing whatever memcg had that address before.
+#[btf_tracepoint(function = "cgroup_mkdir")]
+pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> u32 {
+    let o = offsets();
+    let cgroup: u64 = ctx.arg(0);
+    if o.memory_cgrp_id == ABSENT {
+        return 0;
+    }
+    let Ok(css) = read::<u64>(cgroup, at(o.cgroup_subsys, 8 * o.memory_cgrp_id)) else {
+        return 0;
+    };
+    if css == 0 {
+        return 0;
+    }
+    let memcg = css - u64::from(o.memcg_css);
+    if let Ok(cgroup_ref) = memcg_ref(o, memcg) {
+        let _ = MEMCG_REFS.insert(memcg, cgroup_ref, 0);
+    }
+    0
+}

@@ -1,0 +1,403 @@
+//! Page-cache flows and reclaim stalls per interval, from the cumulative
+//! counters the probes keep.
+//!
+//! A flow is "`pages` of `owner`'s page cache were added (or evicted for
+//! `reason`) by a task in `actor`". Counters are cumulative per key; a value
+//! lower than last time means the kernel's LRU map evicted and restarted the
+//! key, and the new value is all delta.
+
+use std::collections::HashMap;
+
+use cgtrace_common::{
+    cgroup::CgroupRef,
+    pagecache::{CacheKey, CacheReason, ReclaimKind, STALL_BUCKETS, StallKey, stall_bucket_floor},
+};
+
+use crate::probe::sampler::{CacheSample, StallTotals};
+
+/// Pages that moved in one interval under one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// `None`: uncharged pages, or a memcg that could not be named.
+    pub owner: Option<CgroupRef>,
+    pub actor: Option<CgroupRef>,
+    pub reason: CacheReason,
+    pub pages: u64,
+}
+
+/// Reclaim stalls of one memcg in one interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StallDelta {
+    pub cgroup: Option<CgroupRef>,
+    pub kind: ReclaimKind,
+    pub count: u64,
+    pub total_ns: u64,
+    /// Longest stall since cgtrace started (the kernel keeps a running max).
+    pub max_ns: u64,
+    pub scanned: u64,
+    pub reclaimed: u64,
+    pub dirty: u64,
+    pub writeback: u64,
+    pub buckets: Vec<u64>,
+}
+
+impl StallDelta {
+    /// The `q` quantile (0..=1) from the histogram: the top of the bucket it
+    /// falls in, never above the observed max. `None` without stalls.
+    #[must_use]
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "a rank within a histogram of u64 counts"
+        )]
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (bucket, count) in self.buckets.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let top = if bucket + 1 < STALL_BUCKETS {
+                    stall_bucket_floor(bucket + 1)
+                } else {
+                    u64::MAX
+                };
+                return Some(top.min(self.max_ns));
+            }
+        }
+        Some(self.max_ns)
+    }
+}
+
+/// What happened between two samples.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CacheInterval {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub flows: Vec<Flow>,
+    pub stalls: Vec<StallDelta>,
+}
+
+impl CacheInterval {
+    #[must_use]
+    pub fn seconds(&self) -> f64 {
+        #[expect(clippy::cast_precision_loss, reason = "durations well below 2^52 ns")]
+        let ns = self.end_ns.saturating_sub(self.start_ns) as f64;
+        ns / 1e9
+    }
+}
+
+/// Turns cumulative samples into intervals and keeps running totals.
+#[derive(Debug, Default)]
+pub struct CacheModel {
+    previous_pages: HashMap<CacheKey, u64>,
+    previous_stalls: HashMap<StallKey, StallTotals>,
+    refs: HashMap<u64, CgroupRef>,
+    previous_ns: Option<u64>,
+    /// Pages added minus pages removed or evicted since start, per owner.
+    net_pages: HashMap<CgroupRef, i64>,
+}
+
+fn delta(now: u64, before: Option<u64>) -> u64 {
+    match before {
+        Some(before) if now >= before => now - before,
+        // Restarted (LRU eviction) or new: all of it is new.
+        _ => now,
+    }
+}
+
+impl CacheModel {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Folds in a sample and returns the interval since the previous one
+    /// (since attach for the first).
+    pub fn update(&mut self, sample: &CacheSample) -> CacheInterval {
+        // Newer mappings win: a pointer reused by a new memcg is re-learnt.
+        self.refs
+            .extend(sample.refs.iter().map(|(ptr, cgroup)| (*ptr, *cgroup)));
+        let name = |refs: &HashMap<u64, CgroupRef>, ptr: u64| refs.get(&ptr).copied();
+
+        let mut flows: HashMap<(Option<CgroupRef>, Option<CgroupRef>, CacheReason), u64> =
+            HashMap::new();
+        for (key, value) in &sample.pages {
+            let moved = delta(*value, self.previous_pages.insert(*key, *value));
+            let Some(reason) = CacheReason::from_u32(key.reason) else {
+                continue;
+            };
+            if moved == 0 {
+                continue;
+            }
+            let owner = name(&self.refs, key.owner);
+            let actor = name(&self.refs, key.actor);
+            *flows.entry((owner, actor, reason)).or_default() += moved;
+            if let Some(owner) = owner {
+                let signed = i64::try_from(moved).unwrap_or(i64::MAX);
+                let net = self.net_pages.entry(owner).or_default();
+                *net += if reason == CacheReason::Added {
+                    signed
+                } else {
+                    -signed
+                };
+            }
+        }
+        let mut flows: Vec<Flow> = flows
+            .into_iter()
+            .map(|((owner, actor, reason), pages)| Flow {
+                owner,
+                actor,
+                reason,
+                pages,
+            })
+            .collect();
+        flows.sort_by_key(|f| std::cmp::Reverse(f.pages));
+
+        let mut stalls = Vec::new();
+        for (key, totals) in &sample.stalls {
+            let before = self.previous_stalls.insert(*key, totals.clone());
+            let Some(kind) = ReclaimKind::from_u32(key.kind) else {
+                continue;
+            };
+            let before = before.filter(|b| b.count <= totals.count && b.scanned <= totals.scanned);
+            let base = before.unwrap_or_default();
+            let change = StallDelta {
+                cgroup: name(&self.refs, key.memcg),
+                kind,
+                count: totals.count - base.count,
+                total_ns: totals.total_ns.saturating_sub(base.total_ns),
+                max_ns: totals.max_ns,
+                scanned: totals.scanned.saturating_sub(base.scanned),
+                reclaimed: totals.reclaimed.saturating_sub(base.reclaimed),
+                dirty: totals.dirty.saturating_sub(base.dirty),
+                writeback: totals.writeback.saturating_sub(base.writeback),
+                buckets: totals
+                    .buckets
+                    .iter()
+                    .zip(base.buckets.iter())
+                    .map(|(now, then)| now.saturating_sub(*then))
+                    .collect(),
+            };
+            if change.count > 0 || change.scanned > 0 {
+                stalls.push(change);
+            }
+        }
+        stalls.sort_by_key(|s| std::cmp::Reverse(s.total_ns));
+
+        let start_ns = self.previous_ns.unwrap_or(sample.monotonic_ns);
+        self.previous_ns = Some(sample.monotonic_ns);
+        CacheInterval {
+            start_ns,
+            end_ns: sample.monotonic_ns,
+            flows,
+            stalls,
+        }
+    }
+
+    /// Pages added minus pages removed or evicted since cgtrace started.
+    #[must_use]
+    pub fn net_pages(&self, cgroup: CgroupRef) -> i64 {
+        self.net_pages.get(&cgroup).copied().unwrap_or(0)
+    }
+}
+
+/// One owner's page-cache activity in an interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerActivity {
+    pub owner: Option<CgroupRef>,
+    pub added: u64,
+    pub removed: u64,
+    /// Evicted pages by reason (indexed by `CacheReason as usize`; the
+    /// `Added` and `Removed` slots stay 0).
+    pub evicted: [u64; cgtrace_common::pagecache::CACHE_REASONS],
+    /// Evicted by tasks outside the owner's own cgroup.
+    pub evicted_by_others: u64,
+    /// Who evicted these pages, most first: `(actor, reason, pages)`.
+    pub reclaimers: Vec<(Option<CgroupRef>, CacheReason, u64)>,
+}
+
+impl OwnerActivity {
+    #[must_use]
+    pub fn evicted_total(&self) -> u64 {
+        self.evicted.iter().sum()
+    }
+}
+
+/// Groups an interval's flows by owner, busiest first.
+#[must_use]
+pub fn by_owner(interval: &CacheInterval) -> Vec<OwnerActivity> {
+    let mut owners: HashMap<Option<CgroupRef>, OwnerActivity> = HashMap::new();
+    for flow in &interval.flows {
+        let entry = owners.entry(flow.owner).or_insert_with(|| OwnerActivity {
+            owner: flow.owner,
+            added: 0,
+            removed: 0,
+            evicted: [0; cgtrace_common::pagecache::CACHE_REASONS],
+            evicted_by_others: 0,
+            reclaimers: Vec::new(),
+        });
+        match flow.reason {
+            CacheReason::Added => entry.added += flow.pages,
+            CacheReason::Removed => entry.removed += flow.pages,
+            reason => {
+                entry.evicted[reason as usize] += flow.pages;
+                if flow.actor != flow.owner {
+                    entry.evicted_by_others += flow.pages;
+                }
+                entry.reclaimers.push((flow.actor, reason, flow.pages));
+            }
+        }
+    }
+    let mut rows: Vec<OwnerActivity> = owners.into_values().collect();
+    for row in &mut rows {
+        row.reclaimers.sort_by_key(|r| std::cmp::Reverse(r.2));
+    }
+    rows.sort_by(|a, b| {
+        (b.added + b.evicted_total() + b.removed).cmp(&(a.added + a.evicted_total() + a.removed))
+    });
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use cgtrace_common::{
+        cgroup::CgroupRef,
+        pagecache::{CacheKey, CacheReason, ReclaimKind, StallKey, stall_bucket},
+    };
+
+    use super::{CacheModel, by_owner};
+    use crate::probe::sampler::{CacheSample, StallTotals};
+
+    const A: u64 = 0xffff_0000_0000_a000;
+    const B: u64 = 0xffff_0000_0000_b000;
+
+    fn cgroup(id: u64) -> CgroupRef {
+        CgroupRef {
+            id,
+            hierarchy: 4,
+            level: 1,
+        }
+    }
+
+    fn key(owner: u64, actor: u64, reason: CacheReason) -> CacheKey {
+        CacheKey {
+            owner,
+            actor,
+            reason: reason as u32,
+            padding: 0,
+        }
+    }
+
+    fn sample(at: u64, pages: &[(CacheKey, u64)]) -> CacheSample {
+        CacheSample {
+            monotonic_ns: at,
+            pages: pages.to_vec(),
+            refs: HashMap::from([(A, cgroup(10)), (B, cgroup(11))]),
+            stalls: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn intervals_are_differences_and_net_is_kept() {
+        let mut model = CacheModel::new();
+        let first = model.update(&sample(1_000, &[(key(A, A, CacheReason::Added), 100)]));
+        assert_eq!(first.flows.len(), 1);
+        assert_eq!(first.flows[0].pages, 100);
+        let second = model.update(&sample(
+            2_000_001_000,
+            &[
+                (key(A, A, CacheReason::Added), 150),
+                (key(A, B, CacheReason::AncestorLimit), 30),
+                (key(A, A, CacheReason::Removed), 5),
+            ],
+        ));
+        assert!((second.seconds() - 2.0).abs() < 1e-9);
+        let rows = by_owner(&second);
+        assert_eq!(rows.len(), 1);
+        let a = &rows[0];
+        assert_eq!(a.owner, Some(cgroup(10)));
+        assert_eq!(a.added, 50);
+        assert_eq!(a.removed, 5);
+        assert_eq!(a.evicted[CacheReason::AncestorLimit as usize], 30);
+        assert_eq!(a.evicted_by_others, 30);
+        assert_eq!(
+            a.reclaimers,
+            vec![(Some(cgroup(11)), CacheReason::AncestorLimit, 30)]
+        );
+        assert_eq!(model.net_pages(cgroup(10)), 150 - 30 - 5);
+    }
+
+    #[test]
+    fn a_restarted_counter_counts_in_full() {
+        let mut model = CacheModel::new();
+        model.update(&sample(0, &[(key(A, A, CacheReason::Added), 100)]));
+        let after_eviction = model.update(&sample(1, &[(key(A, A, CacheReason::Added), 7)]));
+        assert_eq!(after_eviction.flows[0].pages, 7);
+        let quiet = model.update(&sample(2, &[(key(A, A, CacheReason::Added), 7)]));
+        assert!(quiet.flows.is_empty());
+    }
+
+    #[test]
+    fn unknown_pointers_and_reasons_are_kept_apart() {
+        let mut model = CacheModel::new();
+        let interval = model.update(&sample(
+            0,
+            &[
+                (key(0xdead, A, CacheReason::OwnLimit), 4),
+                (
+                    CacheKey {
+                        owner: A,
+                        actor: A,
+                        reason: 99,
+                        padding: 0,
+                    },
+                    1,
+                ),
+            ],
+        ));
+        assert_eq!(interval.flows.len(), 1);
+        assert_eq!(interval.flows[0].owner, None);
+    }
+
+    #[test]
+    fn stall_quantiles_come_from_the_interval_histogram() {
+        let mut model = CacheModel::new();
+        let mut totals = StallTotals::default();
+        for ns in [1_000u64, 2_000, 3_000, 1_000_000] {
+            totals.count += 1;
+            totals.total_ns += ns;
+            totals.max_ns = totals.max_ns.max(ns);
+            totals.buckets[stall_bucket(ns)] += 1;
+        }
+        let stall_key = StallKey {
+            memcg: A,
+            kind: ReclaimKind::Memcg as u32,
+            padding: 0,
+        };
+        let mut s = sample(0, &[]);
+        s.stalls = vec![(stall_key, totals.clone())];
+        let interval = model.update(&s);
+        let stall = &interval.stalls[0];
+        assert_eq!(stall.cgroup, Some(cgroup(10)));
+        assert_eq!(stall.count, 4);
+        let (p50, p99) = (
+            stall.quantile_ns(0.5).unwrap(),
+            stall.quantile_ns(0.99).unwrap(),
+        );
+        assert!((2_000..=2_560).contains(&p50), "{p50}");
+        assert_eq!(p99, 1_000_000, "capped at the max");
+        assert!(p50 <= p99 && p99 <= stall.max_ns);
+
+        // Nothing new: no stall row.
+        let mut again = sample(1, &[]);
+        again.stalls = vec![(stall_key, totals)];
+        assert!(model.update(&again).stalls.is_empty());
+    }
+}

@@ -1,0 +1,298 @@
+//! Page-cache and reclaim views: aligned tables per interval, and JSON.
+
+use cgtrace_common::{
+    cgroup::CgroupRef,
+    pagecache::{CacheReason, ReclaimKind},
+};
+use serde_json::{Map, Value, json};
+
+use super::format::{bytes, tail};
+use crate::model::cache::{OwnerActivity, StallDelta};
+
+const NAME_WIDTH: usize = 30;
+
+/// The reasons a page leaves by reclaim, in column order.
+pub const EVICTION_REASONS: [CacheReason; 6] = [
+    CacheReason::OwnLimit,
+    CacheReason::AncestorLimit,
+    CacheReason::MemcgLimit,
+    CacheReason::Kswapd,
+    CacheReason::DirectGlobal,
+    CacheReason::Proactive,
+];
+
+#[must_use]
+pub fn reason_name(reason: CacheReason) -> &'static str {
+    match reason {
+        CacheReason::Added => "added",
+        CacheReason::Removed => "removed",
+        CacheReason::OwnLimit => "own_limit",
+        CacheReason::AncestorLimit => "ancestor_limit",
+        CacheReason::MemcgLimit => "memcg_limit",
+        CacheReason::Kswapd => "kswapd",
+        CacheReason::DirectGlobal => "direct_global",
+        CacheReason::Proactive => "proactive",
+    }
+}
+
+#[must_use]
+pub fn kind_name(kind: ReclaimKind) -> &'static str {
+    match kind {
+        ReclaimKind::Memcg => "memcg",
+        ReclaimKind::Direct => "direct",
+        ReclaimKind::Background => "background",
+    }
+}
+
+/// A cgroup as the views print it.
+#[must_use]
+pub fn cgroup_name(path: Option<&str>, cgroup: Option<CgroupRef>) -> String {
+    match (path, cgroup) {
+        (Some(path), _) => path.to_owned(),
+        (None, Some(c)) => format!("id:{}", c.id),
+        (None, None) => "(uncharged)".to_owned(),
+    }
+}
+
+/// One owner's row, with everything already resolved to names and bytes.
+#[derive(Clone, Debug)]
+pub struct CacheRow {
+    pub name: String,
+    pub id: Option<u64>,
+    /// Page cache charged to it now (kernel figure at first sight plus
+    /// what cgtrace counted since), bytes.
+    pub owned_bytes: Option<u64>,
+    pub activity: OwnerActivity,
+    /// Reclaimer names, parallel to `activity.reclaimers`.
+    pub reclaimer_names: Vec<String>,
+}
+
+#[must_use]
+pub fn cache_header() -> String {
+    format!(
+        "{:<w$} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  TOP RECLAIMER",
+        "CGROUP",
+        "CACHE",
+        "ADDED/s",
+        "EVICTED/s",
+        "OWN-LIM",
+        "ANCESTOR",
+        "MEMCG",
+        "KSWAPD",
+        "DIRECT",
+        "PROACT",
+        "REMOVED/s",
+        "BY-OTHER",
+        w = NAME_WIDTH
+    )
+}
+
+#[must_use]
+pub fn cache_line(row: &CacheRow, seconds: f64, page_size: u64) -> String {
+    let rate = |pages: u64| per_second(pages * page_size, seconds);
+    let total = |pages: u64| bytes(pages * page_size);
+    let a = &row.activity;
+    let top = a
+        .reclaimers
+        .first()
+        .map_or_else(String::new, |(_, reason, pages)| {
+            format!(
+                "{} ({}, {})",
+                row.reclaimer_names.first().map_or("?", String::as_str),
+                reason_name(*reason),
+                total(*pages)
+            )
+        });
+    format!(
+        "{:<w$} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  {}",
+        tail(&row.name, NAME_WIDTH),
+        row.owned_bytes.map_or_else(|| "?".to_owned(), bytes),
+        rate(a.added),
+        rate(a.evicted_total()),
+        total(a.evicted[CacheReason::OwnLimit as usize]),
+        total(a.evicted[CacheReason::AncestorLimit as usize]),
+        total(a.evicted[CacheReason::MemcgLimit as usize]),
+        total(a.evicted[CacheReason::Kswapd as usize]),
+        total(a.evicted[CacheReason::DirectGlobal as usize]),
+        total(a.evicted[CacheReason::Proactive as usize]),
+        rate(a.removed),
+        total(a.evicted_by_others),
+        top,
+        w = NAME_WIDTH
+    )
+}
+
+fn per_second(value: u64, seconds: f64) -> String {
+    if seconds <= 0.0 {
+        return "-".to_owned();
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "display rounding"
+    )]
+    let rate = (value as f64 / seconds).round() as u64;
+    bytes(rate)
+}
+
+/// The JSON object of one owner's row.
+#[must_use]
+pub fn cache_json(row: &CacheRow, page_size: u64) -> Value {
+    let a = &row.activity;
+    let mut evicted = Map::new();
+    for reason in EVICTION_REASONS {
+        evicted.insert(
+            reason_name(reason).into(),
+            json!(a.evicted[reason as usize] * page_size),
+        );
+    }
+    let reclaimers: Vec<Value> = a
+        .reclaimers
+        .iter()
+        .zip(&row.reclaimer_names)
+        .map(|((_, reason, pages), name)| {
+            json!({"cgroup": name, "reason": reason_name(*reason), "bytes": pages * page_size})
+        })
+        .collect();
+    json!({
+        "cgroup": row.name,
+        "id": row.id,
+        "owned_bytes": row.owned_bytes,
+        "added_bytes": a.added * page_size,
+        "removed_bytes": a.removed * page_size,
+        "evicted_bytes": evicted,
+        "evicted_total_bytes": a.evicted_total() * page_size,
+        "evicted_by_others_bytes": a.evicted_by_others * page_size,
+        "reclaimers": reclaimers,
+    })
+}
+
+/// A stall row with its name resolved.
+pub struct StallRow<'a> {
+    pub name: String,
+    pub stall: &'a StallDelta,
+}
+
+#[must_use]
+pub fn stall_header() -> String {
+    format!(
+        "{:<w$} {:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
+        "CGROUP",
+        "KIND",
+        "STALLS",
+        "TOTAL",
+        "P50",
+        "P99",
+        "MAX",
+        "SCANNED",
+        "RECLAIMED",
+        "DIRTY",
+        "WRITEBACK",
+        w = NAME_WIDTH
+    )
+}
+
+/// Nanoseconds for people: `850ns`, `12.5µs`, `3.2ms`, `1.25s`.
+#[must_use]
+pub fn duration(ns: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display rounding")]
+    let value = ns as f64;
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}µs", value / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.1}ms", value / 1e6)
+    } else {
+        format!("{:.2}s", value / 1e9)
+    }
+}
+
+#[must_use]
+pub fn stall_line(row: &StallRow<'_>, page_size: u64) -> String {
+    let s = row.stall;
+    let timed = s.kind != ReclaimKind::Background;
+    let show = |ns: Option<u64>| {
+        ns.filter(|_| timed)
+            .map_or_else(|| "-".to_owned(), duration)
+    };
+    format!(
+        "{:<w$} {:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
+        tail(&row.name, NAME_WIDTH),
+        kind_name(s.kind),
+        if timed {
+            s.count.to_string()
+        } else {
+            "-".to_owned()
+        },
+        show(Some(s.total_ns)),
+        show(s.quantile_ns(0.5)),
+        show(s.quantile_ns(0.99)),
+        show(Some(s.max_ns)),
+        bytes(s.scanned * page_size),
+        bytes(s.reclaimed * page_size),
+        bytes(s.dirty * page_size),
+        bytes(s.writeback * page_size),
+        w = NAME_WIDTH
+    )
+}
+
+#[must_use]
+pub fn stall_json(row: &StallRow<'_>, page_size: u64) -> Value {
+    let s = row.stall;
+    json!({
+        "cgroup": row.name,
+        "kind": kind_name(s.kind),
+        "count": s.count,
+        "total_ns": s.total_ns,
+        "p50_ns": s.quantile_ns(0.5),
+        "p99_ns": s.quantile_ns(0.99),
+        "max_ns": s.max_ns,
+        "scanned_bytes": s.scanned * page_size,
+        "reclaimed_bytes": s.reclaimed * page_size,
+        "dirty_bytes": s.dirty * page_size,
+        "writeback_bytes": s.writeback * page_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use cgtrace_common::pagecache::{CACHE_REASONS, CacheReason};
+
+    use super::{CacheRow, cache_header, cache_json, cache_line, duration};
+    use crate::model::cache::OwnerActivity;
+
+    #[test]
+    fn renders_rows() {
+        let mut evicted = [0; CACHE_REASONS];
+        evicted[CacheReason::AncestorLimit as usize] = 256;
+        let row = CacheRow {
+            name: "/noisy/a".into(),
+            id: Some(7),
+            owned_bytes: Some(64 << 20),
+            activity: OwnerActivity {
+                owner: None,
+                added: 512,
+                removed: 0,
+                evicted,
+                evicted_by_others: 256,
+                reclaimers: vec![(None, CacheReason::AncestorLimit, 256)],
+            },
+            reclaimer_names: vec!["/noisy/b".into()],
+        };
+        let line = cache_line(&row, 2.0, 4096);
+        assert_eq!(
+            line.find("64M"),
+            Some(cache_header().find("CACHE").unwrap() + 3)
+        );
+        assert!(line.contains("/noisy/b (ancestor_limit, 1M)"), "{line}");
+        let value = cache_json(&row, 4096);
+        assert_eq!(value["evicted_bytes"]["ancestor_limit"], 1 << 20);
+        assert_eq!(value["evicted_by_others_bytes"], 1 << 20);
+        assert_eq!(value["reclaimers"][0]["cgroup"], "/noisy/b");
+        assert_eq!(duration(850), "850ns");
+        assert_eq!(duration(12_500), "12.5µs");
+        assert_eq!(duration(1_250_000_000), "1.25s");
+    }
+}
