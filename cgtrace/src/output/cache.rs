@@ -282,9 +282,10 @@ mod tests {
             reclaimer_names: vec!["/noisy/b".into()],
         };
         let line = cache_line(&row, 2.0, 4096);
+        // Right-aligned: the value ends where its header ends.
         assert_eq!(
-            line.find("64M"),
-            Some(cache_header().find("CACHE").unwrap() + 3)
+            line.find("64M").unwrap() + "64M".len(),
+            cache_header().find("CACHE").unwrap() + "CACHE".len()
         );
         assert!(line.contains("/noisy/b (ancestor_limit, 1M)"), "{line}");
         let value = cache_json(&row, 4096);
