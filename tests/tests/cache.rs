@@ -1,0 +1,239 @@
+//! Page-cache ownership and reclaim attribution against the real kernel,
+//! checked against the kernel's own `memory.stat`.
+
+use std::collections::HashMap;
+
+use cgtrace::{
+    cgroup::stat,
+    model::cache::{CacheModel, StallDelta},
+    probe::{FeatureSet, Probe, ProbeOptions},
+};
+use cgtrace_common::{
+    cgroup::CgroupRef,
+    pagecache::{CacheReason, ReclaimKind},
+};
+use cgtrace_tests::{ScratchCgroup, UncachedFile, read_in, require_root, scratch};
+
+const MIB: u64 = 1 << 20;
+const PAGE: u64 = 4096;
+
+/// Everything the probe saw between `start` and `finish`, keyed by cgroup id.
+struct Watch {
+    probe: Probe,
+    model: CacheModel,
+    /// Pages by (owner id, actor id, reason); id 0: unnamed.
+    flows: HashMap<(u64, u64, CacheReason), u64>,
+    stalls: Vec<StallDelta>,
+}
+
+impl Watch {
+    fn start() -> Self {
+        let probe = Probe::load(&ProbeOptions {
+            features: FeatureSet::CACHE_AND_RECLAIM,
+            ..ProbeOptions::default()
+        })
+        .expect("load page-cache and reclaim probes");
+        let mut model = CacheModel::new();
+        model.update(&probe.sample_cache().unwrap());
+        Self {
+            probe,
+            model,
+            flows: HashMap::new(),
+            stalls: Vec::new(),
+        }
+    }
+
+    fn sample(&mut self) {
+        let interval = self.model.update(&self.probe.sample_cache().unwrap());
+        for flow in interval.flows {
+            let id = |c: Option<CgroupRef>| c.map_or(0, |c| c.id);
+            *self
+                .flows
+                .entry((id(flow.owner), id(flow.actor), flow.reason))
+                .or_default() += flow.pages;
+        }
+        self.stalls.extend(interval.stalls);
+    }
+
+    /// Pages of `owner` that moved for `reason`, by any actor.
+    fn owned(&self, owner: u64, reason: CacheReason) -> u64 {
+        self.flows
+            .iter()
+            .filter(|((o, _, r), _)| *o == owner && *r == reason)
+            .map(|(_, pages)| pages)
+            .sum()
+    }
+
+    /// Pages of `owner` evicted by reclaim, any reason.
+    fn evicted(&self, owner: u64) -> u64 {
+        self.flows
+            .iter()
+            .filter(|((o, _, r), _)| *o == owner && r.is_reclaim())
+            .map(|(_, pages)| pages)
+            .sum()
+    }
+}
+
+fn kernel_page_cache(cgroup: &ScratchCgroup) -> u64 {
+    let text = std::fs::read_to_string(cgroup.dir().join("memory.stat")).unwrap();
+    stat::page_cache_bytes(&stat::parse(&text), cgroup.version()).unwrap()
+}
+
+#[test]
+fn thrash_under_its_own_limit_is_attributed_to_itself() {
+    if !require_root("thrash_under_its_own_limit_is_attributed_to_itself") {
+        return;
+    }
+    let file = UncachedFile::new("thrash", 512);
+    let mut watch = Watch::start();
+    let group = scratch("thrash", Some(128 * MIB));
+    let id = group.id().unwrap();
+    read_in(&group, &[&file.path]);
+    read_in(&group, &[&file.path]);
+    watch.sample();
+
+    let added = watch.owned(id, CacheReason::Added);
+    let evicted = watch.evicted(id);
+    let own_limit = watch.owned(id, CacheReason::OwnLimit);
+    eprintln!(
+        "added {added} pages, evicted {evicted} (own limit {own_limit}), flows {:?}",
+        watch.flows
+    );
+    assert!(
+        added * PAGE >= 1000 * MIB,
+        "two reads of 512 MiB with a 128 MiB limit add ~1 GiB: {added}"
+    );
+    assert!(
+        evicted * PAGE >= 850 * MIB,
+        "most of it is evicted again: {evicted}"
+    );
+    assert!(
+        own_limit * 100 >= evicted * 95,
+        "at least 95% of its evictions are under its own limit: {own_limit} of {evicted}"
+    );
+
+    // The event-derived size of its page cache equals the kernel's figure.
+    let derived = u64::try_from(watch.model.net_pages(cgroup_ref(&group))).unwrap() * PAGE;
+    let kernel = kernel_page_cache(&group);
+    let off = derived.abs_diff(kernel);
+    eprintln!("page cache: cgtrace {derived} B, memory.stat {kernel} B");
+    assert!(
+        off * 50 <= kernel,
+        "within 2%: cgtrace {derived} vs kernel {kernel}"
+    );
+
+    // Reclaim stalls: the begin/end pairs of its limit reclaim.
+    let stalls: Vec<&StallDelta> = watch
+        .stalls
+        .iter()
+        .filter(|s| s.kind == ReclaimKind::Memcg && s.cgroup.is_some_and(|c| c.id == id))
+        .collect();
+    let count: u64 = stalls.iter().map(|s| s.count).sum();
+    let total: u64 = stalls.iter().map(|s| s.total_ns).sum();
+    let reclaimed: u64 = stalls.iter().map(|s| s.reclaimed).sum();
+    let scanned: u64 = stalls.iter().map(|s| s.scanned).sum();
+    assert!(count > 0 && total > 0, "stalls recorded: {stalls:?}");
+    assert!(
+        scanned >= reclaimed && reclaimed > 0,
+        "scanned {scanned}, reclaimed {reclaimed}"
+    );
+    for stall in &stalls {
+        let (p50, p99) = (
+            stall.quantile_ns(0.5).unwrap(),
+            stall.quantile_ns(0.99).unwrap(),
+        );
+        assert!(
+            p50 > 0 && p50 <= p99 && p99 <= stall.max_ns,
+            "p50 {p50} p99 {p99} max {}",
+            stall.max_ns
+        );
+    }
+    eprintln!(
+        "stalls: {count}, total {total} ns, reclaimed {reclaimed} pages (own-limit evictions {own_limit})"
+    );
+    let stats = watch.probe.stats();
+    assert_eq!(stats.recursion_misses, 0);
+    assert_eq!(stats.read_failures, 0);
+}
+
+fn cgroup_ref(group: &ScratchCgroup) -> CgroupRef {
+    CgroupRef {
+        id: group.id().unwrap(),
+        hierarchy: group.hierarchy(),
+        level: u32::try_from(group.path().matches('/').count()).unwrap(),
+    }
+}
+
+#[test]
+fn a_noisy_neighbour_evicting_under_the_parent_limit_is_named() {
+    if !require_root("a_noisy_neighbour_evicting_under_the_parent_limit_is_named") {
+        return;
+    }
+    let quiet_file = UncachedFile::new("quiet", 128);
+    let noisy_file = UncachedFile::new("noisy", 256);
+    let mut watch = Watch::start();
+    let mut parent = scratch("neighbours", Some(192 * MIB));
+    // The quiet group caches its file; then the noisy one reads a larger
+    // one, and the parent's limit makes room by evicting the quiet cache.
+    let quiet_id = {
+        let quiet = parent.child("quiet").unwrap();
+        read_in(quiet, &[&quiet_file.path]);
+        quiet.id().unwrap()
+    };
+    let noisy_id = {
+        let noisy = parent.child("noisy").unwrap();
+        read_in(noisy, &[&noisy_file.path]);
+        noisy.id().unwrap()
+    };
+    watch.sample();
+
+    let quiet_evicted = watch.evicted(quiet_id);
+    let by_noisy: u64 = watch
+        .flows
+        .iter()
+        .filter(|((owner, actor, reason), _)| {
+            *owner == quiet_id && *actor == noisy_id && *reason == CacheReason::AncestorLimit
+        })
+        .map(|(_, pages)| pages)
+        .sum();
+    eprintln!(
+        "quiet group: {quiet_evicted} pages evicted, {by_noisy} by the noisy one under the parent's limit"
+    );
+    assert!(
+        quiet_evicted * PAGE >= 32 * MIB,
+        "the noisy reader pushed the quiet one's cache out: {quiet_evicted}"
+    );
+    assert!(
+        by_noisy * 100 >= quiet_evicted * 90,
+        "the noisy neighbour is named as the reclaimer: {by_noisy} of {quiet_evicted}"
+    );
+}
+
+#[test]
+fn deleting_a_cached_file_is_removal_not_reclaim() {
+    if !require_root("deleting_a_cached_file_is_removal_not_reclaim") {
+        return;
+    }
+    let file = UncachedFile::new("delete", 64);
+    let mut watch = Watch::start();
+    let group = scratch("delete", None);
+    let id = group.id().unwrap();
+    read_in(&group, &[&file.path]);
+    let path = file.path.clone();
+    drop(file);
+    assert!(!path.exists());
+    watch.sample();
+
+    let added = watch.owned(id, CacheReason::Added);
+    let removed = watch.owned(id, CacheReason::Removed);
+    let evicted = watch.evicted(id);
+    eprintln!("added {added}, removed {removed}, evicted {evicted}");
+    assert_eq!(
+        added * PAGE,
+        64 * MIB,
+        "the whole file was read into the group's cache"
+    );
+    assert_eq!(removed, added, "unlink removed every page");
+    assert_eq!(evicted, 0, "none of it counts as reclaim");
+    assert_eq!(kernel_page_cache(&group), 0);
+}
