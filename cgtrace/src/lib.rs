@@ -15,3 +15,4 @@ pub mod output;
 pub mod probe;
 pub mod runtime;
 pub mod system;
+pub mod workload;

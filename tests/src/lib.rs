@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
+pub use cgtrace::{
+    cgroup::{Hierarchies, scratch::ScratchCgroup},
+    workload::UncachedFile,
+};
 
 /// Generous upper bound for anything the kernel should do in well under a second.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -199,49 +202,14 @@ impl Follower {
     }
 }
 
-/// A file on disk whose pages are not in the page cache when the test
-/// starts (written, synced, then dropped with `POSIX_FADV_DONTNEED`), so
-/// the first cgroup that reads it owns its cache. Removed on drop.
-pub struct UncachedFile {
-    pub path: PathBuf,
-}
-
-impl UncachedFile {
-    #[must_use]
-    pub fn new(test: &str, mebibytes: usize) -> Self {
-        use std::{io::Write as _, os::fd::AsRawFd as _};
-        // /var/tmp rather than /tmp: it is never tmpfs, whose pages are
-        // shmem and do not go through the filemap tracepoints.
-        let path = PathBuf::from(format!(
-            "/var/tmp/cgtrace-test-{test}-{}",
-            std::process::id()
-        ));
-        let mut file = std::fs::File::create(&path).expect("create test file");
-        // Distinct bytes per MiB, so no filesystem can share blocks.
-        let mut chunk = vec![0u8; 1 << 20];
-        for i in 0..mebibytes {
-            chunk.fill(u8::try_from(i % 251).unwrap_or(0) + 1);
-            file.write_all(&chunk).expect("write test file");
-        }
-        file.sync_all().expect("sync test file");
-        // SAFETY: a valid open descriptor; the advice only drops clean pages.
-        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        assert_eq!(rc, 0, "posix_fadvise(DONTNEED)");
-        Self { path }
-    }
-}
-
-impl Drop for UncachedFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// A test file outside the page cache (see [`cgtrace::workload::UncachedFile`]).
+#[must_use]
+pub fn uncached_file(test: &str, mebibytes: usize) -> UncachedFile {
+    UncachedFile::create(&format!("cgtrace-test-{test}"), mebibytes).expect("create test file")
 }
 
 /// Runs `cat FILE...` inside `cgroup` to completion.
 pub fn read_in(cgroup: &ScratchCgroup, files: &[&std::path::Path]) {
-    let mut command = Command::new("cat");
-    command.args(files).stdout(Stdio::null());
-    let mut child = ChildGuard(cgroup.spawn_into(&mut command).expect("start cat"));
-    let status = child.wait();
+    let (status, _) = cgtrace::workload::read_in(cgroup, files).expect("run cat");
     assert!(status.success(), "cat failed: {status}");
 }

@@ -12,7 +12,7 @@ use cgtrace_common::{
     cgroup::CgroupRef,
     pagecache::{CacheReason, ReclaimKind},
 };
-use cgtrace_tests::{ScratchCgroup, UncachedFile, read_in, require_root, scratch};
+use cgtrace_tests::{ScratchCgroup, read_in, require_root, scratch, uncached_file};
 
 const MIB: u64 = 1 << 20;
 const PAGE: u64 = 4096;
@@ -84,7 +84,7 @@ fn thrash_under_its_own_limit_is_attributed_to_itself() {
     if !require_root("thrash_under_its_own_limit_is_attributed_to_itself") {
         return;
     }
-    let file = UncachedFile::new("thrash", 512);
+    let file = uncached_file("thrash", 512);
     let mut watch = Watch::start();
     let group = scratch("thrash", Some(128 * MIB));
     let id = group.id().unwrap();
@@ -169,8 +169,8 @@ fn a_noisy_neighbour_evicting_under_the_parent_limit_is_named() {
     if !require_root("a_noisy_neighbour_evicting_under_the_parent_limit_is_named") {
         return;
     }
-    let quiet_file = UncachedFile::new("quiet", 128);
-    let noisy_file = UncachedFile::new("noisy", 256);
+    let quiet_file = uncached_file("quiet", 128);
+    let noisy_file = uncached_file("noisy", 256);
     let mut watch = Watch::start();
     let mut parent = scratch("neighbours", Some(192 * MIB));
     // The quiet group caches its file; then the noisy one reads a larger
@@ -214,7 +214,7 @@ fn deleting_a_cached_file_is_removal_not_reclaim() {
     if !require_root("deleting_a_cached_file_is_removal_not_reclaim") {
         return;
     }
-    let file = UncachedFile::new("delete", 64);
+    let file = uncached_file("delete", 64);
     let mut watch = Watch::start();
     let group = scratch("delete", None);
     let id = group.id().unwrap();

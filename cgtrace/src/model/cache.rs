@@ -206,6 +206,80 @@ impl CacheModel {
     }
 }
 
+/// Flows and stalls added up over several intervals (a scenario, a test).
+#[derive(Clone, Debug, Default)]
+pub struct Totals {
+    /// Pages by (owner, actor, reason).
+    pub flows: HashMap<(Option<CgroupRef>, Option<CgroupRef>, CacheReason), u64>,
+    pub stalls: Vec<StallDelta>,
+}
+
+impl Totals {
+    pub fn add(&mut self, interval: &CacheInterval) {
+        for flow in &interval.flows {
+            *self
+                .flows
+                .entry((flow.owner, flow.actor, flow.reason))
+                .or_default() += flow.pages;
+        }
+        self.stalls.extend(interval.stalls.iter().cloned());
+    }
+
+    /// Pages of the cgroup with id `owner` that moved for `reason`, by any actor.
+    #[must_use]
+    pub fn owned(&self, owner: u64, reason: CacheReason) -> u64 {
+        self.sum(|o, _, r| o == Some(owner) && r == reason)
+    }
+
+    /// Pages of `owner` evicted by reclaim, any reason.
+    #[must_use]
+    pub fn evicted(&self, owner: u64) -> u64 {
+        self.sum(|o, _, r| o == Some(owner) && r.is_reclaim())
+    }
+
+    /// Pages of `owner` that `actor` moved for `reason`.
+    #[must_use]
+    pub fn between(&self, owner: u64, actor: u64, reason: CacheReason) -> u64 {
+        self.sum(|o, a, r| o == Some(owner) && a == Some(actor) && r == reason)
+    }
+
+    fn sum(&self, mut matches: impl FnMut(Option<u64>, Option<u64>, CacheReason) -> bool) -> u64 {
+        self.flows
+            .iter()
+            .filter(|((o, a, r), _)| matches(o.map(|c| c.id), a.map(|c| c.id), *r))
+            .map(|(_, pages)| pages)
+            .sum()
+    }
+
+    /// Stalls charged to the cgroup with id `memcg` for `kind`, merged.
+    #[must_use]
+    pub fn stalls_of(&self, memcg: u64, kind: ReclaimKind) -> Option<StallDelta> {
+        let mut merged: Option<StallDelta> = None;
+        for stall in self
+            .stalls
+            .iter()
+            .filter(|s| s.kind == kind && s.cgroup.is_some_and(|c| c.id == memcg))
+        {
+            match &mut merged {
+                None => merged = Some(stall.clone()),
+                Some(m) => {
+                    m.count += stall.count;
+                    m.total_ns += stall.total_ns;
+                    m.max_ns = m.max_ns.max(stall.max_ns);
+                    m.scanned += stall.scanned;
+                    m.reclaimed += stall.reclaimed;
+                    m.dirty += stall.dirty;
+                    m.writeback += stall.writeback;
+                    for (total, more) in m.buckets.iter_mut().zip(&stall.buckets) {
+                        *total += more;
+                    }
+                }
+            }
+        }
+        merged
+    }
+}
+
 /// One owner's page-cache activity in an interval.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnerActivity {

@@ -98,6 +98,11 @@ impl FeatureSet {
         page_cache: false,
         reclaim: false,
     };
+    pub const ALL: Self = Self {
+        oom: true,
+        page_cache: true,
+        reclaim: true,
+    };
     pub const CACHE_AND_RECLAIM: Self = Self {
         oom: false,
         page_cache: true,

@@ -1,6 +1,5 @@
-//! `cgtrace demo`: the built-in scenarios. Each runs a real workload in a
-//! scratch cgroup, traced, shows what cgtrace saw next to the kernel's own
-//! counter, and removes everything it made.
+//! The OOM scenario: a process allocating 200 MiB in a cgroup limited to
+//! 100 MiB, next to the kernel's own `oom_kill` counter.
 
 use std::{
     process::Command,
@@ -8,78 +7,22 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use clap::{Args, ValueEnum};
 
-use super::{Outcome, oom::resolve_paths};
 use crate::{
     cgroup::{Hierarchies, Resolver, Version, scratch::ScratchCgroup},
+    cli::oom::resolve_paths,
     event::{Event, OomKill},
     model::oom::OomCorrelator,
     output::{self, format::bytes},
-    probe::{BpfStatsEnabled, Probe, ProbeOptions},
+    probe::Probe,
     runtime::wait_readable,
     system::Clock,
 };
 
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Scenarios to run (default: all).
-    #[arg(long = "scenario", value_enum)]
-    pub scenarios: Vec<Scenario>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Scenario {
-    /// A process allocating 200 MiB in a cgroup limited to 100 MiB.
-    Oom,
-}
-
-/// How long a scenario waits for the kernel and the probe to agree.
+/// How long the scenario waits for the kernel and the probe to agree.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
-    let scenarios = if args.scenarios.is_empty() {
-        Scenario::value_variants().to_vec()
-    } else {
-        args.scenarios.clone()
-    };
-    let mut probe = Probe::load(&ProbeOptions::default())?;
-    for feature in probe.features() {
-        println!("probe {feature}");
-    }
-    let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
-    // The kernel's per-program run-time accounting: what each probe costs.
-    let stats_enabled = BpfStatsEnabled::enable();
-    let mut all_agree = true;
-    for scenario in scenarios {
-        let agrees = match scenario {
-            Scenario::Oom => oom_scenario(&mut probe, &hierarchies)?,
-        };
-        all_agree &= agrees;
-    }
-    let stats = probe.stats();
-    println!(
-        "\nprobe totals: {} records, {} ring-buffer drops, {} recursion misses, {} read failures",
-        stats.records, stats.ring_buffer_drops, stats.recursion_misses, stats.read_failures
-    );
-    for (name, counters) in probe.program_counters() {
-        if counters.run_count > 0 {
-            println!(
-                "probe cost: {name} ran {} times, {:.1} µs per run (kernel BPF run-time statistics)",
-                counters.run_count,
-                micros_per_run(counters.run_time_ns, counters.run_count)
-            );
-        }
-    }
-    drop(stats_enabled);
-    Ok(if all_agree {
-        Outcome::Success
-    } else {
-        Outcome::Failure
-    })
-}
-
-fn oom_scenario(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
+pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
     const LIMIT: u64 = 100 << 20;
     const ALLOCATE_MIB: u32 = 200;
     println!(
@@ -200,11 +143,6 @@ fn oom_problems(
         }
     }
     problems
-}
-
-#[expect(clippy::cast_precision_loss, reason = "display only")]
-fn micros_per_run(total_ns: u64, runs: u64) -> f64 {
-    total_ns as f64 / runs as f64 / 1000.0
 }
 
 fn in_cgroup(kills: &[OomKill], cgroup_id: u64) -> impl Iterator<Item = &OomKill> {

@@ -1,0 +1,280 @@
+//! `cgtrace-bench`: what tracing costs, as traced/untraced ratios measured
+//! in one run with interleaved pairs (order alternated, so drift and cache
+//! state do not favour one side). Run by `cargo xtask bench`, which writes
+//! BENCHMARKS.md from its output.
+//!
+//! Workload W: a file read twice with `cat` in a memory cgroup smaller than
+//! the file, so every read goes through page-cache insertion and eviction.
+//! Traced, `cgtrace cache` runs for the whole workload.
+
+use std::{
+    fmt::Write as _,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use cgtrace::probe::{BpfStatsEnabled, FeatureSet, Probe, ProbeOptions};
+use cgtrace::workload::UncachedFile;
+use cgtrace_tests::{ChildGuard, scratch, uncached_file};
+
+const MIB: u64 = 1 << 20;
+
+struct Options {
+    cgtrace: PathBuf,
+    pairs: usize,
+    file_mib: usize,
+    limit_mib: u64,
+    markdown: Option<PathBuf>,
+}
+
+fn parse_args() -> Options {
+    let mut options = Options {
+        cgtrace: PathBuf::from("target/release/cgtrace"),
+        pairs: 10,
+        file_mib: 1024,
+        limit_mib: 256,
+        markdown: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{arg} needs a value")))
+        };
+        match arg.as_str() {
+            "--cgtrace" => options.cgtrace = PathBuf::from(value()),
+            "--pairs" => options.pairs = value().parse().unwrap_or_else(|_| usage("--pairs N")),
+            "--file-mib" => {
+                options.file_mib = value().parse().unwrap_or_else(|_| usage("--file-mib N"));
+            }
+            "--limit-mib" => {
+                options.limit_mib = value().parse().unwrap_or_else(|_| usage("--limit-mib N"));
+            }
+            "--markdown" => options.markdown = Some(PathBuf::from(value())),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    options
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!(
+        "cgtrace-bench: {problem}\nusage: cgtrace-bench [--cgtrace PATH] [--pairs N] [--file-mib N] [--limit-mib N] [--markdown FILE]"
+    );
+    std::process::exit(2)
+}
+
+/// One run of W in a fresh cgroup; returns its wall time.
+fn run_workload(file: &UncachedFile, limit: u64, label: &str) -> Duration {
+    // Every run starts from disk.
+    file.drop_cache().expect("drop the file's cache");
+    let group = scratch(&format!("bench-{label}"), Some(limit));
+    let started = Instant::now();
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("cat \"$0\" > /dev/null && cat \"$0\" > /dev/null")
+        .arg(&file.path)
+        .stdout(Stdio::null());
+    let mut child = ChildGuard(group.spawn_into(&mut command).expect("start workload"));
+    let status = child.wait();
+    assert!(status.success(), "workload failed: {status}");
+    started.elapsed()
+}
+
+/// `cgtrace cache` in the background until dropped: started, attached,
+/// then stopped with SIGINT and its final stats read.
+struct Tracer {
+    child: ChildGuard,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Tracer {
+    fn start(cgtrace: &Path) -> Self {
+        let mut child = Command::new(cgtrace)
+            .args(["cache", "--json", "--interval", "1s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cgtrace cache");
+        let stderr = child.stderr.take().expect("stderr");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut lines = BufReader::new(stderr).lines();
+        // "cgtrace: reclaim: ..." is printed once everything is attached.
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("cgtrace: reclaim:") => break,
+                Some(Ok(_)) => {}
+                _ => panic!("cgtrace cache did not start"),
+            }
+        }
+        Self {
+            child: ChildGuard(child),
+            stdout,
+        }
+    }
+
+    /// Stops the tracer; returns (ring-buffer drops, recursion misses, read failures).
+    fn stop(mut self) -> (u64, u64, u64) {
+        let pid = libc::pid_t::try_from(self.child.pid()).expect("pid");
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let mut last = serde_json::Value::Null;
+        let mut line = String::new();
+        while self.stdout.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+                && value["type"] == "stats"
+            {
+                last = value;
+            }
+            line.clear();
+        }
+        let status = self.child.wait();
+        assert!(status.success(), "cgtrace cache exited with {status}");
+        let probe = &last["probe"];
+        let get = |field: &str| probe[field].as_u64().unwrap_or(u64::MAX);
+        (
+            get("ring_buffer_drops"),
+            get("recursion_misses"),
+            get("read_failures"),
+        )
+    }
+}
+
+struct Summary {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+fn summarize(mut values: Vec<f64>) -> Summary {
+    values.sort_by(f64::total_cmp);
+    let median = if values.len() % 2 == 1 {
+        values[values.len() / 2]
+    } else {
+        f64::midpoint(values[values.len() / 2 - 1], values[values.len() / 2])
+    };
+    Summary {
+        min: values[0],
+        median,
+        max: values[values.len() - 1],
+    }
+}
+
+/// Per-event cost of each program from the kernel's BPF statistics, over
+/// one traced run of W (statistics on only for that run).
+fn per_event_cost(file: &UncachedFile, limit: u64) -> Vec<(String, u64, f64)> {
+    let probe = Probe::load(&ProbeOptions {
+        features: FeatureSet::CACHE_AND_RECLAIM,
+        ..ProbeOptions::default()
+    })
+    .expect("load probes");
+    let stats = BpfStatsEnabled::enable();
+    let before = probe.program_counters();
+    run_workload(file, limit, "cost");
+    let after = probe.program_counters();
+    drop(stats);
+    after
+        .into_iter()
+        .filter_map(|(name, end)| {
+            let start = before
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, c)| *c)
+                .unwrap_or_default();
+            let runs = end.run_count - start.run_count;
+            #[expect(clippy::cast_precision_loss, reason = "a display figure")]
+            let ns = (end.run_time_ns - start.run_time_ns) as f64 / runs.max(1) as f64;
+            (runs > 0).then_some((name, runs, ns))
+        })
+        .collect()
+}
+
+fn main() {
+    let options = parse_args();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        usage("needs root (it creates memory cgroups and loads eBPF programs)");
+    }
+    let limit = options.limit_mib * MIB;
+    eprintln!("cgtrace-bench: writing a {} MiB file", options.file_mib);
+    let file = uncached_file("bench-w", options.file_mib);
+    // One untimed run to warm the binaries and the disk's own cache.
+    run_workload(&file, limit, "warmup");
+
+    let mut ratios = Vec::new();
+    let mut rows = String::new();
+    let (mut drops, mut misses, mut failures) = (0, 0, 0);
+    for pair in 0..options.pairs {
+        let traced_first = pair % 2 == 1;
+        let mut untraced = Duration::ZERO;
+        let mut traced = Duration::ZERO;
+        for traced_run in [traced_first, !traced_first] {
+            if traced_run {
+                let cgtrace_cache = Tracer::start(&options.cgtrace);
+                traced = run_workload(&file, limit, "traced");
+                let (d, m, f) = cgtrace_cache.stop();
+                drops += d;
+                misses += m;
+                failures += f;
+            } else {
+                untraced = run_workload(&file, limit, "untraced");
+            }
+        }
+        let ratio = traced.as_secs_f64() / untraced.as_secs_f64();
+        eprintln!(
+            "pair {:>2}: untraced {:.3} s, traced {:.3} s, ratio {ratio:.3}",
+            pair + 1,
+            untraced.as_secs_f64(),
+            traced.as_secs_f64()
+        );
+        let _ = writeln!(
+            rows,
+            "| {} | {} | {:.3} | {:.3} | {ratio:.3} |",
+            pair + 1,
+            if traced_first { "traced" } else { "untraced" },
+            untraced.as_secs_f64(),
+            traced.as_secs_f64()
+        );
+        ratios.push(ratio);
+    }
+    let summary = summarize(ratios);
+    let costs = per_event_cost(&file, limit);
+
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "## W: page-cache churn under `cgtrace cache`\n\n\
+         A {} MiB file read twice with `cat` in a memory cgroup limited to {} MiB \
+         (every read inserts into and evicts from the page cache), untraced vs. \
+         traced by `cgtrace cache --json --interval 1s` for the whole run; \
+         {} pairs, order alternated.\n",
+        options.file_mib, options.limit_mib, options.pairs
+    );
+    let _ = writeln!(
+        report,
+        "**traced/untraced: min {:.3}, median {:.3}, max {:.3}**; \
+         ring-buffer drops {drops}, recursion misses {misses}, read failures {failures}.\n",
+        summary.min, summary.median, summary.max
+    );
+    let _ = writeln!(
+        report,
+        "| pair | first | untraced (s) | traced (s) | ratio |\n|---|---|---|---|---|"
+    );
+    report.push_str(&rows);
+    let _ = writeln!(
+        report,
+        "\nPer-event cost over one traced run (kernel BPF run-time statistics, enabled for that run only):\n\n\
+         | program | runs | ns per run |\n|---|---|---|"
+    );
+    for (name, runs, ns) in &costs {
+        let _ = writeln!(report, "| {name} | {runs} | {ns:.0} |");
+    }
+    print!("{report}");
+    if let Some(path) = &options.markdown {
+        std::fs::write(path, &report).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        eprintln!("cgtrace-bench: wrote {}", path.display());
+    }
+}
