@@ -57,4 +57,6 @@ mod pod {
     unsafe impl aya::Pod for super::pagecache::ReclaimContext {}
     unsafe impl aya::Pod for super::pagecache::StallKey {}
     unsafe impl aya::Pod for super::pagecache::StallStats {}
+    unsafe impl aya::Pod for super::pagecache::ChargeKey {}
+    unsafe impl aya::Pod for super::pagecache::ChargeValue {}
 }

@@ -85,12 +85,18 @@ pub struct Offsets {
     /// `cgroup.subsys`: a new cgroup's css pointers (for `cgroup_mkdir`).
     pub cgroup_subsys: u32,
 
+    /// Kernel enum values of the memcg stat items, in `ChargeKind` order
+    /// (`ABSENT` where this kernel has no such item).
+    pub memcg_stat_items: [u32; crate::pagecache::CHARGE_KINDS],
+    /// Explicit padding; always zero.
+    pub padding_items: u32,
+
     /// `PAGE_SHIFT` of the running kernel.
     pub page_shift: u32,
     /// Explicit padding; always zero.
     pub padding: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 192);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 224);
 
 impl Offsets {
     /// Every offset absent: the programs read nothing until the collector
@@ -142,6 +148,8 @@ impl Offsets {
         reclaim_stat_nr_dirty: ABSENT,
         reclaim_stat_nr_writeback: ABSENT,
         cgroup_subsys: ABSENT,
+        memcg_stat_items: [ABSENT; crate::pagecache::CHARGE_KINDS],
+        padding_items: 0,
         page_shift: 12,
         padding: 0,
     };

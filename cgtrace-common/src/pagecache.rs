@@ -199,6 +199,83 @@ pub const fn stall_bucket_floor(bucket: usize) -> u64 {
     }
 }
 
+/// Memory types whose charges the memcg stat tracepoints report, and the
+/// refault counters (index into `Offsets::memcg_stat_items`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChargeKind {
+    /// `NR_ANON_MAPPED`.
+    Anon = 0,
+    /// `NR_FILE_PAGES` (page cache, shmem included).
+    File = 1,
+    /// `NR_SHMEM`.
+    Shmem = 2,
+    /// `MEMCG_KMEM`: kernel memory (slab, page tables, stacks...).
+    Kernel = 3,
+    /// `MEMCG_SOCK`: network socket buffers.
+    Sock = 4,
+    /// `WORKINGSET_REFAULT_ANON`: evicted anon pages faulted back in.
+    RefaultAnon = 5,
+    /// `WORKINGSET_REFAULT_FILE`: evicted page-cache pages read again.
+    RefaultFile = 6,
+}
+
+/// Number of [`ChargeKind`] values.
+pub const CHARGE_KINDS: usize = 7;
+
+impl ChargeKind {
+    pub const ALL: [Self; CHARGE_KINDS] = [
+        Self::Anon,
+        Self::File,
+        Self::Shmem,
+        Self::Kernel,
+        Self::Sock,
+        Self::RefaultAnon,
+        Self::RefaultFile,
+    ];
+
+    /// The kernel enum value each kind stands for (read from BTF).
+    pub const KERNEL_NAMES: [&'static str; CHARGE_KINDS] = [
+        "NR_ANON_MAPPED",
+        "NR_FILE_PAGES",
+        "NR_SHMEM",
+        "MEMCG_KMEM",
+        "MEMCG_SOCK",
+        "WORKINGSET_REFAULT_ANON",
+        "WORKINGSET_REFAULT_FILE",
+    ];
+
+    #[must_use]
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        if (value as usize) < CHARGE_KINDS {
+            Some(Self::ALL[value as usize])
+        } else {
+            None
+        }
+    }
+}
+
+/// Key of the per-CPU charge counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ChargeKey {
+    pub memcg: u64,
+    /// A [`ChargeKind`].
+    pub kind: u32,
+    /// Explicit padding; always zero.
+    pub padding: u32,
+}
+const _: () = assert!(core::mem::size_of::<ChargeKey>() == 16);
+
+/// Pages charged (positive updates) and uncharged (negative updates).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChargeValue {
+    pub charged: u64,
+    pub uncharged: u64,
+}
+const _: () = assert!(core::mem::size_of::<ChargeValue>() == 16);
+
 /// `MEMCG_REFS` value: the cgroup behind a memcg pointer.
 pub type MemcgRef = crate::cgroup::CgroupRef;
 

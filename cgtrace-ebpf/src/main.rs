@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod charges;
 mod kernel;
 mod maps;
 mod oom;

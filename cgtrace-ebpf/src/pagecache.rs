@@ -155,6 +155,12 @@ fn add(o: &Offsets, owner: u64, actor: u64, reason: CacheReason, pages: u64) {
     let _ = CACHE.insert(&key, &pages, 0);
 }
 
+/// Records memcg pointer → cgroup unless already known (for other modules).
+#[inline(always)]
+pub fn remember_memcg(memcg: u64) {
+    remember(offsets(), memcg);
+}
+
 /// Records memcg pointer → cgroup unless already known.
 #[inline(always)]
 fn remember(o: &Offsets, memcg: u64) {

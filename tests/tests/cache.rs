@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use cgtrace::{
-    cgroup::stat,
-    model::cache::{CacheModel, StallDelta},
+    cgroup::{Version, stat},
+    model::cache::{CacheModel, StallDelta, Totals},
     probe::{FeatureSet, Probe, ProbeOptions},
 };
 use cgtrace_common::{
     cgroup::CgroupRef,
-    pagecache::{CacheReason, ReclaimKind},
+    pagecache::{CacheReason, ChargeKind, ReclaimKind},
 };
 use cgtrace_tests::{ScratchCgroup, read_in, require_root, scratch, uncached_file};
 
@@ -24,6 +24,7 @@ struct Watch {
     /// Pages by (owner id, actor id, reason); id 0: unnamed.
     flows: HashMap<(u64, u64, CacheReason), u64>,
     stalls: Vec<StallDelta>,
+    totals: Totals,
 }
 
 impl Watch {
@@ -40,11 +41,13 @@ impl Watch {
             model,
             flows: HashMap::new(),
             stalls: Vec::new(),
+            totals: Totals::default(),
         }
     }
 
     fn sample(&mut self) {
         let interval = self.model.update(&self.probe.sample_cache().unwrap());
+        self.totals.add(&interval);
         for flow in interval.flows {
             let id = |c: Option<CgroupRef>| c.map_or(0, |c| c.id);
             *self
@@ -151,9 +154,56 @@ fn thrash_under_its_own_limit_is_attributed_to_itself() {
     eprintln!(
         "stalls: {count}, total {total} ns, reclaimed {reclaimed} pages (own-limit evictions {own_limit})"
     );
+
+    charges_agree_with_memory_stat(&watch, &group);
     let stats = watch.probe.stats();
     assert_eq!(stats.recursion_misses, 0);
     assert_eq!(stats.read_failures, 0);
+}
+
+/// Charges and refaults from the memcg stat tracepoints, where the kernel
+/// has them, equal memory.stat's own counters.
+fn charges_agree_with_memory_stat(watch: &Watch, group: &ScratchCgroup) {
+    let id = group.id().unwrap();
+    let tracepoints = watch
+        .probe
+        .features()
+        .iter()
+        .any(|f| f.feature == "memcg stat tracepoints" && f.variant.is_some());
+    if tracepoints {
+        let (charged, uncharged) = watch.totals.charges_of(id, ChargeKind::File);
+        let text = std::fs::read_to_string(group.dir().join("memory.stat")).unwrap();
+        let kernel_stat = stat::parse(&text);
+        let file_key = if group.version() == Version::V1 {
+            "cache"
+        } else {
+            "file"
+        };
+        let file_now = kernel_stat[file_key];
+        eprintln!(
+            "file charges: +{charged} -{uncharged} pages; memory.stat {file_key} {file_now} B"
+        );
+        assert_eq!(
+            (charged - uncharged) * PAGE,
+            file_now,
+            "net file charges equal memory.stat"
+        );
+        let (refaults, _) = watch.totals.charges_of(id, ChargeKind::RefaultFile);
+        assert_eq!(
+            Some(&refaults),
+            kernel_stat.get("workingset_refault_file"),
+            "file refaults equal memory.stat"
+        );
+        assert!(
+            refaults > 0,
+            "the second read refaults what the first evicted"
+        );
+    } else {
+        eprintln!(
+            "kernel {} has no memcg stat tracepoints: the views take charges from memory.stat",
+            cgtrace::system::kernel_release()
+        );
+    }
 }
 
 fn cgroup_ref(group: &ScratchCgroup) -> CgroupRef {

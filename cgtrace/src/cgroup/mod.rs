@@ -2,6 +2,7 @@
 //! cgroups for scenarios and tests.
 
 pub mod hierarchy;
+pub mod poller;
 pub mod resolve;
 pub mod scratch;
 pub mod stat;

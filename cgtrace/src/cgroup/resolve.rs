@@ -103,6 +103,19 @@ impl Resolver {
         }
     }
 
+    /// Every cgroup of a hierarchy as of now: `(id, path)`.
+    pub fn cgroups(&mut self, hierarchy: u32) -> Vec<(u64, String)> {
+        self.scan(hierarchy);
+        let mut all: Vec<(u64, String)> = self
+            .paths
+            .iter()
+            .filter(|((h, _), _)| *h == hierarchy)
+            .map(|((_, id), path)| (*id, path.clone()))
+            .collect();
+        all.push((ROOT_ID, "/".to_owned()));
+        all
+    }
+
     fn insert(&mut self, hierarchy: u32, id: u64, path: String) {
         if self.paths.len() >= MAX_CACHED && !self.paths.contains_key(&(hierarchy, id)) {
             // Forget everything rather than track recency: a rescan rebuilds

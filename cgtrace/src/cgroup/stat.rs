@@ -53,3 +53,128 @@ mod tests {
         assert_eq!(page_cache_bytes(&parse("junk\n"), Version::V2), None);
     }
 }
+
+/// Counts of memory events since the cgroup was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryEvents {
+    /// Times usage went over `memory.high` (v2 only).
+    pub high: Option<u64>,
+    /// Times usage hit the limit (`max` in v2 memory.events; v1 `memory.failcnt`).
+    pub max: Option<u64>,
+    /// Times the OOM killer was invoked for the group (v2 only).
+    pub oom: Option<u64>,
+    /// Processes killed by the OOM killer.
+    pub oom_kill: Option<u64>,
+}
+
+impl MemoryEvents {
+    /// The events counted between `before` and `self`.
+    #[must_use]
+    pub fn since(&self, before: &Self) -> Self {
+        let d = |now: Option<u64>, then: Option<u64>| Some(now?.saturating_sub(then.unwrap_or(0)));
+        Self {
+            high: d(self.high, before.high),
+            max: d(self.max, before.max),
+            oom: d(self.oom, before.oom),
+            oom_kill: d(self.oom_kill, before.oom_kill),
+        }
+    }
+
+    /// Where the counts come from, for the views to say.
+    #[must_use]
+    pub const fn source(version: Version) -> &'static str {
+        match version {
+            Version::V1 => "memory.failcnt+memory.oom_control",
+            Version::V2 => "memory.events",
+        }
+    }
+}
+
+/// Reads the memory event counters of the cgroup at `path` below `mount`.
+pub fn read_events(mount: &Path, path: &str, version: Version) -> std::io::Result<MemoryEvents> {
+    let dir = mount.join(path.trim_start_matches('/'));
+    Ok(match version {
+        Version::V2 => {
+            let events = parse(&std::fs::read_to_string(dir.join("memory.events"))?);
+            MemoryEvents {
+                high: events.get("high").copied(),
+                max: events.get("max").copied(),
+                oom: events.get("oom").copied(),
+                oom_kill: events.get("oom_kill").copied(),
+            }
+        }
+        Version::V1 => {
+            let failcnt = std::fs::read_to_string(dir.join("memory.failcnt"))?;
+            let oom = parse(&std::fs::read_to_string(dir.join("memory.oom_control"))?);
+            MemoryEvents {
+                high: None,
+                max: failcnt.trim().parse().ok(),
+                oom: None,
+                oom_kill: oom.get("oom_kill").copied(),
+            }
+        }
+    })
+}
+
+/// The memory.stat figures behind each `ChargeKind`, in bytes (refaults:
+/// counts): gauges for the memory types, counters for refaults.
+#[must_use]
+pub fn charge_gauges<S: BuildHasher>(
+    stat: &HashMap<String, u64, S>,
+    version: Version,
+) -> [Option<u64>; cgtrace_common::pagecache::CHARGE_KINDS] {
+    let get = |name: &str| stat.get(name).copied();
+    match version {
+        Version::V2 => [
+            get("anon"),
+            get("file"),
+            get("shmem"),
+            get("kernel"),
+            get("sock"),
+            get("workingset_refault_anon"),
+            get("workingset_refault_file"),
+        ],
+        Version::V1 => [
+            get("rss"),
+            get("cache"),
+            get("shmem"),
+            None,
+            None,
+            get("workingset_refault_anon"),
+            get("workingset_refault_file"),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::{MemoryEvents, charge_gauges, parse};
+    use crate::cgroup::Version;
+
+    #[test]
+    fn event_deltas_and_gauges() {
+        let before = MemoryEvents {
+            high: None,
+            max: Some(3),
+            oom: None,
+            oom_kill: Some(1),
+        };
+        let after = MemoryEvents {
+            high: None,
+            max: Some(10),
+            oom: None,
+            oom_kill: Some(2),
+        };
+        let delta = after.since(&before);
+        assert_eq!(
+            (delta.max, delta.oom_kill, delta.high),
+            (Some(7), Some(1), None)
+        );
+        let v2 =
+            parse("anon 4096\nfile 8192\nkernel 12\nsock 0\nshmem 0\nworkingset_refault_file 5\n");
+        let gauges = charge_gauges(&v2, Version::V2);
+        assert_eq!(gauges[0], Some(4096));
+        assert_eq!(gauges[6], Some(5));
+        assert_eq!(gauges[5], None);
+    }
+}

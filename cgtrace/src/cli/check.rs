@@ -12,7 +12,7 @@ use crate::{
     btf::{Btf, BtfError},
     cgroup::{Hierarchies, Version},
     probe::{
-        FeatureStatus, Probe, ProbeError, ProbeOptions,
+        FeatureSet, FeatureStatus, Probe, ProbeError, ProbeOptions,
         features::{FEATURES, Feature, best_variant},
     },
     system::{self, Privileges},
@@ -76,14 +76,18 @@ fn gather() -> Report {
 
     // Loading the probe is the only honest test of what the kernel accepts.
     let probe = if privileges.can_trace() && btf.is_ok() {
-        Some(Probe::load(&ProbeOptions::default()))
+        Some(Probe::load(&ProbeOptions {
+            features: FeatureSet::ALL,
+            ..ProbeOptions::default()
+        }))
     } else {
         None
     };
-    let oom_status = match &probe {
-        Some(Ok(p)) => p.features().iter().find(|f| f.feature == "oom").cloned(),
-        _ => None,
+    let statuses: Vec<FeatureStatus> = match &probe {
+        Some(Ok(p)) => p.features().to_vec(),
+        _ => Vec::new(),
     };
+    let oom_status = statuses.iter().find(|f| f.feature == "oom").cloned();
     // The OOM probe tries fentry first; its outcome says whether this kernel
     // allows BPF trampolines at all.
     let fentry_allowed = oom_status.as_ref().is_some_and(|s| {
@@ -107,7 +111,7 @@ fn gather() -> Report {
                 feature,
                 btf.as_ref(),
                 probe.as_ref(),
-                oom_status.as_ref(),
+                statuses.iter().find(|s| s.feature == feature.name),
                 privileges,
                 fentry_allowed,
             )
@@ -151,7 +155,7 @@ fn feature_row(
     feature: &Feature,
     btf: Result<&Btf, &BtfError>,
     probe: Option<&Result<Probe, ProbeError>>,
-    oom_status: Option<&FeatureStatus>,
+    status: Option<&FeatureStatus>,
     privileges: Privileges,
     fentry_allowed: bool,
 ) -> FeatureRow {
@@ -166,22 +170,39 @@ fn feature_row(
             };
         }
     };
-    if feature.name == "oom" {
-        return match (probe, oom_status) {
+    if feature.implemented {
+        // Loaded and attached for real: the probe's own account.
+        return match (probe, status) {
             (_, Some(status)) => FeatureRow {
-                feature: "oom",
-                status: "ready",
+                feature: feature.name,
+                status: if status.variant.is_some() {
+                    "ready"
+                } else {
+                    "unavailable"
+                },
                 variant: status.variant.clone(),
-                detail: status.detail.clone(),
+                detail: if status.variant.is_some() {
+                    status.detail.clone()
+                } else {
+                    format!(
+                        "{}; falls back to {}",
+                        status.detail,
+                        feature.fallback.unwrap_or("nothing")
+                    )
+                },
             },
             (Some(Err(e)), _) => FeatureRow {
-                feature: "oom",
+                feature: feature.name,
                 status: "unavailable",
                 variant: None,
-                detail: format!("{}; the kernel-log fallback still works", error_text(e)),
+                detail: format!(
+                    "{}; falls back to {}",
+                    error_text(e),
+                    feature.fallback.unwrap_or("nothing")
+                ),
             },
             _ => FeatureRow {
-                feature: "oom",
+                feature: feature.name,
                 status: "not verified",
                 variant: None,
                 detail: privileges.missing(),
@@ -194,8 +215,6 @@ fn feature_row(
             "no hook available; would fall back to {}",
             feature.fallback.unwrap_or("nothing")
         )
-    } else if feature.implemented {
-        String::new()
     } else {
         "hooks present; not implemented in this version".to_owned()
     };

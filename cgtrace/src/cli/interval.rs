@@ -11,10 +11,17 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
 
+use std::collections::HashMap;
+
+use cgtrace_common::cgroup::CgroupRef;
+
 use crate::{
-    cgroup::{Hierarchies, Resolver},
-    model::cache::{CacheInterval, CacheModel},
-    output::format::rfc3339,
+    cgroup::{Hierarchies, Resolver, poller::CgroupPoller, stat},
+    model::cache::{CacheInterval, CacheModel, by_owner},
+    output::{
+        cache::{CacheRow, cgroup_name},
+        format::rfc3339,
+    },
     probe::{FeatureSet, Probe, ProbeOptions, ProbeStats},
     runtime::{Shutdown, wait_readable},
 };
@@ -62,6 +69,20 @@ pub struct IntervalContext<'a> {
     pub model: &'a CacheModel,
     pub resolver: &'a mut Resolver,
     pub page_size: u64,
+    cgroup_rows: &'a mut CgroupRows,
+}
+
+impl IntervalContext<'_> {
+    /// The `top` busiest cgroups of this interval (see [`CgroupRows::rows`]).
+    pub fn rows(&mut self, top: usize) -> Vec<CacheRow> {
+        self.cgroup_rows.rows(
+            self.interval,
+            self.model,
+            self.resolver,
+            self.page_size,
+            top,
+        )
+    }
 }
 
 /// Runs the loop; `render` prints one interval.
@@ -81,6 +102,15 @@ pub fn run(
         Resolver::new(Hierarchies::discover().context("cannot read the cgroup mounts")?);
     let mut model = CacheModel::new();
     let page_size = 1u64 << page_shift();
+    // Counters of the cgroups that exist now are the starting point.
+    let mut cgroup_rows = CgroupRows::default();
+    if let Some(memory) = resolver
+        .hierarchies()
+        .with_controller("memory")
+        .and_then(|h| h.id)
+    {
+        cgroup_rows.poller.prime(&mut resolver, memory);
+    }
     // The first sample starts the clock; counts before it are attach noise.
     if let Some(sample) = probe.sample_cache() {
         model.update(&sample);
@@ -99,6 +129,7 @@ pub fn run(
                 model: &model,
                 resolver: &mut resolver,
                 page_size,
+                cgroup_rows: &mut cgroup_rows,
             };
             match render(&mut context) {
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
@@ -118,6 +149,89 @@ pub fn run(
     }
     report_stats(&probe.stats(), args.json)?;
     Ok(())
+}
+
+/// Page cache a cgroup had when cgtrace first saw it, less what cgtrace had
+/// counted by then: adding the running net gives what it owns now.
+#[derive(Default)]
+struct Baselines {
+    bytes: HashMap<CgroupRef, i64>,
+}
+
+impl Baselines {
+    fn owned(&mut self, cgroup: CgroupRef, net_bytes: i64, resolver: &mut Resolver) -> Option<u64> {
+        let base = if let Some(base) = self.bytes.get(&cgroup) {
+            *base
+        } else {
+            let path = resolver.path(cgroup)?;
+            let hierarchy = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
+            let stat = stat::read(&hierarchy.mount, &path).ok()?;
+            let now = i64::try_from(stat::page_cache_bytes(&stat, hierarchy.version)?).ok()?;
+            let base = now - net_bytes;
+            self.bytes.insert(cgroup, base);
+            base
+        };
+        u64::try_from(base + net_bytes).ok()
+    }
+}
+
+/// What the views keep from one interval to the next about each cgroup.
+#[derive(Default)]
+pub struct CgroupRows {
+    baselines: Baselines,
+    poller: CgroupPoller,
+}
+
+impl CgroupRows {
+    /// The `top` busiest cgroups of an interval, resolved and completed with
+    /// what only the cgroup's files say (memory events, and charges where
+    /// the tracepoints are missing).
+    pub fn rows(
+        &mut self,
+        interval: &CacheInterval,
+        model: &CacheModel,
+        resolver: &mut Resolver,
+        page_size: u64,
+        top: usize,
+    ) -> Vec<CacheRow> {
+        let page = i64::try_from(page_size).unwrap_or(4096);
+        by_owner(interval)
+            .into_iter()
+            .take(top)
+            .map(|mut activity| {
+                let path = activity.owner.and_then(|c| resolver.path(c));
+                let owned = activity
+                    .owner
+                    .and_then(|c| self.baselines.owned(c, model.net_pages(c) * page, resolver));
+                let charges_source = if activity.charges.is_some() {
+                    Some("memcg_stat_tracepoints")
+                } else {
+                    activity.charges = activity
+                        .owner
+                        .and_then(|c| self.poller.charges(c, resolver, page_size));
+                    activity.charges.map(|_| "memory.stat")
+                };
+                let events = activity.owner.and_then(|c| self.poller.events(c, resolver));
+                let reclaimer_names = activity
+                    .reclaimers
+                    .iter()
+                    .map(|(actor, _, _)| {
+                        let path = actor.and_then(|c| resolver.path(c));
+                        cgroup_name(path.as_deref(), *actor)
+                    })
+                    .collect();
+                CacheRow {
+                    name: cgroup_name(path.as_deref(), activity.owner),
+                    id: activity.owner.map(|c| c.id),
+                    owned_bytes: owned,
+                    activity,
+                    reclaimer_names,
+                    charges_source,
+                    events,
+                }
+            })
+            .collect()
+    }
 }
 
 fn page_shift() -> u32 {

@@ -9,13 +9,18 @@ use std::io::{self, Write as _};
 use clap::Args;
 use serde_json::json;
 
+use cgtrace_common::pagecache::{CacheReason, ChargeKind};
+
 use super::{
     Outcome,
     interval::{self, IntervalArgs},
 };
 use crate::{
     output::{
-        cache::{StallRow, cgroup_name, reason_name, stall_header, stall_json, stall_line},
+        cache::{
+            CacheRow, StallRow, activity_json, cgroup_name, events_note, reason_name, stall_header,
+            stall_json, stall_line,
+        },
         format::{bytes, rfc3339, tail},
     },
     system::Clock,
@@ -34,6 +39,8 @@ pub fn run(args: &ReclaimArgs) -> anyhow::Result<Outcome> {
     let clock = Clock::now();
     interval::run(&args.interval, |context| {
         let page = context.page_size;
+        // Refaults, charges and memory events of the busiest cgroups.
+        let cgroups = context.rows(args.top);
         let mut pairs = Vec::new();
         for flow in context
             .interval
@@ -63,51 +70,122 @@ pub fn run(args: &ReclaimArgs) -> anyhow::Result<Outcome> {
                 }
             })
             .collect();
-        let time = rfc3339(clock.wall_time(context.interval.end_ns));
+        let report = Report {
+            time: rfc3339(clock.wall_time(context.interval.end_ns)),
+            seconds: context.interval.seconds(),
+            pairs,
+            stalls,
+            cgroups,
+            page,
+        };
         let mut out = io::stdout().lock();
         if args.interval.json {
-            let matrix: Vec<_> = pairs
-                .iter()
-                .map(|(victim, reclaimer, reason, b)| {
-                    json!({"victim": victim, "reclaimer": reclaimer, "reason": reason_name(*reason), "bytes": b})
-                })
-                .collect();
-            let stalls: Vec<_> = stalls.iter().map(|s| stall_json(s, page)).collect();
-            let record = json!({
-                "type": "reclaim",
-                "time": time,
-                "interval_s": context.interval.seconds(),
-                "matrix": matrix,
-                "stalls": stalls,
-            });
-            writeln!(out, "{record}")?;
+            report.json(&mut out)?;
         } else {
-            writeln!(out, "-- {time} ({:.2} s)", context.interval.seconds())?;
-            if !pairs.is_empty() {
-                writeln!(
-                    out,
-                    "{:<30} {:<30} {:<15} {:>9}",
-                    "VICTIM", "RECLAIMER", "REASON", "EVICTED"
-                )?;
-                for (victim, reclaimer, reason, b) in &pairs {
-                    writeln!(
-                        out,
-                        "{:<30} {:<30} {:<15} {:>9}",
-                        tail(victim, 30),
-                        tail(reclaimer, 30),
-                        reason_name(*reason),
-                        bytes(*b)
-                    )?;
-                }
-            }
-            if !stalls.is_empty() {
-                writeln!(out, "{}", stall_header())?;
-                for stall in &stalls {
-                    writeln!(out, "{}", stall_line(stall, page))?;
-                }
-            }
+            report.text(&mut out)?;
         }
         out.flush()
     })?;
     Ok(Outcome::Success)
+}
+
+/// One interval of the reclaim view, resolved to names.
+struct Report<'a> {
+    time: String,
+    seconds: f64,
+    /// (victim, reclaimer, reason, bytes), largest first.
+    pairs: Vec<(String, String, CacheReason, u64)>,
+    stalls: Vec<StallRow<'a>>,
+    cgroups: Vec<CacheRow>,
+    page: u64,
+}
+
+impl Report<'_> {
+    fn json(&self, out: &mut impl io::Write) -> io::Result<()> {
+        let matrix: Vec<_> = self.pairs
+            .iter()
+            .map(|(victim, reclaimer, reason, b)| {
+                json!({"victim": victim, "reclaimer": reclaimer, "reason": reason_name(*reason), "bytes": b})
+            })
+            .collect();
+        let stalls: Vec<_> = self
+            .stalls
+            .iter()
+            .map(|s| stall_json(s, self.page))
+            .collect();
+        let cgroups: Vec<_> = self.cgroups
+            .iter()
+            .map(|row| {
+                let (charges, refaults, events) = activity_json(row, self.page);
+                json!({"cgroup": row.name, "refaults": refaults, "charges": charges, "memory_events": events})
+            })
+            .collect();
+        let record = json!({
+            "type": "reclaim",
+            "time": self.time,
+            "interval_s": self.seconds,
+            "matrix": matrix,
+            "stalls": stalls,
+            "cgroups": cgroups,
+        });
+        writeln!(out, "{record}")?;
+        Ok(())
+    }
+
+    fn text(&self, out: &mut impl io::Write) -> io::Result<()> {
+        writeln!(out, "-- {} ({:.2} s)", self.time, self.seconds)?;
+        if !self.pairs.is_empty() {
+            writeln!(
+                out,
+                "{:<30} {:<30} {:<15} {:>9}",
+                "VICTIM", "RECLAIMER", "REASON", "EVICTED"
+            )?;
+            for (victim, reclaimer, reason, b) in &self.pairs {
+                writeln!(
+                    out,
+                    "{:<30} {:<30} {:<15} {:>9}",
+                    tail(victim, 30),
+                    tail(reclaimer, 30),
+                    reason_name(*reason),
+                    bytes(*b)
+                )?;
+            }
+        }
+        if !self.stalls.is_empty() {
+            writeln!(out, "{}", stall_header())?;
+            for stall in &self.stalls {
+                writeln!(out, "{}", stall_line(stall, self.page))?;
+            }
+        }
+        let refaulting: Vec<_> = self
+            .cgroups
+            .iter()
+            .filter_map(|row| {
+                let c = row.activity.charges?;
+                let (anon, file) = (
+                    c[ChargeKind::RefaultAnon as usize].0,
+                    c[ChargeKind::RefaultFile as usize].0,
+                );
+                (anon + file > 0).then_some((row, anon, file))
+            })
+            .collect();
+        if !refaulting.is_empty() {
+            writeln!(
+                out,
+                "{:<30} {:>12} {:>12}  EVENTS",
+                "REFAULTS IN", "ANON", "FILE"
+            )?;
+            for (row, anon, file) in refaulting {
+                writeln!(
+                    out,
+                    "{:<30} {:>12} {:>12}  {}",
+                    tail(&row.name, 30),
+                    bytes(anon * self.page),
+                    bytes(file * self.page),
+                    events_note(row.events.as_ref())
+                )?;
+            }
+        }
+        Ok(())
+    }
 }

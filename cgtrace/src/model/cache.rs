@@ -10,7 +10,10 @@ use std::collections::HashMap;
 
 use cgtrace_common::{
     cgroup::CgroupRef,
-    pagecache::{CacheKey, CacheReason, ReclaimKind, STALL_BUCKETS, StallKey, stall_bucket_floor},
+    pagecache::{
+        CHARGE_KINDS, CacheKey, CacheReason, ChargeKey, ChargeKind, ChargeValue, ReclaimKind,
+        STALL_BUCKETS, StallKey, stall_bucket_floor,
+    },
 };
 
 use crate::probe::sampler::{CacheSample, StallTotals};
@@ -73,6 +76,16 @@ impl StallDelta {
     }
 }
 
+/// Pages of one kind charged to and uncharged from one memcg in an interval
+/// (for the refault kinds, `charged` counts refaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChargeDelta {
+    pub cgroup: Option<CgroupRef>,
+    pub kind: ChargeKind,
+    pub charged: u64,
+    pub uncharged: u64,
+}
+
 /// What happened between two samples.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CacheInterval {
@@ -80,6 +93,8 @@ pub struct CacheInterval {
     pub end_ns: u64,
     pub flows: Vec<Flow>,
     pub stalls: Vec<StallDelta>,
+    /// `None` when the memcg stat tracepoints are not attached.
+    pub charges: Option<Vec<ChargeDelta>>,
 }
 
 impl CacheInterval {
@@ -96,6 +111,7 @@ impl CacheInterval {
 pub struct CacheModel {
     previous_pages: HashMap<CacheKey, u64>,
     previous_stalls: HashMap<StallKey, StallTotals>,
+    previous_charges: HashMap<ChargeKey, ChargeValue>,
     refs: HashMap<u64, CgroupRef>,
     previous_ns: Option<u64>,
     /// Pages added minus pages removed or evicted since start, per owner.
@@ -189,6 +205,29 @@ impl CacheModel {
         }
         stalls.sort_by_key(|s| std::cmp::Reverse(s.total_ns));
 
+        let charges = sample.charges.as_ref().map(|charges| {
+            let mut out = Vec::new();
+            for (key, value) in charges {
+                let before = self.previous_charges.insert(*key, *value);
+                let Some(kind) = ChargeKind::from_u32(key.kind) else {
+                    continue;
+                };
+                let before =
+                    before.filter(|b| b.charged <= value.charged && b.uncharged <= value.uncharged);
+                let base = before.unwrap_or_default();
+                let change = ChargeDelta {
+                    cgroup: name(&self.refs, key.memcg),
+                    kind,
+                    charged: value.charged - base.charged,
+                    uncharged: value.uncharged - base.uncharged,
+                };
+                if change.charged > 0 || change.uncharged > 0 {
+                    out.push(change);
+                }
+            }
+            out
+        });
+
         let start_ns = self.previous_ns.unwrap_or(sample.monotonic_ns);
         self.previous_ns = Some(sample.monotonic_ns);
         CacheInterval {
@@ -196,6 +235,7 @@ impl CacheModel {
             end_ns: sample.monotonic_ns,
             flows,
             stalls,
+            charges,
         }
     }
 
@@ -212,6 +252,8 @@ pub struct Totals {
     /// Pages by (owner, actor, reason).
     pub flows: HashMap<(Option<CgroupRef>, Option<CgroupRef>, CacheReason), u64>,
     pub stalls: Vec<StallDelta>,
+    /// `(charged, uncharged)` pages by (cgroup id, kind).
+    pub charges: HashMap<(u64, ChargeKind), (u64, u64)>,
 }
 
 impl Totals {
@@ -223,6 +265,23 @@ impl Totals {
                 .or_default() += flow.pages;
         }
         self.stalls.extend(interval.stalls.iter().cloned());
+        for charge in interval.charges.iter().flatten() {
+            let slot = self
+                .charges
+                .entry((charge.cgroup.map_or(0, |c| c.id), charge.kind))
+                .or_default();
+            slot.0 += charge.charged;
+            slot.1 += charge.uncharged;
+        }
+    }
+
+    /// `(charged, uncharged)` pages of `kind` for the cgroup with id `memcg`.
+    #[must_use]
+    pub fn charges_of(&self, memcg: u64, kind: ChargeKind) -> (u64, u64) {
+        self.charges
+            .get(&(memcg, kind))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Pages of the cgroup with id `owner` that moved for `reason`, by any actor.
@@ -293,6 +352,9 @@ pub struct OwnerActivity {
     pub evicted_by_others: u64,
     /// Who evicted these pages, most first: `(actor, reason, pages)`.
     pub reclaimers: Vec<(Option<CgroupRef>, CacheReason, u64)>,
+    /// `(charged, uncharged)` pages per `ChargeKind`; `None` when the memcg
+    /// stat tracepoints are not attached.
+    pub charges: Option<[(u64, u64); CHARGE_KINDS]>,
 }
 
 impl OwnerActivity {
@@ -300,21 +362,53 @@ impl OwnerActivity {
     pub fn evicted_total(&self) -> u64 {
         self.evicted.iter().sum()
     }
+
+    /// Pages charged and uncharged over the memory types (refaults excluded).
+    #[must_use]
+    pub fn charge_totals(&self) -> Option<(u64, u64)> {
+        let charges = self.charges?;
+        // File already includes shmem: count it once.
+        let kinds = [
+            ChargeKind::Anon,
+            ChargeKind::File,
+            ChargeKind::Kernel,
+            ChargeKind::Sock,
+        ];
+        Some(kinds.iter().fold((0, 0), |(charged, uncharged), kind| {
+            let (more_charged, more_uncharged) = charges[*kind as usize];
+            (charged + more_charged, uncharged + more_uncharged)
+        }))
+    }
 }
 
 /// Groups an interval's flows by owner, busiest first.
 #[must_use]
 pub fn by_owner(interval: &CacheInterval) -> Vec<OwnerActivity> {
     let mut owners: HashMap<Option<CgroupRef>, OwnerActivity> = HashMap::new();
+    let with_charges = interval.charges.is_some();
+    let new_row = |owner| OwnerActivity {
+        owner,
+        added: 0,
+        removed: 0,
+        evicted: [0; cgtrace_common::pagecache::CACHE_REASONS],
+        evicted_by_others: 0,
+        reclaimers: Vec::new(),
+        charges: with_charges.then_some([(0, 0); CHARGE_KINDS]),
+    };
+    for charge in interval.charges.iter().flatten() {
+        let entry = owners
+            .entry(charge.cgroup)
+            .or_insert_with(|| new_row(charge.cgroup));
+        if let Some(charges) = &mut entry.charges {
+            let slot = &mut charges[charge.kind as usize];
+            slot.0 += charge.charged;
+            slot.1 += charge.uncharged;
+        }
+    }
     for flow in &interval.flows {
-        let entry = owners.entry(flow.owner).or_insert_with(|| OwnerActivity {
-            owner: flow.owner,
-            added: 0,
-            removed: 0,
-            evicted: [0; cgtrace_common::pagecache::CACHE_REASONS],
-            evicted_by_others: 0,
-            reclaimers: Vec::new(),
-        });
+        let entry = owners
+            .entry(flow.owner)
+            .or_insert_with(|| new_row(flow.owner));
         match flow.reason {
             CacheReason::Added => entry.added += flow.pages,
             CacheReason::Removed => entry.removed += flow.pages,
@@ -375,6 +469,7 @@ mod tests {
             pages: pages.to_vec(),
             refs: HashMap::from([(A, cgroup(10)), (B, cgroup(11))]),
             stalls: Vec::new(),
+            charges: None,
         }
     }
 
@@ -406,6 +501,59 @@ mod tests {
             vec![(Some(cgroup(11)), CacheReason::AncestorLimit, 30)]
         );
         assert_eq!(model.net_pages(cgroup(10)), 150 - 30 - 5);
+        assert!(
+            a.charges.is_none(),
+            "no memcg stat tracepoints in this sample"
+        );
+    }
+
+    #[test]
+    fn charges_are_split_by_kind_and_direction() {
+        use cgtrace_common::pagecache::{ChargeKey, ChargeKind, ChargeValue};
+        let mut model = CacheModel::new();
+        let file = ChargeKey {
+            memcg: A,
+            kind: ChargeKind::File as u32,
+            padding: 0,
+        };
+        let anon = ChargeKey {
+            memcg: B,
+            kind: ChargeKind::Anon as u32,
+            padding: 0,
+        };
+        let mut s = sample(0, &[]);
+        s.charges = Some(vec![(
+            file,
+            ChargeValue {
+                charged: 10,
+                uncharged: 2,
+            },
+        )]);
+        model.update(&s);
+        let mut s = sample(1, &[]);
+        s.charges = Some(vec![
+            (
+                file,
+                ChargeValue {
+                    charged: 25,
+                    uncharged: 2,
+                },
+            ),
+            (
+                anon,
+                ChargeValue {
+                    charged: 0,
+                    uncharged: 7,
+                },
+            ),
+        ]);
+        let interval = model.update(&s);
+        let rows = by_owner(&interval);
+        let a = rows.iter().find(|r| r.owner == Some(cgroup(10))).unwrap();
+        assert_eq!(a.charges.unwrap()[ChargeKind::File as usize], (15, 0));
+        let b = rows.iter().find(|r| r.owner == Some(cgroup(11))).unwrap();
+        assert_eq!(b.charge_totals(), Some((0, 7)));
+        assert_eq!(b.added, 0, "a row for charges alone");
     }
 
     #[test]

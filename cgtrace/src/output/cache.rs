@@ -2,12 +2,15 @@
 
 use cgtrace_common::{
     cgroup::CgroupRef,
-    pagecache::{CacheReason, ReclaimKind},
+    pagecache::{CacheReason, ChargeKind, ReclaimKind},
 };
 use serde_json::{Map, Value, json};
 
 use super::format::{bytes, tail};
-use crate::model::cache::{OwnerActivity, StallDelta};
+use crate::{
+    cgroup::stat::MemoryEvents,
+    model::cache::{OwnerActivity, StallDelta},
+};
 
 const NAME_WIDTH: usize = 30;
 
@@ -65,12 +68,16 @@ pub struct CacheRow {
     pub activity: OwnerActivity,
     /// Reclaimer names, parallel to `activity.reclaimers`.
     pub reclaimer_names: Vec<String>,
+    /// Where `activity.charges` came from: `memcg_stat_tracepoints` or `memory.stat`.
+    pub charges_source: Option<&'static str>,
+    /// Memory events in the interval, and the file they were read from.
+    pub events: Option<(MemoryEvents, &'static str)>,
 }
 
 #[must_use]
 pub fn cache_header() -> String {
     format!(
-        "{:<w$} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  TOP RECLAIMER",
+        "{:<w$} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:<14} TOP RECLAIMER",
         "CGROUP",
         "CACHE",
         "ADDED/s",
@@ -83,8 +90,34 @@ pub fn cache_header() -> String {
         "PROACT",
         "REMOVED/s",
         "BY-OTHER",
+        "CHARGED/s",
+        "UNCHRG/s",
+        "REFAULT/s",
+        "EVENTS",
         w = NAME_WIDTH
     )
+}
+
+/// Memory events as a short note: `max:3,oom_kill:1`; `-` when none.
+#[must_use]
+pub fn events_note(events: Option<&(MemoryEvents, &'static str)>) -> String {
+    let Some((e, _)) = events else {
+        return "?".to_owned();
+    };
+    let parts: Vec<String> = [
+        ("high", e.high),
+        ("max", e.max),
+        ("oom", e.oom),
+        ("oom_kill", e.oom_kill),
+    ]
+    .into_iter()
+    .filter_map(|(name, count)| count.filter(|c| *c > 0).map(|c| format!("{name}:{c}")))
+    .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(",")
+    }
 }
 
 #[must_use]
@@ -103,8 +136,20 @@ pub fn cache_line(row: &CacheRow, seconds: f64, page_size: u64) -> String {
                 total(*pages)
             )
         });
+    let (charged, uncharged) = a.charge_totals().map_or_else(
+        || ("?".to_owned(), "?".to_owned()),
+        |(c, u)| (rate(c), rate(u)),
+    );
+    let refaults = a.charges.map_or_else(
+        || "?".to_owned(),
+        |c| {
+            let pages =
+                c[ChargeKind::RefaultAnon as usize].0 + c[ChargeKind::RefaultFile as usize].0;
+            rate(pages)
+        },
+    );
     format!(
-        "{:<w$} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  {}",
+        "{:<w$} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:<14} {}",
         tail(&row.name, NAME_WIDTH),
         row.owned_bytes.map_or_else(|| "?".to_owned(), bytes),
         rate(a.added),
@@ -117,9 +162,54 @@ pub fn cache_line(row: &CacheRow, seconds: f64, page_size: u64) -> String {
         total(a.evicted[CacheReason::Proactive as usize]),
         rate(a.removed),
         total(a.evicted_by_others),
+        charged,
+        uncharged,
+        refaults,
+        events_note(row.events.as_ref()),
         top,
         w = NAME_WIDTH
     )
+}
+
+/// Charges by memory type, refaults and memory events of a row, as JSON.
+#[must_use]
+pub fn activity_json(row: &CacheRow, page_size: u64) -> (Value, Value, Value) {
+    let charges = row.activity.charges.map_or(Value::Null, |c| {
+        let mut map = Map::new();
+        map.insert("source".into(), json!(row.charges_source));
+        for kind in [ChargeKind::Anon, ChargeKind::File, ChargeKind::Shmem, ChargeKind::Kernel, ChargeKind::Sock] {
+            let (charged, uncharged) = c[kind as usize];
+            map.insert(
+                charge_name(kind).into(),
+                json!({"charged_bytes": charged * page_size, "uncharged_bytes": uncharged * page_size}),
+            );
+        }
+        Value::Object(map)
+    });
+    let refaults = row.activity.charges.map_or(Value::Null, |c| {
+        json!({
+            "source": row.charges_source,
+            "anon_pages": c[ChargeKind::RefaultAnon as usize].0,
+            "file_pages": c[ChargeKind::RefaultFile as usize].0,
+        })
+    });
+    let events = row.events.as_ref().map_or(Value::Null, |(e, source)| {
+        json!({"source": source, "high": e.high, "max": e.max, "oom": e.oom, "oom_kill": e.oom_kill})
+    });
+    (charges, refaults, events)
+}
+
+#[must_use]
+pub fn charge_name(kind: ChargeKind) -> &'static str {
+    match kind {
+        ChargeKind::Anon => "anon",
+        ChargeKind::File => "file",
+        ChargeKind::Shmem => "shmem",
+        ChargeKind::Kernel => "kernel",
+        ChargeKind::Sock => "sock",
+        ChargeKind::RefaultAnon => "refault_anon",
+        ChargeKind::RefaultFile => "refault_file",
+    }
 }
 
 fn per_second(value: u64, seconds: f64) -> String {
@@ -155,10 +245,14 @@ pub fn cache_json(row: &CacheRow, page_size: u64) -> Value {
             json!({"cgroup": name, "reason": reason_name(*reason), "bytes": pages * page_size})
         })
         .collect();
+    let (charges, refaults, events) = activity_json(row, page_size);
     json!({
         "cgroup": row.name,
         "id": row.id,
         "owned_bytes": row.owned_bytes,
+        "charges": charges,
+        "refaults": refaults,
+        "memory_events": events,
         "added_bytes": a.added * page_size,
         "removed_bytes": a.removed * page_size,
         "evicted_bytes": evicted,
@@ -278,8 +372,11 @@ mod tests {
                 evicted,
                 evicted_by_others: 256,
                 reclaimers: vec![(None, CacheReason::AncestorLimit, 256)],
+                charges: None,
             },
             reclaimer_names: vec!["/noisy/b".into()],
+            charges_source: None,
+            events: None,
         };
         let line = cache_line(&row, 2.0, 4096);
         // Right-aligned: the value ends where its header ends.

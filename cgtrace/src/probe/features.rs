@@ -70,7 +70,7 @@ pub const FEATURES: &[Feature] = &[
                 tp_btf("mm_filemap_delete_from_page_cache"),
             ],
         )],
-        implemented: false,
+        implemented: true,
         fallback: Some("memory.stat file/workingset counters"),
     },
     Feature {
@@ -85,7 +85,7 @@ pub const FEATURES: &[Feature] = &[
                 tp_btf("mm_vmscan_lru_shrink_inactive"),
             ],
         )],
-        implemented: false,
+        implemented: true,
         fallback: None,
     },
     Feature {
@@ -103,14 +103,10 @@ pub const FEATURES: &[Feature] = &[
     Feature {
         name: "memcg stat tracepoints",
         variants: &[(
-            "tp_btf memcg stat tracepoints",
-            &[
-                tp_btf("count_memcg_events"),
-                tp_btf("mod_memcg_state"),
-                tp_btf("mod_memcg_lruvec_state"),
-            ],
+            "tp_btf mod_memcg_(lruvec_)state",
+            &[tp_btf("mod_memcg_state"), tp_btf("mod_memcg_lruvec_state")],
         )],
-        implemented: false,
+        implemented: true,
         fallback: Some("memory.stat / memory.events deltas"),
     },
 ];
@@ -196,6 +192,6 @@ mod tests {
             .unwrap();
         let (variant, reasons) = best_variant(&btf, memcg_stats, true);
         assert_eq!(variant, None);
-        assert!(reasons[0].contains("count_memcg_events"));
+        assert!(reasons[0].contains("mod_memcg_state"));
     }
 }

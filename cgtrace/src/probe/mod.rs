@@ -83,6 +83,10 @@ pub enum OomVariant {
 /// Which features to attach. Each costs only while attached, so a view
 /// attaches just what it shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent on/off switches, one per feature"
+)]
 pub struct FeatureSet {
     pub oom: bool,
     /// Page-cache insertions and deletions (the hot path: up to a million
@@ -90,6 +94,9 @@ pub struct FeatureSet {
     pub page_cache: bool,
     /// Reclaim begin/end pairs and shrink passes.
     pub reclaim: bool,
+    /// Charge activity and refaults from the memcg stat tracepoints
+    /// (6.14+; elsewhere the views fall back to memory.stat deltas).
+    pub charges: bool,
 }
 
 impl FeatureSet {
@@ -97,16 +104,19 @@ impl FeatureSet {
         oom: true,
         page_cache: false,
         reclaim: false,
+        charges: false,
     };
     pub const ALL: Self = Self {
         oom: true,
         page_cache: true,
         reclaim: true,
+        charges: true,
     };
     pub const CACHE_AND_RECLAIM: Self = Self {
         oom: false,
         page_cache: true,
         reclaim: true,
+        charges: true,
     };
 }
 
@@ -226,12 +236,19 @@ impl Probe {
         if options.features.reclaim {
             features.push(attach_group(&mut ebpf, &aya_btf, &btf, &RECLAIM_PROGRAMS));
         }
+        let mut charges_attached = false;
+        if options.features.charges {
+            let status = attach_group(&mut ebpf, &aya_btf, &btf, &CHARGE_PROGRAMS);
+            charges_attached = status.variant.is_some();
+            features.push(status);
+        }
         drop(btf);
-        let cache_maps = if options.features.page_cache || options.features.reclaim {
-            Some(sampler::CacheMaps::take(&mut ebpf)?)
-        } else {
-            None
-        };
+        let cache_maps =
+            if options.features.page_cache || options.features.reclaim || charges_attached {
+                Some(sampler::CacheMaps::take(&mut ebpf, charges_attached)?)
+            } else {
+                None
+            };
 
         let events = take_map(&mut ebpf, "EVENTS")?;
         let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map {
@@ -386,6 +403,15 @@ const RECLAIM_PROGRAMS: TpBtfGroup = TpBtfGroup {
     ],
 };
 
+const CHARGE_PROGRAMS: TpBtfGroup = TpBtfGroup {
+    feature: "memcg stat tracepoints",
+    variant: "tp_btf mod_memcg_(lruvec_)state",
+    programs: &[
+        ("memcg_state", "mod_memcg_state"),
+        ("memcg_lruvec_state", "mod_memcg_lruvec_state"),
+    ],
+};
+
 /// Attaches every program of a group whose tracepoint this kernel has. A
 /// missing or refused hook degrades that part of the feature, and the
 /// status says which.
@@ -411,6 +437,9 @@ fn attach_group(
             Ok(()) => attached += 1,
             Err(e) => missing.push(e.to_string()),
         }
+    }
+    if attached == 0 && group.feature == CHARGE_PROGRAMS.feature {
+        missing.push("charges and refaults come from memory.stat deltas instead".to_owned());
     }
     FeatureStatus {
         feature: group.feature,

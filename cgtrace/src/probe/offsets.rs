@@ -4,7 +4,10 @@
 //! optional and, when a kernel lacks them, stay `ABSENT` so the programs
 //! skip those reads and the collector says which fields are unknown.
 
-use cgtrace_common::offsets::{ABSENT, Offsets};
+use cgtrace_common::{
+    offsets::{ABSENT, Offsets},
+    pagecache::ChargeKind,
+};
 
 use crate::btf::{Btf, BtfError};
 
@@ -121,6 +124,8 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
             "reclaim_stat.nr_writeback",
         ),
         cgroup_subsys: optional(btf.offset_of("cgroup", "subsys"), "cgroup.subsys"),
+        memcg_stat_items: ChargeKind::KERNEL_NAMES.map(|name| enum_u32(name).unwrap_or(ABSENT)),
+        padding_items: 0,
         page_shift: page_shift(),
         padding: 0,
     };

@@ -10,7 +10,7 @@ use aya::{
 };
 use cgtrace_common::{
     cgroup::CgroupRef,
-    pagecache::{CacheKey, STALL_BUCKETS, StallKey, StallStats},
+    pagecache::{CacheKey, ChargeKey, ChargeValue, STALL_BUCKETS, StallKey, StallStats},
 };
 
 use super::{ProbeError, take_map};
@@ -21,6 +21,8 @@ pub struct CacheMaps {
     cache: PerCpuHashMap<MapData, CacheKey, u64>,
     refs: BpfHashMap<MapData, u64, CgroupRef>,
     stalls: PerCpuHashMap<MapData, StallKey, StallStats>,
+    /// Present when the memcg stat tracepoints are attached.
+    charges: Option<PerCpuHashMap<MapData, ChargeKey, ChargeValue>>,
 }
 
 /// Reclaim statistics of one memcg and kind, all CPUs together.
@@ -75,12 +77,24 @@ pub struct CacheSample {
     /// memcg pointer → cgroup.
     pub refs: HashMap<u64, CgroupRef>,
     pub stalls: Vec<(StallKey, StallTotals)>,
+    /// Pages charged and uncharged per (memcg, kind); `None` when the memcg
+    /// stat tracepoints are not attached.
+    pub charges: Option<Vec<(ChargeKey, ChargeValue)>>,
 }
 
 impl CacheMaps {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
+    pub fn take(ebpf: &mut Ebpf, with_charges: bool) -> Result<Self, ProbeError> {
         let map_error = |name| move |source| ProbeError::Map { name, source };
+        let charges = if with_charges {
+            Some(
+                PerCpuHashMap::try_from(take_map(ebpf, "CHARGES")?)
+                    .map_err(map_error("CHARGES"))?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
+            charges,
             cache: PerCpuHashMap::try_from(take_map(ebpf, "CACHE")?).map_err(map_error("CACHE"))?,
             refs: BpfHashMap::try_from(take_map(ebpf, "MEMCG_REFS")?)
                 .map_err(map_error("MEMCG_REFS"))?,
@@ -113,11 +127,27 @@ impl CacheMaps {
                 (key, totals)
             })
             .collect();
+        let charges = self.charges.as_ref().map(|map| {
+            map.iter()
+                .filter_map(Result::ok)
+                .map(|(key, values)| {
+                    let total =
+                        values
+                            .iter()
+                            .fold(ChargeValue::default(), |sum, cpu| ChargeValue {
+                                charged: sum.charged + cpu.charged,
+                                uncharged: sum.uncharged + cpu.uncharged,
+                            });
+                    (key, total)
+                })
+                .collect()
+        });
         CacheSample {
             monotonic_ns,
             pages,
             refs,
             stalls,
+            charges,
         }
     }
 }
