@@ -58,5 +58,6 @@ mod pod {
     unsafe impl aya::Pod for super::pagecache::StallKey {}
     unsafe impl aya::Pod for super::pagecache::StallStats {}
     unsafe impl aya::Pod for super::pagecache::ChargeKey {}
+    unsafe impl aya::Pod for super::pagecache::FileKey {}
     unsafe impl aya::Pod for super::pagecache::ChargeValue {}
 }

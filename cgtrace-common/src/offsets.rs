@@ -84,6 +84,14 @@ pub struct Offsets {
     pub reclaim_stat_nr_writeback: u32,
     /// `cgroup.subsys`: a new cgroup's css pointers (for `cgroup_mkdir`).
     pub cgroup_subsys: u32,
+    // folio → file (for per-file counts)
+    pub folio_mapping: u32,
+    pub address_space_host: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub super_block_dev: u32,
+    /// Explicit padding; always zero.
+    pub padding_files: u32,
 
     /// Kernel enum values of the memcg stat items, in `ChargeKind` order
     /// (`ABSENT` where this kernel has no such item).
@@ -96,7 +104,7 @@ pub struct Offsets {
     /// Explicit padding; always zero.
     pub padding: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 224);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 248);
 
 impl Offsets {
     /// Every offset absent: the programs read nothing until the collector
@@ -148,6 +156,12 @@ impl Offsets {
         reclaim_stat_nr_dirty: ABSENT,
         reclaim_stat_nr_writeback: ABSENT,
         cgroup_subsys: ABSENT,
+        folio_mapping: ABSENT,
+        address_space_host: ABSENT,
+        inode_ino: ABSENT,
+        inode_sb: ABSENT,
+        super_block_dev: ABSENT,
+        padding_files: 0,
         memcg_stat_items: [ABSENT; crate::pagecache::CHARGE_KINDS],
         padding_items: 0,
         page_shift: 12,

@@ -75,6 +75,21 @@ pub struct CacheKey {
 }
 const _: () = assert!(core::mem::size_of::<CacheKey>() == 24);
 
+/// Key of the per-CPU per-file counters (only kept with `cgtrace cache --files`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    /// `struct mem_cgroup *` the folio is charged to.
+    pub owner: u64,
+    /// The file's inode number.
+    pub ino: u64,
+    /// `super_block.s_dev`: the kernel's `dev_t` (major << 20 | minor).
+    pub dev: u32,
+    /// A [`CacheReason`].
+    pub reason: u32,
+}
+const _: () = assert!(core::mem::size_of::<FileKey>() == 24);
+
 /// Kinds of reclaim a task can be in, between begin and end tracepoints.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -14,6 +14,7 @@
 //!   pointer reused by a new memcg is never reported under the old name.
 
 use aya_ebpf::{
+    Global,
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
@@ -23,8 +24,8 @@ use cgtrace_common::{
     cgroup::CgroupRef,
     offsets::{ABSENT, Offsets},
     pagecache::{
-        CacheKey, CacheReason, ReclaimContext, ReclaimKind, STALL_BUCKETS, StallKey, StallStats,
-        stall_bucket,
+        CacheKey, CacheReason, FileKey, ReclaimContext, ReclaimKind, STALL_BUCKETS, StallKey,
+        StallStats, stall_bucket,
     },
     stats::LossCounter,
 };
@@ -44,6 +45,15 @@ const PF_KSWAPD: u32 = 0x0002_0000;
 /// churns through cgroups never fills it; an evicted key only restarts its count.
 #[map]
 static CACHE: LruPerCpuHashMap<CacheKey, u64> = LruPerCpuHashMap::with_max_entries(16_384, 0);
+
+/// Whether to count per file (`cgtrace cache --files`). Read-only (.rodata),
+/// so with 0 the verifier removes the per-file code and it costs nothing.
+#[unsafe(no_mangle)]
+static FILES_ENABLED: Global<u32> = Global::new(0);
+
+/// Page-cache pages by (owner, file, reason), per CPU, with `--files`.
+#[map]
+static FILES: LruPerCpuHashMap<FileKey, u64> = LruPerCpuHashMap::with_max_entries(16_384, 0);
 
 /// memcg pointer → its cgroup.
 #[map]
@@ -73,6 +83,9 @@ pub fn cache_add(ctx: BtfTracePointContext) -> u32 {
     // SAFETY: a helper call with no arguments.
     let actor = task_memcg(o, unsafe { bpf_get_current_task() }).unwrap_or(0);
     add(o, owner, actor, CacheReason::Added, pages);
+    if FILES_ENABLED.load() != 0 {
+        add_file(o, folio, owner, CacheReason::Added, pages);
+    }
     0
 }
 
@@ -99,7 +112,38 @@ pub fn cache_delete(ctx: BtfTracePointContext) -> u32 {
         }
     };
     add(o, owner, actor, reason, pages);
+    if FILES_ENABLED.load() != 0 {
+        add_file(o, folio, owner, reason, pages);
+    }
     0
+}
+
+/// Counts the pages under the folio's file: `folio->mapping->host` gives
+/// the inode, its number and its superblock's device.
+#[inline(always)]
+fn add_file(o: &Offsets, folio: u64, owner: u64, reason: CacheReason, pages: u64) {
+    let Ok(mapping) = read::<u64>(folio, o.folio_mapping) else {
+        return;
+    };
+    let Ok(inode) = read::<u64>(mapping, o.address_space_host) else {
+        return;
+    };
+    let ino: u64 = read(inode, o.inode_ino).unwrap_or(0);
+    let dev: u32 = read::<u64>(inode, o.inode_sb)
+        .and_then(|sb| read(sb, o.super_block_dev))
+        .unwrap_or(0);
+    let key = FileKey {
+        owner,
+        ino,
+        dev,
+        reason: reason as u32,
+    };
+    if let Some(value) = FILES.get_ptr_mut(&key) {
+        // SAFETY: this CPU's slot of a per-CPU map value (see `add`).
+        unsafe { *value += pages };
+    } else {
+        let _ = FILES.insert(&key, &pages, 0);
+    }
 }
 
 /// Whose limit a reclaiming task evicted `owner`'s page under.

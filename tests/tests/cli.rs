@@ -233,3 +233,65 @@ fn history_without_privileges_is_a_clear_error_or_works() {
     }
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn cache_json_names_the_group_its_files_and_its_evictions() {
+    if !require_root("cache_json_names_the_group_its_files_and_its_evictions") {
+        return;
+    }
+    let file = cgtrace_tests::uncached_file("cli-cache", 128);
+    let mut cache = Command::new(cgtrace_bin())
+        .args(["cache", "--json", "--files", "--interval", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(cache.stderr.take().unwrap());
+    // Attached once the last feature line is out.
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0 {
+        if line.starts_with("cgtrace: memcg stat tracepoints:") {
+            break;
+        }
+        line.clear();
+    }
+    let group = scratch("cli-cache", Some(48 * MIB));
+    cgtrace_tests::read_in(&group, &[&file.path]);
+    // SIGINT ends the interval early: the report covers the read, then stats.
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(libc::pid_t::try_from(cache.id()).unwrap(), libc::SIGINT) };
+    let output = cache.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let report = lines
+        .iter()
+        .find(|v| v["type"] == "cache")
+        .expect("a cache report");
+    let row = report["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cgroup"] == group.path())
+        .unwrap_or_else(|| panic!("no row for {}: {report}", group.path()));
+    assert_eq!(row["added_bytes"], 128 * MIB, "{row}");
+    assert!(
+        row["evicted_bytes"]["own_limit"].as_u64().unwrap() >= 64 * MIB,
+        "{row}"
+    );
+    assert_eq!(row["reclaimers"][0]["cgroup"], group.path());
+    let top_file = &row["files"][0];
+    assert_eq!(top_file["added_bytes"], 128 * MIB, "{row}");
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file.path).unwrap());
+    assert_eq!(top_file["ino"], ino);
+    assert!(
+        row["memory_events"]["max"].as_u64().unwrap() > 0,
+        "hit its limit: {row}"
+    );
+    let stats = lines.last().unwrap();
+    assert_eq!(stats["type"], "stats");
+    assert_eq!(stats["probe"]["recursion_misses"], 0);
+}

@@ -2,16 +2,11 @@
 //!
 //! A cgroup's id is the inode number of its directory (`kernfs_node->id`),
 //! so a walk of the hierarchy's mount maps ids to paths. Unknown ids trigger
-//! a rescan, which picks up cgroups created after cgtrace started; paths
+//! one rescan each, which picks up cgroups created after cgtrace started; paths
 //! already learnt stay in the cache after the cgroup is removed, so an event
 //! about a cgroup that has just gone still carries its name.
 
-use std::{
-    collections::HashMap,
-    os::unix::fs::MetadataExt as _,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::Path};
 
 use cgtrace_common::cgroup::CgroupRef;
 
@@ -19,10 +14,6 @@ use super::Hierarchies;
 
 /// The root cgroup's id in every hierarchy.
 const ROOT_ID: u64 = 1;
-
-/// Rescans of one hierarchy are at least this far apart, so a burst of
-/// events about an id that never resolves costs one walk, not one each.
-const RESCAN_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Cap on cached paths per hierarchy: a node churning containers must not
 /// grow the cache without bound.
@@ -34,8 +25,12 @@ const MAX_CACHED: usize = 65_536;
 pub struct Resolver {
     hierarchies: Hierarchies,
     paths: HashMap<(u32, u64), String>,
-    last_scan: HashMap<u32, Instant>,
-    rescan_interval: Duration,
+    /// Walks done per hierarchy.
+    scans: HashMap<u32, u64>,
+    /// Ids not found, with the walk count when they were last looked for:
+    /// each unknown id costs at most one walk, so events about a cgroup that
+    /// vanished before it was seen do not walk the tree again and again.
+    misses: HashMap<(u32, u64), u64>,
 }
 
 impl Resolver {
@@ -44,16 +39,9 @@ impl Resolver {
         Self {
             hierarchies,
             paths: HashMap::new(),
-            last_scan: HashMap::new(),
-            rescan_interval: RESCAN_INTERVAL,
+            scans: HashMap::new(),
+            misses: HashMap::new(),
         }
-    }
-
-    /// Sets how far apart rescans of one hierarchy must be.
-    #[must_use]
-    pub fn with_rescan_interval(mut self, interval: Duration) -> Self {
-        self.rescan_interval = interval;
-        self
     }
 
     #[must_use]
@@ -80,19 +68,24 @@ impl Resolver {
         if let Some(path) = self.paths.get(&key) {
             return Some(path.clone());
         }
-        let due = self
-            .last_scan
-            .get(&cgroup.hierarchy)
-            .is_none_or(|at| at.elapsed() >= self.rescan_interval);
-        if due {
+        let scans = self.scans.get(&cgroup.hierarchy).copied().unwrap_or(0);
+        if self.misses.get(&key) != Some(&scans) {
             self.scan(cgroup.hierarchy);
         }
-        self.paths.get(&key).cloned()
+        let found = self.paths.get(&key).cloned();
+        if found.is_none() {
+            if self.misses.len() >= MAX_CACHED {
+                self.misses.clear();
+            }
+            let scans = self.scans.get(&cgroup.hierarchy).copied().unwrap_or(0);
+            self.misses.insert(key, scans);
+        }
+        found
     }
 
     /// Walks one hierarchy's mount and records every cgroup's path.
     pub fn scan(&mut self, hierarchy: u32) {
-        self.last_scan.insert(hierarchy, Instant::now());
+        *self.scans.entry(hierarchy).or_default() += 1;
         let Some(mount) = self.hierarchies.by_id(hierarchy).map(|h| h.mount.clone()) else {
             return;
         };
@@ -150,7 +143,7 @@ fn walk(dir: &Path, relative: &str, found: &mut Vec<(u64, String)>) {
 
 #[cfg(test)]
 mod tests {
-    use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
+    use std::{os::unix::fs::MetadataExt as _, path::PathBuf};
 
     use cgtrace_common::cgroup::CgroupRef;
 
@@ -174,10 +167,7 @@ mod tests {
                 controllers: vec!["memory".into()],
             }],
         };
-        (
-            dir,
-            Resolver::new(hierarchies).with_rescan_interval(Duration::ZERO),
-        )
+        (dir, Resolver::new(hierarchies))
     }
 
     fn id_of(dir: &tempfile::TempDir, path: &str) -> u64 {

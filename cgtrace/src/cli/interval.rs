@@ -85,14 +85,16 @@ impl IntervalContext<'_> {
     }
 }
 
-/// Runs the loop; `render` prints one interval.
+/// Runs the loop; `render` prints one interval. `files` adds per-file counts.
 pub fn run(
     args: &IntervalArgs,
+    files: bool,
     mut render: impl FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
 ) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install().context("cannot install signal handlers")?;
     let probe = Probe::load(&ProbeOptions {
         features: FeatureSet::CACHE_AND_RECLAIM,
+        files,
         ..ProbeOptions::default()
     })?;
     for feature in probe.features() {

@@ -37,7 +37,7 @@ pub struct ReclaimArgs {
 
 pub fn run(args: &ReclaimArgs) -> anyhow::Result<Outcome> {
     let clock = Clock::now();
-    interval::run(&args.interval, |context| {
+    interval::run(&args.interval, false, |context| {
         let page = context.page_size;
         // Refaults, charges and memory events of the busiest cgroups.
         let cgroups = context.rows(args.top);

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use cgtrace_common::{
     cgroup::CgroupRef,
     pagecache::{
-        CHARGE_KINDS, CacheKey, CacheReason, ChargeKey, ChargeKind, ChargeValue, ReclaimKind,
-        STALL_BUCKETS, StallKey, stall_bucket_floor,
+        CHARGE_KINDS, CacheKey, CacheReason, ChargeKey, ChargeKind, ChargeValue, FileKey,
+        ReclaimKind, STALL_BUCKETS, StallKey, stall_bucket_floor,
     },
 };
 
@@ -86,6 +86,17 @@ pub struct ChargeDelta {
     pub uncharged: u64,
 }
 
+/// Pages of one file that moved in an interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileFlow {
+    pub owner: Option<CgroupRef>,
+    /// Kernel `dev_t` (major << 20 | minor) and inode number.
+    pub dev: u32,
+    pub ino: u64,
+    pub reason: CacheReason,
+    pub pages: u64,
+}
+
 /// What happened between two samples.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CacheInterval {
@@ -95,6 +106,8 @@ pub struct CacheInterval {
     pub stalls: Vec<StallDelta>,
     /// `None` when the memcg stat tracepoints are not attached.
     pub charges: Option<Vec<ChargeDelta>>,
+    /// `None` without per-file counting.
+    pub files: Option<Vec<FileFlow>>,
 }
 
 impl CacheInterval {
@@ -112,6 +125,7 @@ pub struct CacheModel {
     previous_pages: HashMap<CacheKey, u64>,
     previous_stalls: HashMap<StallKey, StallTotals>,
     previous_charges: HashMap<ChargeKey, ChargeValue>,
+    previous_files: HashMap<FileKey, u64>,
     refs: HashMap<u64, CgroupRef>,
     previous_ns: Option<u64>,
     /// Pages added minus pages removed or evicted since start, per owner.
@@ -138,8 +152,27 @@ impl CacheModel {
         // Newer mappings win: a pointer reused by a new memcg is re-learnt.
         self.refs
             .extend(sample.refs.iter().map(|(ptr, cgroup)| (*ptr, *cgroup)));
-        let name = |refs: &HashMap<u64, CgroupRef>, ptr: u64| refs.get(&ptr).copied();
+        let flows = self.flow_deltas(sample);
+        let stalls = self.stall_deltas(sample);
+        let charges = sample.charges.as_ref().map(|c| self.charge_deltas(c));
+        let files = sample.files.as_ref().map(|f| self.file_deltas(f));
+        let start_ns = self.previous_ns.unwrap_or(sample.monotonic_ns);
+        self.previous_ns = Some(sample.monotonic_ns);
+        CacheInterval {
+            start_ns,
+            end_ns: sample.monotonic_ns,
+            flows,
+            stalls,
+            charges,
+            files,
+        }
+    }
 
+    fn name(&self, ptr: u64) -> Option<CgroupRef> {
+        self.refs.get(&ptr).copied()
+    }
+
+    fn flow_deltas(&mut self, sample: &CacheSample) -> Vec<Flow> {
         let mut flows: HashMap<(Option<CgroupRef>, Option<CgroupRef>, CacheReason), u64> =
             HashMap::new();
         for (key, value) in &sample.pages {
@@ -150,8 +183,8 @@ impl CacheModel {
             if moved == 0 {
                 continue;
             }
-            let owner = name(&self.refs, key.owner);
-            let actor = name(&self.refs, key.actor);
+            let owner = self.name(key.owner);
+            let actor = self.name(key.actor);
             *flows.entry((owner, actor, reason)).or_default() += moved;
             if let Some(owner) = owner {
                 let signed = i64::try_from(moved).unwrap_or(i64::MAX);
@@ -174,6 +207,10 @@ impl CacheModel {
             .collect();
         flows.sort_by_key(|f| std::cmp::Reverse(f.pages));
 
+        flows
+    }
+
+    fn stall_deltas(&mut self, sample: &CacheSample) -> Vec<StallDelta> {
         let mut stalls = Vec::new();
         for (key, totals) in &sample.stalls {
             let before = self.previous_stalls.insert(*key, totals.clone());
@@ -183,7 +220,7 @@ impl CacheModel {
             let before = before.filter(|b| b.count <= totals.count && b.scanned <= totals.scanned);
             let base = before.unwrap_or_default();
             let change = StallDelta {
-                cgroup: name(&self.refs, key.memcg),
+                cgroup: self.name(key.memcg),
                 kind,
                 count: totals.count - base.count,
                 total_ns: totals.total_ns.saturating_sub(base.total_ns),
@@ -205,38 +242,49 @@ impl CacheModel {
         }
         stalls.sort_by_key(|s| std::cmp::Reverse(s.total_ns));
 
-        let charges = sample.charges.as_ref().map(|charges| {
-            let mut out = Vec::new();
-            for (key, value) in charges {
-                let before = self.previous_charges.insert(*key, *value);
-                let Some(kind) = ChargeKind::from_u32(key.kind) else {
-                    continue;
-                };
-                let before =
-                    before.filter(|b| b.charged <= value.charged && b.uncharged <= value.uncharged);
-                let base = before.unwrap_or_default();
-                let change = ChargeDelta {
-                    cgroup: name(&self.refs, key.memcg),
-                    kind,
-                    charged: value.charged - base.charged,
-                    uncharged: value.uncharged - base.uncharged,
-                };
-                if change.charged > 0 || change.uncharged > 0 {
-                    out.push(change);
-                }
-            }
-            out
-        });
+        stalls
+    }
 
-        let start_ns = self.previous_ns.unwrap_or(sample.monotonic_ns);
-        self.previous_ns = Some(sample.monotonic_ns);
-        CacheInterval {
-            start_ns,
-            end_ns: sample.monotonic_ns,
-            flows,
-            stalls,
-            charges,
+    fn charge_deltas(&mut self, charges: &[(ChargeKey, ChargeValue)]) -> Vec<ChargeDelta> {
+        let mut out = Vec::new();
+        for (key, value) in charges {
+            let before = self.previous_charges.insert(*key, *value);
+            let Some(kind) = ChargeKind::from_u32(key.kind) else {
+                continue;
+            };
+            let before =
+                before.filter(|b| b.charged <= value.charged && b.uncharged <= value.uncharged);
+            let base = before.unwrap_or_default();
+            let change = ChargeDelta {
+                cgroup: self.name(key.memcg),
+                kind,
+                charged: value.charged - base.charged,
+                uncharged: value.uncharged - base.uncharged,
+            };
+            if change.charged > 0 || change.uncharged > 0 {
+                out.push(change);
+            }
         }
+        out
+    }
+
+    fn file_deltas(&mut self, files: &[(FileKey, u64)]) -> Vec<FileFlow> {
+        let mut out: Vec<FileFlow> = files
+            .iter()
+            .filter_map(|(key, value)| {
+                let moved = delta(*value, self.previous_files.insert(*key, *value));
+                let reason = CacheReason::from_u32(key.reason)?;
+                (moved > 0).then(|| FileFlow {
+                    owner: self.name(key.owner),
+                    dev: key.dev,
+                    ino: key.ino,
+                    reason,
+                    pages: moved,
+                })
+            })
+            .collect();
+        out.sort_by_key(|f| std::cmp::Reverse(f.pages));
+        out
     }
 
     /// Pages added minus pages removed or evicted since cgtrace started.
@@ -470,6 +518,7 @@ mod tests {
             refs: HashMap::from([(A, cgroup(10)), (B, cgroup(11))]),
             stalls: Vec::new(),
             charges: None,
+            files: None,
         }
     }
 

@@ -262,6 +262,42 @@ pub fn cache_json(row: &CacheRow, page_size: u64) -> Value {
     })
 }
 
+/// One file's page-cache activity in an interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRow {
+    pub dev: u32,
+    pub ino: u64,
+    pub path: Option<String>,
+    pub added: u64,
+    pub evicted: u64,
+    pub removed: u64,
+}
+
+#[must_use]
+pub fn file_line(file: &FileRow, page_size: u64) -> String {
+    format!(
+        "    file {}:{} {}  added {}, evicted {}, removed {}",
+        crate::cgroup::files::device_name(file.dev),
+        file.ino,
+        file.path.as_deref().unwrap_or("(not open in the cgroup)"),
+        bytes(file.added * page_size),
+        bytes(file.evicted * page_size),
+        bytes(file.removed * page_size)
+    )
+}
+
+#[must_use]
+pub fn file_json(file: &FileRow, page_size: u64) -> Value {
+    json!({
+        "dev": crate::cgroup::files::device_name(file.dev),
+        "ino": file.ino,
+        "path": file.path,
+        "added_bytes": file.added * page_size,
+        "evicted_bytes": file.evicted * page_size,
+        "removed_bytes": file.removed * page_size,
+    })
+}
+
 /// A stall row with its name resolved.
 pub struct StallRow<'a> {
     pub name: String,

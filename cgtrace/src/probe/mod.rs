@@ -126,6 +126,8 @@ pub struct ProbeOptions {
     pub ring_buffer_bytes: u32,
     pub oom_variant: OomVariant,
     pub features: FeatureSet,
+    /// Also count page cache per file (five more kernel reads per event).
+    pub files: bool,
 }
 
 impl Default for ProbeOptions {
@@ -134,6 +136,7 @@ impl Default for ProbeOptions {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             oom_variant: OomVariant::Auto,
             features: FeatureSet::OOM,
+            files: false,
         }
     }
 }
@@ -209,9 +212,11 @@ impl Probe {
         let btf = Btf::from_sys_fs()?;
         let layout = offsets::resolve(&btf)?;
         let aya_btf = aya::Btf::from_sys_fs().map_err(ProbeError::AyaBtf)?;
+        let files_enabled = u32::from(options.files);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global("OFFSETS", &layout.offsets, true)
+            .override_global("FILES_ENABLED", &files_enabled, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
@@ -245,7 +250,11 @@ impl Probe {
         drop(btf);
         let cache_maps =
             if options.features.page_cache || options.features.reclaim || charges_attached {
-                Some(sampler::CacheMaps::take(&mut ebpf, charges_attached)?)
+                Some(sampler::CacheMaps::take(
+                    &mut ebpf,
+                    charges_attached,
+                    options.files,
+                )?)
             } else {
                 None
             };

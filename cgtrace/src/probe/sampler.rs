@@ -10,7 +10,7 @@ use aya::{
 };
 use cgtrace_common::{
     cgroup::CgroupRef,
-    pagecache::{CacheKey, ChargeKey, ChargeValue, STALL_BUCKETS, StallKey, StallStats},
+    pagecache::{CacheKey, ChargeKey, ChargeValue, FileKey, STALL_BUCKETS, StallKey, StallStats},
 };
 
 use super::{ProbeError, take_map};
@@ -23,6 +23,8 @@ pub struct CacheMaps {
     stalls: PerCpuHashMap<MapData, StallKey, StallStats>,
     /// Present when the memcg stat tracepoints are attached.
     charges: Option<PerCpuHashMap<MapData, ChargeKey, ChargeValue>>,
+    /// Present with per-file counting.
+    files: Option<PerCpuHashMap<MapData, FileKey, u64>>,
 }
 
 /// Reclaim statistics of one memcg and kind, all CPUs together.
@@ -80,10 +82,12 @@ pub struct CacheSample {
     /// Pages charged and uncharged per (memcg, kind); `None` when the memcg
     /// stat tracepoints are not attached.
     pub charges: Option<Vec<(ChargeKey, ChargeValue)>>,
+    /// Pages per (owner, file, reason); `None` without per-file counting.
+    pub files: Option<Vec<(FileKey, u64)>>,
 }
 
 impl CacheMaps {
-    pub fn take(ebpf: &mut Ebpf, with_charges: bool) -> Result<Self, ProbeError> {
+    pub fn take(ebpf: &mut Ebpf, with_charges: bool, with_files: bool) -> Result<Self, ProbeError> {
         let map_error = |name| move |source| ProbeError::Map { name, source };
         let charges = if with_charges {
             Some(
@@ -93,8 +97,14 @@ impl CacheMaps {
         } else {
             None
         };
+        let files = if with_files {
+            Some(PerCpuHashMap::try_from(take_map(ebpf, "FILES")?).map_err(map_error("FILES"))?)
+        } else {
+            None
+        };
         Ok(Self {
             charges,
+            files,
             cache: PerCpuHashMap::try_from(take_map(ebpf, "CACHE")?).map_err(map_error("CACHE"))?,
             refs: BpfHashMap::try_from(take_map(ebpf, "MEMCG_REFS")?)
                 .map_err(map_error("MEMCG_REFS"))?,
@@ -142,12 +152,19 @@ impl CacheMaps {
                 })
                 .collect()
         });
+        let files = self.files.as_ref().map(|map| {
+            map.iter()
+                .filter_map(Result::ok)
+                .map(|(key, values)| (key, values.iter().sum()))
+                .collect()
+        });
         CacheSample {
             monotonic_ns,
             pages,
             refs,
             stalls,
             charges,
+            files,
         }
     }
 }
