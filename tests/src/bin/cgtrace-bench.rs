@@ -32,7 +32,7 @@ struct Options {
 fn parse_args() -> Options {
     let mut options = Options {
         cgtrace: PathBuf::from("target/release/cgtrace"),
-        pairs: 10,
+        pairs: 20,
         file_mib: 1024,
         limit_mib: 256,
         markdown: None,
@@ -205,6 +205,7 @@ fn main() {
     run_workload(&file, limit, "warmup");
 
     let mut ratios = Vec::new();
+    let mut untraced_times = Vec::new();
     let mut rows = String::new();
     let (mut drops, mut misses, mut failures) = (0, 0, 0);
     for pair in 0..options.pairs {
@@ -224,6 +225,7 @@ fn main() {
             }
         }
         let ratio = traced.as_secs_f64() / untraced.as_secs_f64();
+        untraced_times.push(untraced.as_secs_f64());
         eprintln!(
             "pair {:>2}: untraced {:.3} s, traced {:.3} s, ratio {ratio:.3}",
             pair + 1,
@@ -241,7 +243,14 @@ fn main() {
         ratios.push(ratio);
     }
     let summary = summarize(ratios);
+    let untraced_median = summarize(untraced_times).median;
     let costs = per_event_cost(&file, limit);
+    #[expect(clippy::cast_precision_loss, reason = "a display figure")]
+    let probe_ms: f64 = costs
+        .iter()
+        .map(|(_, runs, ns)| *runs as f64 * ns)
+        .sum::<f64>()
+        / 1e6;
 
     let mut report = String::new();
     let _ = writeln!(
@@ -272,6 +281,12 @@ fn main() {
     for (name, runs, ns) in &costs {
         let _ = writeln!(report, "| {name} | {runs} | {ns:.0} |");
     }
+    let _ = writeln!(
+        report,
+        "\nProbe time in that run: {probe_ms:.2} ms, {:.2}% of the median untraced run ({untraced_median:.3} s): \
+         the kernel-side cost, free of the run-to-run noise in the ratios above.",
+        probe_ms / 10.0 / untraced_median
+    );
     print!("{report}");
     if let Some(path) = &options.markdown {
         std::fs::write(path, &report).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
