@@ -278,12 +278,21 @@ fn deleting_a_cached_file_is_removal_not_reclaim() {
     let removed = watch.owned(id, CacheReason::Removed);
     let evicted = watch.evicted(id);
     eprintln!("added {added}, removed {removed}, evicted {evicted}");
-    assert_eq!(
-        added * PAGE,
-        64 * MIB,
-        "the whole file was read into the group's cache"
+    // Beside the file, the group may own a few pages of `cat` itself (its
+    // binary or libraries, when first read from inside the group).
+    assert!(
+        (64 * MIB..64 * MIB + MIB).contains(&(added * PAGE)),
+        "the whole file was read into the group's cache: {added} pages"
     );
-    assert_eq!(removed, added, "unlink removed every page");
+    assert_eq!(
+        removed * PAGE,
+        64 * MIB,
+        "unlink removed every page of the file"
+    );
     assert_eq!(evicted, 0, "none of it counts as reclaim");
-    assert_eq!(kernel_page_cache(&group), 0);
+    assert_eq!(
+        kernel_page_cache(&group),
+        (added - removed - evicted) * PAGE,
+        "what is left is what cgtrace counted as left"
+    );
 }

@@ -277,7 +277,9 @@ fn cache_json_names_the_group_its_files_and_its_evictions() {
         .iter()
         .find(|c| c["cgroup"] == group.path())
         .unwrap_or_else(|| panic!("no row for {}: {report}", group.path()));
-    assert_eq!(row["added_bytes"], 128 * MIB, "{row}");
+    // The file, and possibly a few pages of `cat` itself read in the group.
+    let added = row["added_bytes"].as_u64().unwrap();
+    assert!((128 * MIB..129 * MIB).contains(&added), "{row}");
     assert!(
         row["evicted_bytes"]["own_limit"].as_u64().unwrap() >= 64 * MIB,
         "{row}"
