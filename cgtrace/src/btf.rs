@@ -700,7 +700,7 @@ mod tests {
     #[test]
     fn reads_the_running_kernel_when_it_has_btf() {
         let Ok(btf) = Btf::from_sys_fs() else {
-            eprintln!("skipped: no /sys/kernel/btf/vmlinux on this kernel");
+            crate::note!("skipped: no /sys/kernel/btf/vmlinux on this kernel");
             return;
         };
         assert!(btf.len() > 10_000);

@@ -5,6 +5,27 @@
 //! `kmsg` and `cgroup` supply names and history; `cli` glues them per
 //! subcommand.
 
+/// Writes a line to stderr and ignores failure: `eprintln!` panics when
+/// stderr is closed (`cgtrace ... 2>&1 | head`), and a tracer must not die
+/// of a closed diagnostic stream.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Writes a line to stdout and ignores failure, for reports that should
+/// not die half-way when the reader goes away (`cgtrace demo | head`).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod btf;
 pub mod cgroup;
 pub mod cli;

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failure) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("cgtrace: {error:#}");
+            cgtrace::note!("cgtrace: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -297,3 +297,52 @@ fn cache_json_names_the_group_its_files_and_its_evictions() {
     assert_eq!(stats["type"], "stats");
     assert_eq!(stats["probe"]["recursion_misses"], 0);
 }
+
+/// Runs cgtrace with stdout and stderr going to pipes whose read ends are
+/// already closed; returns the exit status.
+fn run_with_closed_pipes(args: &[&str]) -> std::process::ExitStatus {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    let mut out = [0; 2];
+    let mut err = [0; 2];
+    // SAFETY: pipe(2) fills the arrays with two fresh descriptors each.
+    unsafe {
+        assert_eq!(libc::pipe(out.as_mut_ptr()), 0);
+        assert_eq!(libc::pipe(err.as_mut_ptr()), 0);
+    }
+    // SAFETY: each descriptor is owned exactly once from here on.
+    let (out_read, out_write, err_read, err_write) = unsafe {
+        (
+            OwnedFd::from_raw_fd(out[0]),
+            OwnedFd::from_raw_fd(out[1]),
+            OwnedFd::from_raw_fd(err[0]),
+            OwnedFd::from_raw_fd(err[1]),
+        )
+    };
+    drop((out_read, err_read));
+    Command::new(cgtrace_bin())
+        .args(args)
+        .stdout(Stdio::from(out_write))
+        .stderr(Stdio::from(err_write))
+        .status()
+        .unwrap()
+}
+
+#[test]
+fn a_reader_that_goes_away_does_not_crash_cgtrace() {
+    if !require_root("a_reader_that_goes_away_does_not_crash_cgtrace") {
+        return;
+    }
+    // 101 is Rust's exit code for a panic.
+    for args in [
+        &["check"][..],
+        &["oom"],
+        &["cache", "--count", "1", "--interval", "100ms"],
+    ] {
+        let status = run_with_closed_pipes(args);
+        assert_ne!(status.code(), Some(101), "cgtrace {args:?} panicked");
+        assert!(
+            status.code().is_some(),
+            "cgtrace {args:?} was killed: {status}"
+        );
+    }
+}

@@ -242,7 +242,7 @@ impl Drop for ScratchCgroup {
         // rmdir can fail with EBUSY briefly while the last task exits.
         while std::fs::remove_dir(&self.dir).is_err() && self.dir.exists() {
             if Instant::now() > deadline {
-                eprintln!(
+                crate::note!(
                     "cgtrace: could not remove scratch cgroup {}",
                     self.dir.display()
                 );

@@ -58,9 +58,9 @@ struct FeatureRow {
 pub fn run(args: &CheckArgs) -> anyhow::Result<Outcome> {
     let report = gather();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", render(&report));
+        crate::say!("{}", render(&report).trim_end());
     }
     Ok(if report.can_run {
         Outcome::Success

@@ -98,7 +98,7 @@ pub fn run(
         ..ProbeOptions::default()
     })?;
     for feature in probe.features() {
-        eprintln!("cgtrace: {feature}");
+        crate::note!("cgtrace: {feature}");
     }
     let mut resolver =
         Resolver::new(Hierarchies::discover().context("cannot read the cgroup mounts")?);
@@ -255,9 +255,12 @@ pub fn report_stats(stats: &ProbeStats, json: bool) -> io::Result<()> {
         writeln!(out, "{record}")?;
         return out.flush();
     }
-    eprintln!(
+    crate::note!(
         "cgtrace: probe: {} ring-buffer drops, {} recursion misses, {} read failures, {} map-full",
-        stats.ring_buffer_drops, stats.recursion_misses, stats.read_failures, stats.map_full
+        stats.ring_buffer_drops,
+        stats.recursion_misses,
+        stats.read_failures,
+        stats.map_full
     );
     Ok(())
 }

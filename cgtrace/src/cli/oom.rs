@@ -105,7 +105,7 @@ impl Printer {
                     )
                 },
             );
-            eprintln!(
+            crate::note!(
                 "cgtrace: {} OOM kills reported; {probe}; kernel log: {kmsg_lost} records lost",
                 self.reported
             );
@@ -168,7 +168,7 @@ fn history(printer: &mut Printer) -> anyhow::Result<Outcome> {
             || "nothing".to_owned(),
             |us| rfc3339(printer.clock.wall_time(us.saturating_mul(1000))),
         );
-        eprintln!(
+        crate::note!(
             "cgtrace: {} OOM kills in the kernel log (it holds records since {since}; older ones have rotated out)",
             printer.reported
         );
@@ -186,14 +186,14 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
     })?;
     let attach_ns = Clock::monotonic_now_ns();
     for feature in probe.features() {
-        eprintln!("cgtrace: {feature}");
+        crate::note!("cgtrace: {feature}");
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     let mut resolver = Resolver::new(hierarchies);
     let mut kmsg = match open_kmsg() {
         Ok(reader) => Some(reader),
         Err(e) => {
-            eprintln!(
+            crate::note!(
                 "cgtrace: {e:#}; continuing without kills from before now and without the kernel's confirmation"
             );
             None

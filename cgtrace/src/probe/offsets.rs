@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn resolves_the_running_kernel() {
         let Ok(btf) = Btf::from_sys_fs() else {
-            eprintln!("skipped: this kernel has no BTF");
+            crate::note!("skipped: this kernel has no BTF");
             return;
         };
         let layout = resolve(&btf).expect("required members resolve");

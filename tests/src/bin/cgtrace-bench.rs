@@ -102,14 +102,16 @@ impl Tracer {
         let stderr = child.stderr.take().expect("stderr");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut lines = BufReader::new(stderr).lines();
-        // "cgtrace: reclaim: ..." is printed once everything is attached.
+        // The memcg stat line is the last one printed once everything is attached.
         loop {
             match lines.next() {
-                Some(Ok(line)) if line.starts_with("cgtrace: reclaim:") => break,
+                Some(Ok(line)) if line.starts_with("cgtrace: memcg stat tracepoints:") => break,
                 Some(Ok(_)) => {}
                 _ => panic!("cgtrace cache did not start"),
             }
         }
+        // Keep reading what it says on stderr until it exits.
+        std::thread::spawn(move || lines.for_each(drop));
         Self {
             child: ChildGuard(child),
             stdout,

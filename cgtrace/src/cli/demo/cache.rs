@@ -123,7 +123,7 @@ fn thrash_run(
 
 pub fn thrash(probe: &Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
     const FILE_MIB: usize = 512;
-    println!(
+    crate::say!(
         "\n== cache-thrash: a {FILE_MIB} MiB file read twice, under a 128 MiB limit and under a 1 GiB limit that fits =="
     );
     let file = UncachedFile::create("cgtrace-demo-thrash", FILE_MIB)
@@ -145,14 +145,14 @@ pub fn thrash(probe: &Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> 
                 )
             },
         );
-        println!(
+        crate::say!(
             "{label}: two reads took {:.2} s; cgtrace: {} added, {} evicted ({:.1}% under its own limit), {stalls}",
             run.seconds,
             bytes(run.added),
             bytes(run.evicted),
             percent(run.own_limit, run.evicted),
         );
-        println!(
+        crate::say!(
             "            page cache now: cgtrace {} (from events), memory.stat {}",
             bytes(run.derived),
             bytes(run.kernel)
@@ -162,7 +162,7 @@ pub fn thrash(probe: &Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> 
     agree &=
         small.own_limit * 100 >= small.evicted * 95 && small.evicted > 0 && fits.evicted < 16 * MIB;
     let file_bytes = u64::try_from(FILE_MIB).unwrap_or(0) * MIB;
-    println!(
+    crate::say!(
         "the second read re-read {} from the block device under the small limit (the group had evicted \
          its own cache to stay under it) and {} under the limit that fits; the two reads took {:.2} s \
          against {:.2} s ({:.2}x)",
@@ -180,7 +180,7 @@ pub fn thrash(probe: &Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> 
 }
 
 pub fn noisy_neighbour(probe: &Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
-    println!(
+    crate::say!(
         "\n== noisy-neighbour: children quiet and noisy of a parent limited to 192 MiB; \
          quiet caches 128 MiB, then noisy reads 256 MiB =="
     );
@@ -219,14 +219,14 @@ pub fn noisy_neighbour(probe: &Probe, hierarchies: &Hierarchies) -> anyhow::Resu
     let page = page_size();
     let evicted = totals.evicted(quiet_id) * page;
     let by_noisy = totals.between(quiet_id, noisy_id, CacheReason::AncestorLimit) * page;
-    println!(
+    crate::say!(
         "cgtrace: {quiet_path} lost {} of page cache to reclaim; {noisy_path} evicted {} of it ({:.1}%) \
          under their parent's limit",
         bytes(evicted),
         bytes(by_noisy),
         percent(by_noisy, evicted)
     );
-    println!(
+    crate::say!(
         "memory.stat: {quiet_path}'s page cache went from {} to {}",
         bytes(quiet_before),
         bytes(quiet_after)
@@ -242,8 +242,8 @@ pub fn noisy_neighbour(probe: &Probe, hierarchies: &Hierarchies) -> anyhow::Resu
 
 fn print_verdict(agree: bool, what: &str) {
     if agree {
-        println!("verdict: {what}");
+        crate::say!("verdict: {what}");
     } else {
-        println!("verdict: MISMATCH: expected that {what}");
+        crate::say!("verdict: MISMATCH: expected that {what}");
     }
 }

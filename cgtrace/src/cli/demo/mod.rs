@@ -42,7 +42,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         ..ProbeOptions::default()
     })?;
     for feature in probe.features() {
-        println!("probe {feature}");
+        crate::say!("probe {feature}");
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     // The kernel's per-program run-time accounting: what each probe costs.
@@ -57,7 +57,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         all_agree &= agrees;
     }
     let stats = probe.stats();
-    println!(
+    crate::say!(
         "\nprobe totals: {} records, {} ring-buffer drops, {} recursion misses, {} read failures, {} map-full",
         stats.records,
         stats.ring_buffer_drops,
@@ -67,7 +67,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     );
     for (name, counters) in probe.program_counters() {
         if counters.run_count > 0 {
-            println!(
+            crate::say!(
                 "probe cost: {name:<20} {:>8} runs, {:>7.2} µs per run (kernel BPF run-time statistics)",
                 counters.run_count,
                 micros_per_run(counters.run_time_ns, counters.run_count)

@@ -25,7 +25,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
     const LIMIT: u64 = 100 << 20;
     const ALLOCATE_MIB: u32 = 200;
-    println!(
+    crate::say!(
         "\n== oom: a process allocating {ALLOCATE_MIB} MiB in a cgroup limited to {} ==",
         bytes(LIMIT)
     );
@@ -34,7 +34,7 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
         ScratchCgroup::create(hierarchies, &name).context("cannot create the scratch cgroup")?;
     cgroup.set_memory_limit(LIMIT)?;
     let cgroup_id = cgroup.id()?;
-    println!(
+    crate::say!(
         "cgroup {} (memory {}, id {cgroup_id}), limit {}",
         cgroup.path(),
         match cgroup.version() {
@@ -54,7 +54,7 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
     let mut child = cgroup.spawn_into(&mut command)?;
     let child_pid = child.id();
     let status = child.wait().context("waiting for the workload")?;
-    println!(
+    crate::say!(
         "workload pid {child_pid} ended after {:.2} s: {status}",
         started.elapsed().as_secs_f64()
     );
@@ -85,10 +85,10 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
         resolve_paths(kill, &mut resolver);
     }
     let ours: Vec<&OomKill> = in_cgroup(&kills, cgroup_id).collect();
-    println!("\ncgtrace saw:");
-    println!("  {}", output::oom::header());
+    crate::say!("\ncgtrace saw:");
+    crate::say!("  {}", output::oom::header());
     for kill in &ours {
-        println!("  {}", output::oom::line(kill, &clock));
+        crate::say!("  {}", output::oom::line(kill, &clock));
     }
     let counted = u64::try_from(
         ours.iter()
@@ -100,15 +100,15 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
         Version::V1 => "memory.oom_control",
         Version::V2 => "memory.events",
     };
-    println!("\nkernel's own count ({counter_file} oom_kill): {kernel_count}");
-    println!("cgtrace's count of OOM kills in the cgroup:    {counted}");
+    crate::say!("\nkernel's own count ({counter_file} oom_kill): {kernel_count}");
+    crate::say!("cgtrace's count of OOM kills in the cgroup:    {counted}");
     let problems = oom_problems(&ours, counted, kernel_count, child_pid, LIMIT);
     drop(cgroup);
     if problems.is_empty() {
-        println!("verdict: cgtrace agrees with the kernel (victim, cgroup, limit and count)");
+        crate::say!("verdict: cgtrace agrees with the kernel (victim, cgroup, limit and count)");
         return Ok(true);
     }
-    println!("verdict: MISMATCH: {}", problems.join("; "));
+    crate::say!("verdict: MISMATCH: {}", problems.join("; "));
     if ours.is_empty() && kernel_count > 0 {
         bail!("the probe delivered no OOM record for a kill the kernel counted");
     }
