@@ -131,16 +131,16 @@ fn thrash_under_its_own_limit_is_attributed_to_itself() {
         .iter()
         .filter(|s| s.kind == ReclaimKind::Memcg && s.cgroup.is_some_and(|c| c.id == id))
         .collect();
-    let count: u64 = stalls.iter().map(|s| s.count).sum();
-    let total: u64 = stalls.iter().map(|s| s.total_ns).sum();
-    let reclaimed: u64 = stalls.iter().map(|s| s.reclaimed).sum();
-    let scanned: u64 = stalls.iter().map(|s| s.scanned).sum();
+    let count: u64 = stalls.iter().map(|s| s.stats.count).sum();
+    let total: u64 = stalls.iter().map(|s| s.stats.total_ns).sum();
+    let reclaimed: u64 = stalls.iter().map(|s| s.stats.reclaimed).sum();
+    let scanned: u64 = stalls.iter().map(|s| s.stats.scanned).sum();
     assert!(count > 0 && total > 0, "stalls recorded: {stalls:?}");
     assert!(
         scanned >= reclaimed && reclaimed > 0,
         "scanned {scanned}, reclaimed {reclaimed}"
     );
-    for stall in &stalls {
+    for stall in stalls.iter().map(|s| &s.stats) {
         let (p50, p99) = (
             stall.quantile_ns(0.5).unwrap(),
             stall.quantile_ns(0.99).unwrap(),

@@ -12,7 +12,7 @@ use cgtrace_common::{
     cgroup::CgroupRef,
     pagecache::{
         CHARGE_KINDS, CacheKey, CacheReason, ChargeKey, ChargeKind, ChargeValue, FileKey,
-        ReclaimKind, STALL_BUCKETS, StallKey, stall_bucket_floor,
+        ReclaimKind, StallKey,
     },
 };
 
@@ -33,47 +33,9 @@ pub struct Flow {
 pub struct StallDelta {
     pub cgroup: Option<CgroupRef>,
     pub kind: ReclaimKind,
-    pub count: u64,
-    pub total_ns: u64,
-    /// Longest stall since cgtrace started (the kernel keeps a running max).
-    pub max_ns: u64,
-    pub scanned: u64,
-    pub reclaimed: u64,
-    pub dirty: u64,
-    pub writeback: u64,
-    pub buckets: Vec<u64>,
-}
-
-impl StallDelta {
-    /// The `q` quantile (0..=1) from the histogram: the top of the bucket it
-    /// falls in, never above the observed max. `None` without stalls.
-    #[must_use]
-    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
-        let total: u64 = self.buckets.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss,
-            reason = "a rank within a histogram of u64 counts"
-        )]
-        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (bucket, count) in self.buckets.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                let top = if bucket + 1 < STALL_BUCKETS {
-                    stall_bucket_floor(bucket + 1)
-                } else {
-                    u64::MAX
-                };
-                return Some(top.min(self.max_ns));
-            }
-        }
-        Some(self.max_ns)
-    }
+    /// Counted in the interval; `max_ns` is the longest stall since cgtrace
+    /// started (the kernel keeps a running max).
+    pub stats: StallTotals,
 }
 
 /// Pages of one kind charged to and uncharged from one memcg in an interval
@@ -217,31 +179,18 @@ impl CacheModel {
             let Some(kind) = ReclaimKind::from_u32(key.kind) else {
                 continue;
             };
+            // A count lower than last time: the entry restarted.
             let before = before.filter(|b| b.count <= totals.count && b.scanned <= totals.scanned);
-            let base = before.unwrap_or_default();
-            let change = StallDelta {
-                cgroup: self.name(key.memcg),
-                kind,
-                count: totals.count - base.count,
-                total_ns: totals.total_ns.saturating_sub(base.total_ns),
-                max_ns: totals.max_ns,
-                scanned: totals.scanned.saturating_sub(base.scanned),
-                reclaimed: totals.reclaimed.saturating_sub(base.reclaimed),
-                dirty: totals.dirty.saturating_sub(base.dirty),
-                writeback: totals.writeback.saturating_sub(base.writeback),
-                buckets: totals
-                    .buckets
-                    .iter()
-                    .zip(base.buckets.iter())
-                    .map(|(now, then)| now.saturating_sub(*then))
-                    .collect(),
-            };
-            if change.count > 0 || change.scanned > 0 {
-                stalls.push(change);
+            let stats = totals.since(&before.unwrap_or_default());
+            if stats.count > 0 || stats.scanned > 0 {
+                stalls.push(StallDelta {
+                    cgroup: self.name(key.memcg),
+                    kind,
+                    stats,
+                });
             }
         }
-        stalls.sort_by_key(|s| std::cmp::Reverse(s.total_ns));
-
+        stalls.sort_by_key(|s| std::cmp::Reverse(s.stats.total_ns));
         stalls
     }
 
@@ -360,30 +309,16 @@ impl Totals {
 
     /// Stalls charged to the cgroup with id `memcg` for `kind`, merged.
     #[must_use]
-    pub fn stalls_of(&self, memcg: u64, kind: ReclaimKind) -> Option<StallDelta> {
-        let mut merged: Option<StallDelta> = None;
-        for stall in self
+    pub fn stalls_of(&self, memcg: u64, kind: ReclaimKind) -> Option<StallTotals> {
+        let mut matching = self
             .stalls
             .iter()
-            .filter(|s| s.kind == kind && s.cgroup.is_some_and(|c| c.id == memcg))
-        {
-            match &mut merged {
-                None => merged = Some(stall.clone()),
-                Some(m) => {
-                    m.count += stall.count;
-                    m.total_ns += stall.total_ns;
-                    m.max_ns = m.max_ns.max(stall.max_ns);
-                    m.scanned += stall.scanned;
-                    m.reclaimed += stall.reclaimed;
-                    m.dirty += stall.dirty;
-                    m.writeback += stall.writeback;
-                    for (total, more) in m.buckets.iter_mut().zip(&stall.buckets) {
-                        *total += more;
-                    }
-                }
-            }
+            .filter(|s| s.kind == kind && s.cgroup.is_some_and(|c| c.id == memcg));
+        let mut merged = matching.next()?.stats.clone();
+        for stall in matching {
+            merged.merge(&stall.stats);
         }
-        merged
+        Some(merged)
     }
 }
 
@@ -657,6 +592,7 @@ mod tests {
         let interval = model.update(&s);
         let stall = &interval.stalls[0];
         assert_eq!(stall.cgroup, Some(cgroup(10)));
+        let stall = &stall.stats;
         assert_eq!(stall.count, 4);
         let (p50, p99) = (
             stall.quantile_ns(0.5).unwrap(),

@@ -341,8 +341,9 @@ pub fn duration(ns: u64) -> String {
 
 #[must_use]
 pub fn stall_line(row: &StallRow<'_>, page_size: u64) -> String {
-    let s = row.stall;
-    let timed = s.kind != ReclaimKind::Background;
+    let timed = row.stall.kind != ReclaimKind::Background;
+    let kind = row.stall.kind;
+    let s = &row.stall.stats;
     let show = |ns: Option<u64>| {
         ns.filter(|_| timed)
             .map_or_else(|| "-".to_owned(), duration)
@@ -350,7 +351,7 @@ pub fn stall_line(row: &StallRow<'_>, page_size: u64) -> String {
     format!(
         "{:<w$} {:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
         tail(&row.name, NAME_WIDTH),
-        kind_name(s.kind),
+        kind_name(kind),
         if timed {
             s.count.to_string()
         } else {
@@ -370,10 +371,10 @@ pub fn stall_line(row: &StallRow<'_>, page_size: u64) -> String {
 
 #[must_use]
 pub fn stall_json(row: &StallRow<'_>, page_size: u64) -> Value {
-    let s = row.stall;
+    let s = &row.stall.stats;
     json!({
         "cgroup": row.name,
-        "kind": kind_name(s.kind),
+        "kind": kind_name(row.stall.kind),
         "count": s.count,
         "total_ns": s.total_ns,
         "p50_ns": s.quantile_ns(0.5),

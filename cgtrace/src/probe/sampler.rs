@@ -10,7 +10,10 @@ use aya::{
 };
 use cgtrace_common::{
     cgroup::CgroupRef,
-    pagecache::{CacheKey, ChargeKey, ChargeValue, FileKey, STALL_BUCKETS, StallKey, StallStats},
+    pagecache::{
+        CacheKey, ChargeKey, ChargeValue, FileKey, STALL_BUCKETS, StallKey, StallStats,
+        stall_bucket_floor,
+    },
 };
 
 use super::{ProbeError, take_map};
@@ -56,17 +59,83 @@ impl Default for StallTotals {
 }
 
 impl StallTotals {
+    /// Adds one CPU's counters.
     fn add(&mut self, cpu: &StallStats) {
-        self.count += cpu.count;
-        self.total_ns += cpu.total_ns;
-        self.max_ns = self.max_ns.max(cpu.max_ns);
-        self.scanned += cpu.scanned;
-        self.reclaimed += cpu.reclaimed;
-        self.dirty += cpu.dirty;
-        self.writeback += cpu.writeback;
-        for (total, bucket) in self.buckets.iter_mut().zip(cpu.buckets.iter()) {
-            *total += bucket;
+        self.merge(&Self {
+            count: cpu.count,
+            total_ns: cpu.total_ns,
+            max_ns: cpu.max_ns,
+            scanned: cpu.scanned,
+            reclaimed: cpu.reclaimed,
+            dirty: cpu.dirty,
+            writeback: cpu.writeback,
+            buckets: cpu.buckets.to_vec(),
+        });
+    }
+
+    /// Adds `other` (counts summed, the larger max kept).
+    pub fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        self.total_ns += other.total_ns;
+        self.max_ns = self.max_ns.max(other.max_ns);
+        self.scanned += other.scanned;
+        self.reclaimed += other.reclaimed;
+        self.dirty += other.dirty;
+        self.writeback += other.writeback;
+        for (total, more) in self.buckets.iter_mut().zip(&other.buckets) {
+            *total += more;
         }
+    }
+
+    /// What was counted since `before`; the max stays the running max,
+    /// since the kernel keeps no per-interval max.
+    #[must_use]
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            count: self.count.saturating_sub(before.count),
+            total_ns: self.total_ns.saturating_sub(before.total_ns),
+            max_ns: self.max_ns,
+            scanned: self.scanned.saturating_sub(before.scanned),
+            reclaimed: self.reclaimed.saturating_sub(before.reclaimed),
+            dirty: self.dirty.saturating_sub(before.dirty),
+            writeback: self.writeback.saturating_sub(before.writeback),
+            buckets: self
+                .buckets
+                .iter()
+                .zip(&before.buckets)
+                .map(|(now, then)| now.saturating_sub(*then))
+                .collect(),
+        }
+    }
+
+    /// The `q` quantile (0..=1) from the histogram: the top of the bucket it
+    /// falls in, never above the observed max. `None` without stalls.
+    #[must_use]
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "a rank within a histogram of u64 counts"
+        )]
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (bucket, count) in self.buckets.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let top = if bucket + 1 < STALL_BUCKETS {
+                    stall_bucket_floor(bucket + 1)
+                } else {
+                    u64::MAX
+                };
+                return Some(top.min(self.max_ns));
+            }
+        }
+        Some(self.max_ns)
     }
 }
 

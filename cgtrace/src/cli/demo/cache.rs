@@ -83,7 +83,7 @@ struct ThrashRun {
     own_limit: u64,
     derived: u64,
     kernel: u64,
-    stalls: Option<crate::model::cache::StallDelta>,
+    stalls: Option<crate::probe::sampler::StallTotals>,
 }
 
 fn thrash_run(
