@@ -12,6 +12,7 @@ pub mod offsets;
 pub mod oom;
 pub mod pagecache;
 pub mod stats;
+pub mod throttle;
 
 /// Tag in the first four bytes of every ring-buffer record, so the reader can
 /// dispatch before it knows the record's full size.
@@ -19,6 +20,7 @@ pub mod stats;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordKind {
     OomKill = 1,
+    ThrottleSpan = 2,
 }
 
 impl RecordKind {
@@ -26,6 +28,7 @@ impl RecordKind {
     pub const fn from_u32(value: u32) -> Option<Self> {
         match value {
             1 => Some(Self::OomKill),
+            2 => Some(Self::ThrottleSpan),
             _ => None,
         }
     }
@@ -59,5 +62,7 @@ mod pod {
     unsafe impl aya::Pod for super::pagecache::StallStats {}
     unsafe impl aya::Pod for super::pagecache::ChargeKey {}
     unsafe impl aya::Pod for super::pagecache::FileKey {}
+    unsafe impl aya::Pod for super::throttle::ThrottleRecord {}
+    unsafe impl aya::Pod for super::throttle::ThrottleStart {}
     unsafe impl aya::Pod for super::pagecache::ChargeValue {}
 }

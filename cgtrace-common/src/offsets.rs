@@ -93,6 +93,24 @@ pub struct Offsets {
     /// Explicit padding; always zero.
     pub padding_files: u32,
 
+    // CFS bandwidth: task_struct.se, sched_entity, cfs_rq, task_group
+    /// `task_struct.se.cfs_rq`: the run queue a task's entity is on.
+    pub task_se_cfs_rq: u32,
+    /// `task_struct.se.parent`.
+    pub task_se_parent: u32,
+    pub se_cfs_rq: u32,
+    pub se_parent: u32,
+    pub cfs_rq_runtime_enabled: u32,
+    /// `cfs_rq.throttled`: a bitfield on 6.18 (`bool throttled:1`), an int
+    /// before. Byte offset, and the mask of its bit in that byte.
+    pub cfs_rq_throttled_byte: u32,
+    pub cfs_rq_throttled_mask: u32,
+    /// `cfs_rq.throttle_count`: throttled levels at and above this one.
+    pub cfs_rq_throttle_count: u32,
+    pub cfs_rq_tg: u32,
+    /// `task_group.css`.
+    pub tg_css: u32,
+
     /// Kernel enum values of the memcg stat items, in `ChargeKind` order
     /// (`ABSENT` where this kernel has no such item).
     pub memcg_stat_items: [u32; crate::pagecache::CHARGE_KINDS],
@@ -104,7 +122,7 @@ pub struct Offsets {
     /// Explicit padding; always zero.
     pub padding: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 248);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 288);
 
 impl Offsets {
     /// Every offset absent: the programs read nothing until the collector
@@ -162,6 +180,16 @@ impl Offsets {
         inode_sb: ABSENT,
         super_block_dev: ABSENT,
         padding_files: 0,
+        task_se_cfs_rq: ABSENT,
+        task_se_parent: ABSENT,
+        se_cfs_rq: ABSENT,
+        se_parent: ABSENT,
+        cfs_rq_runtime_enabled: ABSENT,
+        cfs_rq_throttled_byte: ABSENT,
+        cfs_rq_throttled_mask: 0,
+        cfs_rq_throttle_count: ABSENT,
+        cfs_rq_tg: ABSENT,
+        tg_css: ABSENT,
         memcg_stat_items: [ABSENT; crate::pagecache::CHARGE_KINDS],
         padding_items: 0,
         page_shift: 12,

@@ -62,11 +62,20 @@ pub fn parent_memcg(o: &Offsets, memcg: u64) -> u64 {
     css_to_memcg(o, parent).unwrap_or(0)
 }
 
-/// The cgroup behind a memcg: `memcg->css.cgroup`, then its kernfs id,
-/// hierarchy and level.
+/// The cgroup behind a memcg.
 #[inline(always)]
 pub fn memcg_ref(o: &Offsets, memcg: u64) -> Result<CgroupRef, ()> {
-    let cgroup: u64 = read(memcg, at(o.memcg_css, o.css_cgroup))?;
+    if o.memcg_css == ABSENT {
+        return Err(());
+    }
+    css_ref(o, memcg + u64::from(o.memcg_css))
+}
+
+/// The cgroup behind a `struct cgroup_subsys_state *`: `css->cgroup`, then
+/// its kernfs id, hierarchy and level.
+#[inline(always)]
+pub fn css_ref(o: &Offsets, css: u64) -> Result<CgroupRef, ()> {
+    let cgroup: u64 = read(css, o.css_cgroup)?;
     let kn: u64 = read(cgroup, o.cgroup_kn)?;
     let id: u64 = read(kn, o.kernfs_node_id)?;
     let level: i32 = read(cgroup, o.cgroup_level)?;

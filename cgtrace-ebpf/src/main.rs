@@ -10,6 +10,7 @@ mod kernel;
 mod maps;
 mod oom;
 mod pagecache;
+mod throttle;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -10,13 +10,39 @@ use cgtrace_common::{
         ConstraintSource, OOM_FLAG_GROUP_KILL, OOM_FLAG_MEMSW_LIMIT, OOM_FLAG_READ_FAILED,
         OomRecord,
     },
+    throttle::ThrottleRecord,
 };
 use serde::Serialize;
 
 /// Everything cgtrace reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    OomKill(OomKill),
+    /// Boxed: OOM kills are rare and large, throttle spans frequent and small.
+    OomKill(Box<OomKill>),
+    ThrottleSpan(ThrottleSpan),
+}
+
+/// A span during which a cgroup's run queue on one CPU was throttled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ThrottleSpan {
+    /// The cgroup whose quota ran out (cpu controller hierarchy).
+    pub cgroup: Option<String>,
+    #[serde(skip)]
+    pub cgroup_ref: Option<CgroupRef>,
+    pub cpu: u32,
+    /// The task that was running when the quota ran out.
+    pub pid: u32,
+    pub comm: String,
+    /// `CLOCK_MONOTONIC` nanoseconds.
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl ThrottleSpan {
+    #[must_use]
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
 }
 
 /// Where an OOM record came from.
@@ -193,7 +219,26 @@ pub fn decode(bytes: &[u8], context: &DecodeContext) -> Result<Event, DecodeErro
                     len: bytes.len(),
                     expected,
                 })?;
-            Ok(Event::OomKill(oom_from_record(&record, context)))
+            Ok(Event::OomKill(Box::new(oom_from_record(&record, context))))
+        }
+        RecordKind::ThrottleSpan => {
+            let expected = std::mem::size_of::<ThrottleRecord>();
+            let r: ThrottleRecord = read_record(bytes)
+                .filter(|_| bytes.len() == expected)
+                .ok_or(DecodeError::WrongSize {
+                    kind,
+                    len: bytes.len(),
+                    expected,
+                })?;
+            Ok(Event::ThrottleSpan(ThrottleSpan {
+                cgroup: None,
+                cgroup_ref: r.cgroup.is_some().then_some(r.cgroup),
+                cpu: r.cpu,
+                pid: r.pid,
+                comm: comm_to_string(&r.comm),
+                start_ns: r.start_ns,
+                end_ns: r.end_ns,
+            }))
         }
     }
 }

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Reclaim(args) => cli::reclaim::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Memhog(args) => cli::memhog::run(args),
+        Command::Spin(args) => cli::memhog::spin(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

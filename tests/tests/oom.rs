@@ -27,10 +27,11 @@ fn collect(probe: &mut Probe, mut done: impl FnMut(&[OomKill]) -> bool) -> Vec<O
         let mut fresh = Vec::new();
         probe.drain(|event| match event {
             Event::OomKill(kill) => fresh.push(kill),
+            Event::ThrottleSpan(_) => {}
         });
         for mut kill in fresh {
             resolve_paths(&mut kill, &mut resolver);
-            model.probe(kill, Clock::monotonic_now_ns());
+            model.probe(*kill, Clock::monotonic_now_ns());
         }
         kills.extend(model.expire(Clock::monotonic_now_ns()));
         if done(&kills) || Instant::now() > deadline {

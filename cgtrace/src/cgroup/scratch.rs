@@ -20,9 +20,9 @@ const TEARDOWN_DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ScratchError {
     #[error(
-        "no memory cgroup controller is mounted (neither a v1 memory hierarchy nor cgroup2 with +memory)"
+        "no {controller} cgroup controller is mounted (neither a v1 {controller} hierarchy nor cgroup2 with +{controller})"
     )]
-    NoMemoryController,
+    NoController { controller: &'static str },
     #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
@@ -32,7 +32,7 @@ pub enum ScratchError {
     },
 }
 
-/// A memory cgroup this process created and will remove.
+/// A cgroup this process created and will remove.
 #[derive(Debug)]
 pub struct ScratchCgroup {
     dir: PathBuf,
@@ -40,6 +40,8 @@ pub struct ScratchCgroup {
     path: String,
     version: Version,
     hierarchy: u32,
+    /// The controller it was made for (`memory`, `cpu`).
+    controller: &'static str,
     children: Vec<ScratchCgroup>,
 }
 
@@ -47,18 +49,29 @@ impl ScratchCgroup {
     /// Creates `name` at the top of the memory hierarchy. An existing
     /// directory of that name (left by a killed run) is reused.
     pub fn create(hierarchies: &Hierarchies, name: &str) -> Result<Self, ScratchError> {
-        let memory = hierarchies
-            .with_controller("memory")
-            .ok_or(ScratchError::NoMemoryController)?;
-        let hierarchy = memory.id.ok_or(ScratchError::NoMemoryController)?;
-        if memory.version == Version::V2 {
-            enable_memory_controller(&memory.mount)?;
+        Self::create_for(hierarchies, "memory", name)
+    }
+
+    /// Creates `name` at the top of the hierarchy holding `controller`.
+    pub fn create_for(
+        hierarchies: &Hierarchies,
+        controller: &'static str,
+        name: &str,
+    ) -> Result<Self, ScratchError> {
+        let missing = || ScratchError::NoController { controller };
+        let found = hierarchies
+            .with_controller(controller)
+            .ok_or_else(missing)?;
+        let hierarchy = found.id.ok_or_else(missing)?;
+        if found.version == Version::V2 {
+            enable_controller(&found.mount, controller)?;
         }
         Self::make(
-            &memory.mount.join(name),
+            &found.mount.join(name),
             format!("/{name}"),
-            memory.version,
+            found.version,
             hierarchy,
+            controller,
         )
     }
 
@@ -67,6 +80,7 @@ impl ScratchCgroup {
         path: String,
         version: Version,
         hierarchy: u32,
+        controller: &'static str,
     ) -> Result<Self, ScratchError> {
         match std::fs::create_dir(dir) {
             Ok(()) => {}
@@ -84,6 +98,7 @@ impl ScratchCgroup {
             path,
             version,
             hierarchy,
+            controller,
             children: Vec::new(),
         })
     }
@@ -91,13 +106,14 @@ impl ScratchCgroup {
     /// Creates a child cgroup, removed together with this one.
     pub fn child(&mut self, name: &str) -> Result<&ScratchCgroup, ScratchError> {
         if self.version == Version::V2 {
-            enable_memory_controller(&self.dir)?;
+            enable_controller(&self.dir, self.controller)?;
         }
         let child = Self::make(
             &self.dir.join(name),
             format!("{}/{name}", self.path),
             self.version,
             self.hierarchy,
+            self.controller,
         )?;
         let index = self.children.len();
         self.children.push(child);
@@ -148,6 +164,24 @@ impl ScratchCgroup {
             }
         }
         Ok(())
+    }
+
+    /// Sets the CFS bandwidth limit: `quota_us` of CPU time per `period_us`
+    /// (`cpu.cfs_quota_us`/`cpu.cfs_period_us` on v1, `cpu.max` on v2).
+    pub fn set_cpu_quota(&self, quota_us: u64, period_us: u64) -> Result<(), ScratchError> {
+        match self.version {
+            Version::V1 => {
+                self.write("cpu.cfs_period_us", &period_us.to_string())?;
+                self.write("cpu.cfs_quota_us", &quota_us.to_string())
+            }
+            Version::V2 => self.write("cpu.max", &format!("{quota_us} {period_us}")),
+        }
+    }
+
+    /// The kernel's CFS bandwidth counters (`cpu.stat`).
+    pub fn cpu_stat(&self) -> Result<super::stat::CpuStat, ScratchError> {
+        let text = self.read("cpu.stat")?;
+        Ok(super::stat::CpuStat::parse(&text, self.version))
     }
 
     /// Sets v2 `memory.oom.group` (kill the whole group on OOM).
@@ -261,16 +295,16 @@ fn read_pids(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// On v2, a child gets a memory controller only if its parent lists
-/// `memory` in `cgroup.subtree_control`.
-fn enable_memory_controller(dir: &Path) -> Result<(), ScratchError> {
+/// On v2, a child gets a controller only if its parent lists it in
+/// `cgroup.subtree_control`.
+fn enable_controller(dir: &Path, controller: &str) -> Result<(), ScratchError> {
     let control = dir.join("cgroup.subtree_control");
     let enabled = std::fs::read_to_string(&control).unwrap_or_default();
-    if enabled.split_whitespace().any(|c| c == "memory") {
+    if enabled.split_whitespace().any(|c| c == controller) {
         return Ok(());
     }
-    std::fs::write(&control, "+memory").map_err(|source| ScratchError::Io {
-        action: "enable the memory controller in",
+    std::fs::write(&control, format!("+{controller}")).map_err(|source| ScratchError::Io {
+        action: "enable a controller in",
         path: control,
         source,
     })

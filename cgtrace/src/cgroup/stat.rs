@@ -178,3 +178,87 @@ mod event_tests {
         assert_eq!(gauges[5], None);
     }
 }
+
+/// CFS bandwidth counters from `cpu.stat`, in one unit for v1 and v2.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CpuStat {
+    /// Enforcement periods that have elapsed.
+    pub nr_periods: u64,
+    /// Periods in which the group was throttled.
+    pub nr_throttled: u64,
+    /// Total time run queues of the group spent throttled (v1
+    /// `throttled_time`, v2 `throttled_usec`), nanoseconds.
+    pub throttled_ns: u64,
+    /// CPU time used (v2 `usage_usec`), nanoseconds; `None` on v1, where it
+    /// is in the cpuacct hierarchy.
+    pub usage_ns: Option<u64>,
+}
+
+impl CpuStat {
+    #[must_use]
+    pub fn parse(text: &str, version: Version) -> Self {
+        let values = parse(text);
+        let get = |key: &str| values.get(key).copied().unwrap_or(0);
+        match version {
+            Version::V1 => Self {
+                nr_periods: get("nr_periods"),
+                nr_throttled: get("nr_throttled"),
+                throttled_ns: get("throttled_time"),
+                usage_ns: None,
+            },
+            Version::V2 => Self {
+                nr_periods: get("nr_periods"),
+                nr_throttled: get("nr_throttled"),
+                throttled_ns: get("throttled_usec") * 1000,
+                usage_ns: values.get("usage_usec").map(|us| us * 1000),
+            },
+        }
+    }
+
+    /// The counts since `before`.
+    #[must_use]
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            nr_periods: self.nr_periods.saturating_sub(before.nr_periods),
+            nr_throttled: self.nr_throttled.saturating_sub(before.nr_throttled),
+            throttled_ns: self.throttled_ns.saturating_sub(before.throttled_ns),
+            usage_ns: self
+                .usage_ns
+                .zip(before.usage_ns)
+                .map(|(now, then)| now.saturating_sub(then)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::CpuStat;
+    use crate::cgroup::Version;
+
+    #[test]
+    fn reads_v1_and_v2_cpu_stat() {
+        let v1 = CpuStat::parse(
+            "nr_periods 100\nnr_throttled 80\nthrottled_time 7000000000\n",
+            Version::V1,
+        );
+        assert_eq!(
+            (v1.nr_periods, v1.nr_throttled, v1.throttled_ns),
+            (100, 80, 7_000_000_000)
+        );
+        let v2 = CpuStat::parse(
+            "usage_usec 500\nuser_usec 400\nsystem_usec 100\nnr_periods 10\nnr_throttled 9\nthrottled_usec 800\n",
+            Version::V2,
+        );
+        assert_eq!(
+            (v2.nr_throttled, v2.throttled_ns, v2.usage_ns),
+            (9, 800_000, Some(500_000))
+        );
+        let delta = v2.since(&CpuStat {
+            nr_periods: 4,
+            nr_throttled: 4,
+            throttled_ns: 0,
+            usage_ns: Some(100_000),
+        });
+        assert_eq!((delta.nr_periods, delta.usage_ns), (6, Some(400_000)));
+    }
+}

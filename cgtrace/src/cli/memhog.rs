@@ -1,6 +1,6 @@
-//! `cgtrace __memhog SIZE`: allocates SIZE mebibytes and touches every page,
-//! so they are charged to the caller's memory cgroup. The built-in OOM
-//! scenario runs it under a smaller limit.
+//! Workload subcommands for the scenarios and tests: `__memhog SIZE`
+//! allocates SIZE mebibytes and touches every page (charged to the caller's
+//! memory cgroup); `__spin SECONDS THREADS` keeps threads busy on the CPU.
 
 use std::io::Write as _;
 
@@ -24,5 +24,33 @@ pub fn run(args: &MemhogArgs) -> anyhow::Result<super::Outcome> {
         chunks.push(std::hint::black_box(chunk));
     }
     let _ = writeln!(std::io::stdout(), "allocated {} MiB", chunks.len());
+    Ok(super::Outcome::Success)
+}
+
+/// `cgtrace __spin SECONDS THREADS`: keeps THREADS threads busy for SECONDS,
+/// the CPU throttling scenario's workload.
+#[derive(Debug, Args)]
+pub struct SpinArgs {
+    pub seconds: f64,
+    pub threads: usize,
+}
+
+pub fn spin(args: &SpinArgs) -> anyhow::Result<super::Outcome> {
+    let until =
+        std::time::Instant::now() + std::time::Duration::from_secs_f64(args.seconds.max(0.0));
+    let workers: Vec<_> = (0..args.threads.max(1))
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while std::time::Instant::now() < until {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+                n
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.join();
+    }
     Ok(super::Outcome::Success)
 }

@@ -37,6 +37,9 @@ pub enum Command {
     /// Allocate and touch memory (the demo's and tests' workload).
     #[command(name = "__memhog", hide = true)]
     Memhog(memhog::MemhogArgs),
+    /// Keep threads busy (the throttling scenario's and tests' workload).
+    #[command(name = "__spin", hide = true)]
+    Spin(memhog::SpinArgs),
 }
 
 /// How a subcommand ended, for the process exit code.

@@ -210,11 +210,12 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
         let stop = shutdown.requested();
         probe.drain(|event| match event {
             Event::OomKill(kill) => probe_kills.push(kill),
+            Event::ThrottleSpan(_) => {}
         });
         let now = Clock::monotonic_now_ns();
         for mut kill in probe_kills.drain(..) {
             resolve_paths(&mut kill, &mut resolver);
-            for ready in correlator.probe(kill, now) {
+            for ready in correlator.probe(*kill, now) {
                 printer.kill(&ready)?;
             }
         }

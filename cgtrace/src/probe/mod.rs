@@ -97,6 +97,8 @@ pub struct FeatureSet {
     /// Charge activity and refaults from the memcg stat tracepoints
     /// (6.14+; elsewhere the views fall back to memory.stat deltas).
     pub charges: bool,
+    /// CFS bandwidth throttle spans.
+    pub throttle: bool,
 }
 
 impl FeatureSet {
@@ -105,18 +107,28 @@ impl FeatureSet {
         page_cache: false,
         reclaim: false,
         charges: false,
+        throttle: false,
     };
     pub const ALL: Self = Self {
         oom: true,
         page_cache: true,
         reclaim: true,
         charges: true,
+        throttle: true,
     };
     pub const CACHE_AND_RECLAIM: Self = Self {
         oom: false,
         page_cache: true,
         reclaim: true,
         charges: true,
+        throttle: false,
+    };
+    pub const THROTTLE: Self = Self {
+        oom: false,
+        page_cache: false,
+        reclaim: false,
+        charges: false,
+        throttle: true,
     };
 }
 
@@ -128,6 +140,19 @@ pub struct ProbeOptions {
     pub features: FeatureSet,
     /// Also count page cache per file (five more kernel reads per event).
     pub files: bool,
+    pub throttle_variant: ThrottleVariant,
+}
+
+/// How to see CFS throttling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ThrottleVariant {
+    /// fentry where the kernel allows it, else tp_btf sched_switch.
+    #[default]
+    Auto,
+    /// fentry on throttle_cfs_rq/unthrottle_cfs_rq: the exact moments.
+    Fentry,
+    /// tp_btf sched_switch, watching each run queue's throttled flag.
+    SchedSwitch,
 }
 
 impl Default for ProbeOptions {
@@ -137,6 +162,7 @@ impl Default for ProbeOptions {
             oom_variant: OomVariant::Auto,
             features: FeatureSet::OOM,
             files: false,
+            throttle_variant: ThrottleVariant::Auto,
         }
     }
 }
@@ -246,6 +272,14 @@ impl Probe {
             let status = attach_group(&mut ebpf, &aya_btf, &btf, &CHARGE_PROGRAMS);
             charges_attached = status.variant.is_some();
             features.push(status);
+        }
+        if options.features.throttle {
+            features.push(attach_throttle(
+                &mut ebpf,
+                &aya_btf,
+                &btf,
+                options.throttle_variant,
+            )?);
         }
         drop(btf);
         let cache_maps =
@@ -464,6 +498,75 @@ fn attach_group(
 pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
     ebpf.take_map(name)
         .ok_or(ProbeError::Missing { kind: "map", name })
+}
+
+/// Attaches the throttle feature: fentry on `throttle_cfs_rq` and
+/// `unthrottle_cfs_rq` where allowed (and wanted), else tp_btf `sched_switch`.
+fn attach_throttle(
+    ebpf: &mut Ebpf,
+    aya_btf: &aya::Btf,
+    btf: &Btf,
+    variant: ThrottleVariant,
+) -> Result<FeatureStatus, ProbeError> {
+    let mut refused = None;
+    if variant != ThrottleVariant::SchedSwitch {
+        let result = [
+            ("throttle_enter", "throttle_cfs_rq"),
+            ("unthrottle_enter", "unthrottle_cfs_rq"),
+        ]
+        .into_iter()
+        .try_for_each(|(name, function)| {
+            if !btf.has(crate::btf::Kind::Func, function) {
+                return Err(ProbeError::Attach {
+                    program: name,
+                    hook: "fentry",
+                    reason: format!("{function} is not in this kernel's BTF (inlined?)"),
+                    verifier: String::new(),
+                });
+            }
+            let program: &mut FEntry = program(ebpf, name)?;
+            program
+                .load(function, aya_btf)
+                .and_then(|()| program.attach().map(drop))
+                .map_err(|e| attach_error(name, "fentry", &e))
+        });
+        match result {
+            Ok(()) => {
+                return Ok(FeatureStatus {
+                    feature: "throttle",
+                    variant: Some("fentry (un)throttle_cfs_rq".to_owned()),
+                    detail: "exact throttle and unthrottle moments".to_owned(),
+                });
+            }
+            Err(e) if variant == ThrottleVariant::Auto => {
+                for name in ["throttle_enter", "unthrottle_enter"] {
+                    if let Ok(p) = program::<FEntry>(ebpf, name) {
+                        let _ = p.unload();
+                    }
+                }
+                refused = Some(match e {
+                    ProbeError::Attach { reason, .. } => reason,
+                    other => other.to_string(),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let program: &mut BtfTracePoint = program(ebpf, "throttle_switch")?;
+    program
+        .load("sched_switch", aya_btf)
+        .and_then(|()| program.attach().map(drop))
+        .map_err(|e| attach_error("throttle_switch", "tp_btf sched_switch", &e))?;
+    Ok(FeatureStatus {
+        feature: "throttle",
+        variant: Some("tp_btf sched_switch".to_owned()),
+        detail: match refused {
+            Some(reason) => format!(
+                "fentry on throttle_cfs_rq refused: {reason}; spans start and end at the next context switch"
+            ),
+            None => "requested; spans start and end at the next context switch".to_owned(),
+        },
+    })
 }
 
 /// Attaches the OOM feature: fentry/fexit on `out_of_memory()` when allowed

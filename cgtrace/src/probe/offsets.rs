@@ -34,6 +34,15 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
         (ABSENT, ABSENT)
     });
 
+    // `throttled` is `bool throttled:1` on 6.18 and an int before: read the
+    // byte holding its bit and test that bit (a whole int's low byte is 0/1).
+    let (cfs_rq_throttled_byte, cfs_rq_throttled_mask) =
+        if let Ok(member) = btf.member("cfs_rq", "throttled") {
+            (member.bit_offset / 8, 1u32 << (member.bit_offset % 8))
+        } else {
+            absent.push("cfs_rq.throttled".to_owned());
+            (ABSENT, 0)
+        };
     let mut optional = |result: Result<u32, BtfError>, name: &str| -> u32 {
         result.unwrap_or_else(|_| {
             absent.push(name.to_owned());
@@ -130,6 +139,34 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
         inode_sb: optional(btf.offset_of("inode", "i_sb"), "inode.i_sb"),
         super_block_dev: optional(btf.offset_of("super_block", "s_dev"), "super_block.s_dev"),
         padding_files: 0,
+        task_se_cfs_rq: optional(
+            btf.offset_of("task_struct", "se.cfs_rq"),
+            "task_struct.se.cfs_rq",
+        ),
+        task_se_parent: optional(
+            btf.offset_of("task_struct", "se.parent"),
+            "task_struct.se.parent",
+        ),
+        se_cfs_rq: optional(
+            btf.offset_of("sched_entity", "cfs_rq"),
+            "sched_entity.cfs_rq",
+        ),
+        se_parent: optional(
+            btf.offset_of("sched_entity", "parent"),
+            "sched_entity.parent",
+        ),
+        cfs_rq_runtime_enabled: optional(
+            btf.offset_of("cfs_rq", "runtime_enabled"),
+            "cfs_rq.runtime_enabled",
+        ),
+        cfs_rq_throttled_byte,
+        cfs_rq_throttled_mask,
+        cfs_rq_throttle_count: optional(
+            btf.offset_of("cfs_rq", "throttle_count"),
+            "cfs_rq.throttle_count",
+        ),
+        cfs_rq_tg: optional(btf.offset_of("cfs_rq", "tg"), "cfs_rq.tg"),
+        tg_css: optional(btf.offset_of("task_group", "css"), "task_group.css"),
         memcg_stat_items: ChargeKind::KERNEL_NAMES.map(|name| enum_u32(name).unwrap_or(ABSENT)),
         padding_items: 0,
         page_shift: page_shift(),

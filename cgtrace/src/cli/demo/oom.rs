@@ -69,9 +69,10 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
         let mut fresh = Vec::new();
         probe.drain(|event| match event {
             Event::OomKill(kill) => fresh.push(kill),
+            Event::ThrottleSpan(_) => {}
         });
         for kill in fresh {
-            model.probe(kill, Clock::monotonic_now_ns());
+            model.probe(*kill, Clock::monotonic_now_ns());
         }
         kills.extend(model.expire(Clock::monotonic_now_ns()));
         kernel_count = cgroup.oom_kill_count()?;

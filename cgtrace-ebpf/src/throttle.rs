@@ -1,0 +1,229 @@
+//! CFS bandwidth throttling spans, per cgroup and CPU run queue.
+//!
+//! * tp_btf `sched_switch` (every kernel with BTF): a task of the root group
+//!   is never throttled (one read). A task switched out whose own
+//!   `cfs_rq->throttle_count` is 0 is under no throttled group; a task
+//!   switched in can only end a span if one is open on this CPU (a per-CPU
+//!   count). Otherwise its run queues are walked up: a span starts at the
+//!   first switch that sees a run queue throttled (the task switched out is
+//!   the one that ran out the quota) and ends at the first switch into one
+//!   of its tasks that sees it running again.
+//! * fentry/fexit `throttle_cfs_rq` / `unthrottle_cfs_rq`, where the kernel
+//!   allows trampolines: the exact moments.
+//!
+//! Spans are rare (at most one per period per run queue) and go through the
+//! ring buffer when they end.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
+    },
+    macros::{btf_tracepoint, fentry, map},
+    maps::{HashMap, PerCpuArray},
+    programs::{BtfTracePointContext, FEntryContext},
+};
+use cgtrace_common::{
+    RecordHeader, RecordKind,
+    cgroup::CgroupRef,
+    offsets::Offsets,
+    stats::LossCounter,
+    throttle::{ThrottleRecord, ThrottleStart},
+};
+
+use crate::{
+    kernel::{css_ref, read},
+    maps::{EVENTS, count, offsets},
+};
+
+/// Run-queue levels walked above a task: the task's group and four
+/// ancestors (a Kubernetes container, its pod, QoS class and kubepods).
+const MAX_LEVELS: usize = 5;
+
+/// Throttled run queues, by `struct cfs_rq *`.
+#[map]
+static THROTTLED: HashMap<u64, ThrottleStart> = HashMap::with_max_entries(16_384, 0);
+
+/// `sched_switch(preempt, prev, next, prev_state)`.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn throttle_switch(ctx: BtfTracePointContext) -> u32 {
+    let o = offsets();
+    let prev: u64 = ctx.arg(1);
+    let next: u64 = ctx.arg(2);
+    // SAFETY: a helper call with no arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    walk(o, prev, cpu, Side::Prev);
+    walk(o, next, cpu, Side::Next);
+    0
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Switched out: may have just run out its group's quota.
+    Prev,
+    /// Switched in: its groups are running again.
+    Next,
+}
+
+/// Checks the run queues above `task` for throttle state changes.
+#[inline(always)]
+fn walk(o: &Offsets, task: u64, cpu: u32, side: Side) {
+    // Tasks of the root group have no bandwidth limit above them.
+    let Ok(mut se) = read::<u64>(task, o.task_se_parent) else {
+        return;
+    };
+    if se == 0 {
+        return;
+    }
+    let Ok(mut cfs_rq) = read::<u64>(task, o.task_se_cfs_rq) else {
+        return;
+    };
+    let interesting = match side {
+        // Only a task under a throttled group can have just throttled it.
+        Side::Prev => read::<i32>(cfs_rq, o.cfs_rq_throttle_count).unwrap_or(0) != 0,
+        // Only an open span on this CPU can end here.
+        Side::Next => open_spans().is_some_and(|open| open > 0),
+    };
+    if !interesting {
+        return;
+    }
+    for _ in 0..MAX_LEVELS {
+        if cfs_rq == 0 {
+            return;
+        }
+        if read::<i32>(cfs_rq, o.cfs_rq_runtime_enabled).unwrap_or(0) != 0 {
+            check(o, cfs_rq, task, cpu, side);
+        }
+        if se == 0 {
+            return;
+        }
+        cfs_rq = read(se, o.se_cfs_rq).unwrap_or(0);
+        se = read(se, o.se_parent).unwrap_or(0);
+    }
+}
+
+/// Spans open on this CPU's run queues (sched_switch variant only).
+#[map]
+static OPEN_SPANS: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn open_spans() -> Option<u32> {
+    // SAFETY: the pointer comes from a successful per-CPU array lookup.
+    OPEN_SPANS.get_ptr(0).map(|open| unsafe { *open })
+}
+
+#[inline(always)]
+fn add_open_spans(delta: i32) {
+    if let Some(open) = OPEN_SPANS.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; only programs on this CPU write it.
+        unsafe { *open = (*open).saturating_add_signed(delta) };
+    }
+}
+
+/// Starts or ends the span of one run queue.
+#[inline(always)]
+fn check(o: &Offsets, cfs_rq: u64, task: u64, cpu: u32, side: Side) {
+    let Ok(byte) = read::<u8>(cfs_rq, o.cfs_rq_throttled_byte) else {
+        return;
+    };
+    let throttled = u32::from(byte) & o.cfs_rq_throttled_mask != 0;
+    let open = THROTTLED.get_ptr(cfs_rq);
+    match (throttled, open) {
+        (true, None) if side == Side::Prev => {
+            let mut comm = [0u8; 16];
+            // SAFETY: a fault-safe copy of the task's comm into a local.
+            let _ = unsafe {
+                bpf_probe_read_kernel::<[u8; 16]>(
+                    (task + u64::from(o.task_comm)) as *const [u8; 16],
+                )
+            }
+            .map(|c| comm = c);
+            let start = ThrottleStart {
+                // SAFETY: a helper call with no arguments.
+                start_ns: unsafe { bpf_ktime_get_ns() },
+                pid: read::<i32>(task, o.task_tgid).unwrap_or(0) as u32,
+                cpu,
+                comm,
+            };
+            if THROTTLED.insert(cfs_rq, start, 0).is_err() {
+                count(LossCounter::MapFull);
+            } else {
+                add_open_spans(1);
+            }
+        }
+        (false, Some(start)) => {
+            // SAFETY: the pointer comes from a successful hash map lookup.
+            let start = unsafe { *start };
+            let _ = THROTTLED.remove(cfs_rq);
+            add_open_spans(-1);
+            send(o, cfs_rq, &start);
+        }
+        _ => {}
+    }
+}
+
+/// Sends a finished span.
+#[inline(always)]
+fn send(o: &Offsets, cfs_rq: u64, start: &ThrottleStart) {
+    let task_group: u64 = read(cfs_rq, o.cfs_rq_tg).unwrap_or(0);
+    let cgroup = css_ref(o, task_group + u64::from(o.tg_css)).unwrap_or(CgroupRef {
+        id: 0,
+        hierarchy: 0,
+        level: 0,
+    });
+    let Some(mut slot) = EVENTS.reserve::<ThrottleRecord>(0) else {
+        count(LossCounter::RingBufFull);
+        return;
+    };
+    slot.write(ThrottleRecord {
+        header: RecordHeader {
+            kind: RecordKind::ThrottleSpan as u32,
+            size: core::mem::size_of::<ThrottleRecord>() as u32,
+            // SAFETY: a helper call with no arguments.
+            monotonic_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        cgroup,
+        cpu: start.cpu,
+        pid: start.pid,
+        comm: start.comm,
+        start_ns: start.start_ns,
+        // SAFETY: a helper call with no arguments.
+        end_ns: unsafe { bpf_ktime_get_ns() },
+        task_group,
+    });
+    slot.submit(0);
+    count(LossCounter::Submitted);
+}
+
+/// `throttle_cfs_rq(cfs_rq)`: the quota ran out, in the context of the task
+/// that ran it out.
+#[fentry(function = "throttle_cfs_rq")]
+pub fn throttle_enter(ctx: FEntryContext) -> u32 {
+    let cfs_rq: u64 = ctx.arg(0);
+    let start = ThrottleStart {
+        // SAFETY: helper calls with no arguments.
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        // SAFETY: a helper call with no arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    if THROTTLED.insert(cfs_rq, start, 0).is_err() {
+        count(LossCounter::MapFull);
+    }
+    0
+}
+
+/// `unthrottle_cfs_rq(cfs_rq)`: the period timer refilled the quota.
+#[fentry(function = "unthrottle_cfs_rq")]
+pub fn unthrottle_enter(ctx: FEntryContext) -> u32 {
+    let cfs_rq: u64 = ctx.arg(0);
+    let o = offsets();
+    if let Some(start) = THROTTLED.get_ptr(cfs_rq) {
+        // SAFETY: the pointer comes from a successful hash map lookup.
+        let start = unsafe { *start };
+        let _ = THROTTLED.remove(cfs_rq);
+        send(o, cfs_rq, &start);
+    }
+    0
+}

@@ -1,0 +1,133 @@
+//! CFS bandwidth throttling against the real kernel: cgtrace's spans
+//! checked against the group's own `cpu.stat`.
+
+use std::{process::Command, time::Instant};
+
+use cgtrace::{
+    cgroup::{Hierarchies, scratch::ScratchCgroup, stat::CpuStat},
+    event::{Event, ThrottleSpan},
+    model::throttle::periods,
+    probe::{FeatureSet, Probe, ProbeOptions},
+    runtime::wait_readable,
+};
+use cgtrace_tests::{ChildGuard, cgtrace_bin, require_root};
+
+/// Runs `threads` busy threads for `seconds` in a fresh cpu cgroup with the
+/// given quota (per 100 ms period, or none); returns the spans seen for the
+/// group and the kernel's counters over the run.
+fn spin(
+    test: &str,
+    quota_us: Option<u64>,
+    threads: usize,
+    seconds: f64,
+) -> (Vec<ThrottleSpan>, CpuStat) {
+    let mut probe = Probe::load(&ProbeOptions {
+        features: FeatureSet::THROTTLE,
+        ..ProbeOptions::default()
+    })
+    .expect("load throttle probe");
+    let hierarchies = Hierarchies::discover().unwrap();
+    let name = format!("cgtrace-test-{test}-{}", std::process::id());
+    let group = ScratchCgroup::create_for(&hierarchies, "cpu", &name).expect("cpu cgroup");
+    if let Some(quota) = quota_us {
+        group.set_cpu_quota(quota, 100_000).unwrap();
+    }
+    let id = group.id().unwrap();
+    let before = group.cpu_stat().unwrap();
+    let mut command = Command::new(cgtrace_bin());
+    command.args(["__spin", &seconds.to_string(), &threads.to_string()]);
+    let mut child = ChildGuard(group.spawn_into(&mut command).unwrap());
+    let mut spans = Vec::new();
+    let started = Instant::now();
+    let collect = |probe: &mut Probe, spans: &mut Vec<ThrottleSpan>| {
+        probe.drain(|event| {
+            if let Event::ThrottleSpan(span) = event
+                && span.cgroup_ref.is_some_and(|c| c.id == id)
+            {
+                spans.push(span);
+            }
+        });
+    };
+    while child.0.try_wait().unwrap().is_none() {
+        collect(&mut probe, &mut spans);
+        wait_readable(&[probe.events_fd()], std::time::Duration::from_millis(100)).unwrap();
+        assert!(
+            started.elapsed().as_secs_f64() < seconds + 30.0,
+            "workload overran"
+        );
+    }
+    let after = group.cpu_stat().unwrap();
+    // The last span ends at the switch after the last unthrottle.
+    wait_readable(&[probe.events_fd()], std::time::Duration::from_millis(300)).unwrap();
+    collect(&mut probe, &mut spans);
+    let stats = probe.stats();
+    assert_eq!(stats.ring_buffer_drops, 0);
+    assert_eq!(stats.recursion_misses, 0);
+    (spans, after.since(&before))
+}
+
+fn compare(spans: &[ThrottleSpan], kernel: &CpuStat) {
+    let counted = periods(spans);
+    let time: u64 = spans.iter().map(ThrottleSpan::duration_ns).sum();
+    eprintln!(
+        "spans {}, throttled periods: cgtrace {counted} / cpu.stat {}; throttled time: cgtrace {} ms / cpu.stat {} ms",
+        spans.len(),
+        kernel.nr_throttled,
+        time / 1_000_000,
+        kernel.throttled_ns / 1_000_000
+    );
+    let periods_off = counted.abs_diff(kernel.nr_throttled);
+    assert!(
+        periods_off <= 2 || periods_off * 50 <= kernel.nr_throttled,
+        "throttled periods within 2% (or ±2): cgtrace {counted}, kernel {}",
+        kernel.nr_throttled
+    );
+    let time_off = time.abs_diff(kernel.throttled_ns);
+    assert!(
+        time_off * 20 <= kernel.throttled_ns,
+        "throttled time within 5%: cgtrace {time} ns, kernel {} ns",
+        kernel.throttled_ns
+    );
+}
+
+#[test]
+fn a_busy_loop_under_a_20_percent_quota() {
+    if !require_root("a_busy_loop_under_a_20_percent_quota") {
+        return;
+    }
+    let (spans, kernel) = spin("throttle-20", Some(20_000), 1, 10.0);
+    assert!(
+        kernel.nr_throttled > 50,
+        "the kernel throttled it: {kernel:?}"
+    );
+    compare(&spans, &kernel);
+    assert!(
+        spans.iter().all(|s| s.comm == "cgtrace"),
+        "the spinning task ran the quota out"
+    );
+}
+
+#[test]
+fn four_threads_under_one_core() {
+    if !require_root("four_threads_under_one_core") {
+        return;
+    }
+    let (spans, kernel) = spin("throttle-4x1", Some(100_000), 4, 10.0);
+    assert!(
+        kernel.nr_throttled > 50,
+        "the kernel throttled it: {kernel:?}"
+    );
+    let cpus: std::collections::HashSet<u32> = spans.iter().map(|s| s.cpu).collect();
+    eprintln!("spans on CPUs {cpus:?}");
+    compare(&spans, &kernel);
+}
+
+#[test]
+fn an_unlimited_group_is_never_throttled() {
+    if !require_root("an_unlimited_group_is_never_throttled") {
+        return;
+    }
+    let (spans, kernel) = spin("throttle-none", None, 1, 3.0);
+    assert_eq!(kernel.nr_throttled, 0);
+    assert!(spans.is_empty(), "{spans:?}");
+}
