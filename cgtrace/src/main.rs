@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Command::Oom(args) => cli::oom::run(args),
         Command::Cache(args) => cli::cache::run(args),
         Command::Reclaim(args) => cli::reclaim::run(args),
+        Command::Throttle(args) => cli::throttle::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Memhog(args) => cli::memhog::run(args),
         Command::Spin(args) => cli::memhog::spin(args),

@@ -1,6 +1,7 @@
 //! cgroup hierarchies on this host, cgroup id → path resolution, and scratch
 //! cgroups for scenarios and tests.
 
+pub mod cpu;
 pub mod files;
 pub mod hierarchy;
 pub mod poller;

@@ -8,6 +8,7 @@ pub mod interval;
 pub mod memhog;
 pub mod oom;
 pub mod reclaim;
+pub mod throttle;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,9 @@ pub enum Command {
     Cache(cache::CacheArgs),
     /// Who reclaims whom, and reclaim stall latency per cgroup.
     Reclaim(reclaim::ReclaimArgs),
+    /// CFS bandwidth throttling per cgroup: throttled periods and time,
+    /// quota in cores and millicores, usage against it.
+    Throttle(throttle::ThrottleArgs),
     /// Run the built-in scenarios in scratch cgroups, traced, next to the
     /// kernel's own counters.
     Demo(demo::DemoArgs),

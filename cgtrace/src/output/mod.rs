@@ -3,3 +3,4 @@
 pub mod cache;
 pub mod format;
 pub mod oom;
+pub mod throttle;

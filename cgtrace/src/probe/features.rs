@@ -97,7 +97,7 @@ pub const FEATURES: &[Feature] = &[
             ),
             ("tp_btf sched_switch", &[tp_btf("sched_switch")]),
         ],
-        implemented: false,
+        implemented: true,
         fallback: Some("cpu.stat deltas"),
     },
     Feature {

@@ -1,0 +1,236 @@
+//! `cgtrace throttle`: CFS bandwidth throttling per cgroup as it happens —
+//! periods, throttled periods, throttled time (total, p99, max), the quota
+//! as cores and millicores, and usage against it; `--spans` streams each
+//! span (CPU, duration, the task that ran the quota out).
+//!
+//! Cost: the sched_switch variant runs on every context switch; for a task
+//! of an unlimited group it is a few reads (see BENCHMARKS.md).
+
+use std::{
+    collections::HashMap,
+    io::{self, Write as _},
+    os::fd::AsFd as _,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::json;
+
+use super::{
+    Outcome,
+    interval::{IntervalArgs, report_stats},
+};
+use crate::{
+    cgroup::{Hierarchies, Hierarchy, Resolver, cpu, stat::CpuStat},
+    event::{Event, ThrottleSpan},
+    model::throttle::periods,
+    output::{format::rfc3339, throttle as view},
+    probe::{FeatureSet, Probe, ProbeOptions, ThrottleVariant},
+    runtime::{Shutdown, wait_readable},
+    system::Clock,
+};
+
+#[derive(Debug, Args)]
+pub struct ThrottleArgs {
+    #[command(flatten)]
+    pub interval: IntervalArgs,
+    /// Also print every throttle span as it ends.
+    #[arg(long)]
+    pub spans: bool,
+    /// Show the N most throttled cgroups per interval.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Probe variant.
+    #[arg(long, value_enum, default_value_t = ThrottleVariant::Auto)]
+    pub probe_variant: ThrottleVariant,
+}
+
+/// What the view remembers about each cpu cgroup between intervals.
+struct Group {
+    path: String,
+    stat: Option<CpuStat>,
+    usage_ns: Option<u64>,
+}
+
+/// The cpu hierarchy's cgroups and their last counters.
+struct Groups {
+    hierarchy: Hierarchy,
+    hierarchies: Hierarchies,
+    known: HashMap<u64, Group>,
+}
+
+impl Groups {
+    /// Records every cgroup's counters now.
+    fn refresh(&mut self, resolver: &mut Resolver) {
+        let Some(id) = self.hierarchy.id else {
+            return;
+        };
+        for (cgroup, path) in resolver.cgroups(id) {
+            self.known.entry(cgroup).or_insert_with(|| {
+                let stat = cpu::cpu_stat(&self.hierarchy.mount, &path, self.hierarchy.version);
+                let usage_ns = cpu::usage_ns(
+                    &self.hierarchies,
+                    &self.hierarchy.mount,
+                    &path,
+                    self.hierarchy.version,
+                );
+                Group {
+                    path,
+                    stat,
+                    usage_ns,
+                }
+            });
+        }
+    }
+
+    /// The interval's rows: limited groups and groups with spans.
+    fn rows(
+        &mut self,
+        spans: &HashMap<u64, Vec<ThrottleSpan>>,
+        interval_ns: u64,
+    ) -> Vec<view::ThrottleRow> {
+        let mut rows = Vec::new();
+        for (id, group) in &mut self.known {
+            let bandwidth =
+                cpu::bandwidth(&self.hierarchy.mount, &group.path, self.hierarchy.version);
+            let group_spans = spans.get(id).map_or(&[][..], Vec::as_slice);
+            let limited = bandwidth.is_some_and(|b| b.quota_us.is_some());
+            if !limited && group_spans.is_empty() {
+                continue;
+            }
+            let now = cpu::cpu_stat(&self.hierarchy.mount, &group.path, self.hierarchy.version);
+            let usage_now = cpu::usage_ns(
+                &self.hierarchies,
+                &self.hierarchy.mount,
+                &group.path,
+                self.hierarchy.version,
+            );
+            // A group first seen now was created during the interval: from zero.
+            let kernel = now.map(|n| n.since(&group.stat.unwrap_or_default()));
+            let usage_ns = usage_now.map(|n| n.saturating_sub(group.usage_ns.unwrap_or(0)));
+            group.stat = now;
+            group.usage_ns = usage_now;
+            let mut durations: Vec<u64> =
+                group_spans.iter().map(ThrottleSpan::duration_ns).collect();
+            durations.sort_unstable();
+            let p99 = (!durations.is_empty()).then(|| {
+                let rank = (durations.len() * 99).div_ceil(100).max(1);
+                durations[rank - 1]
+            });
+            rows.push(view::ThrottleRow {
+                name: group.path.clone(),
+                bandwidth,
+                kernel,
+                usage_ns,
+                interval_ns,
+                spans: u64::try_from(group_spans.len()).unwrap_or(u64::MAX),
+                throttled_periods: periods(group_spans),
+                total_ns: durations.iter().sum(),
+                p99_ns: p99,
+                max_ns: durations.last().copied(),
+            });
+        }
+        rows.sort_by_key(|r| std::cmp::Reverse(r.total_ns));
+        rows
+    }
+}
+
+pub fn run(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
+    let mut shutdown = Shutdown::install().context("cannot install signal handlers")?;
+    let mut probe = Probe::load(&ProbeOptions {
+        features: FeatureSet::THROTTLE,
+        throttle_variant: args.probe_variant,
+        ..ProbeOptions::default()
+    })?;
+    for feature in probe.features() {
+        crate::note!("cgtrace: {feature}");
+    }
+    let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
+    let hierarchy = hierarchies
+        .with_controller("cpu")
+        .cloned()
+        .context("no cpu controller is mounted: there is no CFS bandwidth to watch")?;
+    let mut resolver = Resolver::new(hierarchies.clone());
+    let mut groups = Groups {
+        hierarchy,
+        hierarchies,
+        known: HashMap::new(),
+    };
+    groups.refresh(&mut resolver);
+    let clock = Clock::now();
+    let mut interval_start = Clock::monotonic_now_ns();
+    let mut next = Instant::now() + args.interval.interval;
+    let mut spans: HashMap<u64, Vec<ThrottleSpan>> = HashMap::new();
+    let mut reports = 0;
+    let mut header_printed = false;
+    let result: io::Result<()> = (|| {
+        loop {
+            let stop = shutdown.requested();
+            let mut fresh = Vec::new();
+            probe.drain(|event| {
+                if let Event::ThrottleSpan(span) = event {
+                    fresh.push(span);
+                }
+            });
+            let mut out = io::stdout().lock();
+            for mut span in fresh {
+                span.cgroup = span.cgroup_ref.and_then(|c| resolver.path(c));
+                if args.spans {
+                    if args.interval.json {
+                        writeln!(out, "{}", view::span_json(&span, &clock))?;
+                    } else {
+                        writeln!(out, "{}", view::span_line(&span, &clock))?;
+                    }
+                }
+                if let Some(cgroup) = span.cgroup_ref {
+                    spans.entry(cgroup.id).or_default().push(span);
+                }
+            }
+            if stop || Instant::now() >= next {
+                groups.refresh(&mut resolver);
+                let end = Clock::monotonic_now_ns();
+                let mut rows = groups.rows(&spans, end.saturating_sub(interval_start));
+                rows.truncate(args.top);
+                let time = rfc3339(clock.wall_time(end));
+                if args.interval.json {
+                    let cgroups: Vec<_> = rows.iter().map(view::json).collect();
+                    #[expect(clippy::cast_precision_loss, reason = "interval seconds")]
+                    let seconds = end.saturating_sub(interval_start) as f64 / 1e9;
+                    let record = json!({"type": "throttle", "time": time, "interval_s": seconds, "cgroups": cgroups});
+                    writeln!(out, "{record}")?;
+                } else {
+                    if !header_printed {
+                        writeln!(out, "{}", view::header())?;
+                        header_printed = true;
+                    }
+                    writeln!(out, "-- {time}")?;
+                    for row in &rows {
+                        writeln!(out, "{}", view::line(row))?;
+                    }
+                }
+                out.flush()?;
+                spans.clear();
+                interval_start = end;
+                next += args.interval.interval;
+                reports += 1;
+                if stop || args.interval.count.is_some_and(|c| reports >= c) {
+                    return Ok(());
+                }
+            }
+            out.flush()?;
+            drop(out);
+            let wait = next.saturating_duration_since(Instant::now());
+            wait_readable(
+                &[probe.events_fd(), shutdown.as_fd()],
+                wait.max(Duration::from_millis(1)),
+            )?;
+        }
+    })();
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(Outcome::Success),
+        other => other?,
+    }
+    report_stats(&probe.stats(), args.interval.json)?;
+    Ok(Outcome::Success)
+}
