@@ -15,6 +15,7 @@
 //! ring buffer when they end.
 
 use aya_ebpf::{
+    Global,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
@@ -50,10 +51,8 @@ pub fn throttle_switch(ctx: BtfTracePointContext) -> u32 {
     let o = offsets();
     let prev: u64 = ctx.arg(1);
     let next: u64 = ctx.arg(2);
-    // SAFETY: a helper call with no arguments.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    walk(o, prev, cpu, Side::Prev);
-    walk(o, next, cpu, Side::Next);
+    walk(o, prev, Side::Prev);
+    walk(o, next, Side::Next);
     0
 }
 
@@ -65,11 +64,33 @@ enum Side {
     Next,
 }
 
+/// `task_struct.se.parent`, as a read-only global: the verifier knows its
+/// value, so the program may load the field straight from the BTF-typed
+/// task pointer instead of calling `bpf_probe_read_kernel` (this check runs
+/// twice on every context switch; the helper call doubled its cost).
+#[unsafe(no_mangle)]
+static TASK_SE_PARENT: Global<u32> = Global::new(u32::MAX);
+
+/// `task->se.parent` by a direct load; `None` if the offset is unknown.
+#[inline(always)]
+fn task_se_parent(task: u64) -> Option<u64> {
+    let offset = TASK_SE_PARENT.load();
+    if offset == u32::MAX {
+        return None;
+    }
+    // SAFETY: `task` is a `struct task_struct *` argument of a BTF
+    // tracepoint; the verifier checks this load against BTF (the offset is a
+    // constant it can see) and makes it fault-safe.
+    Some(unsafe {
+        core::ptr::read_volatile((task as *const u8).add(offset as usize).cast::<u64>())
+    })
+}
+
 /// Checks the run queues above `task` for throttle state changes.
 #[inline(always)]
-fn walk(o: &Offsets, task: u64, cpu: u32, side: Side) {
+fn walk(o: &Offsets, task: u64, side: Side) {
     // Tasks of the root group have no bandwidth limit above them.
-    let Ok(mut se) = read::<u64>(task, o.task_se_parent) else {
+    let Some(mut se) = task_se_parent(task) else {
         return;
     };
     if se == 0 {
@@ -87,6 +108,8 @@ fn walk(o: &Offsets, task: u64, cpu: u32, side: Side) {
     if !interesting {
         return;
     }
+    // SAFETY: a helper call with no arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
     for _ in 0..MAX_LEVELS {
         if cfs_rq == 0 {
             return;

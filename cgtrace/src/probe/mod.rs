@@ -239,10 +239,12 @@ impl Probe {
         let layout = offsets::resolve(&btf)?;
         let aya_btf = aya::Btf::from_sys_fs().map_err(ProbeError::AyaBtf)?;
         let files_enabled = u32::from(options.files);
+        let task_se_parent = layout.offsets.task_se_parent;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global("OFFSETS", &layout.offsets, true)
             .override_global("FILES_ENABLED", &files_enabled, true)
+            .override_global("TASK_SE_PARENT", &task_se_parent, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;

@@ -84,6 +84,56 @@ fn run_workload(file: &UncachedFile, limit: u64, label: &str) -> Duration {
     started.elapsed()
 }
 
+/// Workload S: two threads pinned to one CPU pass a byte back and forth
+/// over pipes, so every message is a context switch. Returns the time per
+/// round trip (two switches).
+fn ping_pong(round_trips: u32) -> Duration {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    fn pipe() -> (std::fs::File, std::fs::File) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills the array with two fresh descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: each descriptor is owned exactly once.
+        unsafe {
+            (
+                std::fs::File::from(OwnedFd::from_raw_fd(fds[0])),
+                std::fs::File::from(OwnedFd::from_raw_fd(fds[1])),
+            )
+        }
+    }
+    fn pin_to_cpu0() {
+        // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
+        }
+    }
+    use std::io::{Read as _, Write as _};
+    let (mut to_peer_read, mut to_peer_write) = pipe();
+    let (mut back_read, mut back_write) = pipe();
+    let peer = std::thread::spawn(move || {
+        pin_to_cpu0();
+        let mut byte = [0u8; 1];
+        while to_peer_read.read_exact(&mut byte).is_ok() {
+            if back_write.write_all(&byte).is_err() {
+                break;
+            }
+        }
+    });
+    pin_to_cpu0();
+    let mut byte = [1u8; 1];
+    let started = Instant::now();
+    for _ in 0..round_trips {
+        to_peer_write.write_all(&byte).expect("ping");
+        back_read.read_exact(&mut byte).expect("pong");
+    }
+    let took = started.elapsed();
+    drop(to_peer_write);
+    let _ = peer.join();
+    took / round_trips
+}
+
 /// `cgtrace cache` in the background until dropped: started, attached,
 /// then stopped with SIGINT and its final stats read.
 struct Tracer {
@@ -93,8 +143,14 @@ struct Tracer {
 
 impl Tracer {
     fn start(cgtrace: &Path) -> Self {
+        Self::start_view(cgtrace, "cache", "cgtrace: memcg stat tracepoints:")
+    }
+
+    /// Starts `cgtrace VIEW --json` and waits for the stderr line that
+    /// follows its last attach.
+    fn start_view(cgtrace: &Path, view: &str, attached: &str) -> Self {
         let mut child = Command::new(cgtrace)
-            .args(["cache", "--json", "--interval", "1s"])
+            .args([view, "--json", "--interval", "1s"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -105,7 +161,7 @@ impl Tracer {
         // The memcg stat line is the last one printed once everything is attached.
         loop {
             match lines.next() {
-                Some(Ok(line)) if line.starts_with("cgtrace: memcg stat tracepoints:") => break,
+                Some(Ok(line)) if line.starts_with(attached) => break,
                 Some(Ok(_)) => {}
                 _ => panic!("cgtrace cache did not start"),
             }
@@ -192,6 +248,81 @@ fn per_event_cost(file: &UncachedFile, limit: u64) -> Vec<(String, u64, f64)> {
             (runs > 0).then_some((name, runs, ns))
         })
         .collect()
+}
+
+/// Workload S, untraced vs. `cgtrace throttle`, in interleaved pairs;
+/// `background` runs a throttled group meanwhile. Returns the report section.
+fn switch_cost(options: &Options, background: bool) -> String {
+    const ROUND_TRIPS: u32 = 100_000;
+    let _throttled = background.then(|| {
+        let hierarchies = cgtrace::cgroup::Hierarchies::discover().expect("cgroup mounts");
+        let name = format!("cgtrace-bench-throttled-{}", std::process::id());
+        let group = cgtrace::cgroup::scratch::ScratchCgroup::create_for(&hierarchies, "cpu", &name)
+            .expect("cpu cgroup");
+        group.set_cpu_quota(20_000, 100_000).expect("quota");
+        let mut command = Command::new(&options.cgtrace);
+        command.args(["__spin", "3600", "1"]);
+        let child = ChildGuard(group.spawn_into(&mut command).expect("spin"));
+        (child, group)
+    });
+    let mut ratios = Vec::new();
+    let mut untraced_ns = Vec::new();
+    let (mut drops, mut misses) = (0, 0);
+    for pair in 0..options.pairs {
+        let traced_first = pair % 2 == 1;
+        let (mut untraced, mut traced) = (Duration::ZERO, Duration::ZERO);
+        for traced_run in [traced_first, !traced_first] {
+            if traced_run {
+                let cgtrace_throttle =
+                    Tracer::start_view(&options.cgtrace, "throttle", "cgtrace: throttle:");
+                traced = ping_pong(ROUND_TRIPS);
+                let (d, m, _) = cgtrace_throttle.stop();
+                drops += d;
+                misses += m;
+            } else {
+                untraced = ping_pong(ROUND_TRIPS);
+            }
+        }
+        #[expect(clippy::cast_precision_loss, reason = "nanoseconds per round trip")]
+        untraced_ns.push(untraced.as_nanos() as f64);
+        ratios.push(traced.as_secs_f64() / untraced.as_secs_f64());
+        eprintln!(
+            "switch pair {:>2}{}: untraced {} ns, traced {} ns per round trip",
+            pair + 1,
+            if background {
+                " (throttled group running)"
+            } else {
+                ""
+            },
+            untraced.as_nanos(),
+            traced.as_nanos()
+        );
+    }
+    let summary = summarize(ratios);
+    let untraced = summarize(untraced_ns).median;
+    // Two context switches per round trip.
+    let per_switch = (summary.median - 1.0) * untraced / 2.0;
+    let label = if background {
+        ", with a throttled group running"
+    } else {
+        ", no quota anywhere"
+    };
+    let mut section = format!("\n## S: context switches under `cgtrace throttle`{label}\n\n");
+    let _ = writeln!(
+        section,
+        "Two threads pinned to one CPU pass a byte back and forth over pipes ({ROUND_TRIPS} round \
+         trips, two context switches each), untraced vs. traced by `cgtrace throttle --json`; {} \
+         pairs, order alternated.\n",
+        options.pairs
+    );
+    let _ = writeln!(
+        section,
+        "**traced/untraced: min {:.3}, median {:.3}, max {:.3}**; untraced {untraced:.0} ns per \
+         round trip, so the probe adds about {per_switch:.0} ns per context switch; ring-buffer \
+         drops {drops}, recursion misses {misses}.",
+        summary.min, summary.median, summary.max
+    );
+    section
 }
 
 fn main() {
@@ -289,6 +420,8 @@ fn main() {
          the kernel-side cost, free of the run-to-run noise in the ratios above.",
         probe_ms / 10.0 / untraced_median
     );
+    report.push_str(&switch_cost(&options, false));
+    report.push_str(&switch_cost(&options, true));
     print!("{report}");
     if let Some(path) = &options.markdown {
         std::fs::write(path, &report).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));

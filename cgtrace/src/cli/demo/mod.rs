@@ -4,6 +4,7 @@
 
 mod cache;
 mod oom;
+mod throttle;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -29,6 +30,8 @@ pub enum Scenario {
     CacheThrash,
     /// Two children of a limited parent: one's reads evict the other's cache.
     NoisyNeighbour,
+    /// Four busy threads in a group limited to one core.
+    Throttle,
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
@@ -53,6 +56,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
             Scenario::Oom => oom::run(&mut probe, &hierarchies)?,
             Scenario::CacheThrash => cache::thrash(&probe, &hierarchies)?,
             Scenario::NoisyNeighbour => cache::noisy_neighbour(&probe, &hierarchies)?,
+            Scenario::Throttle => throttle::run(&mut probe, &hierarchies)?,
         };
         all_agree &= agrees;
     }
