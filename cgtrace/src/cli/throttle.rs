@@ -84,6 +84,14 @@ impl Groups {
         }
     }
 
+    /// Whether any cgroup has a CFS quota (re-read from its files).
+    fn any_limited(&self) -> bool {
+        self.known.values().any(|group| {
+            cpu::bandwidth(&self.hierarchy.mount, &group.path, self.hierarchy.version)
+                .is_some_and(|b| b.quota_us.is_some())
+        })
+    }
+
     /// The interval's rows: limited groups and groups with spans.
     fn rows(
         &mut self,
@@ -158,6 +166,7 @@ pub fn run(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
         known: HashMap::new(),
     };
     groups.refresh(&mut resolver);
+    gate(&mut probe, &groups)?;
     let clock = Clock::now();
     let mut interval_start = Clock::monotonic_now_ns();
     let mut next = Instant::now() + args.interval.interval;
@@ -189,6 +198,7 @@ pub fn run(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
             }
             if stop || Instant::now() >= next {
                 groups.refresh(&mut resolver);
+                gate(&mut probe, &groups).map_err(io::Error::other)?;
                 let end = Clock::monotonic_now_ns();
                 let mut rows = groups.rows(&spans, end.saturating_sub(interval_start));
                 rows.truncate(args.top);
@@ -233,4 +243,22 @@ pub fn run(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
     }
     report_stats(&probe.stats(), args.interval.json)?;
     Ok(Outcome::Success)
+}
+
+/// Keeps the per-switch program attached only while some cgroup has a quota.
+fn gate(probe: &mut Probe, groups: &Groups) -> Result<(), crate::probe::ProbeError> {
+    match probe.gate_throttle(groups.any_limited())? {
+        Some(true) => {
+            crate::note!(
+                "cgtrace: throttle: a cgroup has a CFS quota: sched_switch probe attached"
+            );
+        }
+        Some(false) => {
+            crate::note!(
+                "cgtrace: throttle: no cgroup has a CFS quota: sched_switch probe detached (nothing can be throttled)"
+            );
+        }
+        None => {}
+    }
+    Ok(())
 }

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd as _, BorrowedFd};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, FExit, ProgramError},
+    programs::{BtfTracePoint, FEntry, FExit, ProgramError, tp_btf::BtfTracePointLinkId},
 };
 use cgtrace_common::stats::LossCounter;
 use serde::Serialize;
@@ -190,6 +190,15 @@ impl std::fmt::Display for FeatureStatus {
     }
 }
 
+/// Whether the sched_switch throttle program is in use and attached.
+enum SwitchProgram {
+    /// Not loaded (throttle off, or the fentry variant in use).
+    NotUsed,
+    Attached(BtfTracePointLinkId),
+    /// Loaded, detached while no cgroup has a quota.
+    Detached,
+}
+
 /// Loss and delivery counters, summed over CPUs and programs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProbeStats {
@@ -223,6 +232,8 @@ pub struct Probe {
     loss: PerCpuArray<MapData, u64>,
     features: Vec<FeatureStatus>,
     cache_maps: Option<sampler::CacheMaps>,
+    /// The sched_switch throttle program's attachment (see [`Probe::gate_throttle`]).
+    throttle_switch: SwitchProgram,
     context: DecodeContext,
     decode_errors: u64,
     absent_members: Vec<String>,
@@ -275,13 +286,14 @@ impl Probe {
             charges_attached = status.variant.is_some();
             features.push(status);
         }
+        let mut throttle_switch = SwitchProgram::NotUsed;
         if options.features.throttle {
-            features.push(attach_throttle(
-                &mut ebpf,
-                &aya_btf,
-                &btf,
-                options.throttle_variant,
-            )?);
+            let (status, link) =
+                attach_throttle(&mut ebpf, &aya_btf, &btf, options.throttle_variant)?;
+            features.push(status);
+            if let Some(link) = link {
+                throttle_switch = SwitchProgram::Attached(link);
+            }
         }
         drop(btf);
         let cache_maps =
@@ -311,6 +323,7 @@ impl Probe {
             loss,
             features,
             cache_maps,
+            throttle_switch,
             context: DecodeContext {
                 page_shift: layout.offsets.page_shift,
                 oom_constraints: layout.oom_constraints,
@@ -378,6 +391,55 @@ impl Probe {
 }
 
 impl Probe {
+    /// Attaches or detaches the sched_switch throttle program. It runs on
+    /// every context switch, so a view detaches it while no cgroup has a CFS
+    /// quota (nothing can be throttled) and attaches it again when one has.
+    /// Returns the new state when it changed. The fentry variant runs only
+    /// when something is throttled and is never gated.
+    pub fn gate_throttle(&mut self, wanted: bool) -> Result<Option<bool>, ProbeError> {
+        let state = std::mem::replace(&mut self.throttle_switch, SwitchProgram::NotUsed);
+        let fail = |e: ProgramError| attach_error("throttle_switch", "tp_btf sched_switch", &e);
+        let (state, changed) = match (wanted, state) {
+            (true, SwitchProgram::Detached) => {
+                let program: &mut BtfTracePoint = program(&mut self.ebpf, "throttle_switch")?;
+                (
+                    SwitchProgram::Attached(program.attach().map_err(fail)?),
+                    Some(true),
+                )
+            }
+            (false, SwitchProgram::Attached(id)) => {
+                let program: &mut BtfTracePoint = program(&mut self.ebpf, "throttle_switch")?;
+                program.detach(id).map_err(fail)?;
+                // A span open now would never see its end: forget it, so a
+                // later attach does not report it with a bogus duration.
+                self.forget_open_spans();
+                (SwitchProgram::Detached, Some(false))
+            }
+            (_, unchanged) => (unchanged, None),
+        };
+        self.throttle_switch = state;
+        Ok(changed)
+    }
+
+    fn forget_open_spans(&mut self) {
+        if let Some(map) = self.ebpf.map_mut("THROTTLED")
+            && let Ok(mut open) =
+                aya::maps::HashMap::<_, u64, cgtrace_common::throttle::ThrottleStart>::try_from(map)
+        {
+            let keys: Vec<u64> = open.keys().filter_map(Result::ok).collect();
+            for key in keys {
+                let _ = open.remove(&key);
+            }
+        }
+        if let Some(map) = self.ebpf.map_mut("OPEN_SPANS")
+            && let Ok(mut counts) = PerCpuArray::<_, u32>::try_from(map)
+            && let Ok(cpus) = aya::util::nr_cpus()
+            && let Ok(zeros) = aya::maps::PerCpuValues::try_from(vec![0u32; cpus])
+        {
+            let _ = counts.set(0, zeros, 0);
+        }
+    }
+
     /// Each loaded program's kernel counters, by program name.
     #[must_use]
     pub fn program_counters(&self) -> Vec<(String, prog_info::ProgramCounters)> {
@@ -503,13 +565,14 @@ pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps:
 }
 
 /// Attaches the throttle feature: fentry on `throttle_cfs_rq` and
-/// `unthrottle_cfs_rq` where allowed (and wanted), else tp_btf `sched_switch`.
+/// `unthrottle_cfs_rq` where allowed (and wanted), else tp_btf
+/// `sched_switch`, whose link is returned so it can be gated.
 fn attach_throttle(
     ebpf: &mut Ebpf,
     aya_btf: &aya::Btf,
     btf: &Btf,
     variant: ThrottleVariant,
-) -> Result<FeatureStatus, ProbeError> {
+) -> Result<(FeatureStatus, Option<BtfTracePointLinkId>), ProbeError> {
     let mut refused = None;
     if variant != ThrottleVariant::SchedSwitch {
         let result = [
@@ -534,11 +597,12 @@ fn attach_throttle(
         });
         match result {
             Ok(()) => {
-                return Ok(FeatureStatus {
+                let status = FeatureStatus {
                     feature: "throttle",
                     variant: Some("fentry (un)throttle_cfs_rq".to_owned()),
                     detail: "exact throttle and unthrottle moments".to_owned(),
-                });
+                };
+                return Ok((status, None));
             }
             Err(e) if variant == ThrottleVariant::Auto => {
                 for name in ["throttle_enter", "unthrottle_enter"] {
@@ -555,11 +619,11 @@ fn attach_throttle(
         }
     }
     let program: &mut BtfTracePoint = program(ebpf, "throttle_switch")?;
-    program
+    let link = program
         .load("sched_switch", aya_btf)
-        .and_then(|()| program.attach().map(drop))
+        .and_then(|()| program.attach())
         .map_err(|e| attach_error("throttle_switch", "tp_btf sched_switch", &e))?;
-    Ok(FeatureStatus {
+    let status = FeatureStatus {
         feature: "throttle",
         variant: Some("tp_btf sched_switch".to_owned()),
         detail: match refused {
@@ -568,7 +632,8 @@ fn attach_throttle(
             ),
             None => "requested; spans start and end at the next context switch".to_owned(),
         },
-    })
+    };
+    Ok((status, Some(link)))
 }
 
 /// Attaches the OOM feature: fentry/fexit on `out_of_memory()` when allowed
