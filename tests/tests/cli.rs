@@ -346,3 +346,71 @@ fn a_reader_that_goes_away_does_not_crash_cgtrace() {
         );
     }
 }
+
+#[test]
+fn throttle_json_reports_a_throttled_group_and_its_spans() {
+    if !require_root("throttle_json_reports_a_throttled_group_and_its_spans") {
+        return;
+    }
+    let hierarchies = cgtrace_tests::Hierarchies::discover().unwrap();
+    let name = format!("cgtrace-test-cli-throttle-{}", std::process::id());
+    let group = cgtrace_tests::ScratchCgroup::create_for(&hierarchies, "cpu", &name).unwrap();
+    group.set_cpu_quota(20_000, 100_000).unwrap();
+    let mut view = Command::new(cgtrace_bin())
+        .args(["throttle", "--json", "--spans", "--interval", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(view.stderr.take().unwrap());
+    let mut line = String::new();
+    // With a quota in place the per-switch probe is attached from the start.
+    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0 {
+        if line.starts_with("cgtrace: throttle:") {
+            break;
+        }
+        line.clear();
+    }
+    let before = group.cpu_stat().unwrap();
+    let mut spin = Command::new(cgtrace_bin());
+    spin.args(["__spin", "2", "1"]);
+    let mut child = cgtrace_tests::ChildGuard(group.spawn_into(&mut spin).unwrap());
+    child.wait();
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(libc::pid_t::try_from(view.id()).unwrap(), libc::SIGINT) };
+    let output = view.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let kernel = group.cpu_stat().unwrap().since(&before);
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let spans = lines
+        .iter()
+        .filter(|v| v["type"] == "throttle_span" && v["cgroup"] == group.path())
+        .count() as u64;
+    let report = lines
+        .iter()
+        .find(|v| v["type"] == "throttle")
+        .expect("a report");
+    let row = report["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cgroup"] == group.path())
+        .unwrap_or_else(|| panic!("no row for {}: {report}", group.path()));
+    assert_eq!(row["quota_millicores"], 200);
+    assert_eq!(
+        row["spans"].as_u64().unwrap(),
+        spans,
+        "every span was streamed"
+    );
+    let counted = row["throttled_periods"].as_u64().unwrap();
+    assert!(kernel.nr_throttled > 5, "{kernel:?}");
+    assert!(
+        counted.abs_diff(kernel.nr_throttled) <= 2,
+        "cgtrace {counted}, kernel {kernel:?}"
+    );
+    assert_eq!(lines.last().unwrap()["type"], "stats");
+}
