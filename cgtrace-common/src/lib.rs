@@ -64,5 +64,6 @@ mod pod {
     unsafe impl aya::Pod for super::pagecache::FileKey {}
     unsafe impl aya::Pod for super::throttle::ThrottleRecord {}
     unsafe impl aya::Pod for super::throttle::ThrottleStart {}
+    unsafe impl aya::Pod for super::throttle::OpenRunQueues {}
     unsafe impl aya::Pod for super::pagecache::ChargeValue {}
 }

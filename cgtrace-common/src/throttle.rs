@@ -32,3 +32,19 @@ pub struct ThrottleStart {
     pub comm: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<ThrottleStart>() == 32);
+
+/// Slots for run queues throttled at once on one CPU.
+pub const OPEN_SLOTS: usize = 8;
+
+/// The throttled run queues of one CPU (`struct cfs_rq *`, 0 for a free
+/// slot), so that any context switch on that CPU can notice when one is
+/// running again, even if the group's tasks have moved to other CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenRunQueues {
+    pub count: u32,
+    /// Explicit padding; always zero.
+    pub padding: u32,
+    pub slots: [u64; OPEN_SLOTS],
+}
+const _: () = assert!(core::mem::size_of::<OpenRunQueues>() == 72);

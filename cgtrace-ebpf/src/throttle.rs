@@ -1,13 +1,13 @@
 //! CFS bandwidth throttling spans, per cgroup and CPU run queue.
 //!
 //! * tp_btf `sched_switch` (every kernel with BTF): a task of the root group
-//!   is never throttled (one read). A task switched out whose own
-//!   `cfs_rq->throttle_count` is 0 is under no throttled group; a task
-//!   switched in can only end a span if one is open on this CPU (a per-CPU
-//!   count). Otherwise its run queues are walked up: a span starts at the
-//!   first switch that sees a run queue throttled (the task switched out is
-//!   the one that ran out the quota) and ends at the first switch into one
-//!   of its tasks that sees it running again.
+//!   is never throttled (one direct load). A task switched out whose own
+//!   `cfs_rq->throttle_count` is 0 is under no throttled group; otherwise its
+//!   run queues are walked up, and a span starts at the first switch that
+//!   sees one throttled (the task switched out is the one that ran out the
+//!   quota). Each CPU keeps its throttled run queues in a short per-CPU list,
+//!   and the next switch on that CPU after one runs again ends its span,
+//!   wherever the group's tasks have moved.
 //! * fentry/fexit `throttle_cfs_rq` / `unthrottle_cfs_rq`, where the kernel
 //!   allows trampolines: the exact moments.
 //!
@@ -29,7 +29,7 @@ use cgtrace_common::{
     cgroup::CgroupRef,
     offsets::Offsets,
     stats::LossCounter,
-    throttle::{ThrottleRecord, ThrottleStart},
+    throttle::{OPEN_SLOTS, OpenRunQueues, ThrottleRecord, ThrottleStart},
 };
 
 use crate::{
@@ -86,9 +86,13 @@ fn task_se_parent(task: u64) -> Option<u64> {
     })
 }
 
-/// Checks the run queues above `task` for throttle state changes.
+/// Looks for a newly throttled run queue above a task switched out.
 #[inline(always)]
 fn walk(o: &Offsets, task: u64, side: Side) {
+    if side == Side::Next {
+        end_unthrottled(o);
+        return;
+    }
     // Tasks of the root group have no bandwidth limit above them.
     let Some(mut se) = task_se_parent(task) else {
         return;
@@ -99,13 +103,8 @@ fn walk(o: &Offsets, task: u64, side: Side) {
     let Ok(mut cfs_rq) = read::<u64>(task, o.task_se_cfs_rq) else {
         return;
     };
-    let interesting = match side {
-        // Only a task under a throttled group can have just throttled it.
-        Side::Prev => read::<i32>(cfs_rq, o.cfs_rq_throttle_count).unwrap_or(0) != 0,
-        // Only an open span on this CPU can end here.
-        Side::Next => open_spans().is_some_and(|open| open > 0),
-    };
-    if !interesting {
+    // Only a task under a throttled group can have just throttled it.
+    if read::<i32>(cfs_rq, o.cfs_rq_throttle_count).unwrap_or(0) == 0 {
         return;
     }
     // SAFETY: a helper call with no arguments.
@@ -114,8 +113,11 @@ fn walk(o: &Offsets, task: u64, side: Side) {
         if cfs_rq == 0 {
             return;
         }
-        if read::<i32>(cfs_rq, o.cfs_rq_runtime_enabled).unwrap_or(0) != 0 {
-            check(o, cfs_rq, task, cpu, side);
+        if read::<i32>(cfs_rq, o.cfs_rq_runtime_enabled).unwrap_or(0) != 0
+            && is_throttled(o, cfs_rq)
+            && THROTTLED.get_ptr(cfs_rq).is_none()
+        {
+            start(o, cfs_rq, task, cpu);
         }
         if se == 0 {
             return;
@@ -125,63 +127,79 @@ fn walk(o: &Offsets, task: u64, side: Side) {
     }
 }
 
-/// Spans open on this CPU's run queues (sched_switch variant only).
+/// This CPU's throttled run queues (sched_switch variant only).
 #[map]
-static OPEN_SPANS: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static OPEN: PerCpuArray<OpenRunQueues> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-fn open_spans() -> Option<u32> {
-    // SAFETY: the pointer comes from a successful per-CPU array lookup.
-    OPEN_SPANS.get_ptr(0).map(|open| unsafe { *open })
+fn is_throttled(o: &Offsets, cfs_rq: u64) -> bool {
+    read::<u8>(cfs_rq, o.cfs_rq_throttled_byte)
+        .is_ok_and(|byte| u32::from(byte) & o.cfs_rq_throttled_mask != 0)
 }
 
+/// Records the start of a span and remembers its run queue on this CPU.
 #[inline(always)]
-fn add_open_spans(delta: i32) {
-    if let Some(open) = OPEN_SPANS.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; only programs on this CPU write it.
-        unsafe { *open = (*open).saturating_add_signed(delta) };
+fn start(o: &Offsets, cfs_rq: u64, task: u64, cpu: u32) {
+    let Some(open) = OPEN.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; only programs on this CPU
+    // write it, one at a time.
+    let open = unsafe { &mut *open };
+    let Some(free) = open.slots.iter().position(|slot| *slot == 0) else {
+        // More run queues throttled at once on one CPU than slots: say so.
+        count(LossCounter::MapFull);
+        return;
+    };
+    let mut comm = [0u8; 16];
+    // SAFETY: a fault-safe copy of the task's comm into a local.
+    if let Ok(c) = unsafe {
+        bpf_probe_read_kernel::<[u8; 16]>((task + u64::from(o.task_comm)) as *const [u8; 16])
+    } {
+        comm = c;
+    }
+    let begun = ThrottleStart {
+        // SAFETY: a helper call with no arguments.
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        pid: read::<i32>(task, o.task_tgid).unwrap_or(0) as u32,
+        cpu,
+        comm,
+    };
+    if THROTTLED.insert(cfs_rq, begun, 0).is_err() {
+        count(LossCounter::MapFull);
+        return;
+    }
+    if free < OPEN_SLOTS {
+        open.slots[free] = cfs_rq;
+        open.count += 1;
     }
 }
 
-/// Starts or ends the span of one run queue.
+/// Ends the spans of this CPU's run queues that are running again. Any
+/// switch on the CPU does it: the group's tasks may have moved elsewhere.
 #[inline(always)]
-fn check(o: &Offsets, cfs_rq: u64, task: u64, cpu: u32, side: Side) {
-    let Ok(byte) = read::<u8>(cfs_rq, o.cfs_rq_throttled_byte) else {
+fn end_unthrottled(o: &Offsets) {
+    let Some(open) = OPEN.get_ptr_mut(0) else {
         return;
     };
-    let throttled = u32::from(byte) & o.cfs_rq_throttled_mask != 0;
-    let open = THROTTLED.get_ptr(cfs_rq);
-    match (throttled, open) {
-        (true, None) if side == Side::Prev => {
-            let mut comm = [0u8; 16];
-            // SAFETY: a fault-safe copy of the task's comm into a local.
-            let _ = unsafe {
-                bpf_probe_read_kernel::<[u8; 16]>(
-                    (task + u64::from(o.task_comm)) as *const [u8; 16],
-                )
-            }
-            .map(|c| comm = c);
-            let start = ThrottleStart {
-                // SAFETY: a helper call with no arguments.
-                start_ns: unsafe { bpf_ktime_get_ns() },
-                pid: read::<i32>(task, o.task_tgid).unwrap_or(0) as u32,
-                cpu,
-                comm,
-            };
-            if THROTTLED.insert(cfs_rq, start, 0).is_err() {
-                count(LossCounter::MapFull);
-            } else {
-                add_open_spans(1);
-            }
+    // SAFETY: as in `start`.
+    let open = unsafe { &mut *open };
+    if open.count == 0 {
+        return;
+    }
+    for index in 0..OPEN_SLOTS {
+        let cfs_rq = open.slots[index];
+        if cfs_rq == 0 || is_throttled(o, cfs_rq) {
+            continue;
         }
-        (false, Some(start)) => {
+        open.slots[index] = 0;
+        open.count = open.count.saturating_sub(1);
+        if let Some(begun) = THROTTLED.get_ptr(cfs_rq) {
             // SAFETY: the pointer comes from a successful hash map lookup.
-            let start = unsafe { *start };
+            let begun = unsafe { *begun };
             let _ = THROTTLED.remove(cfs_rq);
-            add_open_spans(-1);
-            send(o, cfs_rq, &start);
+            send(o, cfs_rq, &begun);
         }
-        _ => {}
     }
 }
 

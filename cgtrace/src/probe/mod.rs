@@ -431,12 +431,16 @@ impl Probe {
                 let _ = open.remove(&key);
             }
         }
-        if let Some(map) = self.ebpf.map_mut("OPEN_SPANS")
-            && let Ok(mut counts) = PerCpuArray::<_, u32>::try_from(map)
+        if let Some(map) = self.ebpf.map_mut("OPEN")
+            && let Ok(mut open) =
+                PerCpuArray::<_, cgtrace_common::throttle::OpenRunQueues>::try_from(map)
             && let Ok(cpus) = aya::util::nr_cpus()
-            && let Ok(zeros) = aya::maps::PerCpuValues::try_from(vec![0u32; cpus])
+            && let Ok(empty) = aya::maps::PerCpuValues::try_from(vec![
+                cgtrace_common::throttle::OpenRunQueues::default();
+                cpus
+            ])
         {
-            let _ = counts.set(0, zeros, 0);
+            let _ = open.set(0, empty, 0);
         }
     }
 
