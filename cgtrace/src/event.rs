@@ -211,25 +211,11 @@ pub fn decode(bytes: &[u8], context: &DecodeContext) -> Result<Event, DecodeErro
         RecordKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
     match kind {
         RecordKind::OomKill => {
-            let expected = std::mem::size_of::<OomRecord>();
-            let record: OomRecord = read_record(bytes)
-                .filter(|_| bytes.len() == expected)
-                .ok_or(DecodeError::WrongSize {
-                    kind,
-                    len: bytes.len(),
-                    expected,
-                })?;
+            let record: OomRecord = read_exact(bytes, kind)?;
             Ok(Event::OomKill(Box::new(oom_from_record(&record, context))))
         }
         RecordKind::ThrottleSpan => {
-            let expected = std::mem::size_of::<ThrottleRecord>();
-            let r: ThrottleRecord = read_record(bytes)
-                .filter(|_| bytes.len() == expected)
-                .ok_or(DecodeError::WrongSize {
-                    kind,
-                    len: bytes.len(),
-                    expected,
-                })?;
+            let r: ThrottleRecord = read_exact(bytes, kind)?;
             Ok(Event::ThrottleSpan(ThrottleSpan {
                 cgroup: None,
                 cgroup_ref: r.cgroup.is_some().then_some(r.cgroup),
@@ -241,6 +227,18 @@ pub fn decode(bytes: &[u8], context: &DecodeContext) -> Result<Event, DecodeErro
             }))
         }
     }
+}
+
+/// Copies a `T` out of `bytes`, which must be exactly its size.
+fn read_exact<T: Copy>(bytes: &[u8], kind: RecordKind) -> Result<T, DecodeError> {
+    let expected = std::mem::size_of::<T>();
+    read_record(bytes)
+        .filter(|_| bytes.len() == expected)
+        .ok_or(DecodeError::WrongSize {
+            kind,
+            len: bytes.len(),
+            expected,
+        })
 }
 
 /// Copies a `T` out of the front of `bytes` if it is long enough.

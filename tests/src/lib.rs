@@ -213,3 +213,60 @@ pub fn read_in(cgroup: &ScratchCgroup, files: &[&std::path::Path]) {
     let (status, _) = cgtrace::workload::read_in(cgroup, files).expect("run cat");
     assert!(status.success(), "cat failed: {status}");
 }
+
+/// A `cgtrace VIEW --json ...` run in the background: started, waited for
+/// until its stderr says it is attached, then interrupted with SIGINT and
+/// its JSON lines parsed.
+pub struct View {
+    child: Child,
+}
+
+impl View {
+    /// Starts `cgtrace ARGS` and waits for a stderr line starting with `ready`.
+    #[must_use]
+    pub fn start(args: &[&str], ready: &str) -> Self {
+        let mut child = Command::new(cgtrace_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cgtrace");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = stderr.read_line(&mut line).expect("read cgtrace's stderr");
+            assert!(read > 0, "cgtrace {args:?} exited before saying {ready:?}");
+            if line.starts_with(ready) {
+                break;
+            }
+        }
+        // Keep draining stderr so cgtrace never blocks on it.
+        thread::spawn(move || stderr.lines().for_each(drop));
+        Self { child }
+    }
+
+    /// Sends SIGINT; returns the exit status and the JSON lines printed.
+    #[must_use]
+    pub fn interrupt(self) -> (ExitStatus, Vec<serde_json::Value>) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let output = self.child.wait_with_output().expect("wait for cgtrace");
+        let lines = String::from_utf8(output.stdout)
+            .expect("UTF-8 output")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect();
+        (output.status, lines)
+    }
+}
+
+/// The row for `cgroup` in a report's `cgroups` array.
+#[must_use]
+pub fn row_for<'a>(report: &'a serde_json::Value, cgroup: &str) -> &'a serde_json::Value {
+    report["cgroups"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|c| c["cgroup"] == cgroup))
+        .unwrap_or_else(|| panic!("no row for {cgroup}: {report}"))
+}

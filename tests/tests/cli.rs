@@ -7,7 +7,9 @@ use std::{
     time::Instant,
 };
 
-use cgtrace_tests::{Follower, cgtrace_bin, memhog, require_root, scratch, wait_until};
+use cgtrace_tests::{
+    Follower, View, cgtrace_bin, memhog, require_root, row_for, scratch, wait_until,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -240,43 +242,20 @@ fn cache_json_names_the_group_its_files_and_its_evictions() {
         return;
     }
     let file = cgtrace_tests::uncached_file("cli-cache", 128);
-    let mut cache = Command::new(cgtrace_bin())
-        .args(["cache", "--json", "--files", "--interval", "60s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(cache.stderr.take().unwrap());
-    // Attached once the last feature line is out.
-    let mut line = String::new();
-    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0 {
-        if line.starts_with("cgtrace: memcg stat tracepoints:") {
-            break;
-        }
-        line.clear();
-    }
+    let view = View::start(
+        &["cache", "--json", "--files", "--interval", "60s"],
+        "cgtrace: memcg stat tracepoints:",
+    );
     let group = scratch("cli-cache", Some(48 * MIB));
     cgtrace_tests::read_in(&group, &[&file.path]);
     // SIGINT ends the interval early: the report covers the read, then stats.
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(libc::pid_t::try_from(cache.id()).unwrap(), libc::SIGINT) };
-    let output = cache.wait_with_output().unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (status, lines) = view.interrupt();
+    assert!(status.success(), "{status}");
     let report = lines
         .iter()
         .find(|v| v["type"] == "cache")
         .expect("a cache report");
-    let row = report["cgroups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["cgroup"] == group.path())
-        .unwrap_or_else(|| panic!("no row for {}: {report}", group.path()));
+    let row = row_for(report, group.path());
     // The file, and possibly a few pages of `cat` itself read in the group.
     let added = row["added_bytes"].as_u64().unwrap();
     assert!((128 * MIB..129 * MIB).contains(&added), "{row}");
@@ -293,9 +272,9 @@ fn cache_json_names_the_group_its_files_and_its_evictions() {
         row["memory_events"]["max"].as_u64().unwrap() > 0,
         "hit its limit: {row}"
     );
-    let stats = lines.last().unwrap();
-    assert_eq!(stats["type"], "stats");
-    assert_eq!(stats["probe"]["recursion_misses"], 0);
+    let final_record = lines.last().unwrap();
+    assert_eq!(final_record["type"], "stats");
+    assert_eq!(final_record["probe"]["recursion_misses"], 0);
 }
 
 /// Runs cgtrace with stdout and stderr going to pipes whose read ends are
@@ -356,36 +335,19 @@ fn throttle_json_reports_a_throttled_group_and_its_spans() {
     let name = format!("cgtrace-test-cli-throttle-{}", std::process::id());
     let group = cgtrace_tests::ScratchCgroup::create_for(&hierarchies, "cpu", &name).unwrap();
     group.set_cpu_quota(20_000, 100_000).unwrap();
-    let mut view = Command::new(cgtrace_bin())
-        .args(["throttle", "--json", "--spans", "--interval", "60s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(view.stderr.take().unwrap());
-    let mut line = String::new();
     // With a quota in place the per-switch probe is attached from the start.
-    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0 {
-        if line.starts_with("cgtrace: throttle:") {
-            break;
-        }
-        line.clear();
-    }
+    let view = View::start(
+        &["throttle", "--json", "--spans", "--interval", "60s"],
+        "cgtrace: throttle:",
+    );
     let before = group.cpu_stat().unwrap();
     let mut spin = Command::new(cgtrace_bin());
     spin.args(["__spin", "2", "1"]);
     let mut child = cgtrace_tests::ChildGuard(group.spawn_into(&mut spin).unwrap());
     child.wait();
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(libc::pid_t::try_from(view.id()).unwrap(), libc::SIGINT) };
-    let output = view.wait_with_output().unwrap();
-    assert!(output.status.success(), "{output:?}");
+    let (status, lines) = view.interrupt();
+    assert!(status.success(), "{status}");
     let kernel = group.cpu_stat().unwrap().since(&before);
-    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let spans = lines
         .iter()
         .filter(|v| v["type"] == "throttle_span" && v["cgroup"] == group.path())
@@ -394,12 +356,7 @@ fn throttle_json_reports_a_throttled_group_and_its_spans() {
         .iter()
         .find(|v| v["type"] == "throttle")
         .expect("a report");
-    let row = report["cgroups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["cgroup"] == group.path())
-        .unwrap_or_else(|| panic!("no row for {}: {report}", group.path()));
+    let row = row_for(report, group.path());
     assert_eq!(row["quota_millicores"], 200);
     assert_eq!(
         row["spans"].as_u64().unwrap(),
