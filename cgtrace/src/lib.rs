@@ -36,4 +36,5 @@ pub mod output;
 pub mod probe;
 pub mod runtime;
 pub mod system;
+pub mod trace;
 pub mod workload;

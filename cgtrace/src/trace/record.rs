@@ -1,0 +1,441 @@
+//! What a trace holds, record by record, and its compact encoding: a kind
+//! byte, the body's length, then varint fields. A reader skips kinds it
+//! does not know by their length, so newer writers can add kinds.
+
+use cgtrace_common::{cgroup::CgroupRef, pagecache::CacheReason};
+
+use super::codec::{CodecError, Decoder, Encoder};
+use crate::event::{
+    Constraint, ConstraintFoundBy, LimitKind, OomKill, OomMemcg, OomSource, Task, ThrottleSpan,
+    VictimMemory,
+};
+
+/// One record of a trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceRecord {
+    /// A cgroup's path, written before the first record that refers to it,
+    /// so a trace names its cgroups even after they are gone.
+    CgroupName {
+        cgroup: CgroupRef,
+        path: String,
+    },
+    OomKill(Box<OomKill>),
+    Throttle(ThrottleSpan),
+    /// Page-cache pages that moved in the interval ending at `end_ns`.
+    CacheFlow {
+        end_ns: u64,
+        owner: Option<CgroupRef>,
+        actor: Option<CgroupRef>,
+        reason: CacheReason,
+        pages: u64,
+    },
+}
+
+const KIND_CGROUP_NAME: u8 = 1;
+const KIND_OOM_KILL: u8 = 2;
+const KIND_THROTTLE: u8 = 3;
+const KIND_CACHE_FLOW: u8 = 4;
+
+impl TraceRecord {
+    /// Appends the record (kind, length, body) to `out`.
+    pub fn encode(&self, out: &mut Encoder) {
+        let mut body = Encoder::default();
+        let kind = match self {
+            Self::CgroupName { cgroup, path } => {
+                cgroup_ref(&mut body, Some(*cgroup));
+                body.str(path);
+                KIND_CGROUP_NAME
+            }
+            Self::OomKill(kill) => {
+                oom(&mut body, kill);
+                KIND_OOM_KILL
+            }
+            Self::Throttle(span) => {
+                cgroup_ref(&mut body, span.cgroup_ref);
+                body.u64(u64::from(span.cpu));
+                body.u64(u64::from(span.pid));
+                body.str(&span.comm);
+                body.u64(span.start_ns);
+                body.u64(span.end_ns.saturating_sub(span.start_ns));
+                KIND_THROTTLE
+            }
+            Self::CacheFlow {
+                end_ns,
+                owner,
+                actor,
+                reason,
+                pages,
+            } => {
+                body.u64(*end_ns);
+                cgroup_ref(&mut body, *owner);
+                cgroup_ref(&mut body, *actor);
+                body.u64(*reason as u64);
+                body.u64(*pages);
+                KIND_CACHE_FLOW
+            }
+        };
+        out.u8(kind);
+        out.u64(body.bytes.len() as u64);
+        out.bytes.extend_from_slice(&body.bytes);
+    }
+
+    /// Decodes the next record; `Ok(None)` for a kind this reader does not
+    /// know (skipped whole).
+    pub fn decode(input: &mut Decoder<'_>) -> Result<Option<Self>, CodecError> {
+        let kind = input.u8()?;
+        let len = usize::try_from(input.u64()?).map_err(|_| CodecError::OutOfRange)?;
+        let mut body = Decoder::new(input.bytes(len)?);
+        let record = match kind {
+            KIND_CGROUP_NAME => Self::CgroupName {
+                cgroup: read_cgroup_ref(&mut body)?.ok_or(CodecError::OutOfRange)?,
+                path: body.str()?,
+            },
+            KIND_OOM_KILL => Self::OomKill(Box::new(read_oom(&mut body)?)),
+            KIND_THROTTLE => {
+                let cgroup_ref = read_cgroup_ref(&mut body)?;
+                let cpu = body.u32()?;
+                let pid = body.u32()?;
+                let comm = body.str()?;
+                let start_ns = body.u64()?;
+                let end_ns = start_ns.saturating_add(body.u64()?);
+                Self::Throttle(ThrottleSpan {
+                    cgroup: None,
+                    cgroup_ref,
+                    cpu,
+                    pid,
+                    comm,
+                    start_ns,
+                    end_ns,
+                })
+            }
+            KIND_CACHE_FLOW => Self::CacheFlow {
+                end_ns: body.u64()?,
+                owner: read_cgroup_ref(&mut body)?,
+                actor: read_cgroup_ref(&mut body)?,
+                reason: CacheReason::from_u32(body.u32()?).ok_or(CodecError::OutOfRange)?,
+                pages: body.u64()?,
+            },
+            _ => return Ok(None),
+        };
+        Ok(Some(record))
+    }
+}
+
+fn cgroup_ref(out: &mut Encoder, cgroup: Option<CgroupRef>) {
+    match cgroup {
+        None => out.u8(0),
+        Some(c) => {
+            out.u8(1);
+            out.u64(u64::from(c.hierarchy));
+            out.u64(c.id);
+            out.u64(u64::from(c.level));
+        }
+    }
+}
+
+fn read_cgroup_ref(input: &mut Decoder<'_>) -> Result<Option<CgroupRef>, CodecError> {
+    match input.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(CgroupRef {
+            hierarchy: input.u32()?,
+            id: input.u64()?,
+            level: input.u32()?,
+        })),
+        _ => Err(CodecError::OutOfRange),
+    }
+}
+
+fn task(out: &mut Encoder, task: &Task) {
+    out.u64(u64::from(task.pid));
+    out.opt_u64(task.tid.map(u64::from));
+    out.str(&task.comm);
+    out.opt_u64(task.uid.map(u64::from));
+    out.opt_str(task.cgroup.as_deref());
+    cgroup_ref(out, task.cgroup_ref);
+}
+
+fn read_task(input: &mut Decoder<'_>) -> Result<Task, CodecError> {
+    let narrow = |v: Option<u64>| {
+        v.map(u32::try_from)
+            .transpose()
+            .map_err(|_| CodecError::OutOfRange)
+    };
+    Ok(Task {
+        pid: input.u32()?,
+        tid: narrow(input.opt_u64()?)?,
+        comm: input.str()?,
+        uid: narrow(input.opt_u64()?)?,
+        cgroup: input.opt_str()?,
+        cgroup_ref: read_cgroup_ref(input)?,
+    })
+}
+
+/// `Option<bool>` as 0 (none), 1 (false), 2 (true).
+fn opt_bool(value: Option<bool>) -> u8 {
+    value.map_or(0, |b| 1 + u8::from(b))
+}
+
+fn read_opt_bool(input: &mut Decoder<'_>) -> Result<Option<bool>, CodecError> {
+    match input.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(false)),
+        2 => Ok(Some(true)),
+        _ => Err(CodecError::OutOfRange),
+    }
+}
+
+/// Enum values as bytes, listed once so encoding and decoding agree.
+const SOURCES: [OomSource; 2] = [OomSource::Probe, OomSource::KernelLog];
+const CONSTRAINTS: [Constraint; 5] = [
+    Constraint::Memcg,
+    Constraint::Global,
+    Constraint::Cpuset,
+    Constraint::Mempolicy,
+    Constraint::Unknown,
+];
+const FOUND_BY: [ConstraintFoundBy; 4] = [
+    ConstraintFoundBy::OomControl,
+    ConstraintFoundBy::LimitWalk,
+    ConstraintFoundBy::KernelLog,
+    ConstraintFoundBy::Unknown,
+];
+const LIMIT_KINDS: [LimitKind; 2] = [LimitKind::Memory, LimitKind::MemorySwap];
+const VALUES_FROM: [&str; 2] = ["kernel", "kernel_log"];
+
+fn index_of<T: PartialEq>(all: &[T], value: &T) -> u8 {
+    u8::try_from(all.iter().position(|v| v == value).unwrap_or(0)).unwrap_or(0)
+}
+
+fn pick<T: Copy>(all: &[T], index: u8) -> Result<T, CodecError> {
+    all.get(usize::from(index))
+        .copied()
+        .ok_or(CodecError::OutOfRange)
+}
+
+fn oom(out: &mut Encoder, kill: &OomKill) {
+    out.u64(kill.monotonic_ns);
+    out.u8(index_of(&SOURCES, &kill.source));
+    task(out, &kill.victim);
+    match &kill.trigger {
+        None => out.u8(0),
+        Some(trigger) => {
+            out.u8(1);
+            task(out, trigger);
+        }
+    }
+    out.u8(index_of(&CONSTRAINTS, &kill.constraint));
+    out.u8(index_of(&FOUND_BY, &kill.constraint_found_by));
+    match &kill.oom_memcg {
+        None => out.u8(0),
+        Some(m) => {
+            out.u8(1);
+            out.opt_str(m.path.as_deref());
+            out.opt_u64(m.id);
+            out.opt_u64(m.limit_bytes);
+            out.opt_u64(m.usage_bytes);
+            out.u8(index_of(&LIMIT_KINDS, &m.limit_kind));
+            out.u8(index_of(&VALUES_FROM, &m.values_from));
+            cgroup_ref(out, m.cgroup_ref);
+        }
+    }
+    let m = &kill.memory;
+    for value in [
+        m.total_vm_bytes,
+        m.anon_rss_bytes,
+        m.file_rss_bytes,
+        m.shmem_rss_bytes,
+        m.pgtables_bytes,
+    ] {
+        out.opt_u64(value);
+    }
+    match kill.oom_score_adj {
+        None => out.u8(0),
+        Some(adj) => {
+            out.u8(1);
+            out.i64(i64::from(adj));
+        }
+    }
+    out.u8(opt_bool(kill.group_kill));
+    out.opt_u64(kill.victim_memcg_oom_kills);
+    out.u8(opt_bool(kill.counted_as_kill));
+    out.u8(u8::from(kill.incomplete));
+}
+
+fn read_oom(input: &mut Decoder<'_>) -> Result<OomKill, CodecError> {
+    let monotonic_ns = input.u64()?;
+    let source = pick(&SOURCES, input.u8()?)?;
+    let victim = read_task(input)?;
+    let trigger = match input.u8()? {
+        0 => None,
+        1 => Some(read_task(input)?),
+        _ => return Err(CodecError::OutOfRange),
+    };
+    let constraint = pick(&CONSTRAINTS, input.u8()?)?;
+    let constraint_found_by = pick(&FOUND_BY, input.u8()?)?;
+    let oom_memcg = match input.u8()? {
+        0 => None,
+        1 => Some(OomMemcg {
+            path: input.opt_str()?,
+            id: input.opt_u64()?,
+            limit_bytes: input.opt_u64()?,
+            usage_bytes: input.opt_u64()?,
+            limit_kind: pick(&LIMIT_KINDS, input.u8()?)?,
+            values_from: pick(&VALUES_FROM, input.u8()?)?,
+            cgroup_ref: read_cgroup_ref(input)?,
+        }),
+        _ => return Err(CodecError::OutOfRange),
+    };
+    let memory = VictimMemory {
+        total_vm_bytes: input.opt_u64()?,
+        anon_rss_bytes: input.opt_u64()?,
+        file_rss_bytes: input.opt_u64()?,
+        shmem_rss_bytes: input.opt_u64()?,
+        pgtables_bytes: input.opt_u64()?,
+    };
+    let oom_score_adj = match input.u8()? {
+        0 => None,
+        1 => Some(i16::try_from(input.i64()?).map_err(|_| CodecError::OutOfRange)?),
+        _ => return Err(CodecError::OutOfRange),
+    };
+    Ok(OomKill {
+        monotonic_ns,
+        source,
+        victim,
+        trigger,
+        constraint,
+        constraint_found_by,
+        oom_memcg,
+        memory,
+        oom_score_adj,
+        group_kill: read_opt_bool(input)?,
+        victim_memcg_oom_kills: input.opt_u64()?,
+        counted_as_kill: read_opt_bool(input)?,
+        incomplete: input.u8()? != 0,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use cgtrace_common::{cgroup::CgroupRef, pagecache::CacheReason};
+
+    use super::TraceRecord;
+    use crate::{
+        event::{
+            Constraint, ConstraintFoundBy, LimitKind, OomKill, OomMemcg, OomSource, Task,
+            ThrottleSpan, VictimMemory,
+        },
+        trace::codec::{Decoder, Encoder},
+    };
+
+    /// One record of every kind, with every optional field both ways.
+    pub(crate) fn samples() -> Vec<TraceRecord> {
+        let cgroup = CgroupRef {
+            id: 4242,
+            hierarchy: 4,
+            level: 2,
+        };
+        let victim = Task {
+            pid: 100,
+            tid: Some(101),
+            comm: "memhog".into(),
+            uid: Some(1000),
+            cgroup: Some("/kubepods/pod1/app".into()),
+            cgroup_ref: Some(cgroup),
+        };
+        let kill = OomKill {
+            monotonic_ns: 123_456_789,
+            source: OomSource::Probe,
+            victim: victim.clone(),
+            trigger: Some(Task {
+                tid: None,
+                uid: None,
+                cgroup: None,
+                cgroup_ref: None,
+                ..victim
+            }),
+            constraint: Constraint::Memcg,
+            constraint_found_by: ConstraintFoundBy::LimitWalk,
+            oom_memcg: Some(OomMemcg {
+                path: Some("/kubepods/pod1".into()),
+                id: Some(4000),
+                limit_bytes: Some(100 << 20),
+                usage_bytes: Some(100 << 20),
+                limit_kind: LimitKind::MemorySwap,
+                values_from: "kernel_log",
+                cgroup_ref: None,
+            }),
+            memory: VictimMemory {
+                anon_rss_bytes: Some(99 << 20),
+                ..VictimMemory::default()
+            },
+            oom_score_adj: Some(-998),
+            group_kill: Some(true),
+            victim_memcg_oom_kills: Some(0),
+            counted_as_kill: None,
+            incomplete: false,
+        };
+        let global = OomKill {
+            source: OomSource::KernelLog,
+            trigger: None,
+            constraint: Constraint::Global,
+            constraint_found_by: ConstraintFoundBy::KernelLog,
+            oom_memcg: None,
+            oom_score_adj: None,
+            group_kill: None,
+            incomplete: true,
+            ..kill.clone()
+        };
+        vec![
+            TraceRecord::CgroupName {
+                cgroup,
+                path: "/kubepods/pod1/app".into(),
+            },
+            TraceRecord::OomKill(Box::new(kill)),
+            TraceRecord::OomKill(Box::new(global)),
+            TraceRecord::Throttle(ThrottleSpan {
+                cgroup: None,
+                cgroup_ref: Some(cgroup),
+                cpu: 1,
+                pid: 77,
+                comm: "spin".into(),
+                start_ns: 5_000_000_000,
+                end_ns: 5_080_000_000,
+            }),
+            TraceRecord::CacheFlow {
+                end_ns: 6_000_000_000,
+                owner: Some(cgroup),
+                actor: None,
+                reason: CacheReason::AncestorLimit,
+                pages: 32_760,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let mut out = Encoder::default();
+        for record in samples() {
+            record.encode(&mut out);
+        }
+        let mut input = Decoder::new(&out.bytes);
+        for expected in samples() {
+            assert_eq!(TraceRecord::decode(&mut input).unwrap(), Some(expected));
+        }
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn unknown_kinds_are_skipped_whole() {
+        let mut out = Encoder::default();
+        out.u8(200);
+        out.u64(3);
+        out.bytes.extend_from_slice(&[9, 9, 9]);
+        samples()[0].encode(&mut out);
+        let mut input = Decoder::new(&out.bytes);
+        assert_eq!(TraceRecord::decode(&mut input).unwrap(), None);
+        assert_eq!(
+            TraceRecord::decode(&mut input).unwrap(),
+            Some(samples()[0].clone())
+        );
+    }
+}
