@@ -121,6 +121,15 @@ impl Clock {
         }
     }
 
+    /// The clock of a machine that booted at `boot_time_ns` (wall-clock
+    /// nanoseconds since the epoch): for traces recorded elsewhere.
+    #[must_use]
+    pub fn from_boot_time(boot_time_ns: u64) -> Self {
+        Self {
+            realtime_minus_monotonic_ns: i128::from(boot_time_ns),
+        }
+    }
+
     /// Current `CLOCK_MONOTONIC` in nanoseconds.
     #[must_use]
     pub fn monotonic_now_ns() -> u64 {

@@ -204,28 +204,7 @@ impl ScratchCgroup {
     /// to `cgroup.procs` between fork and exec, so not one page it touches
     /// is charged elsewhere.
     pub fn spawn_into(&self, command: &mut Command) -> Result<std::process::Child, ScratchError> {
-        let procs = self.dir.join("cgroup.procs");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&procs)
-            .map_err(|source| self.io_error("open", &procs, source))?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-        // SAFETY: the closure only calls write(2), which is async-signal-safe,
-        // on a descriptor that stays open until spawn returns.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
-                    Ok(())
-                } else {
-                    Err(io::Error::last_os_error())
-                }
-            });
-        }
-        let child = command
-            .spawn()
-            .map_err(|source| self.io_error("start a process in", &self.dir, source))?;
-        drop(file);
-        Ok(child)
+        spawn_into_all(&[self], command)
     }
 
     /// Process ids in this cgroup (not its children).
@@ -285,6 +264,46 @@ impl Drop for ScratchCgroup {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Starts `command` inside every one of `cgroups` (one per hierarchy, as
+/// on a v1 host where memory and cpu are separate): between fork and exec
+/// the child writes `0` (itself) to each `cgroup.procs`, so nothing it does
+/// is charged elsewhere.
+pub fn spawn_into_all(
+    cgroups: &[&ScratchCgroup],
+    command: &mut Command,
+) -> Result<std::process::Child, ScratchError> {
+    let mut files = Vec::new();
+    for cgroup in cgroups {
+        let procs = cgroup.dir.join("cgroup.procs");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .map_err(|source| cgroup.io_error("open", &procs, source))?;
+        files.push(file);
+    }
+    let fds: Vec<i32> = files.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    // SAFETY: the closure only calls write(2), which is async-signal-safe,
+    // on descriptors that stay open until spawn returns; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in &fds {
+                if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let dir = cgroups.first().map(|c| c.dir.clone()).unwrap_or_default();
+    let child = command.spawn().map_err(|source| ScratchError::Io {
+        action: "start a process in",
+        path: dir,
+        source,
+    })?;
+    drop(files);
+    Ok(child)
 }
 
 fn read_pids(dir: &Path) -> Vec<i32> {

@@ -8,6 +8,8 @@ pub mod interval;
 pub mod memhog;
 pub mod oom;
 pub mod reclaim;
+pub mod record;
+pub mod report;
 pub mod throttle;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,11 @@ pub enum Command {
     /// CFS bandwidth throttling per cgroup: throttled periods and time,
     /// quota in cores and millicores, usage against it.
     Throttle(throttle::ThrottleArgs),
+    /// Record every event family to a trace file, optionally while running
+    /// a command in fresh (limited) cgroups.
+    Record(record::RecordArgs),
+    /// What a recorded run did, per cgroup (text or JSON).
+    Report(report::ReportArgs),
     /// Run the built-in scenarios in scratch cgroups, traced, next to the
     /// kernel's own counters.
     Demo(demo::DemoArgs),

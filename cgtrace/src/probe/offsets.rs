@@ -209,7 +209,7 @@ fn rss_layout(btf: &Btf) -> Result<(u32, u32), BtfError> {
     Ok((base + count, 8))
 }
 
-fn page_shift() -> u32 {
+pub fn page_shift() -> u32 {
     // SAFETY: sysconf has no preconditions.
     let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(page_size)

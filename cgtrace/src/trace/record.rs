@@ -5,9 +5,12 @@
 use cgtrace_common::{cgroup::CgroupRef, pagecache::CacheReason};
 
 use super::codec::{CodecError, Decoder, Encoder};
-use crate::event::{
-    Constraint, ConstraintFoundBy, LimitKind, OomKill, OomMemcg, OomSource, Task, ThrottleSpan,
-    VictimMemory,
+use crate::{
+    event::{
+        Constraint, ConstraintFoundBy, LimitKind, OomKill, OomMemcg, OomSource, Task, ThrottleSpan,
+        VictimMemory,
+    },
+    probe::ProbeStats,
 };
 
 /// One record of a trace.
@@ -29,12 +32,18 @@ pub enum TraceRecord {
         reason: CacheReason,
         pages: u64,
     },
+    /// The probe's loss counters when recording ended.
+    Stats {
+        monotonic_ns: u64,
+        stats: ProbeStats,
+    },
 }
 
 const KIND_CGROUP_NAME: u8 = 1;
 const KIND_OOM_KILL: u8 = 2;
 const KIND_THROTTLE: u8 = 3;
 const KIND_CACHE_FLOW: u8 = 4;
+const KIND_STATS: u8 = 5;
 
 impl TraceRecord {
     /// Appends the record (kind, length, body) to `out`.
@@ -72,6 +81,23 @@ impl TraceRecord {
                 body.u64(*reason as u64);
                 body.u64(*pages);
                 KIND_CACHE_FLOW
+            }
+            Self::Stats {
+                monotonic_ns,
+                stats,
+            } => {
+                body.u64(*monotonic_ns);
+                for value in [
+                    stats.records,
+                    stats.ring_buffer_drops,
+                    stats.read_failures,
+                    stats.recursion_misses,
+                    stats.decode_errors,
+                    stats.map_full,
+                ] {
+                    body.u64(value);
+                }
+                KIND_STATS
             }
         };
         out.u8(kind);
@@ -114,6 +140,17 @@ impl TraceRecord {
                 actor: read_cgroup_ref(&mut body)?,
                 reason: CacheReason::from_u32(body.u32()?).ok_or(CodecError::OutOfRange)?,
                 pages: body.u64()?,
+            },
+            KIND_STATS => Self::Stats {
+                monotonic_ns: body.u64()?,
+                stats: ProbeStats {
+                    records: body.u64()?,
+                    ring_buffer_drops: body.u64()?,
+                    read_failures: body.u64()?,
+                    recursion_misses: body.u64()?,
+                    decode_errors: body.u64()?,
+                    map_full: body.u64()?,
+                },
             },
             _ => return Ok(None),
         };
@@ -407,6 +444,17 @@ pub(crate) mod tests {
                 actor: None,
                 reason: CacheReason::AncestorLimit,
                 pages: 32_760,
+            },
+            TraceRecord::Stats {
+                monotonic_ns: 7_000_000_000,
+                stats: crate::probe::ProbeStats {
+                    records: 3,
+                    ring_buffer_drops: 1,
+                    read_failures: 0,
+                    recursion_misses: 2,
+                    decode_errors: 0,
+                    map_full: 0,
+                },
             },
         ]
     }
