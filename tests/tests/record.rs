@@ -1,0 +1,165 @@
+//! Recording a real workload and reporting on it: the trace holds what the
+//! live views show, survives the recorder being killed, and bad files get
+//! clear errors.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use cgtrace_tests::{cgtrace_bin, require_root};
+
+fn trace_path(test: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("cgtrace-test-{test}-{}.cgt", std::process::id()))
+}
+
+fn report_json(path: &std::path::Path) -> serde_json::Value {
+    let output = Command::new(cgtrace_bin())
+        .arg("report")
+        .arg(path)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn a_recorded_run_reports_its_oom_kill_and_throttling() {
+    if !require_root("a_recorded_run_reports_its_oom_kill_and_throttling") {
+        return;
+    }
+    let path = trace_path("round-trip");
+    let bin = cgtrace_bin();
+    let script = format!("{0} __spin 2 1; exec {0} __memhog 200", bin.display());
+    let status = Command::new(&bin)
+        .args(["record", "-o"])
+        .arg(&path)
+        .args([
+            "--memory-limit",
+            "100M",
+            "--cpu-limit",
+            "0.2",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(137),
+        "the memory hog was OOM-killed and that is cgtrace's exit code"
+    );
+    let report = report_json(&path);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(report["ending"]["complete"], true);
+    assert_eq!(report["losses"]["ring_buffer_drops"], 0);
+    let kills = report["oom_kills"].as_array().unwrap();
+    assert_eq!(kills.len(), 1, "{report}");
+    let kill = &kills[0];
+    assert_eq!(kill["victim"]["comm"], "cgtrace");
+    assert_eq!(kill["oom_memcg"]["limit_bytes"], 100 << 20);
+    let group = kill["victim"]["cgroup"].as_str().unwrap().to_owned();
+    assert!(group.starts_with("/cgtrace-record-"), "{group}");
+    let row = report["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cgroup"] == group.as_str())
+        .unwrap_or_else(|| panic!("no row for {group}: {report}"));
+    assert_eq!(row["oom_kills"], 1);
+    // 2 s of spinning at 20% of a core, then the memory hog: throttled in
+    // (nearly) every 100 ms period, for about 80% of each.
+    let throttled = row["throttled_periods"].as_u64().unwrap();
+    assert!((18..=40).contains(&throttled), "{row}");
+    let throttled_ns = row["throttled_ns"].as_u64().unwrap();
+    assert!(throttled_ns > 1_200_000_000, "{row}");
+}
+
+#[test]
+fn a_killed_recorder_leaves_a_readable_trace_that_says_so() {
+    if !require_root("a_killed_recorder_leaves_a_readable_trace_that_says_so") {
+        return;
+    }
+    let path = trace_path("sigkill");
+    let bin = cgtrace_bin();
+    let mut recorder = Command::new(&bin)
+        .args(["record", "-o"])
+        .arg(&path)
+        .args(["--interval", "100ms", "--cpu-limit", "0.2", "--"])
+        .arg(&bin)
+        .args(["__spin", "30", "1"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until at least a few chunks are on disk, then kill it hard.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&path).map_or(0, |m| m.len()) < 2000 {
+        assert!(Instant::now() < deadline, "the recorder wrote nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    recorder.kill().unwrap();
+    recorder.wait().unwrap();
+    // Cut the file mid-chunk, as a kill during a write would.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    let report = report_json(&path);
+    let text = Command::new(&bin)
+        .arg("report")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(report["ending"]["complete"], false, "{report}");
+    assert!(report["records"].as_u64().unwrap() > 0);
+    assert!(
+        report["losses"].is_null(),
+        "the final counters never made it"
+    );
+    assert!(String::from_utf8_lossy(&text.stdout).contains("CUT SHORT at byte"));
+}
+
+#[test]
+fn bad_trace_files_get_a_clear_error_and_exit_1() {
+    let dir = std::env::temp_dir();
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("empty", b"", "empty"),
+        ("text", b"this is not a trace file at all", "wrong magic"),
+        ("short", b"CGTRACE\0\x01", "shorter than a trace header"),
+        (
+            "newer",
+            b"CGTRACE\0\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+            "newer cgtrace",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.join(format!(
+            "cgtrace-test-bad-{name}-{}.cgt",
+            std::process::id()
+        ));
+        std::fs::write(&path, bytes).unwrap();
+        let output = Command::new(cgtrace_bin())
+            .arg("report")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+    let missing = Command::new(cgtrace_bin())
+        .args(["report", "/nonexistent/run.cgt"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/run.cgt"));
+}
