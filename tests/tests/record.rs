@@ -163,3 +163,65 @@ fn bad_trace_files_get_a_clear_error_and_exit_1() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/run.cgt"));
 }
+
+/// A tmpfs mounted for a test, unmounted and removed on drop.
+struct SmallTmpfs(std::path::PathBuf);
+
+impl SmallTmpfs {
+    fn mount(bytes: u64) -> Self {
+        let dir = std::env::temp_dir().join(format!("cgtrace-test-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes}"),
+                "cgtrace-test",
+            ])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs");
+        Self(dir)
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_stops_recording_with_a_clear_error_and_keeps_what_was_written() {
+    if !require_root("a_full_disk_stops_recording_with_a_clear_error_and_keeps_what_was_written") {
+        return;
+    }
+    let disk = SmallTmpfs::mount(4096);
+    let path = disk.0.join("run.cgt");
+    let bin = cgtrace_bin();
+    let output = Command::new(&bin)
+        .args(["record", "-o"])
+        .arg(&path)
+        .args([
+            "--interval",
+            "20ms",
+            "--duration",
+            "60s",
+            "--cpu-limit",
+            "0.1",
+            "--",
+        ])
+        .arg(&bin)
+        .args(["__spin", "60", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(stderr.contains("stays readable"), "{stderr}");
+    let report = report_json(&path);
+    assert!(report["records"].as_u64().unwrap() > 0, "{report}");
+}
