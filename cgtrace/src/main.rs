@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Reclaim(args) => cli::reclaim::run(args),
         Command::Throttle(args) => cli::throttle::run(args),
         Command::Report(args) => cli::report::run(args),
+        Command::Export(args) => cli::export::run(args),
         Command::Record(_) => unreachable!("handled above"),
         Command::Demo(args) => cli::demo::run(args),
         Command::Memhog(args) => cli::memhog::run(args),

@@ -58,8 +58,39 @@ fn a_recorded_run_reports_its_oom_kill_and_throttling() {
         "the memory hog was OOM-killed and that is cgtrace's exit code"
     );
     let report = report_json(&path);
+    let export = |format: &str| {
+        let output = Command::new(&bin)
+            .arg("export")
+            .arg(&path)
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let jsonl = export("jsonl");
+    let chrome: serde_json::Value = serde_json::from_str(&export("chrome-trace")).unwrap();
     let _ = std::fs::remove_file(&path);
     assert_eq!(report["ending"]["complete"], true);
+    // Every record is one JSON line; the OOM kill is among them.
+    let lines: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, report["records"].as_u64().unwrap());
+    assert_eq!(lines.iter().filter(|l| l["type"] == "oom_kill").count(), 1);
+    // Perfetto's format: throttle spans as slices, the kill as an instant.
+    let events = chrome["traceEvents"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["ph"] == "X" && e["name"] == "throttled")
+    );
+    assert!(events.iter().any(|e| e["ph"] == "i"));
     assert_eq!(report["losses"]["ring_buffer_drops"], 0);
     let kills = report["oom_kills"].as_array().unwrap();
     assert_eq!(kills.len(), 1, "{report}");

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod check;
 pub mod demo;
+pub mod export;
 pub mod interval;
 pub mod memhog;
 pub mod oom;
@@ -42,6 +43,8 @@ pub enum Command {
     Record(record::RecordArgs),
     /// What a recorded run did, per cgroup (text or JSON).
     Report(report::ReportArgs),
+    /// A trace as JSON lines, or as Chrome trace-event JSON for Perfetto UI.
+    Export(export::ExportArgs),
     /// Run the built-in scenarios in scratch cgroups, traced, next to the
     /// kernel's own counters.
     Demo(demo::DemoArgs),

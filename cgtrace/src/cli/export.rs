@@ -1,0 +1,199 @@
+//! `cgtrace export FILE --format jsonl|chrome-trace`: a trace as JSON lines
+//! (one object per record, the live views' schema), or as Chrome trace-event
+//! JSON, which Perfetto UI and chrome://tracing open: throttle spans as
+//! slices per cgroup and CPU, OOM kills as instant events, page-cache
+//! evictions as counters.
+
+use std::{
+    collections::HashMap,
+    io::{self, Write as _},
+    path::PathBuf,
+};
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+
+use super::Outcome;
+use crate::{
+    output::{cache::reason_name, format::rfc3339, oom, throttle},
+    system::Clock,
+    trace::{
+        file::{Ending, read},
+        record::TraceRecord,
+    },
+};
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The trace file.
+    pub file: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Where to write (default: standard output).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per record.
+    Jsonl,
+    /// Chrome trace-event JSON (Perfetto UI, chrome://tracing).
+    ChromeTrace,
+}
+
+pub fn run(args: &ExportArgs) -> anyhow::Result<Outcome> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let trace =
+        read(&bytes).with_context(|| format!("{} is not a readable trace", args.file.display()))?;
+    if let Ending::CutShort { offset, lost_bytes } = trace.ending {
+        crate::note!(
+            "cgtrace: the trace was cut short at byte {offset} ({lost_bytes} bytes lost); exporting what was recorded"
+        );
+    }
+    let clock = Clock::from_boot_time(trace.header.boot_time_ns);
+    let mut names: HashMap<(u32, u64), String> = HashMap::new();
+    for record in &trace.records {
+        if let TraceRecord::CgroupName { cgroup, path } = record {
+            names.insert((cgroup.hierarchy, cgroup.id), path.clone());
+        }
+    }
+    let name = |cgroup: Option<cgtrace_common::cgroup::CgroupRef>| {
+        cgroup.map(|c| {
+            names
+                .get(&(c.hierarchy, c.id))
+                .cloned()
+                .unwrap_or_else(|| format!("id:{}", c.id))
+        })
+    };
+    let text = match args.format {
+        ExportFormat::Jsonl => {
+            let mut out = String::new();
+            for record in &trace.records {
+                let value = jsonl(record, &clock, trace.header.page_size, &name);
+                out.push_str(&value.to_string());
+                out.push('\n');
+            }
+            out
+        }
+        ExportFormat::ChromeTrace => {
+            chrome_trace(&trace.records, trace.header.page_size, &name).to_string()
+        }
+    };
+    if let Some(path) = &args.output {
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        return Ok(Outcome::Success);
+    }
+    match io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Outcome::Success),
+        other => other.map(|()| Outcome::Success).map_err(Into::into),
+    }
+}
+
+fn jsonl(
+    record: &TraceRecord,
+    clock: &Clock,
+    page: u64,
+    name: &impl Fn(Option<cgtrace_common::cgroup::CgroupRef>) -> Option<String>,
+) -> Value {
+    match record {
+        TraceRecord::CgroupName { cgroup, path } => {
+            json!({"type": "cgroup", "hierarchy": cgroup.hierarchy, "id": cgroup.id, "path": path})
+        }
+        TraceRecord::OomKill(kill) => oom::json(kill, clock),
+        TraceRecord::Throttle(span) => {
+            let mut span = span.clone();
+            span.cgroup = name(span.cgroup_ref);
+            throttle::span_json(&span, clock)
+        }
+        TraceRecord::CacheFlow {
+            end_ns,
+            owner,
+            actor,
+            reason,
+            pages,
+        } => json!({
+            "type": "cache_flow",
+            "time": rfc3339(clock.wall_time(*end_ns)),
+            "owner": name(*owner),
+            "actor": name(*actor),
+            "reason": reason_name(*reason),
+            "bytes": pages * page,
+        }),
+        TraceRecord::Stats {
+            monotonic_ns,
+            stats,
+        } => {
+            json!({"type": "stats", "time": rfc3339(clock.wall_time(*monotonic_ns)), "final": true, "probe": stats})
+        }
+    }
+}
+
+/// Chrome trace-event JSON: one "process" per cgroup, one "thread" per CPU.
+fn chrome_trace(
+    records: &[TraceRecord],
+    page: u64,
+    name: &impl Fn(Option<cgtrace_common::cgroup::CgroupRef>) -> Option<String>,
+) -> Value {
+    let mut pids: HashMap<String, u64> = HashMap::new();
+    let mut events = Vec::new();
+    let mut pid_of = |cgroup: String, events: &mut Vec<Value>| -> u64 {
+        let next = pids.len() as u64 + 1;
+        *pids.entry(cgroup.clone()).or_insert_with(|| {
+            events.push(
+                json!({"ph": "M", "name": "process_name", "pid": next, "args": {"name": cgroup}}),
+            );
+            next
+        })
+    };
+    let micros = |ns: u64| ns / 1000;
+    for record in records {
+        match record {
+            TraceRecord::Throttle(span) => {
+                let pid = pid_of(
+                    name(span.cgroup_ref).unwrap_or_else(|| "?".into()),
+                    &mut events,
+                );
+                events.push(json!({
+                    "ph": "X", "name": "throttled", "cat": "cpu",
+                    "pid": pid, "tid": span.cpu,
+                    "ts": micros(span.start_ns), "dur": micros(span.duration_ns()),
+                    "args": {"ran_out_by": format!("{}[{}]", span.comm, span.pid)},
+                }));
+            }
+            TraceRecord::OomKill(kill) => {
+                let cgroup = kill
+                    .victim
+                    .cgroup
+                    .clone()
+                    .or_else(|| name(kill.victim.cgroup_ref));
+                let pid = pid_of(cgroup.unwrap_or_else(|| "?".into()), &mut events);
+                events.push(json!({
+                    "ph": "i", "s": "p", "name": format!("OOM kill {}[{}]", kill.victim.comm, kill.victim.pid),
+                    "cat": "memory", "pid": pid, "tid": 0, "ts": micros(kill.monotonic_ns),
+                    "args": {"limit_bytes": kill.oom_memcg.as_ref().and_then(|m| m.limit_bytes)},
+                }));
+            }
+            TraceRecord::CacheFlow {
+                end_ns,
+                owner,
+                reason,
+                pages,
+                ..
+            } if reason.is_reclaim() => {
+                let pid = pid_of(
+                    name(*owner).unwrap_or_else(|| "(uncharged)".into()),
+                    &mut events,
+                );
+                events.push(json!({
+                    "ph": "C", "name": "page cache evicted (bytes)", "pid": pid, "ts": micros(*end_ns),
+                    "args": {reason_name(*reason): pages * page},
+                }));
+            }
+            _ => {}
+        }
+    }
+    json!({"traceEvents": events, "displayTimeUnit": "ms"})
+}
