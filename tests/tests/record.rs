@@ -73,6 +73,20 @@ fn a_recorded_run_reports_its_oom_kill_and_throttling() {
         String::from_utf8(output.stdout).unwrap()
     };
     let jsonl = export("jsonl");
+    let replayed = Command::new(&bin)
+        .arg("oom")
+        .arg("--input")
+        .arg(&path)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(replayed.status.success());
+    let replayed: Vec<serde_json::Value> = String::from_utf8(replayed.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["type"] == "oom_kill")
+        .collect();
     let chrome: serde_json::Value = serde_json::from_str(&export("chrome-trace")).unwrap();
     let _ = std::fs::remove_file(&path);
     assert_eq!(report["ending"]["complete"], true);
@@ -97,6 +111,11 @@ fn a_recorded_run_reports_its_oom_kill_and_throttling() {
     let kill = &kills[0];
     assert_eq!(kill["victim"]["comm"], "cgtrace");
     assert_eq!(kill["oom_memcg"]["limit_bytes"], 100 << 20);
+    // `oom --input` prints the same record as the live view did.
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0]["victim"], kill["victim"]);
+    assert_eq!(replayed[0]["oom_memcg"], kill["oom_memcg"]);
+    assert_eq!(replayed[0]["time"], kill["time"]);
     let group = kill["victim"]["cgroup"].as_str().unwrap().to_owned();
     assert!(group.starts_with("/cgtrace-record-"), "{group}");
     let row = report["cgroups"]

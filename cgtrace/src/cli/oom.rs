@@ -42,6 +42,10 @@ pub struct OomArgs {
     /// Probe variant for finding the memcg whose limit was hit.
     #[arg(long, value_enum, default_value_t = OomVariant::Auto)]
     pub probe_variant: OomVariant,
+    /// Replay the OOM kills recorded in a trace file instead of watching
+    /// this machine.
+    #[arg(long, value_name = "FILE", conflicts_with = "follow")]
+    pub input: Option<std::path::PathBuf>,
     /// Ring-buffer size in bytes (a power of two, at least a page).
     #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_name = "BYTES", value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
@@ -121,7 +125,9 @@ pub fn run(args: &OomArgs) -> anyhow::Result<Outcome> {
         header_printed: false,
         reported: 0,
     };
-    let result = if args.follow {
+    let result = if let Some(path) = &args.input {
+        replay(path, &mut printer)
+    } else if args.follow {
         follow(args, &mut printer)
     } else {
         history(&mut printer)
@@ -148,6 +154,25 @@ fn open_kmsg() -> anyhow::Result<KmsgReader> {
         };
         anyhow::Error::new(e).context(format!("cannot read the kernel log {DEV_KMSG}{hint}"))
     })
+}
+
+/// The kills recorded in a trace, as they were reported live.
+fn replay(path: &Path, printer: &mut Printer) -> anyhow::Result<Outcome> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let trace = crate::trace::file::read(&bytes)
+        .with_context(|| format!("{} is not a readable trace", path.display()))?;
+    printer.clock = Clock::from_boot_time(trace.header.boot_time_ns);
+    for record in &trace.records {
+        if let crate::trace::record::TraceRecord::OomKill(kill) = record {
+            printer.kill(kill)?;
+        }
+    }
+    if let crate::trace::file::Ending::CutShort { offset, .. } = trace.ending {
+        crate::note!(
+            "cgtrace: the trace was cut short at byte {offset}: kills after that were not recorded"
+        );
+    }
+    Ok(Outcome::Success)
 }
 
 /// Kills since boot, from the kernel log only.
