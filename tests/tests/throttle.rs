@@ -12,6 +12,11 @@ use cgtrace::{
 };
 use cgtrace_tests::{ChildGuard, cgtrace_bin, require_root};
 
+/// The tests here run one at a time: each measures a busy workload against
+/// the kernel's counters, and their busy threads would compete for the CPUs
+/// (a span ends at the next switch on its CPU, which contention delays).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `threads` busy threads for `seconds` in a fresh cpu cgroup with the
 /// given quota (per 100 ms period, or none); returns the spans seen for the
 /// group and the kernel's counters over the run.
@@ -21,6 +26,9 @@ fn spin(
     threads: usize,
     seconds: f64,
 ) -> (Vec<ThrottleSpan>, CpuStat) {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut probe = Probe::load(&ProbeOptions {
         features: FeatureSet::THROTTLE,
         ..ProbeOptions::default()

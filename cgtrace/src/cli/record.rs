@@ -249,6 +249,18 @@ fn start_command(
     let cgroups = command_cgroups(args, hierarchies)?;
     let mut command = Command::new(program);
     command.args(rest);
+    // If the recorder is killed (SIGKILL cannot be caught), the command must
+    // not run on unrecorded in its limited cgroups.
+    // SAFETY: prctl(2) is async-signal-safe and touches no memory here.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
     let refs: Vec<&ScratchCgroup> = cgroups.iter().collect();
     let child =
         spawn_into_all(&refs, &mut command).with_context(|| format!("cannot run {program}"))?;
