@@ -13,6 +13,21 @@ fn trace_path(test: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("cgtrace-test-{test}-{}.cgt", std::process::id()))
 }
 
+/// Runs `cgtrace ARGS`, which must succeed, and parses its JSON lines.
+fn json_lines(args: &[&std::ffi::OsStr]) -> Vec<serde_json::Value> {
+    let output = Command::new(cgtrace_bin()).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn report_json(path: &std::path::Path) -> serde_json::Value {
     let output = Command::new(cgtrace_bin())
         .arg("report")
@@ -58,64 +73,13 @@ fn a_recorded_run_reports_its_oom_kill_and_throttling() {
         "the memory hog was OOM-killed and that is cgtrace's exit code"
     );
     let report = report_json(&path);
-    let export = |format: &str| {
-        let output = Command::new(&bin)
-            .arg("export")
-            .arg(&path)
-            .args(["--format", format])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
-    let jsonl = export("jsonl");
-    let replayed = Command::new(&bin)
-        .arg("oom")
-        .arg("--input")
-        .arg(&path)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(replayed.status.success());
-    let replayed: Vec<serde_json::Value> = String::from_utf8(replayed.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|v: &serde_json::Value| v["type"] == "oom_kill")
-        .collect();
-    let chrome: serde_json::Value = serde_json::from_str(&export("chrome-trace")).unwrap();
-    let _ = std::fs::remove_file(&path);
     assert_eq!(report["ending"]["complete"], true);
-    // Every record is one JSON line; the OOM kill is among them.
-    let lines: Vec<serde_json::Value> = jsonl
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len() as u64, report["records"].as_u64().unwrap());
-    assert_eq!(lines.iter().filter(|l| l["type"] == "oom_kill").count(), 1);
-    // Perfetto's format: throttle spans as slices, the kill as an instant.
-    let events = chrome["traceEvents"].as_array().unwrap();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["ph"] == "X" && e["name"] == "throttled")
-    );
-    assert!(events.iter().any(|e| e["ph"] == "i"));
     assert_eq!(report["losses"]["ring_buffer_drops"], 0);
     let kills = report["oom_kills"].as_array().unwrap();
     assert_eq!(kills.len(), 1, "{report}");
     let kill = &kills[0];
     assert_eq!(kill["victim"]["comm"], "cgtrace");
     assert_eq!(kill["oom_memcg"]["limit_bytes"], 100 << 20);
-    // `oom --input` prints the same record as the live view did.
-    assert_eq!(replayed.len(), 1);
-    assert_eq!(replayed[0]["victim"], kill["victim"]);
-    assert_eq!(replayed[0]["oom_memcg"], kill["oom_memcg"]);
-    assert_eq!(replayed[0]["time"], kill["time"]);
     let group = kill["victim"]["cgroup"].as_str().unwrap().to_owned();
     assert!(group.starts_with("/cgtrace-record-"), "{group}");
     let row = report["cgroups"]
@@ -129,8 +93,70 @@ fn a_recorded_run_reports_its_oom_kill_and_throttling() {
     // (nearly) every 100 ms period, for about 80% of each.
     let throttled = row["throttled_periods"].as_u64().unwrap();
     assert!((18..=40).contains(&throttled), "{row}");
-    let throttled_ns = row["throttled_ns"].as_u64().unwrap();
-    assert!(throttled_ns > 1_200_000_000, "{row}");
+    assert!(
+        row["throttled_ns"].as_u64().unwrap() > 1_200_000_000,
+        "{row}"
+    );
+    replays_agree(&path, kill, &group, throttled);
+    exports_agree(&path, &report);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// `oom --input` prints the kill as the live view did; `throttle --input`
+/// shows the same periods, interval by interval (a period whose spans
+/// straddle two intervals may count in both).
+fn replays_agree(path: &std::path::Path, kill: &serde_json::Value, group: &str, throttled: u64) {
+    let input = |view: &str| {
+        json_lines(&[
+            view.as_ref(),
+            "--input".as_ref(),
+            path.as_ref(),
+            "--json".as_ref(),
+        ])
+    };
+    let replayed: Vec<_> = input("oom")
+        .into_iter()
+        .filter(|v| v["type"] == "oom_kill")
+        .collect();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0]["victim"], kill["victim"]);
+    assert_eq!(replayed[0]["oom_memcg"], kill["oom_memcg"]);
+    assert_eq!(replayed[0]["time"], kill["time"]);
+    let periods: u64 = input("throttle")
+        .iter()
+        .flat_map(|v| v["cgroups"].as_array().cloned().unwrap_or_default())
+        // Other tests' groups throttle meanwhile, and the recorder sees them too.
+        .filter(|row| row["cgroup"] == group)
+        .map(|row| row["throttled_periods"].as_u64().unwrap())
+        .sum();
+    assert!(
+        (throttled..=throttled + 2).contains(&periods),
+        "replayed {periods}, reported {throttled}"
+    );
+}
+
+/// Every record is one JSON line; Perfetto's format has the throttle spans
+/// as slices and the kill as an instant.
+fn exports_agree(path: &std::path::Path, report: &serde_json::Value) {
+    let export = |format: &str| {
+        json_lines(&[
+            "export".as_ref(),
+            path.as_ref(),
+            "--format".as_ref(),
+            format.as_ref(),
+        ])
+    };
+    let lines = export("jsonl");
+    assert_eq!(lines.len() as u64, report["records"].as_u64().unwrap());
+    assert_eq!(lines.iter().filter(|l| l["type"] == "oom_kill").count(), 1);
+    let chrome = &export("chrome-trace")[0];
+    let events = chrome["traceEvents"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["ph"] == "X" && e["name"] == "throttled")
+    );
+    assert!(events.iter().any(|e| e["ph"] == "i"));
 }
 
 #[test]

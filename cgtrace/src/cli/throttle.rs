@@ -24,7 +24,7 @@ use super::{
 use crate::{
     cgroup::{Hierarchies, Hierarchy, Resolver, cpu, stat::CpuStat},
     event::{Event, ThrottleSpan},
-    model::throttle::periods,
+    model::throttle::span_stats,
     output::{format::rfc3339, throttle as view},
     probe::{FeatureSet, Probe, ProbeOptions, ThrottleVariant},
     runtime::{Shutdown, wait_readable},
@@ -44,6 +44,118 @@ pub struct ThrottleArgs {
     /// Probe variant.
     #[arg(long, value_enum, default_value_t = ThrottleVariant::Auto)]
     pub probe_variant: ThrottleVariant,
+    /// Replay the throttle spans recorded in a trace file instead of
+    /// watching this machine (the kernel's own counters are not in a trace).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<std::path::PathBuf>,
+}
+
+/// Prints one interval's rows, as text or a JSON object.
+fn print_interval(
+    out: &mut impl io::Write,
+    rows: &[view::ThrottleRow],
+    clock: &Clock,
+    start_ns: u64,
+    end_ns: u64,
+    json: bool,
+    header_printed: &mut bool,
+) -> io::Result<()> {
+    let time = rfc3339(clock.wall_time(end_ns));
+    if json {
+        let cgroups: Vec<_> = rows.iter().map(view::json).collect();
+        #[expect(clippy::cast_precision_loss, reason = "interval seconds")]
+        let seconds = end_ns.saturating_sub(start_ns) as f64 / 1e9;
+        let record =
+            json!({"type": "throttle", "time": time, "interval_s": seconds, "cgroups": cgroups});
+        return writeln!(out, "{record}");
+    }
+    if !*header_printed {
+        writeln!(out, "{}", view::header())?;
+        *header_printed = true;
+    }
+    writeln!(out, "-- {time}")?;
+    for row in rows {
+        writeln!(out, "{}", view::line(row))?;
+    }
+    Ok(())
+}
+
+/// The spans of a trace, in `--interval` buckets from the start of the
+/// recording, shown as the live view would have (without the kernel's
+/// counters, which a trace does not hold).
+fn replay(args: &ThrottleArgs, path: &std::path::Path) -> anyhow::Result<Outcome> {
+    use crate::trace::{file::read, record::TraceRecord};
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let trace =
+        read(&bytes).with_context(|| format!("{} is not a readable trace", path.display()))?;
+    let clock = Clock::from_boot_time(trace.header.boot_time_ns);
+    let mut names = HashMap::new();
+    let mut spans = Vec::new();
+    for record in trace.records {
+        match record {
+            TraceRecord::CgroupName { cgroup, path } => {
+                names.insert((cgroup.hierarchy, cgroup.id), path);
+            }
+            TraceRecord::Throttle(span) => spans.push(span),
+            _ => {}
+        }
+    }
+    spans.sort_by_key(|s| s.end_ns);
+    let interval_ns = u64::try_from(args.interval.interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let start = trace.header.start_monotonic_ns;
+    let mut out = io::stdout().lock();
+    let mut header_printed = false;
+    let mut index = 0;
+    while index < spans.len() {
+        let bucket = spans[index].end_ns.saturating_sub(start) / interval_ns;
+        let (bucket_start, bucket_end) = (
+            start + bucket * interval_ns,
+            start + (bucket + 1) * interval_ns,
+        );
+        let mut groups: HashMap<String, Vec<ThrottleSpan>> = HashMap::new();
+        while index < spans.len() && spans[index].end_ns < bucket_end {
+            let mut span = spans[index].clone();
+            span.cgroup = span.cgroup_ref.map(|c| {
+                names
+                    .get(&(c.hierarchy, c.id))
+                    .cloned()
+                    .unwrap_or_else(|| format!("id:{}", c.id))
+            });
+            if args.spans {
+                let line = if args.interval.json {
+                    view::span_json(&span, &clock).to_string()
+                } else {
+                    view::span_line(&span, &clock)
+                };
+                writeln!(out, "{line}")?;
+            }
+            groups
+                .entry(span.cgroup.clone().unwrap_or_default())
+                .or_default()
+                .push(span);
+            index += 1;
+        }
+        let mut rows: Vec<view::ThrottleRow> = groups
+            .into_iter()
+            .map(|(name, group)| {
+                view::ThrottleRow::new(name, span_stats(&group), interval_ns, None, None, None)
+            })
+            .collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.total_ns));
+        rows.truncate(args.top);
+        print_interval(
+            &mut out,
+            &rows,
+            &clock,
+            bucket_start,
+            bucket_end,
+            args.interval.json,
+            &mut header_printed,
+        )?;
+    }
+    Ok(Outcome::Success)
 }
 
 /// What the view remembers about each cpu cgroup between intervals.
@@ -119,25 +231,14 @@ impl Groups {
             let usage_ns = usage_now.map(|n| n.saturating_sub(group.usage_ns.unwrap_or(0)));
             group.stat = now;
             group.usage_ns = usage_now;
-            let mut durations: Vec<u64> =
-                group_spans.iter().map(ThrottleSpan::duration_ns).collect();
-            durations.sort_unstable();
-            let p99 = (!durations.is_empty()).then(|| {
-                let rank = (durations.len() * 99).div_ceil(100).max(1);
-                durations[rank - 1]
-            });
-            rows.push(view::ThrottleRow {
-                name: group.path.clone(),
+            rows.push(view::ThrottleRow::new(
+                group.path.clone(),
+                span_stats(group_spans),
+                interval_ns,
                 bandwidth,
                 kernel,
                 usage_ns,
-                interval_ns,
-                spans: u64::try_from(group_spans.len()).unwrap_or(u64::MAX),
-                throttled_periods: periods(group_spans),
-                total_ns: durations.iter().sum(),
-                p99_ns: p99,
-                max_ns: durations.last().copied(),
-            });
+            ));
         }
         rows.sort_by_key(|r| std::cmp::Reverse(r.total_ns));
         rows
@@ -145,6 +246,23 @@ impl Groups {
 }
 
 pub fn run(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
+    let result = match &args.input {
+        Some(path) => replay(args, path),
+        None => watch(args),
+    };
+    match result {
+        Err(e)
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(Outcome::Success)
+        }
+        other => other,
+    }
+}
+
+/// The live view: spans from the probe, counters from each group's files.
+fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
     let mut shutdown = Shutdown::install().context("cannot install signal handlers")?;
     let mut probe = Probe::load(&ProbeOptions {
         features: FeatureSet::THROTTLE,
@@ -202,23 +320,15 @@ pub fn run(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
                 let end = Clock::monotonic_now_ns();
                 let mut rows = groups.rows(&spans, end.saturating_sub(interval_start));
                 rows.truncate(args.top);
-                let time = rfc3339(clock.wall_time(end));
-                if args.interval.json {
-                    let cgroups: Vec<_> = rows.iter().map(view::json).collect();
-                    #[expect(clippy::cast_precision_loss, reason = "interval seconds")]
-                    let seconds = end.saturating_sub(interval_start) as f64 / 1e9;
-                    let record = json!({"type": "throttle", "time": time, "interval_s": seconds, "cgroups": cgroups});
-                    writeln!(out, "{record}")?;
-                } else {
-                    if !header_printed {
-                        writeln!(out, "{}", view::header())?;
-                        header_printed = true;
-                    }
-                    writeln!(out, "-- {time}")?;
-                    for row in &rows {
-                        writeln!(out, "{}", view::line(row))?;
-                    }
-                }
+                print_interval(
+                    &mut out,
+                    &rows,
+                    &clock,
+                    interval_start,
+                    end,
+                    args.interval.json,
+                    &mut header_printed,
+                )?;
                 out.flush()?;
                 spans.clear();
                 interval_start = end;

@@ -28,6 +28,31 @@ pub fn periods(spans: &[ThrottleSpan]) -> u64 {
     count
 }
 
+/// One group's spans summed up: count, throttled periods, total, p99, max.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpanStats {
+    pub spans: u64,
+    pub periods: u64,
+    pub total_ns: u64,
+    pub p99_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+}
+
+#[must_use]
+pub fn span_stats(spans: &[ThrottleSpan]) -> SpanStats {
+    let mut durations: Vec<u64> = spans.iter().map(ThrottleSpan::duration_ns).collect();
+    durations.sort_unstable();
+    let p99_ns =
+        (!durations.is_empty()).then(|| durations[(durations.len() * 99).div_ceil(100).max(1) - 1]);
+    SpanStats {
+        spans: durations.len() as u64,
+        periods: periods(spans),
+        total_ns: durations.iter().sum(),
+        p99_ns,
+        max_ns: durations.last().copied(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::periods;
@@ -43,6 +68,19 @@ mod tests {
             start_ns: start_ms * 1_000_000,
             end_ns: end_ms * 1_000_000,
         }
+    }
+
+    #[test]
+    fn span_statistics() {
+        let spans: Vec<_> = (1..=100)
+            .map(|ms| span(ms * 1000, ms * 1000 + ms, 0))
+            .collect();
+        let stats = super::span_stats(&spans);
+        assert_eq!((stats.spans, stats.periods), (100, 100));
+        assert_eq!(stats.total_ns, 5050 * 1_000_000);
+        assert_eq!(stats.p99_ns, Some(99_000_000));
+        assert_eq!(stats.max_ns, Some(100_000_000));
+        assert_eq!(super::span_stats(&[]), super::SpanStats::default());
     }
 
     #[test]

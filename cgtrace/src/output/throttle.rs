@@ -34,6 +34,29 @@ pub struct ThrottleRow {
 }
 
 impl ThrottleRow {
+    #[must_use]
+    pub fn new(
+        name: String,
+        stats: crate::model::throttle::SpanStats,
+        interval_ns: u64,
+        bandwidth: Option<Bandwidth>,
+        kernel: Option<CpuStat>,
+        usage_ns: Option<u64>,
+    ) -> Self {
+        Self {
+            name,
+            bandwidth,
+            kernel,
+            usage_ns,
+            interval_ns,
+            spans: stats.spans,
+            throttled_periods: stats.periods,
+            total_ns: stats.total_ns,
+            p99_ns: stats.p99_ns,
+            max_ns: stats.max_ns,
+        }
+    }
+
     /// Throttled periods over elapsed periods (kernel counts).
     #[must_use]
     pub fn ratio(&self) -> Option<f64> {
@@ -86,7 +109,9 @@ pub fn line(row: &ThrottleRow) -> String {
         duration(row.total_ns),
         row.p99_ns.map_or_else(dash, duration),
         row.max_ns.map_or_else(dash, duration),
-        cores.map_or_else(|| "none".to_owned(), |c| format!("{c:.2}")),
+        // No bandwidth known (a replayed trace) is not the same as no limit.
+        row.bandwidth.map_or_else(dash, |_| cores
+            .map_or_else(|| "none".to_owned(), |c| format!("{c:.2}"))),
         row.bandwidth
             .and_then(|b| b.millicores())
             .map_or_else(dash, |m| format!("{m}m")),
