@@ -9,8 +9,36 @@ use std::{
 
 use cgtrace_tests::{cgtrace_bin, require_root};
 
-fn trace_path(test: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("cgtrace-test-{test}-{}.cgt", std::process::id()))
+/// A trace file path for a test, removed on drop (even when the test fails).
+struct TracePath(std::path::PathBuf);
+
+impl std::ops::Deref for TracePath {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TracePath {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TracePath {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TracePath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn trace_path(test: &str) -> TracePath {
+    TracePath(std::env::temp_dir().join(format!("cgtrace-test-{test}-{}.cgt", std::process::id())))
 }
 
 /// Runs `cgtrace ARGS`, which must succeed, and parses its JSON lines.
@@ -99,7 +127,6 @@ fn a_recorded_run_reports_its_oom_kill_and_throttling() {
     );
     replays_agree(&path, kill, &group, throttled);
     exports_agree(&path, &report);
-    let _ = std::fs::remove_file(&path);
 }
 
 /// `oom --input` prints the kill as the live view did; `throttle --input`
