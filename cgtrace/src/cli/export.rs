@@ -18,10 +18,7 @@ use super::Outcome;
 use crate::{
     output::{cache::reason_name, format::rfc3339, oom, throttle},
     system::Clock,
-    trace::{
-        file::{Ending, read},
-        record::TraceRecord,
-    },
+    trace::{file::Ending, record::TraceRecord},
 };
 
 #[derive(Debug, Args)]
@@ -44,30 +41,15 @@ pub enum ExportFormat {
 }
 
 pub fn run(args: &ExportArgs) -> anyhow::Result<Outcome> {
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let trace =
-        read(&bytes).with_context(|| format!("{} is not a readable trace", args.file.display()))?;
+    let trace = super::open_trace(&args.file)?;
     if let Ending::CutShort { offset, lost_bytes } = trace.ending {
         crate::note!(
             "cgtrace: the trace was cut short at byte {offset} ({lost_bytes} bytes lost); exporting what was recorded"
         );
     }
     let clock = Clock::from_boot_time(trace.header.boot_time_ns);
-    let mut names: HashMap<(u32, u64), String> = HashMap::new();
-    for record in &trace.records {
-        if let TraceRecord::CgroupName { cgroup, path } = record {
-            names.insert((cgroup.hierarchy, cgroup.id), path.clone());
-        }
-    }
-    let name = |cgroup: Option<cgtrace_common::cgroup::CgroupRef>| {
-        cgroup.map(|c| {
-            names
-                .get(&(c.hierarchy, c.id))
-                .cloned()
-                .unwrap_or_else(|| format!("id:{}", c.id))
-        })
-    };
+    let names = trace.cgroup_names();
+    let name = |cgroup: Option<cgtrace_common::cgroup::CgroupRef>| cgroup.map(|c| names.name(c));
     let text = match args.format {
         ExportFormat::Jsonl => {
             let mut out = String::new();

@@ -158,9 +158,7 @@ fn open_kmsg() -> anyhow::Result<KmsgReader> {
 
 /// The kills recorded in a trace, as they were reported live.
 fn replay(path: &Path, printer: &mut Printer) -> anyhow::Result<Outcome> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let trace = crate::trace::file::read(&bytes)
-        .with_context(|| format!("{} is not a readable trace", path.display()))?;
+    let trace = super::open_trace(path)?;
     printer.clock = Clock::from_boot_time(trace.header.boot_time_ns);
     for record in &trace.records {
         if let crate::trace::record::TraceRecord::OomKill(kill) = record {

@@ -5,13 +5,12 @@
 //! Reads the file only: no root, no eBPF, any machine.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     io::{self, Write as _},
     path::PathBuf,
     time::{Duration, UNIX_EPOCH},
 };
 
-use anyhow::Context as _;
 use cgtrace_common::{cgroup::CgroupRef, pagecache::CacheReason};
 use clap::Args;
 use serde_json::{Value, json};
@@ -28,7 +27,7 @@ use crate::{
     probe::ProbeStats,
     system::Clock,
     trace::{
-        file::{Ending, Trace, read},
+        file::{CgroupNames, Ending, Trace},
         record::TraceRecord,
     },
 };
@@ -56,7 +55,7 @@ struct CgroupTotals {
 
 /// Everything the report says, built from the records.
 struct Summary {
-    names: HashMap<(u32, u64), String>,
+    names: CgroupNames,
     cgroups: BTreeMap<String, CgroupTotals>,
     kills: Vec<OomKill>,
     stats: Option<ProbeStats>,
@@ -65,19 +64,12 @@ struct Summary {
 
 impl Summary {
     fn name(&self, cgroup: Option<CgroupRef>) -> String {
-        match cgroup {
-            None => "(uncharged)".to_owned(),
-            Some(c) => self
-                .names
-                .get(&(c.hierarchy, c.id))
-                .cloned()
-                .unwrap_or_else(|| format!("id:{}", c.id)),
-        }
+        cgroup.map_or_else(|| "(uncharged)".to_owned(), |c| self.names.name(c))
     }
 
     fn build(trace: &Trace) -> Self {
         let mut summary = Self {
-            names: HashMap::new(),
+            names: trace.cgroup_names(),
             cgroups: BTreeMap::new(),
             kills: Vec::new(),
             stats: None,
@@ -85,11 +77,7 @@ impl Summary {
         };
         for record in &trace.records {
             match record {
-                TraceRecord::CgroupName { cgroup, path } => {
-                    summary
-                        .names
-                        .insert((cgroup.hierarchy, cgroup.id), path.clone());
-                }
+                TraceRecord::CgroupName { .. } => {}
                 TraceRecord::OomKill(kill) => {
                     let name = kill
                         .victim
@@ -144,10 +132,7 @@ impl Summary {
 }
 
 pub fn run(args: &ReportArgs) -> anyhow::Result<Outcome> {
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let trace =
-        read(&bytes).with_context(|| format!("{} is not a readable trace", args.file.display()))?;
+    let trace = super::open_trace(&args.file)?;
     let summary = Summary::build(&trace);
     let page = trace.header.page_size.max(1);
     // The recorder's clock: monotonic times in records become wall-clock times.

@@ -84,22 +84,17 @@ fn print_interval(
 /// recording, shown as the live view would have (without the kernel's
 /// counters, which a trace does not hold).
 fn replay(args: &ThrottleArgs, path: &std::path::Path) -> anyhow::Result<Outcome> {
-    use crate::trace::{file::read, record::TraceRecord};
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let trace =
-        read(&bytes).with_context(|| format!("{} is not a readable trace", path.display()))?;
+    let trace = super::open_trace(path)?;
     let clock = Clock::from_boot_time(trace.header.boot_time_ns);
-    let mut names = HashMap::new();
-    let mut spans = Vec::new();
-    for record in trace.records {
-        match record {
-            TraceRecord::CgroupName { cgroup, path } => {
-                names.insert((cgroup.hierarchy, cgroup.id), path);
-            }
-            TraceRecord::Throttle(span) => spans.push(span),
-            _ => {}
-        }
-    }
+    let names = trace.cgroup_names();
+    let mut spans: Vec<ThrottleSpan> = trace
+        .records
+        .into_iter()
+        .filter_map(|record| match record {
+            crate::trace::record::TraceRecord::Throttle(span) => Some(span),
+            _ => None,
+        })
+        .collect();
     spans.sort_by_key(|s| s.end_ns);
     let interval_ns = u64::try_from(args.interval.interval.as_nanos())
         .unwrap_or(u64::MAX)
@@ -117,12 +112,7 @@ fn replay(args: &ThrottleArgs, path: &std::path::Path) -> anyhow::Result<Outcome
         let mut groups: HashMap<String, Vec<ThrottleSpan>> = HashMap::new();
         while index < spans.len() && spans[index].end_ns < bucket_end {
             let mut span = spans[index].clone();
-            span.cgroup = span.cgroup_ref.map(|c| {
-                names
-                    .get(&(c.hierarchy, c.id))
-                    .cloned()
-                    .unwrap_or_else(|| format!("id:{}", c.id))
-            });
+            span.cgroup = span.cgroup_ref.map(|c| names.name(c));
             if args.spans {
                 let line = if args.interval.json {
                     view::span_json(&span, &clock).to_string()

@@ -7,7 +7,12 @@
 //! says the trace was cut short; damage anywhere else is an error naming
 //! its offset, never a panic.
 
-use std::io::{self, Write};
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+};
+
+use cgtrace_common::cgroup::CgroupRef;
 
 use super::{
     codec::{CodecError, Decoder, Encoder},
@@ -109,6 +114,39 @@ pub struct Trace {
     pub ending: Ending,
     /// Records of kinds this build does not know, skipped.
     pub skipped: u64,
+}
+
+/// The names a trace gives its cgroups (its `CgroupName` records).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupNames(HashMap<(u32, u64), String>);
+
+impl CgroupNames {
+    /// The cgroup's path, or `id:N` when the trace never named it.
+    #[must_use]
+    pub fn name(&self, cgroup: CgroupRef) -> String {
+        self.0
+            .get(&(cgroup.hierarchy, cgroup.id))
+            .cloned()
+            .unwrap_or_else(|| format!("id:{}", cgroup.id))
+    }
+}
+
+impl Trace {
+    /// The name table of the whole trace.
+    #[must_use]
+    pub fn cgroup_names(&self) -> CgroupNames {
+        CgroupNames(
+            self.records
+                .iter()
+                .filter_map(|record| match record {
+                    TraceRecord::CgroupName { cgroup, path } => {
+                        Some(((cgroup.hierarchy, cgroup.id), path.clone()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Writes a trace, a chunk at a time.
