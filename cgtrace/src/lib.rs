@@ -2,7 +2,8 @@
 //!
 //! Layers, as in DESIGN.md §2: `probe` (load, attach, read the kernel side)
 //! → `event` (decoded records) → `model` (pure state) → `output` (views);
-//! `kmsg` and `cgroup` supply names and history; `cli` glues them per
+//! `kmsg` and `cgroup` supply names and history; `trace` reads and writes
+//! recordings, `report` summarises and renders them; `cli` glues them per
 //! subcommand.
 
 /// Writes a line to stderr and ignores failure: `eprintln!` panics when
@@ -34,6 +35,7 @@ pub mod kmsg;
 pub mod model;
 pub mod output;
 pub mod probe;
+pub mod report;
 pub mod runtime;
 pub mod system;
 pub mod trace;

@@ -7,69 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cgtrace_tests::{cgtrace_bin, require_root};
-
-/// A trace file path for a test, removed on drop (even when the test fails).
-struct TracePath(std::path::PathBuf);
-
-impl std::ops::Deref for TracePath {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl AsRef<std::path::Path> for TracePath {
-    fn as_ref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl AsRef<std::ffi::OsStr> for TracePath {
-    fn as_ref(&self) -> &std::ffi::OsStr {
-        self.0.as_os_str()
-    }
-}
-
-impl Drop for TracePath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn trace_path(test: &str) -> TracePath {
-    TracePath(std::env::temp_dir().join(format!("cgtrace-test-{test}-{}.cgt", std::process::id())))
-}
-
-/// Runs `cgtrace ARGS`, which must succeed, and parses its JSON lines.
-fn json_lines(args: &[&std::ffi::OsStr]) -> Vec<serde_json::Value> {
-    let output = Command::new(cgtrace_bin()).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn report_json(path: &std::path::Path) -> serde_json::Value {
-    let output = Command::new(cgtrace_bin())
-        .arg("report")
-        .arg(path)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
+use cgtrace_tests::{cgtrace_bin, json_lines, report_json, require_root, trace_path};
 
 #[test]
 fn a_recorded_run_reports_its_oom_kill_and_throttling() {

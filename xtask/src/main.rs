@@ -88,6 +88,7 @@ fn is_root() -> bool {
 
 fn test() -> anyhow::Result<()> {
     let env = setup::run()?;
+    setup::ensure_test_packages(is_root())?;
     run(cargo(&env).args(["fmt", "--all", "--check"]))?;
     run(cargo(&env).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo(&env).args(["build", "--package", "cgtrace", "--bins"]))?;
@@ -163,7 +164,9 @@ fn demo() -> anyhow::Result<()> {
         sudo.arg(&binary);
         sudo
     };
-    run(command.arg("demo"))
+    let trace = root().join("target/demo/cgtrace-demo.cgt");
+    std::fs::create_dir_all(trace.parent().unwrap_or(&root()))?;
+    run(command.arg("demo").arg("--record").arg(&trace))
 }
 
 fn bench(quick: bool) -> anyhow::Result<()> {

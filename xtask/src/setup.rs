@@ -3,7 +3,9 @@
 //! * the nightly toolchain's `rust-src` (the eBPF crate builds `core` itself);
 //! * bpf-linker 0.13 linked against the nightly toolchain's own LLVM (the
 //!   linker's LLVM must be the compiler's; Debian has no matching LLVM);
-//! * tracefs mounted (classic tracepoints need it; BTF tracepoints do not).
+//! * tracefs mounted (classic tracepoints need it; BTF tracepoints do not);
+//! * for the tests, the Debian packages they drive: chromium (the HTML
+//!   report is rendered and screenshotted in a real headless browser).
 //!
 //! Each step checks first, so a second run takes well under a second.
 
@@ -190,6 +192,61 @@ fn link_into_cargo_bin(linker: &Path) {
             let _ = std::os::unix::fs::symlink(linker, &link);
         }
     }
+}
+
+/// Debian packages the tests need, by a program each provides.
+const TEST_PACKAGES: [(&str, &str); 1] = [("chromium", "chromium")];
+
+fn on_path(program: &str) -> bool {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|dir| dir.join(program).is_file())
+}
+
+/// Installs the Debian packages the tests need, when missing: first from
+/// the package lists as they are, then after `apt-get update` (a fresh
+/// image's lists are often stale or empty).
+pub fn ensure_test_packages(root: bool) -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !root {
+        eprintln!(
+            "xtask: not root: cannot install {} (the tests that need it need root too, and will skip)",
+            missing.join(", ")
+        );
+        return Ok(());
+    }
+    if !Path::new("/usr/bin/apt-get").exists() {
+        bail!(
+            "the tests need {} and this is not a Debian-like system: install them by hand",
+            missing.join(", ")
+        );
+    }
+    eprintln!(
+        "xtask: installing {} (needed by the tests)",
+        missing.join(", ")
+    );
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if install() {
+        return Ok(());
+    }
+    run_command(Command::new("apt-get").args(["update"]))?;
+    if !install() {
+        bail!("apt-get could not install {}", missing.join(", "));
+    }
+    Ok(())
 }
 
 fn ensure_tracefs() {

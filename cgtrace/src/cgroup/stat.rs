@@ -1,6 +1,7 @@
-//! `memory.stat` of a cgroup: the kernel's own page-cache figure, used as
-//! the starting point for groups that existed before cgtrace, and to check
-//! cgtrace's event-derived figures against.
+//! A memory cgroup's own counter files: `memory.stat` (the kernel's own
+//! page-cache figure, used as the starting point for groups that existed
+//! before cgtrace, and to check cgtrace's event-derived figures against),
+//! memory events, usage and limit.
 
 use std::{collections::HashMap, hash::BuildHasher, path::Path};
 
@@ -114,6 +115,46 @@ pub fn read_events(mount: &Path, path: &str, version: Version) -> std::io::Resul
             }
         }
     })
+}
+
+/// What a cgroup's own files said at the end of an interval: the memory
+/// it uses against its limit, its page cache, and its memory events in the
+/// interval. Recorded so a replay shows what the live view showed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemorySample {
+    /// `memory.usage_in_bytes` (v1) or `memory.current` (v2).
+    pub usage_bytes: Option<u64>,
+    /// `memory.limit_in_bytes` or `memory.max`; `None` when unlimited.
+    pub limit_bytes: Option<u64>,
+    /// Page cache charged to the cgroup (see [`page_cache_bytes`]).
+    pub page_cache_bytes: Option<u64>,
+    /// Memory events in the interval, and which version's files they are from.
+    pub events: Option<(MemoryEvents, Version)>,
+}
+
+/// Limits at or above this are "unlimited" (v1 writes `PAGE_COUNTER_MAX`
+/// pages as bytes, rounded down to a page).
+const UNLIMITED: u64 = 1 << 62;
+
+/// Reads usage and limit of the cgroup at `path` below `mount`.
+#[must_use]
+pub fn usage_and_limit(mount: &Path, path: &str, version: Version) -> (Option<u64>, Option<u64>) {
+    let dir = mount.join(path.trim_start_matches('/'));
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .map(|text| text.trim().to_owned())
+    };
+    let (usage, limit) = match version {
+        Version::V1 => (read("memory.usage_in_bytes"), read("memory.limit_in_bytes")),
+        Version::V2 => (read("memory.current"), read("memory.max")),
+    };
+    let usage = usage.and_then(|u| u.parse().ok());
+    // v2 writes `max` for no limit.
+    let limit = limit
+        .and_then(|l| l.parse::<u64>().ok())
+        .filter(|l| *l < UNLIMITED);
+    (usage, limit)
 }
 
 /// The memory.stat figures behind each `ChargeKind`, in bytes (refaults:

@@ -14,12 +14,9 @@ use super::{
     Outcome,
     interval::{self, IntervalArgs},
 };
-use crate::{
-    output::{
-        cache::{CacheRow, FileRow, cache_header, cache_json, cache_line, file_json, file_line},
-        format::rfc3339,
-    },
-    system::Clock,
+use crate::output::{
+    cache::{CacheRow, FileRow, cache_header, cache_json, cache_line, file_json, file_line},
+    format::rfc3339,
 };
 
 #[derive(Debug, Args)]
@@ -32,66 +29,74 @@ pub struct CacheArgs {
     /// Also show each cgroup's busiest files (device:inode, and the path
     /// where one of its processes has the file open). Costs five more
     /// kernel reads per page-cache event.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "input")]
     pub files: bool,
+    /// Replay the intervals recorded in a trace file (`cgtrace record`)
+    /// instead of watching this machine.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<std::path::PathBuf>,
 }
 
 /// Files listed per cgroup with `--files`.
 const FILES_PER_CGROUP: usize = 3;
 
 pub fn run(args: &CacheArgs) -> anyhow::Result<Outcome> {
-    let clock = Clock::now();
     let mut header_printed = false;
-    interval::run(&args.interval, args.files, |context| {
-        let rows = context.rows(args.top);
-        let files: Vec<Vec<FileRow>> = if args.files {
-            rows.iter().map(|row| file_rows(context, row)).collect()
-        } else {
-            Vec::new()
-        };
-        let mut out = io::stdout().lock();
-        let time = rfc3339(clock.wall_time(context.interval.end_ns));
-        if args.interval.json {
-            let cgroups: Vec<_> = rows
-                .iter()
-                .enumerate()
-                .map(|(index, r)| {
-                    let mut value = cache_json(r, context.page_size);
-                    if let Some(files) = files.get(index) {
-                        value["files"] = files
-                            .iter()
-                            .map(|f| file_json(f, context.page_size))
-                            .collect();
+    interval::run(
+        &args.interval,
+        args.files,
+        args.input.as_deref(),
+        |context| {
+            let rows = context.rows(args.top);
+            let files: Vec<Vec<FileRow>> = if args.files {
+                rows.iter().map(|row| file_rows(context, row)).collect()
+            } else {
+                Vec::new()
+            };
+            let mut out = io::stdout().lock();
+            let time = rfc3339(context.clock.wall_time(context.interval.end_ns));
+            if args.interval.json {
+                let cgroups: Vec<_> = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(index, r)| {
+                        let mut value = cache_json(r, context.page_size);
+                        if let Some(files) = files.get(index) {
+                            value["files"] = files
+                                .iter()
+                                .map(|f| file_json(f, context.page_size))
+                                .collect();
+                        }
+                        value
+                    })
+                    .collect();
+                let record = json!({
+                    "type": "cache",
+                    "time": time,
+                    "interval_s": context.interval.seconds(),
+                    "cgroups": cgroups,
+                });
+                writeln!(out, "{record}")?;
+            } else {
+                if !header_printed {
+                    writeln!(out, "{}", cache_header())?;
+                    header_printed = true;
+                }
+                writeln!(out, "-- {time} ({:.2} s)", context.interval.seconds())?;
+                for (index, row) in rows.iter().enumerate() {
+                    writeln!(
+                        out,
+                        "{}",
+                        cache_line(row, context.interval.seconds(), context.page_size)
+                    )?;
+                    for file in files.get(index).into_iter().flatten() {
+                        writeln!(out, "{}", file_line(file, context.page_size))?;
                     }
-                    value
-                })
-                .collect();
-            let record = json!({
-                "type": "cache",
-                "time": time,
-                "interval_s": context.interval.seconds(),
-                "cgroups": cgroups,
-            });
-            writeln!(out, "{record}")?;
-        } else {
-            if !header_printed {
-                writeln!(out, "{}", cache_header())?;
-                header_printed = true;
-            }
-            writeln!(out, "-- {time} ({:.2} s)", context.interval.seconds())?;
-            for (index, row) in rows.iter().enumerate() {
-                writeln!(
-                    out,
-                    "{}",
-                    cache_line(row, context.interval.seconds(), context.page_size)
-                )?;
-                for file in files.get(index).into_iter().flatten() {
-                    writeln!(out, "{}", file_line(file, context.page_size))?;
                 }
             }
-        }
-        out.flush()
-    })?;
+            out.flush()
+        },
+    )?;
     Ok(Outcome::Success)
 }
 
@@ -124,11 +129,7 @@ fn file_rows(context: &mut super::interval::IntervalContext<'_>, row: &CacheRow)
     let mut files: Vec<FileRow> = by_file.into_values().collect();
     files.sort_by_key(|f| std::cmp::Reverse(f.added + f.evicted + f.removed));
     files.truncate(FILES_PER_CGROUP);
-    let dir = row.activity.owner.and_then(|c| {
-        let path = context.resolver.path(c)?;
-        let mount = &context.resolver.hierarchies().by_id(c.hierarchy)?.mount;
-        Some(mount.join(path.trim_start_matches('/')))
-    });
+    let dir = row.activity.owner.and_then(|c| context.directory(c));
     if let Some(dir) = dir {
         let open = crate::cgroup::files::open_files(&dir);
         for file in &mut files {

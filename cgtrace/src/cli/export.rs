@@ -2,7 +2,7 @@
 //! (one object per record, the live views' schema), or as Chrome trace-event
 //! JSON, which Perfetto UI and chrome://tracing open: throttle spans as
 //! slices per cgroup and CPU, OOM kills as instant events, page-cache
-//! evictions as counters.
+//! evictions and memory usage as counters.
 
 use std::{
     collections::HashMap,
@@ -16,7 +16,13 @@ use serde_json::{Value, json};
 
 use super::Outcome;
 use crate::{
-    output::{cache::reason_name, format::rfc3339, oom, throttle},
+    cgroup::stat::MemoryEvents,
+    model::cache::StallDelta,
+    output::{
+        cache::{StallRow, cgroup_name, charge_name, reason_name, stall_json},
+        format::rfc3339,
+        oom, throttle,
+    },
     system::Clock,
     trace::{file::Ending, record::TraceRecord},
 };
@@ -110,6 +116,73 @@ fn jsonl(
         } => {
             json!({"type": "stats", "time": rfc3339(clock.wall_time(*monotonic_ns)), "final": true, "probe": stats})
         }
+        TraceRecord::Stall {
+            end_ns,
+            cgroup,
+            kind,
+            stats,
+        } => {
+            let stall = StallDelta {
+                cgroup: *cgroup,
+                kind: *kind,
+                stats: stats.clone(),
+            };
+            let mut value = stall_json(
+                &StallRow {
+                    name: cgroup_name(name(*cgroup).as_deref(), *cgroup),
+                    stall: &stall,
+                },
+                page,
+            );
+            value["type"] = json!("stall");
+            value["time"] = json!(rfc3339(clock.wall_time(*end_ns)));
+            value
+        }
+        TraceRecord::Charge {
+            end_ns,
+            cgroup,
+            kind,
+            charged,
+            uncharged,
+        } => {
+            // Refaults are counts of pages; the memory kinds are page charges.
+            json!({
+                "type": "charge",
+                "time": rfc3339(clock.wall_time(*end_ns)),
+                "cgroup": name(*cgroup),
+                "kind": charge_name(*kind),
+                "charged_pages": charged,
+                "uncharged_pages": uncharged,
+            })
+        }
+        TraceRecord::Memory {
+            end_ns,
+            cgroup,
+            sample,
+        } => {
+            let events = sample.events.map(|(e, version)| {
+                json!({"source": MemoryEvents::source(version), "high": e.high, "max": e.max, "oom": e.oom, "oom_kill": e.oom_kill})
+            });
+            json!({
+                "type": "memory",
+                "time": rfc3339(clock.wall_time(*end_ns)),
+                "cgroup": name(Some(*cgroup)),
+                "usage_bytes": sample.usage_bytes,
+                "limit_bytes": sample.limit_bytes,
+                "page_cache_bytes": sample.page_cache_bytes,
+                "memory_events": events,
+            })
+        }
+        TraceRecord::Interval {
+            start_ns,
+            end_ns,
+            charges_from,
+        } => json!({
+            "type": "interval",
+            "start": rfc3339(clock.wall_time(*start_ns)),
+            "time": rfc3339(clock.wall_time(*end_ns)),
+            "charges_source": charges_from.name(),
+        }),
     }
 }
 
@@ -172,6 +245,20 @@ fn chrome_trace(
                 events.push(json!({
                     "ph": "C", "name": "page cache evicted (bytes)", "pid": pid, "ts": micros(*end_ns),
                     "args": {reason_name(*reason): pages * page},
+                }));
+            }
+            TraceRecord::Memory {
+                end_ns,
+                cgroup,
+                sample,
+            } => {
+                let pid = pid_of(
+                    name(Some(*cgroup)).unwrap_or_else(|| "?".into()),
+                    &mut events,
+                );
+                events.push(json!({
+                    "ph": "C", "name": "memory (bytes)", "pid": pid, "ts": micros(*end_ns),
+                    "args": {"usage": sample.usage_bytes, "page cache": sample.page_cache_bytes},
                 }));
             }
             _ => {}

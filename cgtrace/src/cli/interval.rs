@@ -1,29 +1,40 @@
-//! The sampling loop shared by `cache` and `reclaim`: attach the
-//! page-cache and reclaim probes, then every interval fold a sample into the
-//! model and hand the interval to a renderer, until Ctrl-C or `--count`.
+//! The interval loop shared by `cache` and `reclaim`, live or replayed: live,
+//! attach the page-cache and reclaim probes, then every interval fold a
+//! sample into the model and hand the interval to a renderer, until Ctrl-C
+//! or `--count`; replayed, hand it each interval a trace recorded. What the
+//! renderer learns about cgroups beyond the probe's counters comes through
+//! [`CgroupFacts`], read from cgroupfs live and from the trace in a replay.
 
 use std::{
+    collections::HashMap,
     io::{self, Write as _},
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
+use cgtrace_common::{cgroup::CgroupRef, pagecache::CHARGE_KINDS};
 use clap::Args;
 use serde_json::json;
 
-use std::collections::HashMap;
-
-use cgtrace_common::cgroup::CgroupRef;
-
 use crate::{
-    cgroup::{Hierarchies, Resolver, poller::CgroupPoller, stat},
-    model::cache::{CacheInterval, CacheModel, by_owner},
+    cgroup::{
+        Hierarchies, Resolver,
+        poller::{CgroupPoller, Charges},
+        stat::{self, MemoryEvents, MemorySample},
+    },
+    model::cache::{CacheInterval, CacheModel, ChargeDelta, Flow, StallDelta, by_owner},
     output::{
         cache::{CacheRow, cgroup_name},
         format::rfc3339,
     },
     probe::{FeatureSet, Probe, ProbeOptions, ProbeStats},
     runtime::{Shutdown, wait_readable},
+    system::Clock,
+    trace::{
+        file::{CgroupNames, Ending},
+        record::{ChargesFrom, TraceRecord},
+    },
 };
 
 /// Options shared by the interval views.
@@ -63,33 +74,70 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// What the views know about a cgroup beyond the probe's counters: its
+/// name, and what its own files say. Live, the files are read at the end of
+/// each interval; in a replay, they are what the recorder read then.
+pub trait CgroupFacts {
+    /// The cgroup's path in its hierarchy.
+    fn path(&mut self, cgroup: CgroupRef) -> Option<String>;
+    /// Page cache charged to the cgroup now, bytes.
+    fn page_cache_bytes(&mut self, cgroup: CgroupRef) -> Option<u64>;
+    /// Charges in the interval from `memory.stat`, where the memcg stat
+    /// tracepoints are missing.
+    fn file_charges(&mut self, cgroup: CgroupRef) -> Option<Charges>;
+    /// Memory events in the interval, and the file they were read from.
+    fn events(&mut self, cgroup: CgroupRef) -> Option<(MemoryEvents, &'static str)>;
+    /// The cgroup's directory, to find the files its processes have open
+    /// (only while it exists).
+    fn directory(&mut self, cgroup: CgroupRef) -> Option<PathBuf>;
+}
+
 /// What a view needs to render one interval.
 pub struct IntervalContext<'a> {
     pub interval: &'a CacheInterval,
-    pub model: &'a CacheModel,
-    pub resolver: &'a mut Resolver,
     pub page_size: u64,
-    cgroup_rows: &'a mut CgroupRows,
+    /// Turns the interval's monotonic times into wall-clock times.
+    pub clock: &'a Clock,
+    facts: &'a mut dyn CgroupFacts,
 }
 
 impl IntervalContext<'_> {
-    /// The `top` busiest cgroups of this interval (see [`CgroupRows::rows`]).
+    /// The `top` busiest cgroups of this interval (see [`cache_rows`]).
     pub fn rows(&mut self, top: usize) -> Vec<CacheRow> {
-        self.cgroup_rows.rows(
-            self.interval,
-            self.model,
-            self.resolver,
-            self.page_size,
-            top,
-        )
+        cache_rows(self.interval, self.facts, top)
+    }
+
+    /// A cgroup's display name.
+    pub fn name(&mut self, cgroup: Option<CgroupRef>) -> String {
+        let path = cgroup.and_then(|c| self.facts.path(c));
+        cgroup_name(path.as_deref(), cgroup)
+    }
+
+    /// See [`CgroupFacts::directory`].
+    pub fn directory(&mut self, cgroup: CgroupRef) -> Option<PathBuf> {
+        self.facts.directory(cgroup)
     }
 }
 
-/// Runs the loop; `render` prints one interval. `files` adds per-file counts.
+/// Runs a view: live (attach the probes, then every interval fold a sample
+/// into the model and render it, until Ctrl-C or `--count`), or from a
+/// trace's recorded intervals. `files` adds per-file counts (live only).
 pub fn run(
     args: &IntervalArgs,
     files: bool,
+    input: Option<&Path>,
     mut render: impl FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
+) -> anyhow::Result<()> {
+    match input {
+        Some(path) => replay(args, path, &mut render),
+        None => watch(args, files, &mut render),
+    }
+}
+
+fn watch(
+    args: &IntervalArgs,
+    files: bool,
+    render: &mut dyn FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
 ) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install().context("cannot install signal handlers")?;
     let probe = Probe::load(&ProbeOptions {
@@ -100,19 +148,10 @@ pub fn run(
     for feature in probe.features() {
         crate::note!("cgtrace: {feature}");
     }
-    let mut resolver =
-        Resolver::new(Hierarchies::discover().context("cannot read the cgroup mounts")?);
+    let mut state =
+        LiveState::new(Hierarchies::discover().context("cannot read the cgroup mounts")?);
     let mut model = CacheModel::new();
-    let page_size = 1u64 << page_shift();
-    // Counters of the cgroups that exist now are the starting point.
-    let mut cgroup_rows = CgroupRows::default();
-    if let Some(memory) = resolver
-        .hierarchies()
-        .with_controller("memory")
-        .and_then(|h| h.id)
-    {
-        cgroup_rows.poller.prime(&mut resolver, memory);
-    }
+    let clock = Clock::now();
     // The first sample starts the clock; counts before it are attach noise.
     if let Some(sample) = probe.sample_cache() {
         model.update(&sample);
@@ -126,12 +165,13 @@ pub fn run(
                 break;
             };
             let interval = model.update(&sample);
+            let page_size = state.page_size;
+            let mut facts = state.facts(&model);
             let mut context = IntervalContext {
                 interval: &interval,
-                model: &model,
-                resolver: &mut resolver,
                 page_size,
-                cgroup_rows: &mut cgroup_rows,
+                clock: &clock,
+                facts: &mut facts,
             };
             match render(&mut context) {
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
@@ -151,6 +191,185 @@ pub fn run(
     }
     report_stats(&probe.stats(), args.json)?;
     Ok(())
+}
+
+/// A trace's recorded intervals, rendered as they were live. The intervals
+/// are the recording's own (`record --interval`).
+fn replay(
+    args: &IntervalArgs,
+    path: &Path,
+    render: &mut dyn FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
+) -> anyhow::Result<()> {
+    let trace = super::open_trace(path)?;
+    let clock = Clock::from_boot_time(trace.header.boot_time_ns);
+    let names = trace.cgroup_names();
+    let mut pending = RecordedInterval::default();
+    let mut reports = 0;
+    let mut stats = None;
+    for record in &trace.records {
+        if let TraceRecord::Stats { stats: s, .. } = record {
+            stats = Some(*s);
+        }
+        let Some(interval) = pending.add(record) else {
+            continue;
+        };
+        let mut facts = RecordedFacts {
+            names: &names,
+            memory: std::mem::take(&mut pending.memory),
+            file_charges: std::mem::take(&mut pending.file_charges),
+        };
+        let mut context = IntervalContext {
+            interval: &interval,
+            page_size: trace.header.page_size,
+            clock: &clock,
+            facts: &mut facts,
+        };
+        match render(&mut context) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other?,
+        }
+        pending = RecordedInterval::default();
+        reports += 1;
+        if args.count.is_some_and(|count| reports >= count) {
+            return Ok(());
+        }
+    }
+    if reports == 0 {
+        crate::note!(
+            "cgtrace: {} holds no page-cache intervals (recorded by an older cgtrace, or cut short before the first one)",
+            path.display()
+        );
+    }
+    if let Ending::CutShort { offset, .. } = trace.ending {
+        crate::note!(
+            "cgtrace: the trace was cut short at byte {offset}: intervals after that were not recorded"
+        );
+    }
+    if let Some(stats) = stats {
+        report_stats(&stats, args.json)?;
+    } else {
+        crate::note!(
+            "cgtrace: losses unknown: the trace ends before the recorder's final counters"
+        );
+    }
+    Ok(())
+}
+
+/// The records of one interval, gathered until its `Interval` record.
+#[derive(Default)]
+struct RecordedInterval {
+    interval: CacheInterval,
+    charges: Vec<ChargeDelta>,
+    memory: HashMap<CgroupRef, MemorySample>,
+    file_charges: HashMap<CgroupRef, Charges>,
+}
+
+impl RecordedInterval {
+    /// Takes in one record; returns the interval when `record` closes it.
+    fn add(&mut self, record: &TraceRecord) -> Option<CacheInterval> {
+        match record {
+            TraceRecord::CacheFlow {
+                owner,
+                actor,
+                reason,
+                pages,
+                ..
+            } => self.interval.flows.push(Flow {
+                owner: *owner,
+                actor: *actor,
+                reason: *reason,
+                pages: *pages,
+            }),
+            TraceRecord::Stall {
+                cgroup,
+                kind,
+                stats,
+                ..
+            } => self.interval.stalls.push(StallDelta {
+                cgroup: *cgroup,
+                kind: *kind,
+                stats: stats.clone(),
+            }),
+            TraceRecord::Charge {
+                cgroup,
+                kind,
+                charged,
+                uncharged,
+                ..
+            } => self.charges.push(ChargeDelta {
+                cgroup: *cgroup,
+                kind: *kind,
+                charged: *charged,
+                uncharged: *uncharged,
+            }),
+            TraceRecord::Memory { cgroup, sample, .. } => {
+                self.memory.insert(*cgroup, *sample);
+            }
+            TraceRecord::Interval {
+                start_ns,
+                end_ns,
+                charges_from,
+            } => {
+                let mut interval = std::mem::take(&mut self.interval);
+                interval.start_ns = *start_ns;
+                interval.end_ns = *end_ns;
+                let charges = std::mem::take(&mut self.charges);
+                match charges_from {
+                    ChargesFrom::Tracepoints => interval.charges = Some(charges),
+                    ChargesFrom::MemoryStat => {
+                        for charge in charges {
+                            let Some(cgroup) = charge.cgroup else {
+                                continue;
+                            };
+                            let slot = &mut self
+                                .file_charges
+                                .entry(cgroup)
+                                .or_insert([(0, 0); CHARGE_KINDS])
+                                [charge.kind as usize];
+                            *slot = (charge.charged, charge.uncharged);
+                        }
+                    }
+                    ChargesFrom::Nothing => {}
+                }
+                return Some(interval);
+            }
+            TraceRecord::CgroupName { .. }
+            | TraceRecord::OomKill(_)
+            | TraceRecord::Throttle(_)
+            | TraceRecord::Stats { .. } => {}
+        }
+        None
+    }
+}
+
+/// A cgroup's facts as the recorder saw them at the end of an interval.
+struct RecordedFacts<'a> {
+    names: &'a CgroupNames,
+    memory: HashMap<CgroupRef, MemorySample>,
+    file_charges: HashMap<CgroupRef, Charges>,
+}
+
+impl CgroupFacts for RecordedFacts<'_> {
+    fn path(&mut self, cgroup: CgroupRef) -> Option<String> {
+        self.names.path(cgroup).map(str::to_owned)
+    }
+
+    fn page_cache_bytes(&mut self, cgroup: CgroupRef) -> Option<u64> {
+        self.memory.get(&cgroup)?.page_cache_bytes
+    }
+
+    fn file_charges(&mut self, cgroup: CgroupRef) -> Option<Charges> {
+        self.file_charges.get(&cgroup).copied()
+    }
+
+    fn events(&mut self, cgroup: CgroupRef) -> Option<(MemoryEvents, &'static str)> {
+        let (events, version) = self.memory.get(&cgroup)?.events?;
+        Some((events, MemoryEvents::source(version)))
+    }
+
+    fn directory(&mut self, _cgroup: CgroupRef) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Page cache a cgroup had when cgtrace first saw it, less what cgtrace had
@@ -177,63 +396,149 @@ impl Baselines {
     }
 }
 
-/// What the views keep from one interval to the next about each cgroup.
-#[derive(Default)]
-pub struct CgroupRows {
+/// What a live view (or the recorder) keeps from one interval to the next
+/// about each cgroup: names, page-cache baselines, last counter values.
+pub struct LiveState {
+    pub resolver: Resolver,
+    pub page_size: u64,
     baselines: Baselines,
     poller: CgroupPoller,
 }
 
-impl CgroupRows {
-    /// The `top` busiest cgroups of an interval, resolved and completed with
-    /// what only the cgroup's files say (memory events, and charges where
-    /// the tracepoints are missing).
-    pub fn rows(
-        &mut self,
-        interval: &CacheInterval,
-        model: &CacheModel,
-        resolver: &mut Resolver,
-        page_size: u64,
-        top: usize,
-    ) -> Vec<CacheRow> {
-        let page = i64::try_from(page_size).unwrap_or(4096);
-        by_owner(interval)
-            .into_iter()
-            .take(top)
-            .map(|mut activity| {
-                let path = activity.owner.and_then(|c| resolver.path(c));
-                let owned = activity
-                    .owner
-                    .and_then(|c| self.baselines.owned(c, model.net_pages(c) * page, resolver));
-                let charges_source = if activity.charges.is_some() {
-                    Some("memcg_stat_tracepoints")
-                } else {
-                    activity.charges = activity
-                        .owner
-                        .and_then(|c| self.poller.charges(c, resolver, page_size));
-                    activity.charges.map(|_| "memory.stat")
-                };
-                let events = activity.owner.and_then(|c| self.poller.events(c, resolver));
-                let reclaimer_names = activity
-                    .reclaimers
-                    .iter()
-                    .map(|(actor, _, _)| {
-                        let path = actor.and_then(|c| resolver.path(c));
-                        cgroup_name(path.as_deref(), *actor)
-                    })
-                    .collect();
-                CacheRow {
-                    name: cgroup_name(path.as_deref(), activity.owner),
-                    id: activity.owner.map(|c| c.id),
-                    owned_bytes: owned,
-                    activity,
-                    reclaimer_names,
-                    charges_source,
-                    events,
-                }
-            })
-            .collect()
+impl LiveState {
+    /// Counts from now: the counters of the memory cgroups that exist now
+    /// are the starting point.
+    #[must_use]
+    pub fn new(hierarchies: Hierarchies) -> Self {
+        let mut resolver = Resolver::new(hierarchies);
+        let mut poller = CgroupPoller::default();
+        if let Some(memory) = resolver
+            .hierarchies()
+            .with_controller("memory")
+            .and_then(|h| h.id)
+        {
+            poller.prime(&mut resolver, memory);
+        }
+        Self {
+            resolver,
+            page_size: 1u64 << page_shift(),
+            baselines: Baselines::default(),
+            poller,
+        }
     }
+
+    /// The facts of this moment, with `model`'s running page-cache counts.
+    pub fn facts<'a>(&'a mut self, model: &'a CacheModel) -> LiveFacts<'a> {
+        LiveFacts { state: self, model }
+    }
+}
+
+/// A cgroup's facts read from its files now.
+pub struct LiveFacts<'a> {
+    state: &'a mut LiveState,
+    model: &'a CacheModel,
+}
+
+impl LiveFacts<'_> {
+    /// What the recorder keeps of a cgroup's files at the end of an
+    /// interval (reading its memory events, so call once per interval).
+    pub fn memory_sample(&mut self, cgroup: CgroupRef) -> MemorySample {
+        let events = self.state.poller.events(cgroup, &mut self.state.resolver);
+        let version = self
+            .state
+            .resolver
+            .hierarchies()
+            .by_id(cgroup.hierarchy)
+            .map(|h| (h.version, h.mount.clone()));
+        let (usage_bytes, limit_bytes) = match (&version, self.state.resolver.path(cgroup)) {
+            (Some((version, mount)), Some(path)) => stat::usage_and_limit(mount, &path, *version),
+            _ => (None, None),
+        };
+        MemorySample {
+            usage_bytes,
+            limit_bytes,
+            page_cache_bytes: self.page_cache_bytes(cgroup),
+            events: events.zip(version).map(|((e, _), (v, _))| (e, v)),
+        }
+    }
+}
+
+impl CgroupFacts for LiveFacts<'_> {
+    fn path(&mut self, cgroup: CgroupRef) -> Option<String> {
+        self.state.resolver.path(cgroup)
+    }
+
+    fn page_cache_bytes(&mut self, cgroup: CgroupRef) -> Option<u64> {
+        let page = i64::try_from(self.state.page_size).unwrap_or(4096);
+        self.state.baselines.owned(
+            cgroup,
+            self.model.net_pages(cgroup) * page,
+            &mut self.state.resolver,
+        )
+    }
+
+    fn file_charges(&mut self, cgroup: CgroupRef) -> Option<Charges> {
+        self.state
+            .poller
+            .charges(cgroup, &mut self.state.resolver, self.state.page_size)
+    }
+
+    fn events(&mut self, cgroup: CgroupRef) -> Option<(MemoryEvents, &'static str)> {
+        self.state.poller.events(cgroup, &mut self.state.resolver)
+    }
+
+    fn directory(&mut self, cgroup: CgroupRef) -> Option<PathBuf> {
+        let path = self.state.resolver.path(cgroup)?;
+        let mount = &self
+            .state
+            .resolver
+            .hierarchies()
+            .by_id(cgroup.hierarchy)?
+            .mount;
+        Some(mount.join(path.trim_start_matches('/')))
+    }
+}
+
+/// The `top` busiest cgroups of an interval, named and completed with what
+/// only the cgroup's files say (memory events, and charges where the
+/// tracepoints are missing).
+pub fn cache_rows(
+    interval: &CacheInterval,
+    facts: &mut dyn CgroupFacts,
+    top: usize,
+) -> Vec<CacheRow> {
+    by_owner(interval)
+        .into_iter()
+        .take(top)
+        .map(|mut activity| {
+            let path = activity.owner.and_then(|c| facts.path(c));
+            let owned = activity.owner.and_then(|c| facts.page_cache_bytes(c));
+            let charges_source = if activity.charges.is_some() {
+                ChargesFrom::Tracepoints.name()
+            } else {
+                activity.charges = activity.owner.and_then(|c| facts.file_charges(c));
+                activity.charges.and(ChargesFrom::MemoryStat.name())
+            };
+            let events = activity.owner.and_then(|c| facts.events(c));
+            let reclaimer_names = activity
+                .reclaimers
+                .iter()
+                .map(|(actor, _, _)| {
+                    let path = actor.and_then(|c| facts.path(c));
+                    cgroup_name(path.as_deref(), *actor)
+                })
+                .collect();
+            CacheRow {
+                name: cgroup_name(path.as_deref(), activity.owner),
+                id: activity.owner.map(|c| c.id),
+                owned_bytes: owned,
+                activity,
+                reclaimer_names,
+                charges_source,
+                events,
+            }
+        })
+        .collect()
 }
 
 fn page_shift() -> u32 {

@@ -15,15 +15,12 @@ use super::{
     Outcome,
     interval::{self, IntervalArgs},
 };
-use crate::{
-    output::{
-        cache::{
-            CacheRow, StallRow, activity_json, cgroup_name, events_note, reason_name, stall_header,
-            stall_json, stall_line,
-        },
-        format::{bytes, rfc3339, tail},
+use crate::output::{
+    cache::{
+        CacheRow, StallRow, activity_json, events_note, reason_name, stall_header, stall_json,
+        stall_line,
     },
-    system::Clock,
+    format::{bytes, rfc3339, tail},
 };
 
 #[derive(Debug, Args)]
@@ -33,46 +30,43 @@ pub struct ReclaimArgs {
     /// Show the N largest victim ← reclaimer pairs per interval.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Replay the intervals recorded in a trace file (`cgtrace record`)
+    /// instead of watching this machine.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: &ReclaimArgs) -> anyhow::Result<Outcome> {
-    let clock = Clock::now();
-    interval::run(&args.interval, false, |context| {
+    interval::run(&args.interval, false, args.input.as_deref(), |context| {
         let page = context.page_size;
         // Refaults, charges and memory events of the busiest cgroups.
         let cgroups = context.rows(args.top);
+        let interval = context.interval;
         let mut pairs = Vec::new();
-        for flow in context
-            .interval
+        for flow in interval
             .flows
             .iter()
             .filter(|f| f.reason.is_reclaim())
             .take(args.top)
         {
-            let victim = flow.owner.and_then(|c| context.resolver.path(c));
-            let reclaimer = flow.actor.and_then(|c| context.resolver.path(c));
             pairs.push((
-                cgroup_name(victim.as_deref(), flow.owner),
-                cgroup_name(reclaimer.as_deref(), flow.actor),
+                context.name(flow.owner),
+                context.name(flow.actor),
                 flow.reason,
                 flow.pages * page,
             ));
         }
-        let stalls: Vec<StallRow<'_>> = context
-            .interval
+        let stalls: Vec<StallRow<'_>> = interval
             .stalls
             .iter()
-            .map(|stall| {
-                let path = stall.cgroup.and_then(|c| context.resolver.path(c));
-                StallRow {
-                    name: cgroup_name(path.as_deref(), stall.cgroup),
-                    stall,
-                }
+            .map(|stall| StallRow {
+                name: context.name(stall.cgroup),
+                stall,
             })
             .collect();
         let report = Report {
-            time: rfc3339(clock.wall_time(context.interval.end_ns)),
-            seconds: context.interval.seconds(),
+            time: rfc3339(context.clock.wall_time(interval.end_ns)),
+            seconds: interval.seconds(),
             pairs,
             stalls,
             cgroups,

@@ -1,7 +1,8 @@
 //! `cgtrace record -o FILE [-- CMD ARGS...]`: every event family to a trace
-//! file: OOM kills and throttle spans as they happen, page-cache flows each
-//! interval, the name of every cgroup they mention, and the loss counters at
-//! the end. With a command, it runs in fresh cgroups (optionally limited, to
+//! file: OOM kills and throttle spans as they happen; each interval the
+//! page-cache flows, reclaim stalls and charges, and the usage, limit, page
+//! cache and memory events of every cgroup they mention; the name of every
+//! cgroup, and the loss counters at the end. With a command, it runs in fresh cgroups (optionally limited, to
 //! reproduce a container's limits) and recording stops when it exits, with
 //! its exit code.
 //!
@@ -18,10 +19,13 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use cgtrace_common::cgroup::CgroupRef;
+use cgtrace_common::{cgroup::CgroupRef, pagecache::ChargeKind};
 use clap::Args;
 
-use super::{interval::parse_duration, oom::resolve_paths};
+use super::{
+    interval::{CgroupFacts as _, LiveState, parse_duration},
+    oom::resolve_paths,
+};
 use crate::{
     cgroup::{
         Hierarchies, Resolver,
@@ -34,7 +38,7 @@ use crate::{
     system::{self, Clock},
     trace::{
         file::{TraceHeader, TraceWriter},
-        record::TraceRecord,
+        record::{ChargesFrom, TraceRecord},
     },
 };
 
@@ -214,28 +218,110 @@ fn header() -> TraceHeader {
     }
 }
 
-/// Samples the page-cache counters and writes the interval's flows.
-fn write_flows(
+/// Samples the page-cache and reclaim counters and writes the interval:
+/// its flows, stalls and charges, what the files of every cgroup it
+/// mentions (and of the command's cgroups) say, and the `Interval` record
+/// that closes it.
+fn write_interval(
     probe: &Probe,
     model: &mut CacheModel,
+    state: &mut LiveState,
     recording: &mut Recording,
+    watched: &[CgroupRef],
 ) -> anyhow::Result<()> {
     let Some(sample) = probe.sample_cache() else {
         return Ok(());
     };
     let interval = model.update(&sample);
-    for flow in interval.flows {
+    let end_ns = interval.end_ns;
+    let mut cgroups: Vec<CgroupRef> = watched.to_vec();
+    for flow in &interval.flows {
         recording.name(flow.owner)?;
         recording.name(flow.actor)?;
+        cgroups.extend(flow.owner);
         recording.write(&TraceRecord::CacheFlow {
-            end_ns: interval.end_ns,
+            end_ns,
             owner: flow.owner,
             actor: flow.actor,
             reason: flow.reason,
             pages: flow.pages,
         })?;
     }
-    Ok(())
+    for stall in &interval.stalls {
+        recording.name(stall.cgroup)?;
+        cgroups.extend(stall.cgroup);
+        recording.write(&TraceRecord::Stall {
+            end_ns,
+            cgroup: stall.cgroup,
+            kind: stall.kind,
+            stats: stall.stats.clone(),
+        })?;
+    }
+    for charge in interval.charges.iter().flatten() {
+        recording.name(charge.cgroup)?;
+        cgroups.extend(charge.cgroup);
+        recording.write(&TraceRecord::Charge {
+            end_ns,
+            cgroup: charge.cgroup,
+            kind: charge.kind,
+            charged: charge.charged,
+            uncharged: charge.uncharged,
+        })?;
+    }
+    cgroups.sort_by_key(|c| (c.hierarchy, c.id));
+    cgroups.dedup_by_key(|c| (c.hierarchy, c.id));
+    let charges_from = if interval.charges.is_some() {
+        ChargesFrom::Tracepoints
+    } else {
+        ChargesFrom::MemoryStat
+    };
+    let mut facts = state.facts(model);
+    for cgroup in cgroups {
+        recording.name(Some(cgroup))?;
+        recording.write(&TraceRecord::Memory {
+            end_ns,
+            cgroup,
+            sample: facts.memory_sample(cgroup),
+        })?;
+        if charges_from == ChargesFrom::MemoryStat
+            && let Some(charges) = facts.file_charges(cgroup)
+        {
+            for kind in ChargeKind::ALL {
+                let (charged, uncharged) = charges[kind as usize];
+                if charged + uncharged > 0 {
+                    recording.write(&TraceRecord::Charge {
+                        end_ns,
+                        cgroup: Some(cgroup),
+                        kind,
+                        charged,
+                        uncharged,
+                    })?;
+                }
+            }
+        }
+    }
+    recording.write(&TraceRecord::Interval {
+        start_ns: interval.start_ns,
+        end_ns,
+        charges_from,
+    })
+}
+
+/// The command's memory cgroups, whose usage is sampled every interval
+/// even when no page-cache event names them.
+fn memory_refs(cgroups: &[ScratchCgroup], hierarchies: &Hierarchies) -> Vec<CgroupRef> {
+    let memory = hierarchies.with_controller("memory").and_then(|h| h.id);
+    cgroups
+        .iter()
+        .filter(|c| Some(c.hierarchy()) == memory)
+        .filter_map(|c| {
+            Some(CgroupRef {
+                id: c.id().ok()?,
+                hierarchy: c.hierarchy(),
+                level: u32::try_from(c.path().split('/').filter(|p| !p.is_empty()).count()).ok()?,
+            })
+        })
+        .collect()
 }
 
 /// Starts the command, if any, in its fresh cgroups.
@@ -288,12 +374,14 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         named: HashSet::new(),
         path: args.output.clone(),
     };
+    let mut state = LiveState::new(hierarchies.clone());
     let mut model = CacheModel::new();
     if let Some(sample) = probe.sample_cache() {
         model.update(&sample);
     }
 
     let (cgroups, mut child) = start_command(args, &hierarchies)?;
+    let watched = memory_refs(&cgroups, &hierarchies);
 
     let started = Instant::now();
     let progress = io::stderr().is_terminal();
@@ -314,7 +402,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         let timed_out = args.duration.is_some_and(|d| started.elapsed() >= d);
         let finishing = stop || timed_out || exit_status.is_some();
         if finishing || Instant::now() >= next {
-            write_flows(&probe, &mut model, &mut recording)?;
+            write_interval(&probe, &mut model, &mut state, &mut recording, &watched)?;
             recording
                 .writer
                 .flush()

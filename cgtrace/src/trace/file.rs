@@ -124,10 +124,16 @@ impl CgroupNames {
     /// The cgroup's path, or `id:N` when the trace never named it.
     #[must_use]
     pub fn name(&self, cgroup: CgroupRef) -> String {
+        self.path(cgroup)
+            .map_or_else(|| format!("id:{}", cgroup.id), str::to_owned)
+    }
+
+    /// The cgroup's path, if the trace named it.
+    #[must_use]
+    pub fn path(&self, cgroup: CgroupRef) -> Option<&str> {
         self.0
             .get(&(cgroup.hierarchy, cgroup.id))
-            .cloned()
-            .unwrap_or_else(|| format!("id:{}", cgroup.id))
+            .map(String::as_str)
     }
 }
 
@@ -336,11 +342,11 @@ pub fn read(bytes: &[u8]) -> Result<Trace, TraceError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{CHUNK_TARGET, Ending, TraceError, TraceHeader, TraceWriter, read};
     use crate::trace::record::{TraceRecord, tests::samples};
 
-    fn header() -> TraceHeader {
+    pub(crate) fn header() -> TraceHeader {
         TraceHeader {
             kernel_release: "6.18.44".into(),
             hostname: "node-1".into(),

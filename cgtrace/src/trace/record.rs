@@ -2,15 +2,22 @@
 //! byte, the body's length, then varint fields. A reader skips kinds it
 //! does not know by their length, so newer writers can add kinds.
 
-use cgtrace_common::{cgroup::CgroupRef, pagecache::CacheReason};
+use cgtrace_common::{
+    cgroup::CgroupRef,
+    pagecache::{CacheReason, ChargeKind, ReclaimKind, STALL_BUCKETS},
+};
 
 use super::codec::{CodecError, Decoder, Encoder};
 use crate::{
+    cgroup::{
+        Version,
+        stat::{MemoryEvents, MemorySample},
+    },
     event::{
         Constraint, ConstraintFoundBy, LimitKind, OomKill, OomMemcg, OomSource, Task, ThrottleSpan,
         VictimMemory,
     },
-    probe::ProbeStats,
+    probe::{ProbeStats, sampler::StallTotals},
 };
 
 /// One record of a trace.
@@ -37,6 +44,69 @@ pub enum TraceRecord {
         monotonic_ns: u64,
         stats: ProbeStats,
     },
+    /// Reclaim stalls of one memcg in the interval ending at `end_ns`.
+    Stall {
+        end_ns: u64,
+        cgroup: Option<CgroupRef>,
+        kind: ReclaimKind,
+        stats: StallTotals,
+    },
+    /// Pages charged to and uncharged from one memcg in the interval (for
+    /// the refault kinds, refaults).
+    Charge {
+        end_ns: u64,
+        cgroup: Option<CgroupRef>,
+        kind: ChargeKind,
+        charged: u64,
+        uncharged: u64,
+    },
+    /// A cgroup's own files at the end of the interval.
+    Memory {
+        end_ns: u64,
+        cgroup: CgroupRef,
+        sample: MemorySample,
+    },
+    /// Closes a sampling interval: the `CacheFlow`, `Stall`, `Charge` and
+    /// `Memory` records before it with the same `end_ns` belong to it.
+    Interval {
+        start_ns: u64,
+        end_ns: u64,
+        charges_from: ChargesFrom,
+    },
+}
+
+/// Where an interval's `Charge` records came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChargesFrom {
+    /// Neither source was available: no charge records.
+    Nothing,
+    /// The memcg stat tracepoints: every charge and uncharge.
+    Tracepoints,
+    /// `memory.stat` deltas: net changes only.
+    MemoryStat,
+}
+
+impl ChargesFrom {
+    const ALL: [Self; 3] = [Self::Nothing, Self::Tracepoints, Self::MemoryStat];
+
+    /// How the views name the source (`charges.source` in JSON).
+    #[must_use]
+    pub const fn name(self) -> Option<&'static str> {
+        match self {
+            Self::Nothing => None,
+            Self::Tracepoints => Some("memcg_stat_tracepoints"),
+            Self::MemoryStat => Some("memory.stat"),
+        }
+    }
+
+    /// The source the views named `name`.
+    #[must_use]
+    pub fn from_name(name: Option<&str>) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|from| from.name() == name)
+            .unwrap_or(Self::Nothing)
+    }
 }
 
 const KIND_CGROUP_NAME: u8 = 1;
@@ -44,6 +114,10 @@ const KIND_OOM_KILL: u8 = 2;
 const KIND_THROTTLE: u8 = 3;
 const KIND_CACHE_FLOW: u8 = 4;
 const KIND_STATS: u8 = 5;
+const KIND_STALL: u8 = 6;
+const KIND_CHARGE: u8 = 7;
+const KIND_MEMORY: u8 = 8;
+const KIND_INTERVAL: u8 = 9;
 
 impl TraceRecord {
     /// Appends the record (kind, length, body) to `out`.
@@ -60,12 +134,7 @@ impl TraceRecord {
                 KIND_OOM_KILL
             }
             Self::Throttle(span) => {
-                cgroup_ref(&mut body, span.cgroup_ref);
-                body.u64(u64::from(span.cpu));
-                body.u64(u64::from(span.pid));
-                body.str(&span.comm);
-                body.u64(span.start_ns);
-                body.u64(span.end_ns.saturating_sub(span.start_ns));
+                throttle(&mut body, span);
                 KIND_THROTTLE
             }
             Self::CacheFlow {
@@ -87,17 +156,54 @@ impl TraceRecord {
                 stats,
             } => {
                 body.u64(*monotonic_ns);
-                for value in [
-                    stats.records,
-                    stats.ring_buffer_drops,
-                    stats.read_failures,
-                    stats.recursion_misses,
-                    stats.decode_errors,
-                    stats.map_full,
-                ] {
-                    body.u64(value);
-                }
+                probe_stats(&mut body, stats);
                 KIND_STATS
+            }
+            Self::Stall {
+                end_ns,
+                cgroup,
+                kind,
+                stats,
+            } => {
+                body.u64(*end_ns);
+                cgroup_ref(&mut body, *cgroup);
+                body.u64(*kind as u64);
+                stall(&mut body, stats);
+                KIND_STALL
+            }
+            Self::Charge {
+                end_ns,
+                cgroup,
+                kind,
+                charged,
+                uncharged,
+            } => {
+                body.u64(*end_ns);
+                cgroup_ref(&mut body, *cgroup);
+                body.u64(*kind as u64);
+                body.u64(*charged);
+                body.u64(*uncharged);
+                KIND_CHARGE
+            }
+            Self::Memory {
+                end_ns,
+                cgroup,
+                sample,
+            } => {
+                body.u64(*end_ns);
+                cgroup_ref(&mut body, Some(*cgroup));
+                memory(&mut body, sample);
+                KIND_MEMORY
+            }
+            Self::Interval {
+                start_ns,
+                end_ns,
+                charges_from,
+            } => {
+                body.u64(*start_ns);
+                body.u64(end_ns.saturating_sub(*start_ns));
+                body.u8(index_of(&ChargesFrom::ALL, charges_from));
+                KIND_INTERVAL
             }
         };
         out.u8(kind);
@@ -152,6 +258,32 @@ impl TraceRecord {
                     map_full: body.u64()?,
                 },
             },
+            KIND_STALL => Self::Stall {
+                end_ns: body.u64()?,
+                cgroup: read_cgroup_ref(&mut body)?,
+                kind: ReclaimKind::from_u32(body.u32()?).ok_or(CodecError::OutOfRange)?,
+                stats: read_stall(&mut body)?,
+            },
+            KIND_CHARGE => Self::Charge {
+                end_ns: body.u64()?,
+                cgroup: read_cgroup_ref(&mut body)?,
+                kind: ChargeKind::from_u32(body.u32()?).ok_or(CodecError::OutOfRange)?,
+                charged: body.u64()?,
+                uncharged: body.u64()?,
+            },
+            KIND_MEMORY => Self::Memory {
+                end_ns: body.u64()?,
+                cgroup: read_cgroup_ref(&mut body)?.ok_or(CodecError::OutOfRange)?,
+                sample: read_memory(&mut body)?,
+            },
+            KIND_INTERVAL => {
+                let start_ns = body.u64()?;
+                Self::Interval {
+                    start_ns,
+                    end_ns: start_ns.saturating_add(body.u64()?),
+                    charges_from: pick(&ChargesFrom::ALL, body.u8()?)?,
+                }
+            }
             _ => return Ok(None),
         };
         Ok(Some(record))
@@ -180,6 +312,128 @@ fn read_cgroup_ref(input: &mut Decoder<'_>) -> Result<Option<CgroupRef>, CodecEr
         })),
         _ => Err(CodecError::OutOfRange),
     }
+}
+
+fn throttle(out: &mut Encoder, span: &ThrottleSpan) {
+    cgroup_ref(out, span.cgroup_ref);
+    out.u64(u64::from(span.cpu));
+    out.u64(u64::from(span.pid));
+    out.str(&span.comm);
+    out.u64(span.start_ns);
+    out.u64(span.end_ns.saturating_sub(span.start_ns));
+}
+
+fn probe_stats(out: &mut Encoder, stats: &ProbeStats) {
+    for value in [
+        stats.records,
+        stats.ring_buffer_drops,
+        stats.read_failures,
+        stats.recursion_misses,
+        stats.decode_errors,
+        stats.map_full,
+    ] {
+        out.u64(value);
+    }
+}
+
+/// Stall totals, with the histogram as (bucket, count) pairs of its
+/// non-empty buckets: most of its buckets are empty.
+fn stall(out: &mut Encoder, stats: &StallTotals) {
+    for value in [
+        stats.count,
+        stats.total_ns,
+        stats.max_ns,
+        stats.scanned,
+        stats.reclaimed,
+        stats.dirty,
+        stats.writeback,
+    ] {
+        out.u64(value);
+    }
+    let filled: Vec<(usize, u64)> = stats
+        .buckets
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, count)| *count > 0)
+        .collect();
+    out.u64(filled.len() as u64);
+    for (bucket, count) in filled {
+        out.u64(bucket as u64);
+        out.u64(count);
+    }
+}
+
+fn read_stall(input: &mut Decoder<'_>) -> Result<StallTotals, CodecError> {
+    let mut stats = StallTotals {
+        count: input.u64()?,
+        total_ns: input.u64()?,
+        max_ns: input.u64()?,
+        scanned: input.u64()?,
+        reclaimed: input.u64()?,
+        dirty: input.u64()?,
+        writeback: input.u64()?,
+        ..StallTotals::default()
+    };
+    let filled = input.u64()?;
+    for _ in 0..filled {
+        let bucket = usize::try_from(input.u64()?).map_err(|_| CodecError::OutOfRange)?;
+        let slot = stats
+            .buckets
+            .get_mut(bucket)
+            .filter(|_| bucket < STALL_BUCKETS)
+            .ok_or(CodecError::OutOfRange)?;
+        *slot = input.u64()?;
+    }
+    Ok(stats)
+}
+
+fn memory(out: &mut Encoder, sample: &MemorySample) {
+    out.opt_u64(sample.usage_bytes);
+    out.opt_u64(sample.limit_bytes);
+    out.opt_u64(sample.page_cache_bytes);
+    match &sample.events {
+        None => out.u8(0),
+        Some((events, version)) => {
+            out.u8(match version {
+                Version::V1 => 1,
+                Version::V2 => 2,
+            });
+            for value in [events.high, events.max, events.oom, events.oom_kill] {
+                out.opt_u64(value);
+            }
+        }
+    }
+}
+
+fn read_memory(input: &mut Decoder<'_>) -> Result<MemorySample, CodecError> {
+    let usage_bytes = input.opt_u64()?;
+    let limit_bytes = input.opt_u64()?;
+    let page_cache_bytes = input.opt_u64()?;
+    let version = match input.u8()? {
+        0 => None,
+        1 => Some(Version::V1),
+        2 => Some(Version::V2),
+        _ => return Err(CodecError::OutOfRange),
+    };
+    let events = match version {
+        None => None,
+        Some(version) => Some((
+            MemoryEvents {
+                high: input.opt_u64()?,
+                max: input.opt_u64()?,
+                oom: input.opt_u64()?,
+                oom_kill: input.opt_u64()?,
+            },
+            version,
+        )),
+    };
+    Ok(MemorySample {
+        usage_bytes,
+        limit_bytes,
+        page_cache_bytes,
+        events,
+    })
 }
 
 fn task(out: &mut Encoder, task: &Task) {
@@ -353,14 +607,22 @@ fn read_oom(input: &mut Decoder<'_>) -> Result<OomKill, CodecError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use cgtrace_common::{cgroup::CgroupRef, pagecache::CacheReason};
+    use cgtrace_common::{
+        cgroup::CgroupRef,
+        pagecache::{CacheReason, ChargeKind, ReclaimKind, STALL_BUCKETS, stall_bucket},
+    };
 
-    use super::TraceRecord;
+    use super::{ChargesFrom, TraceRecord};
     use crate::{
+        cgroup::{
+            Version,
+            stat::{MemoryEvents, MemorySample},
+        },
         event::{
             Constraint, ConstraintFoundBy, LimitKind, OomKill, OomMemcg, OomSource, Task,
             ThrottleSpan, VictimMemory,
         },
+        probe::sampler::StallTotals,
         trace::codec::{Decoder, Encoder},
     };
 
@@ -422,7 +684,7 @@ pub(crate) mod tests {
             incomplete: true,
             ..kill.clone()
         };
-        vec![
+        let mut records = vec![
             TraceRecord::CgroupName {
                 cgroup,
                 path: "/kubepods/pod1/app".into(),
@@ -445,16 +707,80 @@ pub(crate) mod tests {
                 reason: CacheReason::AncestorLimit,
                 pages: 32_760,
             },
-            TraceRecord::Stats {
-                monotonic_ns: 7_000_000_000,
-                stats: crate::probe::ProbeStats {
-                    records: 3,
-                    ring_buffer_drops: 1,
-                    read_failures: 0,
-                    recursion_misses: 2,
-                    decode_errors: 0,
-                    map_full: 0,
+        ];
+        records.extend(interval_samples(cgroup));
+        records.push(TraceRecord::Stats {
+            monotonic_ns: 7_000_000_000,
+            stats: crate::probe::ProbeStats {
+                records: 3,
+                ring_buffer_drops: 1,
+                read_failures: 0,
+                recursion_misses: 2,
+                decode_errors: 0,
+                map_full: 0,
+            },
+        });
+        records
+    }
+
+    /// One interval's stall, charge, memory and interval records.
+    fn interval_samples(cgroup: CgroupRef) -> Vec<TraceRecord> {
+        vec![
+            TraceRecord::Stall {
+                end_ns: 6_000_000_000,
+                cgroup: Some(cgroup),
+                kind: ReclaimKind::Memcg,
+                stats: StallTotals {
+                    count: 3,
+                    total_ns: 900_000,
+                    max_ns: 500_000,
+                    scanned: 96,
+                    reclaimed: 64,
+                    dirty: 1,
+                    writeback: 2,
+                    buckets: {
+                        let mut buckets = vec![0; STALL_BUCKETS];
+                        buckets[stall_bucket(100_000)] = 1;
+                        buckets[stall_bucket(300_000)] = 1;
+                        buckets[stall_bucket(500_000)] = 1;
+                        buckets
+                    },
                 },
+            },
+            TraceRecord::Charge {
+                end_ns: 6_000_000_000,
+                cgroup: None,
+                kind: ChargeKind::RefaultFile,
+                charged: 12,
+                uncharged: 0,
+            },
+            TraceRecord::Memory {
+                end_ns: 6_000_000_000,
+                cgroup,
+                sample: MemorySample {
+                    usage_bytes: Some(100 << 20),
+                    limit_bytes: None,
+                    page_cache_bytes: Some(0),
+                    events: Some((
+                        MemoryEvents {
+                            high: None,
+                            max: Some(7),
+                            oom: None,
+                            oom_kill: Some(1),
+                        },
+                        Version::V1,
+                    )),
+                },
+            },
+            TraceRecord::Memory {
+                end_ns: 6_000_000_000,
+                cgroup,
+                sample: MemorySample::default(),
+            },
+            TraceRecord::Interval {
+                start_ns: 5_000_000_000,
+                end_ns: 6_000_000_000,
+                charges_from: ChargesFrom::MemoryStat,
             },
         ]
     }

@@ -1,10 +1,15 @@
 //! `cgtrace demo`: the built-in scenarios. Each runs a real workload in
 //! scratch cgroups, traced, shows what cgtrace saw next to the kernel's own
-//! counters, and removes everything it made.
+//! counters, and removes everything it made. A `cgtrace record` runs beside
+//! them, and the demo ends with the report of that recording (text, and an
+//! HTML page with plots).
 
 mod cache;
 mod oom;
+mod recording;
 mod throttle;
+
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -20,6 +25,13 @@ pub struct DemoArgs {
     /// Scenarios to run (default: all).
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
+    /// Where to record the scenarios; the HTML report goes beside it
+    /// (same name, `.html`).
+    #[arg(long, value_name = "FILE", default_value = "cgtrace-demo.cgt")]
+    pub record: PathBuf,
+    /// Do not record the scenarios.
+    #[arg(long, conflicts_with = "record")]
+    pub no_record: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -48,6 +60,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         crate::say!("probe {feature}");
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
+    let recording = if args.no_record {
+        None
+    } else {
+        crate::say!("recording to {}", args.record.display());
+        Some(recording::DemoRecording::start(&args.record)?)
+    };
     // The kernel's per-program run-time accounting: what each probe costs.
     let stats_enabled = BpfStatsEnabled::enable();
     let mut all_agree = true;
@@ -79,6 +97,16 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         }
     }
     drop(stats_enabled);
+    if let Some(recording) = recording {
+        let file = recording.finish()?;
+        let html = file.with_extension("html");
+        crate::say!("\n== the recording: cgtrace report {} ==", file.display());
+        super::report::run(&super::report::ReportArgs {
+            file,
+            json: false,
+            html: Some(html),
+        })?;
+    }
     Ok(if all_agree {
         Outcome::Success
     } else {

@@ -1,0 +1,313 @@
+//! The text and JSON forms of `cgtrace report`: the trace's provenance and
+//! losses, then per cgroup its memory (usage, OOM kills, page cache added,
+//! evicted by reason and by whom, reclaim stalls, refaults) and its CPU
+//! throttling, then every OOM kill.
+
+use std::{io, time::SystemTime};
+
+use cgtrace_common::pagecache::ChargeKind;
+use serde_json::{Value, json};
+
+use super::summary::{CgroupSummary, Summary};
+use crate::{
+    model::throttle::periods,
+    output::{
+        cache::{EVICTION_REASONS, charge_name, duration, kind_name, reason_name},
+        format::{bytes, rfc3339, tail},
+        oom,
+    },
+    system::Clock,
+    trace::{
+        file::{Ending, Trace},
+        record::ChargesFrom,
+    },
+};
+
+/// What the report needs besides the summary.
+pub struct Context<'a> {
+    pub trace: &'a Trace,
+    pub summary: &'a Summary,
+    pub page: u64,
+    /// The recorder's clock: monotonic times in records become wall-clock times.
+    pub clock: Clock,
+    pub started: SystemTime,
+}
+
+impl<'a> Context<'a> {
+    #[must_use]
+    pub fn new(trace: &'a Trace, summary: &'a Summary) -> Self {
+        Self {
+            trace,
+            summary,
+            page: trace.header.page_size.max(1),
+            clock: Clock::from_boot_time(trace.header.boot_time_ns),
+            started: std::time::UNIX_EPOCH
+                + std::time::Duration::from_nanos(trace.header.start_wall_ns),
+        }
+    }
+}
+
+/// How the trace ended, in words.
+#[must_use]
+pub fn ending_text(ending: Ending) -> String {
+    match ending {
+        Ending::Complete => "complete".to_owned(),
+        Ending::CutShort { offset, lost_bytes } => format!(
+            "CUT SHORT at byte {offset} ({lost_bytes} bytes of an unfinished chunk lost): the recorder was killed or the disk filled"
+        ),
+    }
+}
+
+/// The losses line.
+#[must_use]
+pub fn losses_text(summary: &Summary) -> String {
+    summary.stats.map_or_else(
+        || "unknown (the trace ends before the recorder's final counters)".to_owned(),
+        |s| {
+            format!(
+                "{} ring-buffer drops, {} recursion misses, {} read failures, {} map-full",
+                s.ring_buffer_drops, s.recursion_misses, s.read_failures, s.map_full
+            )
+        },
+    )
+}
+
+fn opt_bytes(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".to_owned(), bytes)
+}
+
+/// Memory rows: cgroups with usage, page-cache activity, stalls or kills.
+pub fn memory_rows(summary: &Summary) -> impl Iterator<Item = (&String, &CgroupSummary)> {
+    summary
+        .cgroups
+        .iter()
+        .filter(|(_, c)| c.has_memory_activity())
+}
+
+/// The memory table's columns, shared by the text and HTML reports.
+pub const MEMORY_COLUMNS: [&str; 11] = [
+    "PEAK",
+    "LIMIT",
+    "OOM",
+    "ADDED",
+    "EVICTED",
+    "REMOVED",
+    "REFAULT",
+    "STALLS",
+    "STALL.P99",
+    "STALL.MAX",
+    "EVICTED BY",
+];
+
+/// One cgroup's cells of the memory table.
+#[must_use]
+pub fn memory_cells(c: &CgroupSummary, page: u64) -> [String; 11] {
+    let stalls = c.all_stalls().filter(|s| s.count > 0);
+    let by: Vec<String> = c
+        .evicted_by
+        .iter()
+        .map(|(who, pages)| format!("{who} {}", bytes(pages * page)))
+        .collect();
+    [
+        opt_bytes(c.peak_usage()),
+        opt_bytes(c.limit_bytes),
+        c.oom_kills.to_string(),
+        bytes(c.added * page),
+        bytes(c.evicted_total() * page),
+        bytes(c.removed * page),
+        bytes(c.charges[ChargeKind::RefaultFile as usize].0 * page),
+        stalls.as_ref().map_or(0, |s| s.count).to_string(),
+        stalls
+            .as_ref()
+            .and_then(|s| s.quantile_ns(0.99))
+            .map_or_else(|| "-".to_owned(), duration),
+        stalls
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |s| duration(s.max_ns)),
+        by.join(", "),
+    ]
+}
+
+/// The CPU table's columns.
+pub const CPU_COLUMNS: [&str; 4] = ["THROTTLED", "SPANS", "THR.TIME", "MAX.SPAN"];
+
+/// One cgroup's cells of the CPU table.
+#[must_use]
+pub fn cpu_cells(c: &CgroupSummary) -> [String; 4] {
+    let longest = c
+        .spans
+        .iter()
+        .map(crate::event::ThrottleSpan::duration_ns)
+        .max()
+        .unwrap_or(0);
+    [
+        periods(&c.spans).to_string(),
+        c.spans.len().to_string(),
+        duration(c.throttled_ns()),
+        duration(longest),
+    ]
+}
+
+/// Cgroups that were throttled.
+pub fn cpu_rows(summary: &Summary) -> impl Iterator<Item = (&String, &CgroupSummary)> {
+    summary.cgroups.iter().filter(|(_, c)| !c.spans.is_empty())
+}
+
+pub fn text(out: &mut impl io::Write, cx: &Context<'_>) -> io::Result<()> {
+    let (h, summary, page) = (&cx.trace.header, cx.summary, cx.page);
+    writeln!(
+        out,
+        "trace: {} on {} (Linux {}), from {} for {:.1} s, {} records; {}",
+        h.writer,
+        h.hostname,
+        h.kernel_release,
+        rfc3339(cx.started),
+        summary.seconds(),
+        cx.trace.records.len(),
+        ending_text(cx.trace.ending)
+    )?;
+    writeln!(out, "losses: {}", losses_text(summary))?;
+    let memory_line = |name: &str, cells: &[String]| {
+        format!(
+            "{:<36} {:>8} {:>8} {:>4} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>9}  {}",
+            tail(name, 36),
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            cells[6],
+            cells[7],
+            cells[8],
+            cells[9],
+            cells[10]
+        )
+    };
+    let header = MEMORY_COLUMNS.map(str::to_owned);
+    writeln!(out, "\n{}", memory_line("MEMORY", &header))?;
+    for (name, c) in memory_rows(summary) {
+        writeln!(out, "{}", memory_line(name, &memory_cells(c, page)))?;
+    }
+    let cpu_line = |name: &str, cells: &[String]| {
+        format!(
+            "{:<36} {:>9} {:>7} {:>9} {:>9}",
+            tail(name, 36),
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3]
+        )
+    };
+    if cpu_rows(summary).next().is_some() {
+        writeln!(
+            out,
+            "\n{}",
+            cpu_line("CPU", &CPU_COLUMNS.map(str::to_owned))
+        )?;
+        for (name, c) in cpu_rows(summary) {
+            writeln!(out, "{}", cpu_line(name, &cpu_cells(c)))?;
+        }
+    }
+    if !summary.kills.is_empty() {
+        writeln!(out, "\nOOM kills:\n{}", oom::header())?;
+        for kill in &summary.kills {
+            writeln!(out, "{}", oom::line(kill, &cx.clock))?;
+        }
+    }
+    Ok(())
+}
+
+fn cgroup_json(name: &str, c: &CgroupSummary, page: u64) -> Value {
+    let evicted: serde_json::Map<String, Value> = EVICTION_REASONS
+        .iter()
+        .map(|r| {
+            let pages = c.evicted.get(reason_name(*r)).copied().unwrap_or(0);
+            (reason_name(*r).to_owned(), json!(pages * page))
+        })
+        .collect();
+    let by: Vec<Value> = c
+        .evicted_by
+        .iter()
+        .map(|(who, pages)| json!({"cgroup": who, "bytes": pages * page}))
+        .collect();
+    let stalls: Vec<Value> = c
+        .stalls
+        .iter()
+        .map(|(kind, s)| {
+            json!({
+                "kind": kind_name(*kind),
+                "count": s.count,
+                "total_ns": s.total_ns,
+                "p50_ns": s.quantile_ns(0.5),
+                "p99_ns": s.quantile_ns(0.99),
+                "max_ns": s.max_ns,
+                "scanned_bytes": s.scanned * page,
+                "reclaimed_bytes": s.reclaimed * page,
+            })
+        })
+        .collect();
+    let charges: serde_json::Map<String, Value> = ChargeKind::ALL
+        .iter()
+        .map(|kind| {
+            let (charged, uncharged) = c.charges[*kind as usize];
+            (
+                charge_name(*kind).to_owned(),
+                json!({"charged_pages": charged, "uncharged_pages": uncharged}),
+            )
+        })
+        .collect();
+    json!({
+        "cgroup": name,
+        "oom_kills": c.oom_kills,
+        "throttle_spans": c.spans.len(),
+        "throttled_periods": periods(&c.spans),
+        "throttled_ns": c.throttled_ns(),
+        "peak_usage_bytes": c.peak_usage(),
+        "limit_bytes": c.limit_bytes,
+        "memory_events": c.events,
+        "added_bytes": c.added * page,
+        "removed_bytes": c.removed * page,
+        "evicted_bytes": evicted,
+        "evicted_by": by,
+        "stalls": stalls,
+        "charges": charges,
+    })
+}
+
+#[must_use]
+pub fn json(cx: &Context<'_>) -> Value {
+    let (h, summary) = (&cx.trace.header, cx.summary);
+    let cgroups: Vec<Value> = summary
+        .cgroups
+        .iter()
+        .map(|(name, c)| cgroup_json(name, c, cx.page))
+        .collect();
+    let kills: Vec<Value> = summary
+        .kills
+        .iter()
+        .map(|k| oom::json(k, &cx.clock))
+        .collect();
+    let ending = match cx.trace.ending {
+        Ending::Complete => json!({"complete": true}),
+        Ending::CutShort { offset, lost_bytes } => {
+            json!({"complete": false, "cut_at_offset": offset, "lost_bytes": lost_bytes})
+        }
+    };
+    json!({
+        "type": "report",
+        "writer": h.writer,
+        "hostname": h.hostname,
+        "kernel_release": h.kernel_release,
+        "start": rfc3339(cx.started),
+        "duration_s": summary.seconds(),
+        "records": cx.trace.records.len(),
+        "skipped_records": cx.trace.skipped,
+        "intervals": summary.intervals.len(),
+        "charges_source": summary.charges_from.and_then(ChargesFrom::name),
+        "ending": ending,
+        "losses": summary.stats,
+        "cgroups": cgroups,
+        "oom_kills": kills,
+    })
+}
