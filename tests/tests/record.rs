@@ -294,3 +294,62 @@ impl Drop for RecorderLeftovers {
         }
     }
 }
+
+#[test]
+fn a_cgroup_filter_records_only_what_involves_those_cgroups() {
+    if !require_root("a_cgroup_filter_records_only_what_involves_those_cgroups") {
+        return;
+    }
+    let path = trace_path("filter");
+    let outside = cgtrace_tests::scratch("filter-outside", None);
+    let outside_file = cgtrace_tests::uncached_file("filter-outside", 32);
+    let inside_file = cgtrace_tests::uncached_file("filter-inside", 32);
+    // The command reads its file while a cgroup outside the filter reads
+    // another: only the command's cgroup may show up.
+    let script = format!(
+        "sleep 0.3; cat {} > /dev/null; sleep 0.5",
+        inside_file.path.display()
+    );
+    let mut recorder = Command::new(cgtrace_bin())
+        .args([
+            "record",
+            "--interval",
+            "100ms",
+            "--cgroup",
+            "/no-such-subtree",
+            "-o",
+        ])
+        .arg(&path)
+        .args(["--", "sh", "-c", &script])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    cgtrace_tests::read_in(&outside, &[&outside_file.path]);
+    assert!(recorder.wait().unwrap().success());
+    let report = report_json(&path);
+    let names: Vec<&str> = report["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|row| row["cgroup"].as_str())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("/cgtrace-record-")),
+        "the command's cgroup is kept: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("filter-outside")),
+        "a cgroup outside the filter was recorded: {names:?}"
+    );
+    let inside = names
+        .iter()
+        .find(|n| n.starts_with("/cgtrace-record-"))
+        .unwrap();
+    assert!(
+        cgtrace_tests::row_for(&report, inside)["added_bytes"]
+            .as_u64()
+            .unwrap()
+            >= 30 << 20
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod files;
+pub mod filter;
 pub mod hierarchy;
 pub mod poller;
 pub mod resolve;

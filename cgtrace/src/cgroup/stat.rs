@@ -188,6 +188,40 @@ pub fn charge_gauges<S: BuildHasher>(
 }
 
 #[cfg(test)]
+mod usage_tests {
+    use super::usage_and_limit;
+    use crate::cgroup::Version;
+
+    #[test]
+    fn reads_usage_and_limit_with_no_limit_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        std::fs::create_dir(&app).unwrap();
+        std::fs::write(app.join("memory.current"), "1048576\n").unwrap();
+        std::fs::write(app.join("memory.max"), "max\n").unwrap();
+        assert_eq!(
+            usage_and_limit(dir.path(), "/app", Version::V2),
+            (Some(1 << 20), None)
+        );
+        std::fs::write(app.join("memory.usage_in_bytes"), "4096\n").unwrap();
+        std::fs::write(app.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        assert_eq!(
+            usage_and_limit(dir.path(), "/app", Version::V1),
+            (Some(4096), None)
+        );
+        std::fs::write(app.join("memory.limit_in_bytes"), "67108864\n").unwrap();
+        assert_eq!(
+            usage_and_limit(dir.path(), "/app", Version::V1),
+            (Some(4096), Some(64 << 20))
+        );
+        assert_eq!(
+            usage_and_limit(dir.path(), "/gone", Version::V1),
+            (None, None)
+        );
+    }
+}
+
+#[cfg(test)]
 mod event_tests {
     use super::{MemoryEvents, charge_gauges, parse};
     use crate::cgroup::Version;

@@ -574,7 +574,74 @@ pub fn report_stats(stats: &ProbeStats, json: bool) -> io::Result<()> {
 mod tests {
     use std::time::Duration;
 
-    use super::parse_duration;
+    use cgtrace_common::{
+        cgroup::CgroupRef,
+        pagecache::{CacheReason, ChargeKind},
+    };
+
+    use super::{RecordedInterval, parse_duration};
+    use crate::trace::record::{ChargesFrom, TraceRecord};
+
+    const APP: CgroupRef = CgroupRef {
+        id: 7,
+        hierarchy: 4,
+        level: 1,
+    };
+
+    fn charge(end_ns: u64) -> TraceRecord {
+        TraceRecord::Charge {
+            end_ns,
+            cgroup: Some(APP),
+            kind: ChargeKind::File,
+            charged: 10,
+            uncharged: 4,
+        }
+    }
+
+    #[test]
+    fn a_replayed_interval_is_closed_by_its_interval_record() {
+        let mut pending = RecordedInterval::default();
+        let flow = TraceRecord::CacheFlow {
+            end_ns: 20,
+            owner: Some(APP),
+            actor: None,
+            reason: CacheReason::OwnLimit,
+            pages: 5,
+        };
+        assert!(pending.add(&flow).is_none());
+        assert!(pending.add(&charge(20)).is_none());
+        let interval = pending
+            .add(&TraceRecord::Interval {
+                start_ns: 10,
+                end_ns: 20,
+                charges_from: ChargesFrom::Tracepoints,
+            })
+            .unwrap();
+        assert_eq!((interval.start_ns, interval.end_ns), (10, 20));
+        assert_eq!(interval.flows.len(), 1);
+        let charges = interval.charges.unwrap();
+        assert_eq!((charges[0].charged, charges[0].uncharged), (10, 4));
+    }
+
+    #[test]
+    fn memory_stat_charges_replay_as_the_files_said_them() {
+        let mut pending = RecordedInterval::default();
+        pending.add(&charge(20));
+        let interval = pending
+            .add(&TraceRecord::Interval {
+                start_ns: 10,
+                end_ns: 20,
+                charges_from: ChargesFrom::MemoryStat,
+            })
+            .unwrap();
+        // Not tracepoint charges: the views ask the facts, as they would ask
+        // memory.stat live.
+        assert!(interval.charges.is_none());
+        assert_eq!(
+            pending.file_charges[&APP][ChargeKind::File as usize],
+            (10, 4)
+        );
+    }
 
     #[test]
     fn parses_durations() {

@@ -29,6 +29,7 @@ use super::{
 use crate::{
     cgroup::{
         Hierarchies, Resolver,
+        filter::CgroupFilter,
         scratch::{ScratchCgroup, spawn_into_all},
     },
     event::Event,
@@ -59,6 +60,11 @@ pub struct RecordArgs {
     /// CPU limit for the command's cgroup, in cores (0.5 = half a core).
     #[arg(long, value_name = "CORES")]
     pub cpu_limit: Option<f64>,
+    /// Record only what involves cgroups at or below PATH (repeatable; a
+    /// page-cache flow is kept when its owner or its actor is). The
+    /// command's own cgroups are always kept.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<String>,
     /// The command to run and record.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -103,9 +109,35 @@ struct Recording {
     resolver: Resolver,
     named: HashSet<(u32, u64)>,
     path: PathBuf,
+    filter: CgroupFilter,
 }
 
 impl Recording {
+    /// Creates the trace file and writes its header.
+    fn create(args: &RecordArgs, hierarchies: &Hierarchies) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(&args.output)
+            .with_context(|| format!("cannot create {}", args.output.display()))?;
+        let writer = TraceWriter::new(file, &header())
+            .with_context(|| format!("cannot write {}", args.output.display()))?;
+        Ok(Self {
+            writer,
+            resolver: Resolver::new(hierarchies.clone()),
+            named: HashSet::new(),
+            path: args.output.clone(),
+            filter: CgroupFilter::new(&args.cgroups),
+        })
+    }
+
+    /// Whether any of `cgroups` is one the user asked about.
+    fn wanted(&mut self, cgroups: &[Option<CgroupRef>]) -> bool {
+        self.filter.is_everything()
+            || cgroups.iter().flatten().any(|cgroup| {
+                self.resolver
+                    .path(*cgroup)
+                    .is_some_and(|path| self.filter.keeps(&path))
+            })
+    }
+
     fn write(&mut self, record: &TraceRecord) -> anyhow::Result<()> {
         self.writer
             .record(record)
@@ -137,12 +169,23 @@ impl Recording {
         match event {
             Event::OomKill(mut kill) => {
                 resolve_paths(&mut kill, &mut self.resolver);
+                let involved = [
+                    kill.victim.cgroup.as_deref(),
+                    kill.trigger.as_ref().and_then(|t| t.cgroup.as_deref()),
+                    kill.oom_memcg.as_ref().and_then(|m| m.path.as_deref()),
+                ];
+                if !involved.iter().flatten().any(|p| self.filter.keeps(p)) {
+                    return Ok(());
+                }
                 self.name(kill.victim.cgroup_ref)?;
                 self.name(kill.trigger.as_ref().and_then(|t| t.cgroup_ref))?;
                 self.name(kill.oom_memcg.as_ref().and_then(|m| m.cgroup_ref))?;
                 self.write(&TraceRecord::OomKill(kill))
             }
             Event::ThrottleSpan(span) => {
+                if !self.wanted(&[span.cgroup_ref]) {
+                    return Ok(());
+                }
                 self.name(span.cgroup_ref)?;
                 self.write(&TraceRecord::Throttle(span))
             }
@@ -236,6 +279,9 @@ fn write_interval(
     let end_ns = interval.end_ns;
     let mut cgroups: Vec<CgroupRef> = watched.to_vec();
     for flow in &interval.flows {
+        if !recording.wanted(&[flow.owner, flow.actor]) {
+            continue;
+        }
         recording.name(flow.owner)?;
         recording.name(flow.actor)?;
         cgroups.extend(flow.owner);
@@ -248,6 +294,9 @@ fn write_interval(
         })?;
     }
     for stall in &interval.stalls {
+        if !recording.wanted(&[stall.cgroup]) {
+            continue;
+        }
         recording.name(stall.cgroup)?;
         cgroups.extend(stall.cgroup);
         recording.write(&TraceRecord::Stall {
@@ -258,6 +307,9 @@ fn write_interval(
         })?;
     }
     for charge in interval.charges.iter().flatten() {
+        if !recording.wanted(&[charge.cgroup]) {
+            continue;
+        }
         recording.name(charge.cgroup)?;
         cgroups.extend(charge.cgroup);
         recording.write(&TraceRecord::Charge {
@@ -363,17 +415,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         crate::note!("cgtrace: {feature}");
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
-    let header = header();
-    let file = std::fs::File::create(&args.output)
-        .with_context(|| format!("cannot create {}", args.output.display()))?;
-    let writer = TraceWriter::new(file, &header)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
-    let mut recording = Recording {
-        writer,
-        resolver: Resolver::new(hierarchies.clone()),
-        named: HashSet::new(),
-        path: args.output.clone(),
-    };
+    let mut recording = Recording::create(args, &hierarchies)?;
     let mut state = LiveState::new(hierarchies.clone());
     let mut model = CacheModel::new();
     if let Some(sample) = probe.sample_cache() {
@@ -381,6 +423,9 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     }
 
     let (cgroups, mut child) = start_command(args, &hierarchies)?;
+    for cgroup in &cgroups {
+        recording.filter.add(cgroup.path());
+    }
     let watched = memory_refs(&cgroups, &hierarchies);
 
     let started = Instant::now();
