@@ -22,3 +22,20 @@ impl CgroupRef {
         self.id != 0
     }
 }
+
+/// Bytes of a cgroup path a [`CgroupCreatedRecord`] carries (longer paths
+/// are cut, and the collector falls back to its own lookup).
+pub const CGROUP_PATH_MAX: usize = 256;
+
+/// A cgroup was created (`cgroup_mkdir`): its id and path, so a cgroup that
+/// lives for less than a sampling interval is still named.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupCreatedRecord {
+    pub header: crate::RecordHeader,
+    pub cgroup: CgroupRef,
+    /// NUL-terminated path below the hierarchy's root, as the tracepoint
+    /// gives it (`/kubepods/burstable/pod…`).
+    pub path: [u8; CGROUP_PATH_MAX],
+}
+const _: () = assert!(core::mem::size_of::<CgroupCreatedRecord>() == 288);

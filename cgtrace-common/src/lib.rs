@@ -21,6 +21,7 @@ pub mod throttle;
 pub enum RecordKind {
     OomKill = 1,
     ThrottleSpan = 2,
+    CgroupCreated = 3,
 }
 
 impl RecordKind {
@@ -29,6 +30,7 @@ impl RecordKind {
         match value {
             1 => Some(Self::OomKill),
             2 => Some(Self::ThrottleSpan),
+            3 => Some(Self::CgroupCreated),
             _ => None,
         }
     }
@@ -56,6 +58,7 @@ mod pod {
     unsafe impl aya::Pod for super::offsets::Offsets {}
     unsafe impl aya::Pod for super::oom::OomRecord {}
     unsafe impl aya::Pod for super::cgroup::CgroupRef {}
+    unsafe impl aya::Pod for super::cgroup::CgroupCreatedRecord {}
     unsafe impl aya::Pod for super::pagecache::CacheKey {}
     unsafe impl aya::Pod for super::pagecache::ReclaimContext {}
     unsafe impl aya::Pod for super::pagecache::StallKey {}

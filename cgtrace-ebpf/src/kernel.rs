@@ -75,7 +75,12 @@ pub fn memcg_ref(o: &Offsets, memcg: u64) -> Result<CgroupRef, ()> {
 /// its kernfs id, hierarchy and level.
 #[inline(always)]
 pub fn css_ref(o: &Offsets, css: u64) -> Result<CgroupRef, ()> {
-    let cgroup: u64 = read(css, o.css_cgroup)?;
+    cgroup_ref(o, read(css, o.css_cgroup)?)
+}
+
+/// A `struct cgroup *`'s kernfs id, hierarchy and level.
+#[inline(always)]
+pub fn cgroup_ref(o: &Offsets, cgroup: u64) -> Result<CgroupRef, ()> {
     let kn: u64 = read(cgroup, o.cgroup_kn)?;
     let id: u64 = read(kn, o.kernfs_node_id)?;
     let level: i32 = read(cgroup, o.cgroup_level)?;

@@ -15,13 +15,17 @@
 
 use aya_ebpf::{
     Global,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_str_bytes,
+    },
     macros::{btf_tracepoint, map},
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
     programs::BtfTracePointContext,
 };
 use cgtrace_common::{
-    cgroup::CgroupRef,
+    RecordHeader, RecordKind,
+    cgroup::{CGROUP_PATH_MAX, CgroupCreatedRecord, CgroupRef},
     offsets::{ABSENT, Offsets},
     pagecache::{
         CacheKey, CacheReason, FileKey, ReclaimContext, ReclaimKind, STALL_BUCKETS, StallKey,
@@ -31,8 +35,8 @@ use cgtrace_common::{
 };
 
 use crate::{
-    kernel::{at, limit_walk, memcg_ref, read, task_memcg},
-    maps::{count, offsets},
+    kernel::{at, cgroup_ref, limit_walk, memcg_ref, read, task_memcg},
+    maps::{EVENTS, count, offsets},
 };
 
 /// `include/linux/sched.h`: set while a task reclaims memory (direct or
@@ -365,12 +369,16 @@ pub fn shrink_inactive(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// A new cgroup: if it has a memory controller, map its memcg pointer to it,
-/// replacing whatever memcg had that address before.
+/// A new cgroup: its name goes to the collector (so a cgroup that lives for
+/// less than an interval is still named), and if it has a memory
+/// controller its memcg pointer is mapped to it, replacing whatever memcg
+/// had that address before.
 #[btf_tracepoint(function = "cgroup_mkdir")]
 pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> u32 {
     let o = offsets();
     let cgroup: u64 = ctx.arg(0);
+    let path: u64 = ctx.arg(1);
+    announce(o, cgroup, path);
     if o.memory_cgrp_id == ABSENT {
         return 0;
     }
@@ -385,4 +393,34 @@ pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> u32 {
         let _ = MEMCG_REFS.insert(memcg, cgroup_ref, 0);
     }
     0
+}
+
+/// Sends a new cgroup's id and path to the collector.
+#[inline(always)]
+fn announce(o: &Offsets, cgroup: u64, path: u64) {
+    let Ok(cgroup_ref) = cgroup_ref(o, cgroup) else {
+        count(LossCounter::ReadFailed);
+        return;
+    };
+    // Filled in place: the 256-byte path would crowd the BPF stack.
+    let Some(mut slot) = EVENTS.reserve::<CgroupCreatedRecord>(0) else {
+        count(LossCounter::RingBufFull);
+        return;
+    };
+    let record = slot.write(CgroupCreatedRecord {
+        header: RecordHeader {
+            kind: RecordKind::CgroupCreated as u32,
+            size: core::mem::size_of::<CgroupCreatedRecord>() as u32,
+            // SAFETY: a helper call with no arguments.
+            monotonic_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        cgroup: cgroup_ref,
+        path: [0; CGROUP_PATH_MAX],
+    });
+    // SAFETY: reads a kernel string into the record's own buffer.
+    if unsafe { bpf_probe_read_kernel_str_bytes(path as *const u8, &mut record.path) }.is_err() {
+        count(LossCounter::ReadFailed);
+    }
+    slot.submit(0);
+    count(LossCounter::Submitted);
 }

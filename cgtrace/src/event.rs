@@ -5,7 +5,7 @@ use std::fmt;
 
 use cgtrace_common::{
     RecordHeader, RecordKind,
-    cgroup::CgroupRef,
+    cgroup::{CgroupCreatedRecord, CgroupRef},
     oom::{
         ConstraintSource, OOM_FLAG_GROUP_KILL, OOM_FLAG_MEMSW_LIMIT, OOM_FLAG_READ_FAILED,
         OomRecord,
@@ -20,6 +20,11 @@ pub enum Event {
     /// Boxed: OOM kills are rare and large, throttle spans frequent and small.
     OomKill(Box<OomKill>),
     ThrottleSpan(ThrottleSpan),
+    /// A cgroup was created, with its path (below its hierarchy's root).
+    CgroupCreated {
+        cgroup: CgroupRef,
+        path: String,
+    },
 }
 
 /// A span during which a cgroup's run queue on one CPU was throttled.
@@ -225,6 +230,14 @@ pub fn decode(bytes: &[u8], context: &DecodeContext) -> Result<Event, DecodeErro
                 start_ns: r.start_ns,
                 end_ns: r.end_ns,
             }))
+        }
+        RecordKind::CgroupCreated => {
+            let r: CgroupCreatedRecord = read_exact(bytes, kind)?;
+            let len = r.path.iter().position(|b| *b == 0).unwrap_or(r.path.len());
+            Ok(Event::CgroupCreated {
+                cgroup: r.cgroup,
+                path: String::from_utf8_lossy(&r.path[..len]).into_owned(),
+            })
         }
     }
 }

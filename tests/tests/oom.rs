@@ -27,7 +27,7 @@ fn collect(probe: &mut Probe, mut done: impl FnMut(&[OomKill]) -> bool) -> Vec<O
         let mut fresh = Vec::new();
         probe.drain(|event| match event {
             Event::OomKill(kill) => fresh.push(kill),
-            Event::ThrottleSpan(_) => {}
+            Event::ThrottleSpan(_) | Event::CgroupCreated { .. } => {}
         });
         for mut kill in fresh {
             resolve_paths(&mut kill, &mut resolver);

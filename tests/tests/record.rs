@@ -353,3 +353,37 @@ fn a_cgroup_filter_records_only_what_involves_those_cgroups() {
             >= 30 << 20
     );
 }
+
+#[test]
+fn a_cgroup_gone_before_its_interval_ends_is_still_named() {
+    if !require_root("a_cgroup_gone_before_its_interval_ends_is_still_named") {
+        return;
+    }
+    let path = trace_path("short-lived");
+    let file = cgtrace_tests::uncached_file("short-lived", 16);
+    // One long interval: the cgroup is created, used and removed inside it,
+    // so only its creation event can name it.
+    let mut recorder = Command::new(cgtrace_bin())
+        .args(["record", "--interval", "10s", "--duration", "3s", "-o"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::metadata(&*path).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "recorder did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let name = {
+        let cgroup = cgtrace_tests::scratch("short-lived", None);
+        cgtrace_tests::read_in(&cgroup, &[&file.path]);
+        cgroup.path().to_owned()
+    };
+    assert!(recorder.wait().unwrap().success());
+    let report = report_json(&path);
+    let row = cgtrace_tests::row_for(&report, &name);
+    assert!(row["added_bytes"].as_u64().unwrap() >= 15 << 20, "{row}");
+}

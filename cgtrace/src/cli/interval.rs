@@ -23,6 +23,7 @@ use crate::{
         poller::{CgroupPoller, Charges},
         stat::{self, MemoryEvents, MemorySample},
     },
+    event::Event,
     model::cache::{CacheInterval, CacheModel, ChargeDelta, Flow, StallDelta, by_owner},
     output::{
         cache::{CacheRow, cgroup_name},
@@ -140,7 +141,7 @@ fn watch(
     render: &mut dyn FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
 ) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install().context("cannot install signal handlers")?;
-    let probe = Probe::load(&ProbeOptions {
+    let mut probe = Probe::load(&ProbeOptions {
         features: FeatureSet::CACHE_AND_RECLAIM,
         files,
         ..ProbeOptions::default()
@@ -160,6 +161,12 @@ fn watch(
     let mut next = Instant::now() + args.interval;
     loop {
         let stop = shutdown.requested();
+        // New cgroups' names, so one gone before the interval ends is named.
+        probe.drain(|event| {
+            if let Event::CgroupCreated { cgroup, path } = event {
+                state.resolver.learn(cgroup.hierarchy, cgroup.id, &path);
+            }
+        });
         if stop || Instant::now() >= next {
             let Some(sample) = probe.sample_cache() else {
                 break;
@@ -185,7 +192,7 @@ fn watch(
         }
         let wait = next.saturating_duration_since(Instant::now());
         wait_readable(
-            &[std::os::fd::AsFd::as_fd(&shutdown)],
+            &[probe.events_fd(), std::os::fd::AsFd::as_fd(&shutdown)],
             wait.max(Duration::from_millis(1)),
         )?;
     }

@@ -233,7 +233,7 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
         let stop = shutdown.requested();
         probe.drain(|event| match event {
             Event::OomKill(kill) => probe_kills.push(kill),
-            Event::ThrottleSpan(_) => {}
+            Event::ThrottleSpan(_) | Event::CgroupCreated { .. } => {}
         });
         let now = Clock::monotonic_now_ns();
         for mut kill in probe_kills.drain(..) {

@@ -182,6 +182,12 @@ impl Recording {
                 self.name(kill.oom_memcg.as_ref().and_then(|m| m.cgroup_ref))?;
                 self.write(&TraceRecord::OomKill(kill))
             }
+            Event::CgroupCreated { cgroup, path } => {
+                // Named now, so a cgroup gone before the interval ends is
+                // still named in the trace.
+                self.resolver.learn(cgroup.hierarchy, cgroup.id, &path);
+                Ok(())
+            }
             Event::ThrottleSpan(span) => {
                 if !self.wanted(&[span.cgroup_ref]) {
                     return Ok(());

@@ -69,7 +69,7 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
         let mut fresh = Vec::new();
         probe.drain(|event| match event {
             Event::OomKill(kill) => fresh.push(kill),
-            Event::ThrottleSpan(_) => {}
+            Event::ThrottleSpan(_) | Event::CgroupCreated { .. } => {}
         });
         for kill in fresh {
             model.probe(*kill, Clock::monotonic_now_ns());
