@@ -28,7 +28,7 @@ use super::{
 };
 use crate::{
     cgroup::{
-        Hierarchies, Resolver,
+        Hierarchies,
         filter::CgroupFilter,
         scratch::{ScratchCgroup, spawn_into_all},
     },
@@ -103,10 +103,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 const CPU_PERIOD_US: u64 = 100_000;
 const CPU_PERIOD_SECONDS: f64 = 0.1;
 
-/// The trace being written, and which cgroups it has named.
+/// The trace being written, which cgroups it has named, and what is kept
+/// about them between intervals (one resolver for names and files alike).
 struct Recording {
     writer: TraceWriter<std::fs::File>,
-    resolver: Resolver,
+    state: LiveState,
     named: HashSet<(u32, u64)>,
     path: PathBuf,
     filter: CgroupFilter,
@@ -121,7 +122,7 @@ impl Recording {
             .with_context(|| format!("cannot write {}", args.output.display()))?;
         Ok(Self {
             writer,
-            resolver: Resolver::new(hierarchies.clone()),
+            state: LiveState::new(hierarchies.clone()),
             named: HashSet::new(),
             path: args.output.clone(),
             filter: CgroupFilter::new(&args.cgroups),
@@ -132,7 +133,8 @@ impl Recording {
     fn wanted(&mut self, cgroups: &[Option<CgroupRef>]) -> bool {
         self.filter.is_everything()
             || cgroups.iter().flatten().any(|cgroup| {
-                self.resolver
+                self.state
+                    .resolver
                     .path(*cgroup)
                     .is_some_and(|path| self.filter.keeps(&path))
             })
@@ -159,7 +161,7 @@ impl Recording {
         if !self.named.insert((cgroup.hierarchy, cgroup.id)) {
             return Ok(());
         }
-        if let Some(path) = self.resolver.path(cgroup) {
+        if let Some(path) = self.state.resolver.path(cgroup) {
             self.write(&TraceRecord::CgroupName { cgroup, path })?;
         }
         Ok(())
@@ -168,7 +170,7 @@ impl Recording {
     fn event(&mut self, event: Event) -> anyhow::Result<()> {
         match event {
             Event::OomKill(mut kill) => {
-                resolve_paths(&mut kill, &mut self.resolver);
+                resolve_paths(&mut kill, &mut self.state.resolver);
                 let involved = [
                     kill.victim.cgroup.as_deref(),
                     kill.trigger.as_ref().and_then(|t| t.cgroup.as_deref()),
@@ -185,7 +187,9 @@ impl Recording {
             Event::CgroupCreated { cgroup, path } => {
                 // Named now, so a cgroup gone before the interval ends is
                 // still named in the trace.
-                self.resolver.learn(cgroup.hierarchy, cgroup.id, &path);
+                self.state
+                    .resolver
+                    .learn(cgroup.hierarchy, cgroup.id, &path);
                 Ok(())
             }
             Event::ThrottleSpan(span) => {
@@ -274,7 +278,6 @@ fn header() -> TraceHeader {
 fn write_interval(
     probe: &Probe,
     model: &mut CacheModel,
-    state: &mut LiveState,
     recording: &mut Recording,
     watched: &[CgroupRef],
 ) -> anyhow::Result<()> {
@@ -333,17 +336,26 @@ fn write_interval(
     } else {
         ChargesFrom::MemoryStat
     };
-    let mut facts = state.facts(model);
-    for cgroup in cgroups {
+    // Read every cgroup's files first, then write: both need the state.
+    let mut facts = recording.state.facts(model);
+    let read: Vec<_> = cgroups
+        .into_iter()
+        .map(|cgroup| {
+            let sample = facts.memory_sample(cgroup);
+            let charges = (charges_from == ChargesFrom::MemoryStat)
+                .then(|| facts.file_charges(cgroup))
+                .flatten();
+            (cgroup, sample, charges)
+        })
+        .collect();
+    for (cgroup, sample, charges) in read {
         recording.name(Some(cgroup))?;
         recording.write(&TraceRecord::Memory {
             end_ns,
             cgroup,
-            sample: facts.memory_sample(cgroup),
+            sample,
         })?;
-        if charges_from == ChargesFrom::MemoryStat
-            && let Some(charges) = facts.file_charges(cgroup)
-        {
+        if let Some(charges) = charges {
             for kind in ChargeKind::ALL {
                 let (charged, uncharged) = charges[kind as usize];
                 if charged + uncharged > 0 {
@@ -422,7 +434,6 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     let mut recording = Recording::create(args, &hierarchies)?;
-    let mut state = LiveState::new(hierarchies.clone());
     let mut model = CacheModel::new();
     if let Some(sample) = probe.sample_cache() {
         model.update(&sample);
@@ -453,7 +464,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         let timed_out = args.duration.is_some_and(|d| started.elapsed() >= d);
         let finishing = stop || timed_out || exit_status.is_some();
         if finishing || Instant::now() >= next {
-            write_interval(&probe, &mut model, &mut state, &mut recording, &watched)?;
+            write_interval(&probe, &mut model, &mut recording, &watched)?;
             recording
                 .writer
                 .flush()
