@@ -31,6 +31,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod event;
+pub mod identity;
 pub mod kmsg;
 pub mod model;
 pub mod output;

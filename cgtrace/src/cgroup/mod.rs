@@ -5,7 +5,6 @@ pub mod cpu;
 pub mod files;
 pub mod filter;
 pub mod hierarchy;
-pub mod identity;
 pub mod poller;
 pub mod resolve;
 pub mod scratch;

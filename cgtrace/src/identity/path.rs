@@ -296,4 +296,108 @@ mod tests {
         assert_eq!(parse("/"), Workload::Path);
         assert_eq!(parse("/docker/not-an-id"), Workload::Path);
     }
+
+    #[test]
+    fn systemd_escapes_and_other_runtimes() {
+        // systemd writes `-` inside a unit name component as `\x2d`.
+        assert_eq!(
+            parse("/system.slice/system-serial\\x2dgetty.slice/serial-getty@ttyS0.service"),
+            Workload::Unit {
+                name: "serial-getty@ttyS0.service".into(),
+                kind: UnitKind::Service
+            }
+        );
+        assert_eq!(
+            parse("/system.slice/system-my\\x2dapp.slice"),
+            Workload::Unit {
+                name: "system-my\\x2dapp.slice".into(),
+                kind: UnitKind::Slice
+            }
+        );
+        // An unknown unit type (`.swap`) falls back to the enclosing slice.
+        assert_eq!(
+            parse("/system.slice/dev-disk-by\\x2duuid-0a1b.swap"),
+            Workload::Unit {
+                name: "system.slice".into(),
+                kind: UnitKind::Slice
+            }
+        );
+        let uid = "1a2b3c4d-0000-4e5f-8a9b-0c1d2e3f4a5b";
+        // CRI-O with the cgroupfs driver names container cgroups crio-<id>.
+        assert_eq!(
+            parse(&format!("/kubepods/besteffort/pod{uid}/crio-{ID}")),
+            pod(QosClass::BestEffort, uid, Some((Runtime::CriO, ID)))
+        );
+        assert_eq!(
+            parse(&format!("/kubepods/burstable/pod{uid}/crio-conmon-{ID}")),
+            pod(QosClass::Burstable, uid, Some((Runtime::CriO, ID)))
+        );
+        // Docker-shim era: the container cgroup under the pod is docker-<id>.scope.
+        assert_eq!(
+            parse(&format!(
+                "/kubepods.slice/kubepods-pod1a2b3c4d_0000_4e5f_8a9b_0c1d2e3f4a5b.slice/docker-{ID}.scope"
+            )),
+            pod(QosClass::Guaranteed, uid, Some((Runtime::Docker, ID)))
+        );
+        // A process's own sub-cgroup below a container still belongs to it.
+        assert_eq!(
+            parse(&format!("/kubepods/burstable/pod{uid}/{ID}/init")),
+            pod(QosClass::Burstable, uid, Some((Runtime::Unknown, ID)))
+        );
+    }
+
+    #[test]
+    fn malformed_paths_are_never_pods_and_never_panic() {
+        for path in [
+            "",
+            "/",
+            "////",
+            "/kubepods/pod",
+            "/kubepods.slice/kubepods-pod.slice",
+            "/kubepods/burstable/pod",
+            "/kubepods/burstable/podXYZ/abc",
+            "/kubepods/burstable/mypod1234",
+            "/docker/",
+            "/docker/xyz",
+            "/system.slice/docker-.scope",
+            "/\u{fc}/\u{20ac}",
+        ] {
+            let parsed = parse(path);
+            assert!(
+                !matches!(parsed, Workload::Pod { .. } | Workload::Docker { .. }),
+                "{path:?} gave {parsed:?}"
+            );
+        }
+        // Every combination of awkward fragments, three deep.
+        let fragments = [
+            "",
+            "kubepods",
+            "kubepods.slice",
+            "burstable",
+            "besteffort",
+            "pod",
+            "pod-",
+            "pod_",
+            "podé",
+            "kubepods-pod_.slice",
+            ".scope",
+            ".slice",
+            "docker",
+            "docker-",
+            "crio-",
+            "cri-containerd-.scope",
+            "\\x2d",
+            "a.service",
+            "é.scope",
+            "-",
+        ];
+        for a in fragments {
+            for b in fragments {
+                for c in fragments {
+                    let _ = parse(&format!("/{a}/{b}/{c}"));
+                    let _ = parse(&format!("{a}{b}/{c}"));
+                }
+            }
+        }
+    }
 }

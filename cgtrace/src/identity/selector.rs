@@ -1,0 +1,294 @@
+//! What a user narrowed a view to: `--cgroup PATH|GLOB`, `--pod NAME`,
+//! `--namespace NS`, `--container NAME`.
+//!
+//! A cgroup is kept when it, or an ancestor, is selected: selecting a pod
+//! keeps its containers, selecting `/kubepods` keeps every pod below it.
+//! Different options must all hold (`--namespace shop --container nginx` is
+//! the nginx containers of shop's pods); repeating one option widens it.
+//!
+//! Cgroup patterns match whole path components from the hierarchy's root:
+//! `*`, `?` and `[a-z]` inside one component, `**` for any number of them
+//! (`/kubepods/*/pod*` keeps every pod of the burstable and besteffort
+//! classes, `/**/docker-*.scope` every Docker scope, wherever it is).
+
+use super::Identity;
+
+/// Which cgroups to keep; the default keeps everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    cgroups: Vec<String>,
+    pods: Vec<String>,
+    namespaces: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl Selector {
+    /// A selector from the command-line options (empty lists select all).
+    pub fn new(
+        cgroups: &[String],
+        pods: &[String],
+        namespaces: &[String],
+        containers: &[String],
+    ) -> Result<Self, String> {
+        for pattern in cgroups {
+            if pattern.trim().is_empty() {
+                return Err("--cgroup needs a path or pattern such as /kubepods".to_owned());
+            }
+            if pattern.matches('[').count() != pattern.matches(']').count() {
+                return Err(format!("--cgroup {pattern}: unbalanced [ ]"));
+            }
+        }
+        Ok(Self {
+            cgroups: cgroups.iter().map(|p| normalise(p)).collect(),
+            pods: pods.to_vec(),
+            namespaces: namespaces.to_vec(),
+            containers: containers.to_vec(),
+        })
+    }
+
+    /// A selector keeping the subtrees at these paths.
+    #[must_use]
+    pub fn paths<S: AsRef<str>>(paths: &[S]) -> Self {
+        Self {
+            cgroups: paths.iter().map(|p| normalise(p.as_ref())).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether everything is kept.
+    #[must_use]
+    pub fn is_everything(&self) -> bool {
+        self.cgroups.is_empty()
+            && self.pods.is_empty()
+            && self.namespaces.is_empty()
+            && self.containers.is_empty()
+    }
+
+    /// Whether keeping a cgroup depends on pod or container names, which
+    /// may appear after the cgroup does.
+    #[must_use]
+    pub fn uses_names(&self) -> bool {
+        !(self.pods.is_empty() && self.namespaces.is_empty() && self.containers.is_empty())
+    }
+
+    /// Whether the cgroup at `path`, with this identity, is kept.
+    #[must_use]
+    pub fn keeps(&self, path: &str, identity: &Identity) -> bool {
+        let path_kept = self.cgroups.is_empty() || self.cgroups.iter().any(|p| subtree(p, path));
+        let pod_kept = self.pods.is_empty()
+            || self.pods.iter().any(|wanted| {
+                identity.pod.as_deref() == Some(wanted.as_str())
+                    || matches!(&identity.workload, super::path::Workload::Pod { uid, .. } if uid == wanted)
+            });
+        let namespace_kept = self.namespaces.is_empty()
+            || self
+                .namespaces
+                .iter()
+                .any(|wanted| identity.namespace.as_deref() == Some(wanted.as_str()));
+        let container_kept = self.containers.is_empty()
+            || self.containers.iter().any(|wanted| {
+                identity.container.as_deref() == Some(wanted.as_str())
+                    || (wanted.len() >= 8
+                        && identity
+                            .container_id()
+                            .is_some_and(|id| id.starts_with(wanted.as_str())))
+            });
+        path_kept && pod_kept && namespace_kept && container_kept
+    }
+
+    /// The options, as a user would type them (for messages).
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (flag, values) in [
+            ("--cgroup", &self.cgroups),
+            ("--pod", &self.pods),
+            ("--namespace", &self.namespaces),
+            ("--container", &self.containers),
+        ] {
+            parts.extend(values.iter().map(|v| format!("{flag} {v}")));
+        }
+        if parts.is_empty() {
+            "everything".to_owned()
+        } else {
+            parts.join(" ")
+        }
+    }
+}
+
+/// `kubepods/x/` → `/kubepods/x`.
+fn normalise(pattern: &str) -> String {
+    format!("/{}", pattern.trim_matches('/'))
+}
+
+/// Whether `pattern` matches `path` or one of its ancestors.
+fn subtree(pattern: &str, path: &str) -> bool {
+    let pattern: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
+    let path: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    prefix_matches(&pattern, &path)
+}
+
+/// Whether the components of `pattern` match a prefix of `path`'s.
+fn prefix_matches(pattern: &[&str], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => true,
+        Some((&"**", rest)) => (0..=path.len()).any(|skip| prefix_matches(rest, &path[skip..])),
+        Some((first, rest)) => path.split_first().is_some_and(|(component, tail)| {
+            wildcard(first, component) && prefix_matches(rest, tail)
+        }),
+    }
+}
+
+/// Shell-style matching of one component: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    matches_from(&pattern, &text)
+}
+
+fn matches_from(pattern: &[char], text: &[char]) -> bool {
+    match pattern.first() {
+        None => text.is_empty(),
+        Some('*') => (0..=text.len()).any(|skip| matches_from(&pattern[1..], &text[skip..])),
+        Some('?') => !text.is_empty() && matches_from(&pattern[1..], &text[1..]),
+        Some('[') => {
+            let Some(close) = pattern
+                .iter()
+                .skip(2)
+                .position(|c| *c == ']')
+                .map(|p| p + 2)
+            else {
+                return text.first() == Some(&'[') && matches_from(&pattern[1..], &text[1..]);
+            };
+            let Some(&c) = text.first() else {
+                return false;
+            };
+            let (negate, class) = match pattern[1] {
+                '!' | '^' => (true, &pattern[2..close]),
+                _ => (false, &pattern[1..close]),
+            };
+            in_class(class, c) != negate && matches_from(&pattern[close + 1..], &text[1..])
+        }
+        Some(&literal) => text.first() == Some(&literal) && matches_from(&pattern[1..], &text[1..]),
+    }
+}
+
+fn in_class(class: &[char], c: char) -> bool {
+    let mut i = 0;
+    while i < class.len() {
+        if i + 2 < class.len() && class[i + 1] == '-' {
+            if (class[i]..=class[i + 2]).contains(&c) {
+                return true;
+            }
+            i += 3;
+        } else {
+            if class[i] == c {
+                return true;
+            }
+            i += 1;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Selector, wildcard};
+    use crate::identity::Identity;
+
+    const UID: &str = "1a2b3c4d-0000-4e5f-8a9b-0c1d2e3f4a5b";
+    const ID: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+    fn named(path: &str, namespace: &str, pod: &str, container: Option<&str>) -> Identity {
+        Identity {
+            namespace: Some(namespace.into()),
+            pod: Some(pod.into()),
+            container: container.map(Into::into),
+            ..Identity::unnamed(path)
+        }
+    }
+
+    fn keeps(selector: &Selector, path: &str) -> bool {
+        selector.keeps(path, &Identity::unnamed(path))
+    }
+
+    #[test]
+    fn paths_keep_subtrees_only() {
+        let selector = Selector::paths(&["kubepods/", "/system.slice/docker.service"]);
+        assert!(keeps(&selector, "/kubepods"));
+        assert!(keeps(&selector, "/kubepods/burstable/pod1/abc"));
+        assert!(!keeps(&selector, "/kubepods-old"));
+        assert!(!keeps(&selector, "/"));
+        assert!(keeps(&selector, "/system.slice/docker.service"));
+        assert!(!keeps(&selector, "/system.slice"));
+        assert!(keeps(&Selector::default(), "/anything"));
+        assert!(keeps(&Selector::paths(&["/"]), "/anything"));
+    }
+
+    #[test]
+    fn globs_match_whole_components() {
+        let selector = Selector::paths(&["/kubepods/*/pod*"]);
+        assert!(keeps(
+            &selector,
+            &format!("/kubepods/burstable/pod{UID}/{ID}")
+        ));
+        assert!(keeps(&selector, &format!("/kubepods/besteffort/pod{UID}")));
+        assert!(!keeps(&selector, "/kubepods/burstable"));
+        assert!(
+            !keeps(&selector, &format!("/kubepods/pod{UID}")),
+            "* is one component"
+        );
+        let anywhere = Selector::paths(&["/**/docker-*.scope"]);
+        assert!(keeps(
+            &anywhere,
+            &format!("/system.slice/docker-{ID}.scope")
+        ));
+        assert!(keeps(&anywhere, &format!("/docker-{ID}.scope")));
+        assert!(!keeps(&anywhere, "/system.slice/containerd.service"));
+        assert!(wildcard("cgtrace-test-[0-9]*", "cgtrace-test-42"));
+        assert!(!wildcard("cgtrace-test-[!0-9]*", "cgtrace-test-42"));
+        assert!(wildcard("a?c", "abc"));
+        assert!(!wildcard("a?c", "ac"));
+        assert!(wildcard("[", "["), "an unclosed class is a literal");
+    }
+
+    #[test]
+    fn pods_namespaces_and_containers_combine() {
+        let pod = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+            UID.replace('-', "_")
+        );
+        let container = format!("{pod}/cri-containerd-{ID}.scope");
+        let shop_app = named(&container, "shop", "web-0", Some("app"));
+        let shop_pod = named(&pod, "shop", "web-0", None);
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let namespace = Selector::new(&[], &[], &strings(&["shop"]), &[]).unwrap();
+        assert!(namespace.keeps(&container, &shop_app));
+        assert!(namespace.keeps(&pod, &shop_pod));
+        assert!(!namespace.keeps(
+            &container,
+            &named(&container, "other", "web-0", Some("app"))
+        ));
+        assert!(
+            !namespace.keeps(&pod, &Identity::unnamed(&pod)),
+            "unnamed: unknown"
+        );
+        assert!(namespace.uses_names());
+
+        let both = Selector::new(&[], &[], &strings(&["shop"]), &strings(&["app"])).unwrap();
+        assert!(both.keeps(&container, &shop_app));
+        assert!(
+            !both.keeps(&pod, &shop_pod),
+            "the pod itself is not the container"
+        );
+        let by_id = Selector::new(&[], &[], &[], &strings(&[&ID[..12]])).unwrap();
+        assert!(by_id.keeps(&container, &Identity::unnamed(&container)));
+        let by_pod_uid = Selector::new(&[], &strings(&[UID]), &[], &[]).unwrap();
+        assert!(by_pod_uid.keeps(&container, &Identity::unnamed(&container)));
+        let pods = Selector::new(&[], &strings(&["web-0", "web-1"]), &[], &[]).unwrap();
+        assert!(pods.keeps(&container, &shop_app));
+        assert!(!pods.keeps("/system.slice", &Identity::unnamed("/system.slice")));
+        assert_eq!(both.describe(), "--namespace shop --container app");
+        assert!(Selector::new(&strings(&["/a[b"]), &[], &[], &[]).is_err());
+    }
+}
