@@ -39,3 +39,39 @@ pub struct CgroupCreatedRecord {
     pub path: [u8; CGROUP_PATH_MAX],
 }
 const _: () = assert!(core::mem::size_of::<CgroupCreatedRecord>() == 288);
+
+/// Key of the allowlist of cgroups a filtered view keeps (`ALLOWED`): the
+/// id and the hierarchy, without the level, which the key already fixes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CgroupKey {
+    pub id: u64,
+    pub hierarchy: u32,
+    /// Explicit padding; always zero.
+    pub padding: u32,
+}
+const _: () = assert!(core::mem::size_of::<CgroupKey>() == 16);
+
+impl CgroupKey {
+    #[must_use]
+    pub const fn of(cgroup: &CgroupRef) -> Self {
+        Self {
+            id: cgroup.id,
+            hierarchy: cgroup.hierarchy,
+            padding: 0,
+        }
+    }
+}
+
+/// A memcg's cached filter verdict (`MEMCG_VERDICTS`): the allowlist is
+/// keyed by cgroup, but the hot page-cache path has only a memcg pointer,
+/// and turning that into a cgroup costs five kernel reads. The verdict is
+/// valid while the allowlist's generation is unchanged.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterVerdict {
+    pub generation: u32,
+    /// 1 when the memcg's cgroup is in the allowlist.
+    pub allowed: u32,
+}
+const _: () = assert!(core::mem::size_of::<FilterVerdict>() == 8);

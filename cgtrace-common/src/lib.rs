@@ -59,6 +59,8 @@ mod pod {
     unsafe impl aya::Pod for super::oom::OomRecord {}
     unsafe impl aya::Pod for super::cgroup::CgroupRef {}
     unsafe impl aya::Pod for super::cgroup::CgroupCreatedRecord {}
+    unsafe impl aya::Pod for super::cgroup::CgroupKey {}
+    unsafe impl aya::Pod for super::cgroup::FilterVerdict {}
     unsafe impl aya::Pod for super::pagecache::CacheKey {}
     unsafe impl aya::Pod for super::pagecache::ReclaimContext {}
     unsafe impl aya::Pod for super::pagecache::StallKey {}

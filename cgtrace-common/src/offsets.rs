@@ -90,8 +90,9 @@ pub struct Offsets {
     pub inode_ino: u32,
     pub inode_sb: u32,
     pub super_block_dev: u32,
-    /// Explicit padding; always zero.
-    pub padding_files: u32,
+    /// `cgroup.self`: the cgroup's own css, whose `parent` leads to the
+    /// parent cgroup (for the filter's allowlist to follow new children).
+    pub cgroup_self: u32,
 
     // CFS bandwidth: task_struct.se, sched_entity, cfs_rq, task_group
     /// `task_struct.se.cfs_rq`: the run queue a task's entity is on.
@@ -179,7 +180,7 @@ impl Offsets {
         inode_ino: ABSENT,
         inode_sb: ABSENT,
         super_block_dev: ABSENT,
-        padding_files: 0,
+        cgroup_self: ABSENT,
         task_se_cfs_rq: ABSENT,
         task_se_parent: ABSENT,
         se_cfs_rq: ABSENT,

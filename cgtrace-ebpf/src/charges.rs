@@ -61,6 +61,11 @@ fn record(ctx: &BtfTracePointContext) {
         }
         return;
     }
+    // Only new keys are checked: a key in the map was allowed when it was
+    // made, and the allowlist only grows.
+    if !crate::filter::memcg_allowed(offsets(), memcg) {
+        return;
+    }
     crate::pagecache::remember_memcg(memcg);
     let first = if value > 0 {
         ChargeValue {

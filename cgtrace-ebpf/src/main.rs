@@ -5,7 +5,9 @@
 #![no_std]
 #![no_main]
 
+mod cgroups;
 mod charges;
+mod filter;
 mod kernel;
 mod maps;
 mod oom;

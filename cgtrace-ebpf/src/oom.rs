@@ -43,6 +43,14 @@ pub fn oom_exit(_ctx: FExitContext) -> u32 {
 #[btf_tracepoint(function = "mark_victim")]
 pub fn mark_victim(ctx: BtfTracePointContext) -> u32 {
     let victim: u64 = ctx.arg(0);
+    // A filtered view keeps kills whose victim's cgroup is allowed (a kill
+    // under a selected pod's limit has its victim inside the pod); a victim
+    // whose memcg cannot be read is kept rather than lost.
+    if let Ok(memcg) = task_memcg(offsets(), victim)
+        && !crate::filter::memcg_allowed(offsets(), memcg)
+    {
+        return 0;
+    }
     // Reserve first and fill the record in place: a 200-byte record built on
     // the stack and then copied would not fit the 512-byte BPF stack.
     let Some(mut slot) = EVENTS.reserve::<OomRecord>(0) else {

@@ -10,23 +10,19 @@
 //! * Reclaim begin/end pairs give stall durations per memcg, kept as
 //!   per-CPU histograms; `mm_vmscan_lru_shrink_inactive` adds what each
 //!   reclaim scanned, reclaimed, and found dirty or under writeback.
-//! * tp_btf `cgroup_mkdir` refreshes the memcg pointer → cgroup map, so a
-//!   pointer reused by a new memcg is never reported under the old name.
+//! * `cgroup_mkdir` (in `cgroups`) refreshes the memcg pointer → cgroup map, so
+//!   a pointer reused by a new memcg is never reported under the old name.
 
 use aya_ebpf::{
     Global,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel_str_bytes,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
     programs::BtfTracePointContext,
 };
 use cgtrace_common::{
-    RecordHeader, RecordKind,
-    cgroup::{CGROUP_PATH_MAX, CgroupCreatedRecord, CgroupRef},
-    offsets::{ABSENT, Offsets},
+    cgroup::CgroupRef,
+    offsets::Offsets,
     pagecache::{
         CacheKey, CacheReason, FileKey, ReclaimContext, ReclaimKind, STALL_BUCKETS, StallKey,
         StallStats, stall_bucket,
@@ -35,8 +31,9 @@ use cgtrace_common::{
 };
 
 use crate::{
-    kernel::{at, cgroup_ref, limit_walk, memcg_ref, read, task_memcg},
-    maps::{EVENTS, count, offsets},
+    filter::memcg_allowed,
+    kernel::{limit_walk, memcg_ref, read, task_memcg},
+    maps::{count, offsets},
 };
 
 /// `include/linux/sched.h`: set while a task reclaims memory (direct or
@@ -86,6 +83,9 @@ pub fn cache_add(ctx: BtfTracePointContext) -> u32 {
     };
     // SAFETY: a helper call with no arguments.
     let actor = task_memcg(o, unsafe { bpf_get_current_task() }).unwrap_or(0);
+    if !(memcg_allowed(o, owner) || memcg_allowed(o, actor)) {
+        return 0;
+    }
     add(o, owner, actor, CacheReason::Added, pages);
     if FILES_ENABLED.load() != 0 {
         add_file(o, folio, owner, CacheReason::Added, pages);
@@ -115,6 +115,9 @@ pub fn cache_delete(ctx: BtfTracePointContext) -> u32 {
             None => (CacheReason::Proactive, task_memcg(o, current).unwrap_or(0)),
         }
     };
+    if !(memcg_allowed(o, owner) || memcg_allowed(o, actor)) {
+        return 0;
+    }
     add(o, owner, actor, reason, pages);
     if FILES_ENABLED.load() != 0 {
         add_file(o, folio, owner, reason, pages);
@@ -287,7 +290,11 @@ fn reclaim_end() {
     let _ = RECLAIMING.remove(pid_tgid);
     // SAFETY: a helper call with no arguments.
     let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(context.start_ns);
-    let Some(stats) = stall_stats(&stall_key(&context)) else {
+    let key = stall_key(&context);
+    if !memcg_allowed(offsets(), key.memcg) {
+        return;
+    }
+    let Some(stats) = stall_stats(&key) else {
         return;
     };
     // SAFETY: this CPU's slot of a per-CPU map value (see `add`).
@@ -357,6 +364,9 @@ pub fn shrink_inactive(ctx: BtfTracePointContext) -> u32 {
             padding: 0,
         },
     };
+    if !memcg_allowed(o, key.memcg) {
+        return 0;
+    }
     let Some(stats) = stall_stats(&key) else {
         return 0;
     };
@@ -369,58 +379,9 @@ pub fn shrink_inactive(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// A new cgroup: its name goes to the collector (so a cgroup that lives for
-/// less than an interval is still named), and if it has a memory
-/// controller its memcg pointer is mapped to it, replacing whatever memcg
-/// had that address before.
-#[btf_tracepoint(function = "cgroup_mkdir")]
-pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> u32 {
-    let o = offsets();
-    let cgroup: u64 = ctx.arg(0);
-    let path: u64 = ctx.arg(1);
-    announce(o, cgroup, path);
-    if o.memory_cgrp_id == ABSENT {
-        return 0;
-    }
-    let Ok(css) = read::<u64>(cgroup, at(o.cgroup_subsys, 8 * o.memory_cgrp_id)) else {
-        return 0;
-    };
-    if css == 0 {
-        return 0;
-    }
-    let memcg = css - u64::from(o.memcg_css);
-    if let Ok(cgroup_ref) = memcg_ref(o, memcg) {
-        let _ = MEMCG_REFS.insert(memcg, cgroup_ref, 0);
-    }
-    0
-}
-
-/// Sends a new cgroup's id and path to the collector.
+/// Maps a new memcg's pointer to its cgroup, replacing whatever memcg had
+/// that address before (`cgroup_mkdir`).
 #[inline(always)]
-fn announce(o: &Offsets, cgroup: u64, path: u64) {
-    let Ok(cgroup_ref) = cgroup_ref(o, cgroup) else {
-        count(LossCounter::ReadFailed);
-        return;
-    };
-    // Filled in place: the 256-byte path would crowd the BPF stack.
-    let Some(mut slot) = EVENTS.reserve::<CgroupCreatedRecord>(0) else {
-        count(LossCounter::RingBufFull);
-        return;
-    };
-    let record = slot.write(CgroupCreatedRecord {
-        header: RecordHeader {
-            kind: RecordKind::CgroupCreated as u32,
-            size: core::mem::size_of::<CgroupCreatedRecord>() as u32,
-            // SAFETY: a helper call with no arguments.
-            monotonic_ns: unsafe { bpf_ktime_get_ns() },
-        },
-        cgroup: cgroup_ref,
-        path: [0; CGROUP_PATH_MAX],
-    });
-    // SAFETY: reads a kernel string into the record's own buffer.
-    if unsafe { bpf_probe_read_kernel_str_bytes(path as *const u8, &mut record.path) }.is_err() {
-        count(LossCounter::ReadFailed);
-    }
-    slot.submit(0);
-    count(LossCounter::Submitted);
+pub fn map_memcg(memcg: u64, cgroup: CgroupRef) {
+    let _ = MEMCG_REFS.insert(memcg, cgroup, 0);
 }

@@ -212,6 +212,9 @@ fn send(o: &Offsets, cfs_rq: u64, start: &ThrottleStart) {
         hierarchy: 0,
         level: 0,
     });
+    if !crate::filter::cgroup_allowed(&cgroup) {
+        return;
+    }
     let Some(mut slot) = EVENTS.reserve::<ThrottleRecord>(0) else {
         count(LossCounter::RingBufFull);
         return;

@@ -15,6 +15,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use super::Outcome;
+use super::select::{SelectArgs, Selection};
 use crate::{
     cgroup::stat::MemoryEvents,
     model::cache::StallDelta,
@@ -56,11 +57,19 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<Outcome> {
     let clock = Clock::from_boot_time(trace.header.boot_time_ns);
     let names = trace.cgroup_names();
     let name = |cgroup: Option<cgtrace_common::cgroup::CgroupRef>| cgroup.map(|c| names.name(c));
+    let mut selection = Selection::new(&SelectArgs::default())?;
+    selection.learn_from(&trace.records);
     let text = match args.format {
         ExportFormat::Jsonl => {
             let mut out = String::new();
             for record in &trace.records {
-                let value = jsonl(record, &clock, trace.header.page_size, &name);
+                let value = jsonl(
+                    record,
+                    &clock,
+                    trace.header.page_size,
+                    &name,
+                    &mut selection,
+                );
                 out.push_str(&value.to_string());
                 out.push('\n');
             }
@@ -85,12 +94,21 @@ fn jsonl(
     clock: &Clock,
     page: u64,
     name: &impl Fn(Option<cgtrace_common::cgroup::CgroupRef>) -> Option<String>,
+    selection: &mut Selection,
 ) -> Value {
     match record {
         TraceRecord::CgroupName { cgroup, path } => {
             json!({"type": "cgroup", "hierarchy": cgroup.hierarchy, "id": cgroup.id, "path": path})
         }
-        TraceRecord::OomKill(kill) => oom::json(kill, clock),
+        TraceRecord::WorkloadNames {
+            path,
+            namespace,
+            pod,
+            container,
+        } => {
+            json!({"type": "workload", "path": path, "namespace": namespace, "pod": pod, "container": container})
+        }
+        TraceRecord::OomKill(kill) => oom::json(kill, clock, &mut |p| selection.identify(p)),
         TraceRecord::Throttle(span) => {
             let mut span = span.clone();
             span.cgroup = name(span.cgroup_ref);

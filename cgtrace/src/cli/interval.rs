@@ -341,6 +341,7 @@ impl RecordedInterval {
                 return Some(interval);
             }
             TraceRecord::CgroupName { .. }
+            | TraceRecord::WorkloadNames { .. }
             | TraceRecord::OomKill(_)
             | TraceRecord::Throttle(_)
             | TraceRecord::Stats { .. } => {}

@@ -15,7 +15,10 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
 
-use super::Outcome;
+use super::{
+    Outcome,
+    select::{SelectArgs, Selection},
+};
 use crate::{
     cgroup::{Hierarchies, Resolver},
     event::{Event, OomKill},
@@ -49,6 +52,8 @@ pub struct OomArgs {
     /// Ring-buffer size in bytes (a power of two, at least a page).
     #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_name = "BYTES", value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 /// The kernel wants a ring buffer of a power-of-two number of pages.
@@ -61,25 +66,40 @@ fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
     }
 }
 
-/// Writes kills to stdout in the chosen format.
+/// Writes the kills the selection keeps to stdout in the chosen format.
 struct Printer {
     json: bool,
     clock: Clock,
     header_printed: bool,
     reported: u64,
+    /// Kills seen, kept by the selection or not.
+    seen: u64,
+    selection: Selection,
 }
 
 impl Printer {
     fn kill(&mut self, kill: &OomKill) -> io::Result<()> {
+        self.seen += 1;
+        // The victim's cgroup decides, as in the kernel's filter; a kill
+        // whose victim cgroup is unknown is judged by the limit's memcg.
+        let judged_by = kill
+            .victim
+            .cgroup
+            .as_deref()
+            .or_else(|| kill.oom_memcg.as_ref().and_then(|m| m.path.as_deref()));
+        if !self.selection.keeps_any(&[judged_by]) {
+            return Ok(());
+        }
         let mut out = io::stdout().lock();
+        let identify = &mut |path: &str| self.selection.identify(path);
         if self.json {
-            writeln!(out, "{}", output::oom::json(kill, &self.clock))?;
+            writeln!(out, "{}", output::oom::json(kill, &self.clock, identify))?;
         } else {
             if !self.header_printed {
                 writeln!(out, "{}", output::oom::header())?;
                 self.header_printed = true;
             }
-            writeln!(out, "{}", output::oom::line(kill, &self.clock))?;
+            writeln!(out, "{}", output::oom::line(kill, &self.clock, identify))?;
         }
         self.reported += 1;
         out.flush()
@@ -124,6 +144,8 @@ pub fn run(args: &OomArgs) -> anyhow::Result<Outcome> {
         clock: Clock::now(),
         header_printed: false,
         reported: 0,
+        seen: 0,
+        selection: Selection::new(&args.select)?,
     };
     let result = if let Some(path) = &args.input {
         replay(path, &mut printer)
@@ -160,6 +182,7 @@ fn open_kmsg() -> anyhow::Result<KmsgReader> {
 fn replay(path: &Path, printer: &mut Printer) -> anyhow::Result<Outcome> {
     let trace = super::open_trace(path)?;
     printer.clock = Clock::from_boot_time(trace.header.boot_time_ns);
+    printer.selection.learn_from(&trace.records);
     for record in &trace.records {
         if let crate::trace::record::TraceRecord::OomKill(kill) = record {
             printer.kill(kill)?;
@@ -191,8 +214,17 @@ fn history(printer: &mut Printer) -> anyhow::Result<Outcome> {
             || "nothing".to_owned(),
             |us| rfc3339(printer.clock.wall_time(us.saturating_mul(1000))),
         );
+        let kept = if printer.selection.is_everything() {
+            String::new()
+        } else {
+            format!(
+                " keeping {} (of {} in all)",
+                printer.selection.describe(),
+                printer.seen
+            )
+        };
         crate::note!(
-            "cgtrace: {} OOM kills in the kernel log (it holds records since {since}; older ones have rotated out)",
+            "cgtrace: {} OOM kills in the kernel log{kept} (it holds records since {since}; older ones have rotated out)",
             printer.reported
         );
     }
@@ -205,6 +237,7 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
     let mut probe = Probe::load(&ProbeOptions {
         ring_buffer_bytes: args.ring_buffer_bytes,
         oom_variant: args.probe_variant,
+        filter: !printer.selection.is_everything(),
         ..ProbeOptions::default()
     })?;
     let attach_ns = Clock::monotonic_now_ns();
@@ -213,6 +246,10 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     let mut resolver = Resolver::new(hierarchies);
+    filter_note(
+        printer.selection.install(&mut probe, &mut resolver)?,
+        &printer.selection,
+    );
     let mut kmsg = match open_kmsg() {
         Ok(reader) => Some(reader),
         Err(e) => {
@@ -231,10 +268,19 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
 
     loop {
         let stop = shutdown.requested();
+        let mut created = Vec::new();
         probe.drain(|event| match event {
             Event::OomKill(kill) => probe_kills.push(kill),
-            Event::ThrottleSpan(_) | Event::CgroupCreated { .. } => {}
+            Event::CgroupCreated { cgroup, path } => created.push((cgroup, path)),
+            Event::ThrottleSpan(_) => {}
         });
+        // Names first: a cgroup created and OOM-killed within one read is
+        // still named, and its pod's names are read while its files exist.
+        for (cgroup, path) in created {
+            resolver.learn(cgroup.hierarchy, cgroup.id, &path);
+            printer.selection.created(&mut probe, cgroup, &path)?;
+        }
+        printer.selection.recheck(&mut probe)?;
         let now = Clock::monotonic_now_ns();
         for mut kill in probe_kills.drain(..) {
             resolve_paths(&mut kill, &mut resolver);
@@ -287,6 +333,16 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
         true,
     )?;
     Ok(Outcome::Success)
+}
+
+/// Says what a filter put in the kernel's allowlist.
+pub fn filter_note(allowed: usize, selection: &Selection) {
+    if !selection.is_everything() {
+        crate::note!(
+            "cgtrace: keeping {} ({allowed} cgroups now, and their descendants as they appear)",
+            selection.describe()
+        );
+    }
 }
 
 /// Fills in cgroup paths for the ids the probe recorded.

@@ -14,7 +14,10 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 
-use super::Outcome;
+use super::{
+    Outcome,
+    select::{SelectArgs, Selection},
+};
 use crate::report::{
     html,
     summary::Summary,
@@ -31,12 +34,19 @@ pub struct ReportArgs {
     /// Also write the report as one self-contained HTML page with plots.
     #[arg(long, value_name = "OUT")]
     pub html: Option<PathBuf>,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 pub fn run(args: &ReportArgs) -> anyhow::Result<Outcome> {
     let trace = super::open_trace(&args.file)?;
-    let summary = Summary::build(&trace);
-    let cx = Context::new(&trace, &summary);
+    let mut selection = Selection::new(&args.select)?;
+    selection.learn_from(&trace.records);
+    let mut summary = Summary::build(&trace);
+    if !selection.is_everything() {
+        summary.retain(|path| selection.keeps(path));
+    }
+    let cx = Context::new(&trace, &summary, &mut |path| selection.identify(path));
     if let Some(path) = &args.html {
         std::fs::write(path, html::page(&cx, &args.file.display().to_string()))
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -6,8 +6,12 @@ use serde_json::{Map, Value, json};
 use super::format::{bytes, rfc3339, short_time, tail};
 use crate::{
     event::{Constraint, OomKill, OomSource},
+    identity::Identity,
     system::Clock,
 };
+
+/// Gives the identity of the cgroup at a path (see `cli::select::Selection`).
+pub type Identify<'a> = dyn FnMut(&str) -> Identity + 'a;
 
 const CGROUP_WIDTH: usize = 26;
 
@@ -33,15 +37,16 @@ pub fn header() -> String {
 
 /// One aligned line per kill.
 #[must_use]
-pub fn line(kill: &OomKill, clock: &Clock) -> String {
+pub fn line(kill: &OomKill, clock: &Clock, identify: &mut Identify<'_>) -> String {
     let opt = |value: Option<u64>| value.map_or_else(|| "?".to_owned(), bytes);
     let victim_cgroup = cgroup_label(
         kill.victim.cgroup.as_deref(),
         kill.victim.cgroup_ref.map(|c| c.id),
+        identify,
     );
     let limit_hit = match (&kill.constraint, &kill.oom_memcg) {
         (Constraint::Memcg, Some(memcg)) => {
-            let path = cgroup_label(memcg.path.as_deref(), memcg.id);
+            let path = cgroup_label(memcg.path.as_deref(), memcg.id, identify);
             if kill.victim.cgroup.is_some() && memcg.path == kill.victim.cgroup {
                 "(its own cgroup)".to_owned()
             } else {
@@ -87,17 +92,20 @@ pub fn line(kill: &OomKill, clock: &Clock) -> String {
     )
 }
 
-fn cgroup_label(path: Option<&str>, id: Option<u64>) -> String {
+/// `namespace/pod/container` where known, else the path.
+fn cgroup_label(path: Option<&str>, id: Option<u64>, identify: &mut Identify<'_>) -> String {
     match (path, id) {
-        (Some(path), _) => path.to_owned(),
+        (Some(path), _) => identify(path).label(path),
         (None, Some(id)) => format!("id:{id} (gone)"),
         (None, None) => "?".to_owned(),
     }
 }
 
-/// One JSON object per kill: `{"type":"oom_kill","time":..., ...}`.
+/// One JSON object per kill: `{"type":"oom_kill","time":..., ...}`; each
+/// cgroup (victim, trigger, the memcg whose limit was hit) carries its
+/// `workload` identity next to its path.
 #[must_use]
-pub fn json(kill: &OomKill, clock: &Clock) -> Value {
+pub fn json(kill: &OomKill, clock: &Clock, identify: &mut Identify<'_>) -> Value {
     let mut object = Map::new();
     object.insert("type".into(), json!("oom_kill"));
     object.insert(
@@ -106,6 +114,19 @@ pub fn json(kill: &OomKill, clock: &Clock) -> Value {
     );
     if let Ok(Value::Object(fields)) = serde_json::to_value(kill) {
         object.extend(fields);
+    }
+    for (member, path_field) in [
+        ("victim", "cgroup"),
+        ("trigger", "cgroup"),
+        ("oom_memcg", "path"),
+    ] {
+        if let Some(Value::Object(inner)) = object.get_mut(member) {
+            let workload = inner
+                .get(path_field)
+                .and_then(Value::as_str)
+                .map_or(Value::Null, |path| identify(path).to_json());
+            inner.insert("workload".into(), workload);
+        }
     }
     Value::Object(object)
 }
@@ -118,6 +139,7 @@ mod tests {
             Constraint, ConstraintFoundBy, LimitKind, OomKill, OomMemcg, OomSource, Task,
             VictimMemory,
         },
+        identity::Identity,
         system::Clock,
     };
 
@@ -160,7 +182,7 @@ mod tests {
     #[test]
     fn lines_align_with_the_header() {
         let clock = Clock::now();
-        let text = line(&kill(), &clock);
+        let text = line(&kill(), &clock, &mut Identity::unnamed);
         let head = header();
         assert_eq!(text.find("python3"), head.find("COMM"));
         assert!(text.contains("(its own cgroup)"), "{text}");
@@ -171,10 +193,15 @@ mod tests {
 
     #[test]
     fn json_carries_every_field() {
-        let value = json(&kill(), &Clock::now());
+        let value = json(&kill(), &Clock::now(), &mut Identity::unnamed);
         assert_eq!(value["type"], "oom_kill");
         assert_eq!(value["victim"]["pid"], 6132);
         assert_eq!(value["victim"]["cgroup"], "/cgtrace-test");
+        assert_eq!(value["victim"]["workload"]["kind"], "cgroup");
+        assert_eq!(
+            value["oom_memcg"]["workload"]["pod"],
+            serde_json::Value::Null
+        );
         assert_eq!(value["constraint"], "memcg");
         assert_eq!(value["constraint_found_by"], "limit_walk");
         assert_eq!(value["oom_memcg"]["limit_bytes"], 100 << 20);

@@ -7,6 +7,7 @@
 //! read failed, program skipped by recursion protection, undecodable record)
 //! is counted and reported by [`Probe::stats`].
 
+pub mod allowlist;
 pub mod features;
 pub mod offsets;
 pub mod prog_info;
@@ -141,6 +142,9 @@ pub struct ProbeOptions {
     /// Also count page cache per file (five more kernel reads per event).
     pub files: bool,
     pub throttle_variant: ThrottleVariant,
+    /// Keep only the cgroups put in the allowlist ([`Probe::allow`]) and
+    /// their descendants; everything else is dropped in the kernel.
+    pub filter: bool,
 }
 
 /// How to see CFS throttling.
@@ -163,6 +167,7 @@ impl Default for ProbeOptions {
             features: FeatureSet::OOM,
             files: false,
             throttle_variant: ThrottleVariant::Auto,
+            filter: false,
         }
     }
 }
@@ -232,6 +237,8 @@ pub struct Probe {
     loss: PerCpuArray<MapData, u64>,
     features: Vec<FeatureStatus>,
     cache_maps: Option<sampler::CacheMaps>,
+    /// The filter's allowlist, when loaded with one.
+    allowlist: Option<allowlist::KernelAllowlist>,
     /// The sched_switch throttle program's attachment (see [`Probe::gate_throttle`]).
     throttle_switch: SwitchProgram,
     context: DecodeContext,
@@ -250,17 +257,22 @@ impl Probe {
         let layout = offsets::resolve(&btf)?;
         let aya_btf = aya::Btf::from_sys_fs().map_err(ProbeError::AyaBtf)?;
         let files_enabled = u32::from(options.files);
+        let filter_enabled = u32::from(options.filter);
         let task_se_parent = layout.offsets.task_se_parent;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global("OFFSETS", &layout.offsets, true)
             .override_global("FILES_ENABLED", &files_enabled, true)
+            .override_global("FILTER_ENABLED", &filter_enabled, true)
             .override_global("TASK_SE_PARENT", &task_se_parent, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
 
         let mut features = Vec::new();
+        // Every view names cgroups created while it runs, and a filter
+        // follows them; cgroup_mkdir runs only when a cgroup is created.
+        features.push(attach_group(&mut ebpf, &aya_btf, &btf, &CGROUP_PROGRAMS));
         if options.features.oom {
             features.push(attach_oom(
                 &mut ebpf,
@@ -317,12 +329,18 @@ impl Probe {
             name: "LOSS",
             source,
         })?;
+        let allowlist = if options.filter {
+            Some(allowlist::KernelAllowlist::take(&mut ebpf)?)
+        } else {
+            None
+        };
         Ok(Self {
             ebpf,
             events,
             loss,
             features,
             cache_maps,
+            allowlist,
             throttle_switch,
             context: DecodeContext {
                 page_shift: layout.offsets.page_shift,
@@ -363,6 +381,19 @@ impl Probe {
                 Ok(event) => on_event(event),
                 Err(_) => self.decode_errors += 1,
             }
+        }
+    }
+
+    /// Keeps events about these cgroups (and, as they are created, their
+    /// descendants). Returns how many were new. A probe loaded without a
+    /// filter keeps everything already, and ignores this.
+    pub fn allow(
+        &mut self,
+        cgroups: &[cgtrace_common::cgroup::CgroupRef],
+    ) -> Result<usize, ProbeError> {
+        match &mut self.allowlist {
+            Some(allowlist) => allowlist.add(cgroups),
+            None => Ok(0),
         }
     }
 
@@ -498,8 +529,13 @@ const PAGE_CACHE_PROGRAMS: TpBtfGroup = TpBtfGroup {
     programs: &[
         ("cache_add", "mm_filemap_add_to_page_cache"),
         ("cache_delete", "mm_filemap_delete_from_page_cache"),
-        ("cgroup_mkdir", "cgroup_mkdir"),
     ],
+};
+
+const CGROUP_PROGRAMS: TpBtfGroup = TpBtfGroup {
+    feature: "cgroup names",
+    variant: "tp_btf cgroup_mkdir",
+    programs: &[("cgroup_mkdir", "cgroup_mkdir")],
 };
 
 const RECLAIM_PROGRAMS: TpBtfGroup = TpBtfGroup {

@@ -138,7 +138,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
         inode_ino: optional(btf.offset_of("inode", "i_ino"), "inode.i_ino"),
         inode_sb: optional(btf.offset_of("inode", "i_sb"), "inode.i_sb"),
         super_block_dev: optional(btf.offset_of("super_block", "s_dev"), "super_block.s_dev"),
-        padding_files: 0,
+        cgroup_self: optional(btf.offset_of("cgroup", "self"), "cgroup.self"),
         task_se_cfs_rq: optional(
             btf.offset_of("task_struct", "se.cfs_rq"),
             "task_struct.se.cfs_rq",

@@ -75,12 +75,13 @@ impl Colours {
 /// The `SERIES_PER_CHART` cgroups ranking highest by `key`, as coloured
 /// series of `points`; the root cgroup (the whole machine) is left out.
 fn top_series(
-    summary: &Summary,
+    cx: &Context<'_>,
     colours: &mut Colours,
     key: impl Fn(&CgroupSummary) -> u64,
     points: impl Fn(&CgroupSummary) -> Vec<(f64, f64)>,
 ) -> Vec<Series> {
-    let mut ranked: Vec<(&String, &CgroupSummary)> = summary
+    let mut ranked: Vec<(&String, &CgroupSummary)> = cx
+        .summary
         .cgroups
         .iter()
         .filter(|(name, c)| name.as_str() != "/" && key(c) > 0)
@@ -90,7 +91,7 @@ fn top_series(
         .into_iter()
         .take(SERIES_PER_CHART)
         .map(|(name, c)| Series {
-            name: name.clone(),
+            name: cx.label(name),
             colour: colours.of(name),
             points: points(c),
         })
@@ -180,24 +181,28 @@ fn charts(out: &mut String, cx: &Context<'_>) {
                 "OOM kill of {}[{}] in {}",
                 k.victim.comm,
                 k.victim.pid,
-                k.victim.cgroup.as_deref().unwrap_or("?")
+                k.victim
+                    .cgroup
+                    .as_deref()
+                    .map_or_else(|| "?".to_owned(), |p| cx.label(p))
             ),
         })
         .collect();
     let mut colours = Colours::default();
-    memory_charts(out, summary, &mut colours, &markers);
-    eviction_chart(out, summary, &mut colours, cx.page, &markers);
-    throttle_chart(out, summary, &mut colours, &markers);
-    timeline(out, summary);
+    memory_charts(out, cx, &mut colours, &markers);
+    eviction_chart(out, cx, &mut colours, cx.page, &markers);
+    throttle_chart(out, cx, &mut colours, &markers);
+    timeline(out, cx);
 }
 
 /// Memory usage and page cache per cgroup over time.
-fn memory_charts(out: &mut String, summary: &Summary, colours: &mut Colours, markers: &[Marker]) {
+fn memory_charts(out: &mut String, cx: &Context<'_>, colours: &mut Colours, markers: &[Marker]) {
+    let summary = cx.summary;
     let x_max = summary.seconds();
     let root_note =
         "The root cgroup (the whole machine) is left out of the plots; the tables list it.";
     let memory = top_series(
-        summary,
+        cx,
         colours,
         |c| c.peak_usage().unwrap_or(0),
         |c| {
@@ -224,7 +229,7 @@ fn memory_charts(out: &mut String, summary: &Summary, colours: &mut Colours, mar
     );
 
     let cache = top_series(
-        summary,
+        cx,
         colours,
         |c| {
             c.memory
@@ -260,13 +265,14 @@ fn memory_charts(out: &mut String, summary: &Summary, colours: &mut Colours, mar
 /// Page cache evicted per second, per victim cgroup.
 fn eviction_chart(
     out: &mut String,
-    summary: &Summary,
+    cx: &Context<'_>,
     colours: &mut Colours,
     page: u64,
     markers: &[Marker],
 ) {
+    let summary = cx.summary;
     let x_max = summary.seconds();
-    let evicted = top_series(summary, colours, CgroupSummary::evicted_total, |c| {
+    let evicted = top_series(cx, colours, CgroupSummary::evicted_total, |c| {
         if summary.intervals.is_empty() {
             return c
                 .evicted_series
@@ -306,10 +312,11 @@ fn eviction_chart(
 }
 
 /// Throttled time per second, per cgroup.
-fn throttle_chart(out: &mut String, summary: &Summary, colours: &mut Colours, markers: &[Marker]) {
+fn throttle_chart(out: &mut String, cx: &Context<'_>, colours: &mut Colours, markers: &[Marker]) {
+    let summary = cx.summary;
     let x_max = summary.seconds();
     let bin_s = svg::tick_step(x_max, 40.0).max(0.1);
-    let throttling = top_series(summary, colours, CgroupSummary::throttled_ns, |c| {
+    let throttling = top_series(cx, colours, CgroupSummary::throttled_ns, |c| {
         throttle_points(summary, &c.spans, bin_s)
     });
     chart_section(
@@ -336,7 +343,8 @@ fn throttle_chart(out: &mut String, summary: &Summary, colours: &mut Colours, ma
 }
 
 /// Throttle spans and OOM kills, one lane per cgroup.
-fn timeline(out: &mut String, summary: &Summary) {
+fn timeline(out: &mut String, cx: &Context<'_>) {
+    let summary = cx.summary;
     let x_max = summary.seconds();
     let mut lanes: Vec<(u64, Lane)> = summary
         .cgroups
@@ -344,7 +352,7 @@ fn timeline(out: &mut String, summary: &Summary) {
         .filter(|(_, c)| !c.spans.is_empty() || c.oom_kills > 0)
         .map(|(name, c)| {
             let lane = Lane {
-                name: name.clone(),
+                name: cx.label(name),
                 spans: c
                     .spans
                     .iter()
@@ -368,7 +376,7 @@ fn timeline(out: &mut String, summary: &Summary) {
         })
         .collect();
     for kill in &summary.kills {
-        let name = kill.victim.cgroup.clone().unwrap_or_default();
+        let name = cx.label(kill.victim.cgroup.as_deref().unwrap_or_default());
         if let Some((_, lane)) = lanes.iter_mut().find(|(_, l)| l.name == name) {
             lane.instants.push((
                 seconds(summary, kill.monotonic_ns),
@@ -401,7 +409,7 @@ fn table<'a>(
     out: &mut String,
     title: &str,
     columns: &[&str],
-    rows: impl Iterator<Item = (&'a String, Vec<String>)>,
+    rows: impl Iterator<Item = (String, &'a String, Vec<String>)>,
 ) {
     let _ = write!(
         out,
@@ -412,11 +420,12 @@ fn table<'a>(
         let _ = write!(out, "<th>{}</th>", escape(&column.to_lowercase()));
     }
     out.push_str("</tr>");
-    for (name, cells) in rows {
+    for (label, path, cells) in rows {
         let _ = write!(
             out,
-            r#"<tr><td class="name" title="{0}">{0}</td>"#,
-            escape(name)
+            r#"<tr><td class="name" title="{}">{}</td>"#,
+            escape(path),
+            escape(&label)
         );
         for cell in cells {
             let _ = write!(out, "<td>{}</td>", escape(&cell));
@@ -433,14 +442,17 @@ fn tables(out: &mut String, cx: &Context<'_>) {
         out,
         "Memory per cgroup",
         &MEMORY_COLUMNS,
-        memory_rows(summary).map(|(name, c)| (name, memory_cells(c, page).to_vec())),
+        memory_rows(summary).map(|(name, c)| {
+            let cells = memory_cells(c, page, &|who| cx.label(who));
+            (cx.label(name), name, cells.to_vec())
+        }),
     );
     if cpu_rows(summary).next().is_some() {
         table(
             out,
             "CPU throttling per cgroup",
             &CPU_COLUMNS,
-            cpu_rows(summary).map(|(name, c)| (name, cpu_cells(c).to_vec())),
+            cpu_rows(summary).map(|(name, c)| (cx.label(name), name, cpu_cells(c).to_vec())),
         );
     }
     if !summary.kills.is_empty() {
@@ -453,8 +465,18 @@ fn tables(out: &mut String, cx: &Context<'_>) {
                 rfc3339(cx.clock.wall_time(kill.monotonic_ns)),
                 escape(&kill.victim.comm),
                 kill.victim.pid,
-                escape(kill.victim.cgroup.as_deref().unwrap_or("?")),
-                escape(memcg.and_then(|m| m.path.as_deref()).unwrap_or("(global)")),
+                escape(
+                    &kill
+                        .victim
+                        .cgroup
+                        .as_deref()
+                        .map_or_else(|| "?".to_owned(), |p| cx.label(p))
+                ),
+                escape(
+                    &memcg
+                        .and_then(|m| m.path.as_deref())
+                        .map_or_else(|| "(global)".to_owned(), |p| cx.label(p))
+                ),
                 opt(memcg.and_then(|m| m.limit_bytes)),
                 opt(memcg.and_then(|m| m.usage_bytes)),
                 opt(kill.memory.anon_rss_bytes),

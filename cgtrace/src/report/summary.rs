@@ -143,6 +143,14 @@ fn add_events(total: &mut Option<MemoryEvents>, more: &MemoryEvents) {
 }
 
 impl Summary {
+    /// Keeps only the cgroups `keep` accepts (by path), and the kills whose
+    /// victim is in one of them.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.cgroups.retain(|path, _| keep(path));
+        self.kills
+            .retain(|kill| kill.victim.cgroup.as_deref().is_some_and(&mut keep));
+    }
+
     /// A cgroup's display name: its path, `id:N`, or `(uncharged)`.
     #[must_use]
     pub fn name(&self, cgroup: Option<CgroupRef>) -> String {
@@ -174,7 +182,7 @@ impl Summary {
 
     fn add(&mut self, record: &TraceRecord) {
         match record {
-            TraceRecord::CgroupName { .. } => {}
+            TraceRecord::CgroupName { .. } | TraceRecord::WorkloadNames { .. } => {}
             TraceRecord::OomKill(kill) => {
                 let name = kill
                     .victim

@@ -3,13 +3,14 @@
 //! evicted by reason and by whom, reclaim stalls, refaults) and its CPU
 //! throttling, then every OOM kill.
 
-use std::{io, time::SystemTime};
+use std::{collections::HashMap, io, time::SystemTime};
 
 use cgtrace_common::pagecache::ChargeKind;
 use serde_json::{Value, json};
 
 use super::summary::{CgroupSummary, Summary};
 use crate::{
+    identity::Identity,
     model::throttle::periods,
     output::{
         cache::{EVICTION_REASONS, charge_name, duration, kind_name, reason_name},
@@ -31,11 +32,34 @@ pub struct Context<'a> {
     /// The recorder's clock: monotonic times in records become wall-clock times.
     pub clock: Clock,
     pub started: SystemTime,
+    /// The workload of every cgroup the report names, by path.
+    identities: HashMap<String, Identity>,
 }
 
 impl<'a> Context<'a> {
+    /// `identify` names the cgroups (from the trace's recorded names).
     #[must_use]
-    pub fn new(trace: &'a Trace, summary: &'a Summary) -> Self {
+    pub fn new(
+        trace: &'a Trace,
+        summary: &'a Summary,
+        identify: &mut dyn FnMut(&str) -> Identity,
+    ) -> Self {
+        let paths = summary
+            .cgroups
+            .iter()
+            .flat_map(|(path, c)| {
+                std::iter::once(path).chain(c.evicted_by.iter().map(|(by, _)| by))
+            })
+            .chain(summary.kills.iter().flat_map(|k| {
+                [
+                    k.victim.cgroup.as_ref(),
+                    k.oom_memcg.as_ref().and_then(|m| m.path.as_ref()),
+                    k.trigger.as_ref().and_then(|t| t.cgroup.as_ref()),
+                ]
+                .into_iter()
+                .flatten()
+            }));
+        let identities = paths.map(|p| (p.clone(), identify(p))).collect();
         Self {
             trace,
             summary,
@@ -43,7 +67,23 @@ impl<'a> Context<'a> {
             clock: Clock::from_boot_time(trace.header.boot_time_ns),
             started: std::time::UNIX_EPOCH
                 + std::time::Duration::from_nanos(trace.header.start_wall_ns),
+            identities,
         }
+    }
+
+    /// The cgroup at `path` as the report prints it (`namespace/pod/container`
+    /// where known).
+    #[must_use]
+    pub fn label(&self, path: &str) -> String {
+        self.identity(path).label(path)
+    }
+
+    #[must_use]
+    pub fn identity(&self, path: &str) -> Identity {
+        self.identities
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| Identity::unnamed(path))
     }
 }
 
@@ -99,14 +139,14 @@ pub const MEMORY_COLUMNS: [&str; 11] = [
     "EVICTED BY",
 ];
 
-/// One cgroup's cells of the memory table.
+/// One cgroup's cells of the memory table; `label` names the evicting cgroups.
 #[must_use]
-pub fn memory_cells(c: &CgroupSummary, page: u64) -> [String; 11] {
+pub fn memory_cells(c: &CgroupSummary, page: u64, label: &dyn Fn(&str) -> String) -> [String; 11] {
     let stalls = c.all_stalls().filter(|s| s.count > 0);
     let by: Vec<String> = c
         .evicted_by
         .iter()
-        .map(|(who, pages)| format!("{who} {}", bytes(pages * page)))
+        .map(|(who, pages)| format!("{} {}", label(who), bytes(pages * page)))
         .collect();
     [
         opt_bytes(c.peak_usage()),
@@ -187,7 +227,8 @@ pub fn text(out: &mut impl io::Write, cx: &Context<'_>) -> io::Result<()> {
     let header = MEMORY_COLUMNS.map(str::to_owned);
     writeln!(out, "\n{}", memory_line("MEMORY", &header))?;
     for (name, c) in memory_rows(summary) {
-        writeln!(out, "{}", memory_line(name, &memory_cells(c, page)))?;
+        let cells = memory_cells(c, page, &|who| cx.label(who));
+        writeln!(out, "{}", memory_line(&cx.label(name), &cells))?;
     }
     let cpu_line = |name: &str, cells: &[String]| {
         format!(
@@ -206,19 +247,24 @@ pub fn text(out: &mut impl io::Write, cx: &Context<'_>) -> io::Result<()> {
             cpu_line("CPU", &CPU_COLUMNS.map(str::to_owned))
         )?;
         for (name, c) in cpu_rows(summary) {
-            writeln!(out, "{}", cpu_line(name, &cpu_cells(c)))?;
+            writeln!(out, "{}", cpu_line(&cx.label(name), &cpu_cells(c)))?;
         }
     }
     if !summary.kills.is_empty() {
         writeln!(out, "\nOOM kills:\n{}", oom::header())?;
         for kill in &summary.kills {
-            writeln!(out, "{}", oom::line(kill, &cx.clock))?;
+            writeln!(
+                out,
+                "{}",
+                oom::line(kill, &cx.clock, &mut |p| cx.identity(p))
+            )?;
         }
     }
     Ok(())
 }
 
-fn cgroup_json(name: &str, c: &CgroupSummary, page: u64) -> Value {
+fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
+    let page = cx.page;
     let evicted: serde_json::Map<String, Value> = EVICTION_REASONS
         .iter()
         .map(|r| {
@@ -229,7 +275,9 @@ fn cgroup_json(name: &str, c: &CgroupSummary, page: u64) -> Value {
     let by: Vec<Value> = c
         .evicted_by
         .iter()
-        .map(|(who, pages)| json!({"cgroup": who, "bytes": pages * page}))
+        .map(|(who, pages)| {
+            json!({"cgroup": who, "workload": cx.identity(who).to_json(), "bytes": pages * page})
+        })
         .collect();
     let stalls: Vec<Value> = c
         .stalls
@@ -259,6 +307,7 @@ fn cgroup_json(name: &str, c: &CgroupSummary, page: u64) -> Value {
         .collect();
     json!({
         "cgroup": name,
+        "workload": cx.identity(name).to_json(),
         "oom_kills": c.oom_kills,
         "throttle_spans": c.spans.len(),
         "throttled_periods": periods(&c.spans),
@@ -281,12 +330,12 @@ pub fn json(cx: &Context<'_>) -> Value {
     let cgroups: Vec<Value> = summary
         .cgroups
         .iter()
-        .map(|(name, c)| cgroup_json(name, c, cx.page))
+        .map(|(name, c)| cgroup_json(cx, name, c))
         .collect();
     let kills: Vec<Value> = summary
         .kills
         .iter()
-        .map(|k| oom::json(k, &cx.clock))
+        .map(|k| oom::json(k, &cx.clock, &mut |p| cx.identity(p)))
         .collect();
     let ending = match cx.trace.ending {
         Ending::Complete => json!({"complete": true}),

@@ -66,6 +66,15 @@ pub enum TraceRecord {
         cgroup: CgroupRef,
         sample: MemorySample,
     },
+    /// The names of the workload at a cgroup path, learnt from the node's
+    /// files (pod logs, Docker state) while recording, so a report names
+    /// pods and containers wherever and whenever it is read.
+    WorkloadNames {
+        path: String,
+        namespace: Option<String>,
+        pod: Option<String>,
+        container: Option<String>,
+    },
     /// Closes a sampling interval: the `CacheFlow`, `Stall`, `Charge` and
     /// `Memory` records before it with the same `end_ns` belong to it.
     Interval {
@@ -118,6 +127,7 @@ const KIND_STALL: u8 = 6;
 const KIND_CHARGE: u8 = 7;
 const KIND_MEMORY: u8 = 8;
 const KIND_INTERVAL: u8 = 9;
+const KIND_WORKLOAD_NAMES: u8 = 10;
 
 impl TraceRecord {
     /// Appends the record (kind, length, body) to `out`.
@@ -132,6 +142,18 @@ impl TraceRecord {
             Self::OomKill(kill) => {
                 oom(&mut body, kill);
                 KIND_OOM_KILL
+            }
+            Self::WorkloadNames {
+                path,
+                namespace,
+                pod,
+                container,
+            } => {
+                body.str(path);
+                body.opt_str(namespace.as_deref());
+                body.opt_str(pod.as_deref());
+                body.opt_str(container.as_deref());
+                KIND_WORKLOAD_NAMES
             }
             Self::Throttle(span) => {
                 throttle(&mut body, span);
@@ -223,6 +245,12 @@ impl TraceRecord {
                 path: body.str()?,
             },
             KIND_OOM_KILL => Self::OomKill(Box::new(read_oom(&mut body)?)),
+            KIND_WORKLOAD_NAMES => Self::WorkloadNames {
+                path: body.str()?,
+                namespace: body.opt_str()?,
+                pod: body.opt_str()?,
+                container: body.opt_str()?,
+            },
             KIND_THROTTLE => {
                 let cgroup_ref = read_cgroup_ref(&mut body)?;
                 let cpu = body.u32()?;
@@ -688,6 +716,12 @@ pub(crate) mod tests {
             TraceRecord::CgroupName {
                 cgroup,
                 path: "/kubepods/pod1/app".into(),
+            },
+            TraceRecord::WorkloadNames {
+                path: "/kubepods/pod1/app".into(),
+                namespace: Some("shop".into()),
+                pod: Some("web-0".into()),
+                container: None,
             },
             TraceRecord::OomKill(Box::new(kill)),
             TraceRecord::OomKill(Box::new(global)),

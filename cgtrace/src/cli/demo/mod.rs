@@ -105,6 +105,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
             file,
             json: false,
             html: Some(html),
+            select: super::select::SelectArgs::default(),
         })?;
     }
     Ok(if all_agree {

@@ -89,7 +89,10 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
     crate::say!("\ncgtrace saw:");
     crate::say!("  {}", output::oom::header());
     for kill in &ours {
-        crate::say!("  {}", output::oom::line(kill, &clock));
+        crate::say!(
+            "  {}",
+            output::oom::line(kill, &clock, &mut crate::identity::Identity::unnamed)
+        );
     }
     let counted = u64::try_from(
         ours.iter()
