@@ -3,7 +3,6 @@
 
 pub mod cpu;
 pub mod files;
-pub mod filter;
 pub mod hierarchy;
 pub mod poller;
 pub mod resolve;

@@ -89,6 +89,28 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<Outcome> {
     }
 }
 
+/// A recorded stall, as the reclaim view's JSON shows it.
+fn stall_record(
+    stall: &StallDelta,
+    path: String,
+    end_ns: u64,
+    clock: &Clock,
+    page: u64,
+    selection: &mut Selection,
+) -> Value {
+    let mut value = stall_json(
+        &StallRow {
+            workload: selection.identify(&path),
+            name: path,
+            stall,
+        },
+        page,
+    );
+    value["type"] = json!("stall");
+    value["time"] = json!(rfc3339(clock.wall_time(end_ns)));
+    value
+}
+
 fn jsonl(
     record: &TraceRecord,
     clock: &Clock,
@@ -112,7 +134,8 @@ fn jsonl(
         TraceRecord::Throttle(span) => {
             let mut span = span.clone();
             span.cgroup = name(span.cgroup_ref);
-            throttle::span_json(&span, clock)
+            let workload = selection.identify(span.cgroup.as_deref().unwrap_or_default());
+            throttle::span_json(&span, clock, &workload)
         }
         TraceRecord::CacheFlow {
             end_ns,
@@ -145,16 +168,8 @@ fn jsonl(
                 kind: *kind,
                 stats: stats.clone(),
             };
-            let mut value = stall_json(
-                &StallRow {
-                    name: cgroup_name(name(*cgroup).as_deref(), *cgroup),
-                    stall: &stall,
-                },
-                page,
-            );
-            value["type"] = json!("stall");
-            value["time"] = json!(rfc3339(clock.wall_time(*end_ns)));
-            value
+            let path = cgroup_name(name(*cgroup).as_deref(), *cgroup);
+            stall_record(&stall, path, *end_ns, clock, page, selection)
         }
         TraceRecord::Charge {
             end_ns,

@@ -17,6 +17,7 @@ use cgtrace_common::{cgroup::CgroupRef, pagecache::CHARGE_KINDS};
 use clap::Args;
 use serde_json::json;
 
+use super::select::{SelectArgs, Selection};
 use crate::{
     cgroup::{
         Hierarchies, Resolver,
@@ -24,6 +25,7 @@ use crate::{
         stat::{self, MemoryEvents, MemorySample},
     },
     event::Event,
+    identity::Identity,
     model::cache::{CacheInterval, CacheModel, ChargeDelta, Flow, StallDelta, by_owner},
     output::{
         cache::{CacheRow, cgroup_name},
@@ -50,6 +52,8 @@ pub struct IntervalArgs {
     /// One JSON object per interval (schema: docs/json-schema.md).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 /// Parses `1s`, `250ms`, `2m`, `1.5` (seconds).
@@ -93,6 +97,21 @@ pub trait CgroupFacts {
     fn directory(&mut self, cgroup: CgroupRef) -> Option<PathBuf>;
 }
 
+/// A cgroup as a view shows it: its path (or `id:N`) and its workload.
+#[derive(Clone, Debug)]
+pub struct Named {
+    pub path: String,
+    pub workload: Identity,
+}
+
+impl Named {
+    /// `namespace/pod/container` where known, else the path.
+    #[must_use]
+    pub fn label(&self) -> String {
+        self.workload.label(&self.path)
+    }
+}
+
 /// What a view needs to render one interval.
 pub struct IntervalContext<'a> {
     pub interval: &'a CacheInterval,
@@ -100,18 +119,26 @@ pub struct IntervalContext<'a> {
     /// Turns the interval's monotonic times into wall-clock times.
     pub clock: &'a Clock,
     facts: &'a mut dyn CgroupFacts,
+    selection: &'a mut Selection,
 }
 
 impl IntervalContext<'_> {
     /// The `top` busiest cgroups of this interval (see [`cache_rows`]).
     pub fn rows(&mut self, top: usize) -> Vec<CacheRow> {
-        cache_rows(self.interval, self.facts, top)
+        cache_rows(self.interval, self.facts, self.selection, top)
     }
 
-    /// A cgroup's display name.
+    /// A cgroup's path, or `id:N` / `(uncharged)`.
     pub fn name(&mut self, cgroup: Option<CgroupRef>) -> String {
         let path = cgroup.and_then(|c| self.facts.path(c));
         cgroup_name(path.as_deref(), cgroup)
+    }
+
+    /// A cgroup's path and workload.
+    pub fn named(&mut self, cgroup: Option<CgroupRef>) -> Named {
+        let path = self.name(cgroup);
+        let workload = self.selection.identify(&path);
+        Named { path, workload }
     }
 
     /// See [`CgroupFacts::directory`].
@@ -129,21 +156,45 @@ pub fn run(
     input: Option<&Path>,
     mut render: impl FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
 ) -> anyhow::Result<()> {
+    let mut selection = Selection::new(&args.select)?;
     match input {
-        Some(path) => replay(args, path, &mut render),
-        None => watch(args, files, &mut render),
+        Some(path) => replay(args, path, &mut selection, &mut render),
+        None => watch(args, files, &mut selection, &mut render),
+    }
+}
+
+/// Drops what involves no kept cgroup: a flow stays when its owner or its
+/// actor is kept, a stall or charge when its cgroup is.
+fn retain(interval: &mut CacheInterval, facts: &mut dyn CgroupFacts, selection: &mut Selection) {
+    if selection.is_everything() {
+        return;
+    }
+    let mut kept = |cgroup: Option<CgroupRef>| {
+        cgroup
+            .and_then(|c| facts.path(c))
+            .is_some_and(|path| selection.keeps(&path))
+    };
+    interval.flows.retain(|f| kept(f.owner) || kept(f.actor));
+    interval.stalls.retain(|s| kept(s.cgroup));
+    if let Some(charges) = &mut interval.charges {
+        charges.retain(|c| kept(c.cgroup));
+    }
+    if let Some(files) = &mut interval.files {
+        files.retain(|f| kept(f.owner));
     }
 }
 
 fn watch(
     args: &IntervalArgs,
     files: bool,
+    selection: &mut Selection,
     render: &mut dyn FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
 ) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install().context("cannot install signal handlers")?;
     let mut probe = Probe::load(&ProbeOptions {
         features: FeatureSet::CACHE_AND_RECLAIM,
         files,
+        filter: !selection.is_everything(),
         ..ProbeOptions::default()
     })?;
     for feature in probe.features() {
@@ -151,6 +202,8 @@ fn watch(
     }
     let mut state =
         LiveState::new(Hierarchies::discover().context("cannot read the cgroup mounts")?);
+    let allowed = selection.install(&mut probe, &mut state.resolver)?;
+    super::oom::filter_note(allowed, selection);
     let mut model = CacheModel::new();
     let clock = Clock::now();
     // The first sample starts the clock; counts before it are attach noise.
@@ -162,23 +215,31 @@ fn watch(
     loop {
         let stop = shutdown.requested();
         // New cgroups' names, so one gone before the interval ends is named.
+        let mut created = Vec::new();
         probe.drain(|event| {
             if let Event::CgroupCreated { cgroup, path } = event {
-                state.resolver.learn(cgroup.hierarchy, cgroup.id, &path);
+                created.push((cgroup, path));
             }
         });
+        for (cgroup, path) in created {
+            state.resolver.learn(cgroup.hierarchy, cgroup.id, &path);
+            selection.created(&mut probe, cgroup, &path)?;
+        }
+        selection.recheck(&mut probe)?;
         if stop || Instant::now() >= next {
             let Some(sample) = probe.sample_cache() else {
                 break;
             };
-            let interval = model.update(&sample);
+            let mut interval = model.update(&sample);
             let page_size = state.page_size;
             let mut facts = state.facts(&model);
+            retain(&mut interval, &mut facts, selection);
             let mut context = IntervalContext {
                 interval: &interval,
                 page_size,
                 clock: &clock,
                 facts: &mut facts,
+                selection,
             };
             match render(&mut context) {
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
@@ -205,9 +266,11 @@ fn watch(
 fn replay(
     args: &IntervalArgs,
     path: &Path,
+    selection: &mut Selection,
     render: &mut dyn FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
 ) -> anyhow::Result<()> {
     let trace = super::open_trace(path)?;
+    selection.learn_from(&trace.records);
     let clock = Clock::from_boot_time(trace.header.boot_time_ns);
     let names = trace.cgroup_names();
     let mut pending = RecordedInterval::default();
@@ -217,7 +280,7 @@ fn replay(
         if let TraceRecord::Stats { stats: s, .. } = record {
             stats = Some(*s);
         }
-        let Some(interval) = pending.add(record) else {
+        let Some(mut interval) = pending.add(record) else {
             continue;
         };
         let mut facts = RecordedFacts {
@@ -225,11 +288,13 @@ fn replay(
             memory: std::mem::take(&mut pending.memory),
             file_charges: std::mem::take(&mut pending.file_charges),
         };
+        retain(&mut interval, &mut facts, selection);
         let mut context = IntervalContext {
             interval: &interval,
             page_size: trace.header.page_size,
             clock: &clock,
             facts: &mut facts,
+            selection,
         };
         match render(&mut context) {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
@@ -513,6 +578,7 @@ impl CgroupFacts for LiveFacts<'_> {
 pub fn cache_rows(
     interval: &CacheInterval,
     facts: &mut dyn CgroupFacts,
+    selection: &mut Selection,
     top: usize,
 ) -> Vec<CacheRow> {
     by_owner(interval)
@@ -528,7 +594,7 @@ pub fn cache_rows(
                 activity.charges.and(ChargesFrom::MemoryStat.name())
             };
             let events = activity.owner.and_then(|c| facts.events(c));
-            let reclaimer_names = activity
+            let reclaimer_names: Vec<String> = activity
                 .reclaimers
                 .iter()
                 .map(|(actor, _, _)| {
@@ -536,8 +602,15 @@ pub fn cache_rows(
                     cgroup_name(path.as_deref(), *actor)
                 })
                 .collect();
+            let reclaimer_workloads = reclaimer_names
+                .iter()
+                .map(|name| selection.identify(name))
+                .collect();
+            let name = cgroup_name(path.as_deref(), activity.owner);
             CacheRow {
-                name: cgroup_name(path.as_deref(), activity.owner),
+                workload: selection.identify(&name),
+                name,
+                reclaimer_workloads,
                 id: activity.owner.map(|c| c.id),
                 owned_bytes: owned,
                 activity,

@@ -13,7 +13,7 @@ use cgtrace_common::pagecache::{CacheReason, ChargeKind};
 
 use super::{
     Outcome,
-    interval::{self, IntervalArgs},
+    interval::{self, IntervalArgs, Named},
 };
 use crate::output::{
     cache::{
@@ -50,8 +50,8 @@ pub fn run(args: &ReclaimArgs) -> anyhow::Result<Outcome> {
             .take(args.top)
         {
             pairs.push((
-                context.name(flow.owner),
-                context.name(flow.actor),
+                context.named(flow.owner),
+                context.named(flow.actor),
                 flow.reason,
                 flow.pages * page,
             ));
@@ -59,9 +59,13 @@ pub fn run(args: &ReclaimArgs) -> anyhow::Result<Outcome> {
         let stalls: Vec<StallRow<'_>> = interval
             .stalls
             .iter()
-            .map(|stall| StallRow {
-                name: context.name(stall.cgroup),
-                stall,
+            .map(|stall| {
+                let named = context.named(stall.cgroup);
+                StallRow {
+                    name: named.path,
+                    workload: named.workload,
+                    stall,
+                }
             })
             .collect();
         let report = Report {
@@ -88,7 +92,7 @@ struct Report<'a> {
     time: String,
     seconds: f64,
     /// (victim, reclaimer, reason, bytes), largest first.
-    pairs: Vec<(String, String, CacheReason, u64)>,
+    pairs: Vec<(Named, Named, CacheReason, u64)>,
     stalls: Vec<StallRow<'a>>,
     cgroups: Vec<CacheRow>,
     page: u64,
@@ -96,10 +100,18 @@ struct Report<'a> {
 
 impl Report<'_> {
     fn json(&self, out: &mut impl io::Write) -> io::Result<()> {
-        let matrix: Vec<_> = self.pairs
+        let matrix: Vec<_> = self
+            .pairs
             .iter()
             .map(|(victim, reclaimer, reason, b)| {
-                json!({"victim": victim, "reclaimer": reclaimer, "reason": reason_name(*reason), "bytes": b})
+                json!({
+                    "victim": victim.path,
+                    "victim_workload": victim.workload.to_json(),
+                    "reclaimer": reclaimer.path,
+                    "reclaimer_workload": reclaimer.workload.to_json(),
+                    "reason": reason_name(*reason),
+                    "bytes": b,
+                })
             })
             .collect();
         let stalls: Vec<_> = self
@@ -111,7 +123,7 @@ impl Report<'_> {
             .iter()
             .map(|row| {
                 let (charges, refaults, events) = activity_json(row, self.page);
-                json!({"cgroup": row.name, "refaults": refaults, "charges": charges, "memory_events": events})
+                json!({"cgroup": row.name, "workload": row.workload.to_json(), "refaults": refaults, "charges": charges, "memory_events": events})
             })
             .collect();
         let record = json!({
@@ -138,8 +150,8 @@ impl Report<'_> {
                 writeln!(
                     out,
                     "{:<30} {:<30} {:<15} {:>9}",
-                    tail(victim, 30),
-                    tail(reclaimer, 30),
+                    tail(&victim.label(), 30),
+                    tail(&reclaimer.label(), 30),
                     reason_name(*reason),
                     bytes(*b)
                 )?;
@@ -173,7 +185,7 @@ impl Report<'_> {
                 writeln!(
                     out,
                     "{:<30} {:>12} {:>12}  {}",
-                    tail(&row.name, 30),
+                    tail(&row.workload.label(&row.name), 30),
                     bytes(anon * self.page),
                     bytes(file * self.page),
                     events_note(row.events.as_ref())

@@ -24,12 +24,12 @@ use clap::Args;
 
 use super::{
     interval::{CgroupFacts as _, LiveState, parse_duration},
-    oom::resolve_paths,
+    oom::{filter_note, resolve_paths},
+    select::{SelectArgs, Selection},
 };
 use crate::{
     cgroup::{
         Hierarchies,
-        filter::CgroupFilter,
         scratch::{ScratchCgroup, spawn_into_all},
     },
     event::Event,
@@ -60,11 +60,10 @@ pub struct RecordArgs {
     /// CPU limit for the command's cgroup, in cores (0.5 = half a core).
     #[arg(long, value_name = "CORES")]
     pub cpu_limit: Option<f64>,
-    /// Record only what involves cgroups at or below PATH (repeatable; a
-    /// page-cache flow is kept when its owner or its actor is). The
-    /// command's own cgroups are always kept.
-    #[arg(long = "cgroup", value_name = "PATH")]
-    pub cgroups: Vec<String>,
+    /// What to record (a page-cache flow is kept when its owner or its
+    /// actor is selected); the command's own cgroups are always recorded.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// The command to run and record.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -109,8 +108,10 @@ struct Recording {
     writer: TraceWriter<std::fs::File>,
     state: LiveState,
     named: HashSet<(u32, u64)>,
+    /// Paths of pods and containers whose names are not written yet.
+    unnamed: HashSet<String>,
     path: PathBuf,
-    filter: CgroupFilter,
+    selection: Selection,
 }
 
 impl Recording {
@@ -124,20 +125,54 @@ impl Recording {
             writer,
             state: LiveState::new(hierarchies.clone()),
             named: HashSet::new(),
+            unnamed: HashSet::new(),
             path: args.output.clone(),
-            filter: CgroupFilter::new(&args.cgroups),
+            selection: Selection::new(&args.select)?,
         })
     }
 
     /// Whether any of `cgroups` is one the user asked about.
     fn wanted(&mut self, cgroups: &[Option<CgroupRef>]) -> bool {
-        self.filter.is_everything()
+        self.selection.is_everything()
             || cgroups.iter().flatten().any(|cgroup| {
                 self.state
                     .resolver
                     .path(*cgroup)
-                    .is_some_and(|path| self.filter.keeps(&path))
+                    .is_some_and(|path| self.selection.keeps(&path))
             })
+    }
+
+    /// Writes the workload names of the cgroup at `path` once they are
+    /// known; a pod or container not named yet is looked at again at the
+    /// end of each interval.
+    fn workload_names(&mut self, path: &str) -> anyhow::Result<()> {
+        let identity = self.selection.identify(path);
+        let named = identity.pod.is_some() || identity.container.is_some();
+        let nameable = !matches!(
+            identity.workload,
+            crate::identity::path::Workload::Unit { .. } | crate::identity::path::Workload::Path
+        );
+        if named {
+            self.unnamed.remove(path);
+            self.write(&TraceRecord::WorkloadNames {
+                path: path.to_owned(),
+                namespace: identity.namespace,
+                pod: identity.pod,
+                container: identity.container,
+            })?;
+        } else if nameable {
+            self.unnamed.insert(path.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Looks again for the names of pods and containers written unnamed.
+    fn name_workloads(&mut self) -> anyhow::Result<()> {
+        let unnamed: Vec<String> = self.unnamed.iter().cloned().collect();
+        for path in unnamed {
+            self.workload_names(&path)?;
+        }
+        Ok(())
     }
 
     fn write(&mut self, record: &TraceRecord) -> anyhow::Result<()> {
@@ -162,7 +197,11 @@ impl Recording {
             return Ok(());
         }
         if let Some(path) = self.state.resolver.path(cgroup) {
-            self.write(&TraceRecord::CgroupName { cgroup, path })?;
+            self.write(&TraceRecord::CgroupName {
+                cgroup,
+                path: path.clone(),
+            })?;
+            self.workload_names(&path)?;
         }
         Ok(())
     }
@@ -176,7 +215,7 @@ impl Recording {
                     kill.trigger.as_ref().and_then(|t| t.cgroup.as_deref()),
                     kill.oom_memcg.as_ref().and_then(|m| m.path.as_deref()),
                 ];
-                if !involved.iter().flatten().any(|p| self.filter.keeps(p)) {
+                if !self.selection.keeps_any(&involved) {
                     return Ok(());
                 }
                 self.name(kill.victim.cgroup_ref)?;
@@ -184,14 +223,7 @@ impl Recording {
                 self.name(kill.oom_memcg.as_ref().and_then(|m| m.cgroup_ref))?;
                 self.write(&TraceRecord::OomKill(kill))
             }
-            Event::CgroupCreated { cgroup, path } => {
-                // Named now, so a cgroup gone before the interval ends is
-                // still named in the trace.
-                self.state
-                    .resolver
-                    .learn(cgroup.hierarchy, cgroup.id, &path);
-                Ok(())
-            }
+            Event::CgroupCreated { .. } => Ok(()),
             Event::ThrottleSpan(span) => {
                 if !self.wanted(&[span.cgroup_ref]) {
                     return Ok(());
@@ -370,6 +402,7 @@ fn write_interval(
             }
         }
     }
+    recording.name_workloads()?;
     recording.write(&TraceRecord::Interval {
         start_ns: interval.start_ns,
         end_ns,
@@ -395,14 +428,10 @@ fn memory_refs(cgroups: &[ScratchCgroup], hierarchies: &Hierarchies) -> Vec<Cgro
 }
 
 /// Starts the command, if any, in its fresh cgroups.
-fn start_command(
-    args: &RecordArgs,
-    hierarchies: &Hierarchies,
-) -> anyhow::Result<(Vec<ScratchCgroup>, Option<Child>)> {
+fn start_command(args: &RecordArgs, cgroups: &[ScratchCgroup]) -> anyhow::Result<Option<Child>> {
     let Some((program, rest)) = args.command.split_first() else {
-        return Ok((Vec::new(), None));
+        return Ok(None);
     };
-    let cgroups = command_cgroups(args, hierarchies)?;
     let mut command = Command::new(program);
     command.args(rest);
     // If the recorder is killed (SIGKILL cannot be caught), the command must
@@ -420,13 +449,37 @@ fn start_command(
     let refs: Vec<&ScratchCgroup> = cgroups.iter().collect();
     let child =
         spawn_into_all(&refs, &mut command).with_context(|| format!("cannot run {program}"))?;
-    Ok((cgroups, Some(child)))
+    Ok(Some(child))
+}
+
+/// Writes what the ring buffer holds, learning new cgroups' names first.
+fn record_events(probe: &mut Probe, recording: &mut Recording) -> anyhow::Result<()> {
+    let mut events = Vec::new();
+    probe.drain(|event| events.push(event));
+    for event in events {
+        if let Event::CgroupCreated { cgroup, path } = &event {
+            // Named now, so a cgroup gone before the interval ends is still
+            // named in the trace, and its pod's names are read while its
+            // files exist.
+            recording
+                .state
+                .resolver
+                .learn(cgroup.hierarchy, cgroup.id, path);
+            recording.selection.created(probe, *cgroup, path)?;
+        }
+        recording.event(event)?;
+    }
+    recording.selection.recheck(probe)?;
+    Ok(())
 }
 
 pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let mut shutdown = Shutdown::install().context("cannot install signal handlers")?;
+    // Checked before anything is loaded or created, so bad options cost nothing.
+    let filtered = !Selection::new(&args.select)?.is_everything();
     let mut probe = Probe::load(&ProbeOptions {
         features: FeatureSet::ALL,
+        filter: filtered,
         ..ProbeOptions::default()
     })?;
     for feature in probe.features() {
@@ -439,10 +492,21 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         model.update(&sample);
     }
 
-    let (cgroups, mut child) = start_command(args, &hierarchies)?;
+    // The command's cgroups are kept whatever the filter says, and are in
+    // the kernel's allowlist before the command starts.
+    let cgroups = if args.command.is_empty() {
+        Vec::new()
+    } else {
+        command_cgroups(args, &hierarchies)?
+    };
     for cgroup in &cgroups {
-        recording.filter.add(cgroup.path());
+        recording.selection.also_keep(cgroup.path());
     }
+    let allowed = recording
+        .selection
+        .install(&mut probe, &mut recording.state.resolver)?;
+    filter_note(allowed, &recording.selection);
+    let mut child = start_command(args, &cgroups)?;
     let watched = memory_refs(&cgroups, &hierarchies);
 
     let started = Instant::now();
@@ -451,11 +515,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let mut exit_status = None;
     loop {
         let stop = shutdown.requested();
-        let mut events = Vec::new();
-        probe.drain(|event| events.push(event));
-        for event in events {
-            recording.event(event)?;
-        }
+        record_events(&mut probe, &mut recording)?;
         if let Some(process) = &mut child
             && let Some(exit) = process.try_wait()?
         {

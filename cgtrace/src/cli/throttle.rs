@@ -20,6 +20,7 @@ use serde_json::json;
 use super::{
     Outcome,
     interval::{IntervalArgs, report_stats},
+    select::Selection,
 };
 use crate::{
     cgroup::{Hierarchies, Hierarchy, Resolver, cpu, stat::CpuStat},
@@ -85,6 +86,8 @@ fn print_interval(
 /// counters, which a trace does not hold).
 fn replay(args: &ThrottleArgs, path: &std::path::Path) -> anyhow::Result<Outcome> {
     let trace = super::open_trace(path)?;
+    let mut selection = Selection::new(&args.interval.select)?;
+    selection.learn_from(&trace.records);
     let clock = Clock::from_boot_time(trace.header.boot_time_ns);
     let names = trace.cgroup_names();
     let mut spans: Vec<ThrottleSpan> = trace
@@ -112,12 +115,18 @@ fn replay(args: &ThrottleArgs, path: &std::path::Path) -> anyhow::Result<Outcome
         let mut groups: HashMap<String, Vec<ThrottleSpan>> = HashMap::new();
         while index < spans.len() && spans[index].end_ns < bucket_end {
             let mut span = spans[index].clone();
+            index += 1;
             span.cgroup = span.cgroup_ref.map(|c| names.name(c));
+            let path = span.cgroup.clone().unwrap_or_default();
+            if !selection.keeps(&path) {
+                continue;
+            }
             if args.spans {
+                let workload = selection.identify(&path);
                 let line = if args.interval.json {
-                    view::span_json(&span, &clock).to_string()
+                    view::span_json(&span, &clock, &workload).to_string()
                 } else {
-                    view::span_line(&span, &clock)
+                    view::span_line(&span, &clock, &workload)
                 };
                 writeln!(out, "{line}")?;
             }
@@ -125,12 +134,14 @@ fn replay(args: &ThrottleArgs, path: &std::path::Path) -> anyhow::Result<Outcome
                 .entry(span.cgroup.clone().unwrap_or_default())
                 .or_default()
                 .push(span);
-            index += 1;
         }
         let mut rows: Vec<view::ThrottleRow> = groups
             .into_iter()
             .map(|(name, group)| {
-                view::ThrottleRow::new(name, span_stats(&group), interval_ns, None, None, None)
+                let mut row =
+                    view::ThrottleRow::new(name, span_stats(&group), interval_ns, None, None, None);
+                row.workload = selection.identify(&row.name);
+                row
             })
             .collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.total_ns));
@@ -199,9 +210,13 @@ impl Groups {
         &mut self,
         spans: &HashMap<u64, Vec<ThrottleSpan>>,
         interval_ns: u64,
+        selection: &mut Selection,
     ) -> Vec<view::ThrottleRow> {
         let mut rows = Vec::new();
         for (id, group) in &mut self.known {
+            if !selection.keeps(&group.path) {
+                continue;
+            }
             let bandwidth =
                 cpu::bandwidth(&self.hierarchy.mount, &group.path, self.hierarchy.version);
             let group_spans = spans.get(id).map_or(&[][..], Vec::as_slice);
@@ -221,14 +236,16 @@ impl Groups {
             let usage_ns = usage_now.map(|n| n.saturating_sub(group.usage_ns.unwrap_or(0)));
             group.stat = now;
             group.usage_ns = usage_now;
-            rows.push(view::ThrottleRow::new(
+            let mut row = view::ThrottleRow::new(
                 group.path.clone(),
                 span_stats(group_spans),
                 interval_ns,
                 bandwidth,
                 kernel,
                 usage_ns,
-            ));
+            );
+            row.workload = selection.identify(&row.name);
+            rows.push(row);
         }
         rows.sort_by_key(|r| std::cmp::Reverse(r.total_ns));
         rows
@@ -254,9 +271,11 @@ pub fn run(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
 /// The live view: spans from the probe, counters from each group's files.
 fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
     let mut shutdown = Shutdown::install().context("cannot install signal handlers")?;
+    let mut selection = Selection::new(&args.interval.select)?;
     let mut probe = Probe::load(&ProbeOptions {
         features: FeatureSet::THROTTLE,
         throttle_variant: args.probe_variant,
+        filter: !selection.is_everything(),
         ..ProbeOptions::default()
     })?;
     for feature in probe.features() {
@@ -268,6 +287,8 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
         .cloned()
         .context("no cpu controller is mounted: there is no CFS bandwidth to watch")?;
     let mut resolver = Resolver::new(hierarchies.clone());
+    let allowed = selection.install(&mut probe, &mut resolver)?;
+    super::oom::filter_note(allowed, &selection);
     let mut groups = Groups {
         hierarchy,
         hierarchies,
@@ -284,20 +305,20 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
     let result: io::Result<()> = (|| {
         loop {
             let stop = shutdown.requested();
-            let mut fresh = Vec::new();
-            probe.drain(|event| {
-                if let Event::ThrottleSpan(span) = event {
-                    fresh.push(span);
-                }
-            });
+            let fresh = drain_spans(&mut probe, &mut resolver, &mut selection)?;
             let mut out = io::stdout().lock();
             for mut span in fresh {
                 span.cgroup = span.cgroup_ref.and_then(|c| resolver.path(c));
+                let path = span.cgroup.clone().unwrap_or_default();
+                if !selection.keeps(&path) {
+                    continue;
+                }
                 if args.spans {
+                    let workload = selection.identify(&path);
                     if args.interval.json {
-                        writeln!(out, "{}", view::span_json(&span, &clock))?;
+                        writeln!(out, "{}", view::span_json(&span, &clock, &workload))?;
                     } else {
-                        writeln!(out, "{}", view::span_line(&span, &clock))?;
+                        writeln!(out, "{}", view::span_line(&span, &clock, &workload))?;
                     }
                 }
                 if let Some(cgroup) = span.cgroup_ref {
@@ -308,7 +329,8 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
                 groups.refresh(&mut resolver);
                 gate(&mut probe, &groups).map_err(io::Error::other)?;
                 let end = Clock::monotonic_now_ns();
-                let mut rows = groups.rows(&spans, end.saturating_sub(interval_start));
+                let mut rows =
+                    groups.rows(&spans, end.saturating_sub(interval_start), &mut selection);
                 rows.truncate(args.top);
                 print_interval(
                     &mut out,
@@ -343,6 +365,30 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
     }
     report_stats(&probe.stats(), args.interval.json)?;
     Ok(Outcome::Success)
+}
+
+/// The spans in the ring buffer; new cgroups are named and, with a
+/// filter, allowed on the way.
+fn drain_spans(
+    probe: &mut Probe,
+    resolver: &mut Resolver,
+    selection: &mut Selection,
+) -> io::Result<Vec<ThrottleSpan>> {
+    let mut spans = Vec::new();
+    let mut created = Vec::new();
+    probe.drain(|event| match event {
+        Event::ThrottleSpan(span) => spans.push(span),
+        Event::CgroupCreated { cgroup, path } => created.push((cgroup, path)),
+        Event::OomKill(_) => {}
+    });
+    for (cgroup, path) in created {
+        resolver.learn(cgroup.hierarchy, cgroup.id, &path);
+        selection
+            .created(probe, cgroup, &path)
+            .map_err(io::Error::other)?;
+    }
+    selection.recheck(probe).map_err(io::Error::other)?;
+    Ok(spans)
 }
 
 /// Keeps the per-switch program attached only while some cgroup has a quota.

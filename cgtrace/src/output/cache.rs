@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use super::format::{bytes, tail};
 use crate::{
     cgroup::stat::MemoryEvents,
+    identity::Identity,
     model::cache::{OwnerActivity, StallDelta},
 };
 
@@ -61,6 +62,8 @@ pub fn cgroup_name(path: Option<&str>, cgroup: Option<CgroupRef>) -> String {
 #[derive(Clone, Debug)]
 pub struct CacheRow {
     pub name: String,
+    /// The owner's workload (`namespace/pod/container` when named).
+    pub workload: Identity,
     pub id: Option<u64>,
     /// Page cache charged to it now (kernel figure at first sight plus
     /// what cgtrace counted since), bytes.
@@ -68,6 +71,8 @@ pub struct CacheRow {
     pub activity: OwnerActivity,
     /// Reclaimer names, parallel to `activity.reclaimers`.
     pub reclaimer_names: Vec<String>,
+    /// Reclaimer workloads, parallel to `activity.reclaimers`.
+    pub reclaimer_workloads: Vec<Identity>,
     /// Where `activity.charges` came from: `memcg_stat_tracepoints` or `memory.stat`.
     pub charges_source: Option<&'static str>,
     /// Memory events in the interval, and the file they were read from.
@@ -131,7 +136,10 @@ pub fn cache_line(row: &CacheRow, seconds: f64, page_size: u64) -> String {
         .map_or_else(String::new, |(_, reason, pages)| {
             format!(
                 "{} ({}, {})",
-                row.reclaimer_names.first().map_or("?", String::as_str),
+                row.reclaimer_names
+                    .first()
+                    .zip(row.reclaimer_workloads.first())
+                    .map_or_else(|| "?".to_owned(), |(name, w)| w.label(name)),
                 reason_name(*reason),
                 total(*pages)
             )
@@ -150,7 +158,7 @@ pub fn cache_line(row: &CacheRow, seconds: f64, page_size: u64) -> String {
     );
     format!(
         "{:<w$} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:<14} {}",
-        tail(&row.name, NAME_WIDTH),
+        tail(&row.workload.label(&row.name), NAME_WIDTH),
         row.owned_bytes.map_or_else(|| "?".to_owned(), bytes),
         rate(a.added),
         rate(a.evicted_total()),
@@ -240,14 +248,15 @@ pub fn cache_json(row: &CacheRow, page_size: u64) -> Value {
     let reclaimers: Vec<Value> = a
         .reclaimers
         .iter()
-        .zip(&row.reclaimer_names)
-        .map(|((_, reason, pages), name)| {
-            json!({"cgroup": name, "reason": reason_name(*reason), "bytes": pages * page_size})
+        .zip(row.reclaimer_names.iter().zip(&row.reclaimer_workloads))
+        .map(|((_, reason, pages), (name, workload))| {
+            json!({"cgroup": name, "workload": workload.to_json(), "reason": reason_name(*reason), "bytes": pages * page_size})
         })
         .collect();
     let (charges, refaults, events) = activity_json(row, page_size);
     json!({
         "cgroup": row.name,
+        "workload": row.workload.to_json(),
         "id": row.id,
         "owned_bytes": row.owned_bytes,
         "charges": charges,
@@ -301,6 +310,7 @@ pub fn file_json(file: &FileRow, page_size: u64) -> Value {
 /// A stall row with its name resolved.
 pub struct StallRow<'a> {
     pub name: String,
+    pub workload: Identity,
     pub stall: &'a StallDelta,
 }
 
@@ -350,7 +360,7 @@ pub fn stall_line(row: &StallRow<'_>, page_size: u64) -> String {
     };
     format!(
         "{:<w$} {:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
-        tail(&row.name, NAME_WIDTH),
+        tail(&row.workload.label(&row.name), NAME_WIDTH),
         kind_name(kind),
         if timed {
             s.count.to_string()
@@ -374,6 +384,7 @@ pub fn stall_json(row: &StallRow<'_>, page_size: u64) -> Value {
     let s = &row.stall.stats;
     json!({
         "cgroup": row.name,
+        "workload": row.workload.to_json(),
         "kind": kind_name(row.stall.kind),
         "count": s.count,
         "total_ns": s.total_ns,
@@ -392,7 +403,7 @@ mod tests {
     use cgtrace_common::pagecache::{CACHE_REASONS, CacheReason};
 
     use super::{CacheRow, cache_header, cache_json, cache_line, duration};
-    use crate::model::cache::OwnerActivity;
+    use crate::{identity::Identity, model::cache::OwnerActivity};
 
     #[test]
     fn renders_rows() {
@@ -400,6 +411,7 @@ mod tests {
         evicted[CacheReason::AncestorLimit as usize] = 256;
         let row = CacheRow {
             name: "/noisy/a".into(),
+            workload: Identity::unnamed("/noisy/a"),
             id: Some(7),
             owned_bytes: Some(64 << 20),
             activity: OwnerActivity {
@@ -412,6 +424,7 @@ mod tests {
                 charges: None,
             },
             reclaimer_names: vec!["/noisy/b".into()],
+            reclaimer_workloads: vec![Identity::unnamed("/noisy/b")],
             charges_source: None,
             events: None,
         };
@@ -426,6 +439,8 @@ mod tests {
         assert_eq!(value["evicted_bytes"]["ancestor_limit"], 1 << 20);
         assert_eq!(value["evicted_by_others_bytes"], 1 << 20);
         assert_eq!(value["reclaimers"][0]["cgroup"], "/noisy/b");
+        assert_eq!(value["reclaimers"][0]["workload"]["kind"], "cgroup");
+        assert_eq!(value["workload"]["kind"], "cgroup");
         assert_eq!(duration(850), "850ns");
         assert_eq!(duration(12_500), "12.5µs");
         assert_eq!(duration(1_250_000_000), "1.25s");

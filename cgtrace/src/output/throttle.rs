@@ -10,6 +10,7 @@ use super::{
 use crate::{
     cgroup::{cpu::Bandwidth, stat::CpuStat},
     event::ThrottleSpan,
+    identity::Identity,
     system::Clock,
 };
 
@@ -19,6 +20,8 @@ const NAME_WIDTH: usize = 30;
 #[derive(Clone, Debug)]
 pub struct ThrottleRow {
     pub name: String,
+    /// The cgroup's workload (`namespace/pod/container` when named).
+    pub workload: Identity,
     pub bandwidth: Option<Bandwidth>,
     /// The kernel's counters over the interval (`cpu.stat` deltas).
     pub kernel: Option<CpuStat>,
@@ -44,6 +47,7 @@ impl ThrottleRow {
         usage_ns: Option<u64>,
     ) -> Self {
         Self {
+            workload: Identity::unnamed(&name),
             name,
             bandwidth,
             kernel,
@@ -100,7 +104,7 @@ pub fn line(row: &ThrottleRow) -> String {
     let cores = row.bandwidth.and_then(|b| b.cores());
     format!(
         "{:<w$} {:>7} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>6}",
-        tail(&row.name, NAME_WIDTH),
+        tail(&row.workload.label(&row.name), NAME_WIDTH),
         row.kernel.map_or_else(dash, |k| k.nr_periods.to_string()),
         row.throttled_periods,
         row.kernel.map_or_else(dash, |k| k.nr_throttled.to_string()),
@@ -130,6 +134,7 @@ pub fn line(row: &ThrottleRow) -> String {
 pub fn json(row: &ThrottleRow) -> Value {
     json!({
         "cgroup": row.name,
+        "workload": row.workload.to_json(),
         "quota_us": row.bandwidth.and_then(|b| b.quota_us),
         "period_us": row.bandwidth.map(|b| b.period_us),
         "quota_cores": row.bandwidth.and_then(|b| b.cores()),
@@ -148,12 +153,16 @@ pub fn json(row: &ThrottleRow) -> Value {
 }
 
 #[must_use]
-pub fn span_line(span: &ThrottleSpan, clock: &Clock) -> String {
+pub fn span_line(span: &ThrottleSpan, clock: &Clock, workload: &Identity) -> String {
+    let cgroup = span
+        .cgroup
+        .as_deref()
+        .map_or_else(|| "?".to_owned(), |path| workload.label(path));
     format!(
         "span {} cpu {:>2} {:<w$} {:>9}  ran out by {}[{}]",
         super::format::short_time(clock.wall_time(span.start_ns)),
         span.cpu,
-        tail(span.cgroup.as_deref().unwrap_or("?"), NAME_WIDTH),
+        tail(&cgroup, NAME_WIDTH),
         duration(span.duration_ns()),
         span.comm,
         span.pid,
@@ -162,8 +171,9 @@ pub fn span_line(span: &ThrottleSpan, clock: &Clock) -> String {
 }
 
 #[must_use]
-pub fn span_json(span: &ThrottleSpan, clock: &Clock) -> Value {
+pub fn span_json(span: &ThrottleSpan, clock: &Clock, workload: &Identity) -> Value {
     let mut value = serde_json::to_value(span).unwrap_or(Value::Null);
+    value["workload"] = workload.to_json();
     value["type"] = json!("throttle_span");
     value["start"] = json!(rfc3339(clock.wall_time(span.start_ns)));
     value["duration_ns"] = json!(span.duration_ns());
@@ -179,6 +189,7 @@ mod tests {
     fn renders_a_row() {
         let row = ThrottleRow {
             name: "/kubepods/pod1/app".into(),
+            workload: crate::identity::Identity::unnamed("/kubepods/pod1/app"),
             bandwidth: Some(Bandwidth {
                 quota_us: Some(20_000),
                 period_us: 100_000,

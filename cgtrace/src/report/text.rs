@@ -47,9 +47,7 @@ impl<'a> Context<'a> {
         let paths = summary
             .cgroups
             .iter()
-            .flat_map(|(path, c)| {
-                std::iter::once(path).chain(c.evicted_by.iter().map(|(by, _)| by))
-            })
+            .flat_map(|(path, c)| std::iter::once(path).chain(c.evicted_by.keys()))
             .chain(summary.kills.iter().flat_map(|k| {
                 [
                     k.victim.cgroup.as_ref(),
