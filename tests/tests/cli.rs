@@ -274,7 +274,11 @@ fn cache_json_names_the_group_its_files_and_its_evictions() {
     );
     let final_record = lines.last().unwrap();
     assert_eq!(final_record["type"], "stats");
-    assert_eq!(final_record["probe"]["recursion_misses"], 0);
+    // Counted, not assumed away: a memcg stat update from softirq (slab
+    // freed by RCU) landing on a CPU where the same program is running is
+    // skipped by the kernel and shows here; it is rare, never a flood.
+    let misses = final_record["probe"]["recursion_misses"].as_u64().unwrap();
+    assert!(misses < 100, "{final_record}");
 }
 
 /// Runs cgtrace with stdout and stderr going to pipes whose read ends are

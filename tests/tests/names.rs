@@ -298,7 +298,9 @@ fn a_recording_names_pods_after_their_cgroups_and_logs_are_gone() {
     let mut args = vec![
         "record".to_owned(),
         "-o".to_owned(),
-        AsRef::<std::path::Path>::as_ref(&trace).display().to_string(),
+        AsRef::<std::path::Path>::as_ref(&trace)
+            .display()
+            .to_string(),
         "--interval".to_owned(),
         "250ms".to_owned(),
         "--namespace".to_owned(),

@@ -221,11 +221,7 @@ fn watch(
                 created.push((cgroup, path));
             }
         });
-        for (cgroup, path) in created {
-            state.resolver.learn(cgroup.hierarchy, cgroup.id, &path);
-            selection.created(&mut probe, cgroup, &path)?;
-        }
-        selection.recheck(&mut probe)?;
+        selection.cgroups_created(&mut probe, &mut state.resolver, &created)?;
         if stop || Instant::now() >= next {
             let Some(sample) = probe.sample_cache() else {
                 break;

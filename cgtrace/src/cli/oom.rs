@@ -276,11 +276,9 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
         });
         // Names first: a cgroup created and OOM-killed within one read is
         // still named, and its pod's names are read while its files exist.
-        for (cgroup, path) in created {
-            resolver.learn(cgroup.hierarchy, cgroup.id, &path);
-            printer.selection.created(&mut probe, cgroup, &path)?;
-        }
-        printer.selection.recheck(&mut probe)?;
+        printer
+            .selection
+            .cgroups_created(&mut probe, &mut resolver, &created)?;
         let now = Clock::monotonic_now_ns();
         for mut kill in probe_kills.drain(..) {
             resolve_paths(&mut kill, &mut resolver);

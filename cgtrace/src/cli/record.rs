@@ -456,20 +456,21 @@ fn start_command(args: &RecordArgs, cgroups: &[ScratchCgroup]) -> anyhow::Result
 fn record_events(probe: &mut Probe, recording: &mut Recording) -> anyhow::Result<()> {
     let mut events = Vec::new();
     probe.drain(|event| events.push(event));
+    // Names first, so a cgroup gone before the interval ends is still
+    // named in the trace.
+    let created: Vec<(CgroupRef, String)> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::CgroupCreated { cgroup, path } => Some((*cgroup, path.clone())),
+            _ => None,
+        })
+        .collect();
+    recording
+        .selection
+        .cgroups_created(probe, &mut recording.state.resolver, &created)?;
     for event in events {
-        if let Event::CgroupCreated { cgroup, path } = &event {
-            // Named now, so a cgroup gone before the interval ends is still
-            // named in the trace, and its pod's names are read while its
-            // files exist.
-            recording
-                .state
-                .resolver
-                .learn(cgroup.hierarchy, cgroup.id, path);
-            recording.selection.created(probe, *cgroup, path)?;
-        }
         recording.event(event)?;
     }
-    recording.selection.recheck(probe)?;
     Ok(())
 }
 

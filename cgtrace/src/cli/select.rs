@@ -208,28 +208,33 @@ impl Selection {
         Ok(allowed.len())
     }
 
-    /// A cgroup created while the view runs (`cgroup_mkdir`): allowed when
-    /// kept. The kernel already allowed it if its parent was.
-    pub fn created(
+    /// Cgroups created while the view runs (`cgroup_mkdir`): the resolver
+    /// learns their paths (so one gone before it is used is still named),
+    /// their pods' names are read while the files exist, and with a filter
+    /// the kept ones are allowed (the kernel already allowed those whose
+    /// parent was). Then pending cgroups are looked at again.
+    pub fn cgroups_created(
         &mut self,
         probe: &mut Probe,
-        cgroup: CgroupRef,
-        path: &str,
+        resolver: &mut Resolver,
+        created: &[(CgroupRef, String)],
     ) -> Result<(), ProbeError> {
-        if self.is_everything() {
-            // Learn the names while the pod's files are there.
-            let _ = self.identities.identify(path);
-            return Ok(());
-        }
         let mut allowed = Vec::new();
-        self.consider(cgroup, path, &mut allowed);
+        for (cgroup, path) in created {
+            resolver.learn(cgroup.hierarchy, cgroup.id, path);
+            if self.is_everything() {
+                let _ = self.identities.identify(path);
+            } else {
+                self.consider(*cgroup, path, &mut allowed);
+            }
+        }
         probe.allow(&allowed)?;
-        Ok(())
+        self.recheck(probe)
     }
 
     /// Looks again at cgroups whose pods had no names: the kubelet writes a
     /// pod's log directory after creating its cgroup.
-    pub fn recheck(&mut self, probe: &mut Probe) -> Result<(), ProbeError> {
+    fn recheck(&mut self, probe: &mut Probe) -> Result<(), ProbeError> {
         if self.pending.is_empty()
             || self
                 .last_recheck

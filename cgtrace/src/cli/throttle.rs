@@ -381,13 +381,9 @@ fn drain_spans(
         Event::CgroupCreated { cgroup, path } => created.push((cgroup, path)),
         Event::OomKill(_) => {}
     });
-    for (cgroup, path) in created {
-        resolver.learn(cgroup.hierarchy, cgroup.id, &path);
-        selection
-            .created(probe, cgroup, &path)
-            .map_err(io::Error::other)?;
-    }
-    selection.recheck(probe).map_err(io::Error::other)?;
+    selection
+        .cgroups_created(probe, resolver, &created)
+        .map_err(io::Error::other)?;
     Ok(spans)
 }
 
