@@ -443,25 +443,58 @@ impl CgroupFacts for RecordedFacts<'_> {
 
 /// Page cache a cgroup had when cgtrace first saw it, less what cgtrace had
 /// counted by then: adding the running net gives what it owns now.
+///
+/// The kernel figure (`memory.stat`) is read a moment after the probe's
+/// counters are sampled, so pages added or evicted in between are in one
+/// and not the other. Under heavy churn that skews the anchor by the churn
+/// of that moment, so the anchor is taken again, once, the first time the
+/// cgroup is seen quiet (no page-cache change since the last interval):
+/// from then on the figure is exact.
 #[derive(Default)]
 struct Baselines {
-    bytes: HashMap<CgroupRef, i64>,
+    anchors: HashMap<CgroupRef, Anchor>,
+}
+
+struct Anchor {
+    /// Kernel figure minus cgtrace's net count, bytes.
+    base: i64,
+    /// The net count at the last call, to tell a quiet interval.
+    last_net: i64,
+    /// Whether `base` was taken while the cgroup was quiet.
+    settled: bool,
 }
 
 impl Baselines {
     fn owned(&mut self, cgroup: CgroupRef, net_bytes: i64, resolver: &mut Resolver) -> Option<u64> {
-        let base = if let Some(base) = self.bytes.get(&cgroup) {
-            *base
-        } else {
+        let kernel_now = |resolver: &mut Resolver| -> Option<i64> {
             let path = resolver.path(cgroup)?;
             let hierarchy = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
             let stat = stat::read(&hierarchy.mount, &path).ok()?;
-            let now = i64::try_from(stat::page_cache_bytes(&stat, hierarchy.version)?).ok()?;
-            let base = now - net_bytes;
-            self.bytes.insert(cgroup, base);
-            base
+            i64::try_from(stat::page_cache_bytes(&stat, hierarchy.version)?).ok()
         };
-        u64::try_from(base + net_bytes).ok()
+        match self.anchors.entry(cgroup) {
+            std::collections::hash_map::Entry::Occupied(mut entry) => {
+                let anchor = entry.get_mut();
+                if !anchor.settled
+                    && anchor.last_net == net_bytes
+                    && let Some(now) = kernel_now(resolver)
+                {
+                    anchor.base = now - net_bytes;
+                    anchor.settled = true;
+                }
+                anchor.last_net = net_bytes;
+                u64::try_from(anchor.base + net_bytes).ok()
+            }
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let now = kernel_now(resolver)?;
+                entry.insert(Anchor {
+                    base: now - net_bytes,
+                    last_net: net_bytes,
+                    settled: false,
+                });
+                u64::try_from(now).ok()
+            }
+        }
     }
 }
 
@@ -656,7 +689,7 @@ mod tests {
         pagecache::{CacheReason, ChargeKind},
     };
 
-    use super::{RecordedInterval, parse_duration};
+    use super::{Baselines, RecordedInterval, parse_duration};
     use crate::trace::record::{ChargesFrom, TraceRecord};
 
     const APP: CgroupRef = CgroupRef {
@@ -729,5 +762,49 @@ mod tests {
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_page_cache_anchor_is_taken_again_once_the_cgroup_is_quiet() {
+        use std::os::unix::fs::MetadataExt as _;
+
+        use crate::cgroup::{Hierarchies, Hierarchy, Resolver, Version};
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        let write_stat = |cache: u64| {
+            std::fs::write(
+                dir.path().join("app/memory.stat"),
+                format!("cache {cache}\n"),
+            )
+            .unwrap();
+        };
+        let mut resolver = Resolver::new(Hierarchies {
+            list: vec![Hierarchy {
+                id: Some(4),
+                version: Version::V1,
+                mount: dir.path().to_path_buf(),
+                controllers: vec!["memory".into()],
+            }],
+        });
+        let app = CgroupRef {
+            id: std::fs::metadata(dir.path().join("app")).unwrap().ino(),
+            hierarchy: 4,
+            level: 1,
+        };
+        let mut baselines = Baselines::default();
+        // First sight mid-churn: the file was read a moment after pages
+        // cgtrace has not counted yet were evicted, so it is 8 KiB low.
+        write_stat(32_768);
+        assert_eq!(baselines.owned(app, 0, &mut resolver), Some(32_768));
+        assert_eq!(baselines.owned(app, 4096, &mut resolver), Some(36_864));
+        // Quiet (no change since the last interval): anchored again on the
+        // kernel's figure, which from now on the counts follow exactly.
+        write_stat(45_056);
+        assert_eq!(baselines.owned(app, 4096, &mut resolver), Some(45_056));
+        assert_eq!(baselines.owned(app, -40_960, &mut resolver), Some(0));
+        // Settled: the file is not read again.
+        write_stat(1);
+        assert_eq!(baselines.owned(app, -40_960, &mut resolver), Some(0));
     }
 }
