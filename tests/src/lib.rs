@@ -336,3 +336,26 @@ pub fn report_json(path: &std::path::Path) -> serde_json::Value {
     );
     serde_json::from_slice(&output.stdout).unwrap()
 }
+
+/// Probe options for a test, with the probe variants `CGTRACE_TEST_VARIANT`
+/// asks for: `fentry` or `tp-btf` (unset: the best the kernel allows). The
+/// kernel matrix runs the OOM and throttle suites once per variant, so both
+/// are exercised where fentry works.
+#[must_use]
+pub fn probe_options(features: cgtrace::probe::FeatureSet) -> cgtrace::probe::ProbeOptions {
+    use cgtrace::probe::{OomVariant, ProbeOptions, ThrottleVariant};
+    let (oom_variant, throttle_variant) = match std::env::var("CGTRACE_TEST_VARIANT").as_deref() {
+        Ok("fentry") => (OomVariant::Fentry, ThrottleVariant::Fentry),
+        Ok("tp-btf") => (OomVariant::TpBtf, ThrottleVariant::SchedSwitch),
+        Ok(other) if !other.is_empty() => {
+            panic!("CGTRACE_TEST_VARIANT={other}: use fentry or tp-btf")
+        }
+        _ => (OomVariant::Auto, ThrottleVariant::Auto),
+    };
+    ProbeOptions {
+        features,
+        oom_variant,
+        throttle_variant,
+        ..ProbeOptions::default()
+    }
+}

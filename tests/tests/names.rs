@@ -6,7 +6,7 @@
 
 use std::{
     os::unix::fs::{MetadataExt as _, symlink},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -113,12 +113,24 @@ impl KubeTree {
         };
         for pod in pods {
             let container = tree.container_dir(pod);
-            for dir in container.ancestors().take_while(|d| *d != tree.root.dir()) {
-                if !tree.dirs.iter().any(|known| known == dir) {
-                    tree.dirs.push(dir.to_path_buf());
+            let mut new: Vec<PathBuf> = container
+                .ancestors()
+                .take_while(|d| *d != tree.root.dir())
+                .filter(|d| !tree.dirs.iter().any(|known| known == d))
+                .map(Path::to_path_buf)
+                .collect();
+            new.reverse();
+            for dir in &new {
+                // On v2 a child has a memory controller only where its
+                // parent delegates one.
+                if tree.root.version() == Version::V2 {
+                    let parent = dir.parent().expect("a parent");
+                    std::fs::write(parent.join("cgroup.subtree_control"), "+memory")
+                        .expect("enable the memory controller");
                 }
+                std::fs::create_dir(dir).expect("create a pod cgroup");
             }
-            std::fs::create_dir_all(&container).expect("create the container cgroup");
+            tree.dirs.extend(new);
             let (file, value) = match tree.root.version() {
                 Version::V1 => ("memory.limit_in_bytes", limit.to_string()),
                 Version::V2 => ("memory.max", limit.to_string()),

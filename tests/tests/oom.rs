@@ -8,11 +8,11 @@ use cgtrace::{
     cli::oom::resolve_paths,
     event::{Constraint, Event, OomKill},
     model::oom::OomCorrelator,
-    probe::{Probe, ProbeOptions},
+    probe::{FeatureSet, Probe},
     runtime::wait_readable,
     system::Clock,
 };
-use cgtrace_tests::{DEADLINE, memhog, require_root, scratch, wait_until};
+use cgtrace_tests::{DEADLINE, memhog, probe_options, require_root, scratch, wait_until};
 
 const MIB: u64 = 1 << 20;
 
@@ -53,7 +53,7 @@ fn one_oom_gives_exactly_one_event_with_pid_path_and_limit() {
     if !require_root("one_oom_gives_exactly_one_event_with_pid_path_and_limit") {
         return;
     }
-    let mut probe = Probe::load(&ProbeOptions::default()).expect("load probe");
+    let mut probe = Probe::load(&probe_options(FeatureSet::OOM)).expect("load probe");
     let cgroup = scratch("one-oom", Some(100 * MIB));
     let id = cgroup.id().unwrap();
     let mut hog = memhog(&cgroup, 200);
@@ -106,7 +106,7 @@ fn two_ooms_in_two_groups_at_once_are_each_attributed_right() {
     if !require_root("two_ooms_in_two_groups_at_once_are_each_attributed_right") {
         return;
     }
-    let mut probe = Probe::load(&ProbeOptions::default()).expect("load probe");
+    let mut probe = Probe::load(&probe_options(FeatureSet::OOM)).expect("load probe");
     let a = scratch("two-a", Some(100 * MIB));
     let b = scratch("two-b", Some(64 * MIB));
     let (id_a, id_b) = (a.id().unwrap(), b.id().unwrap());
@@ -151,7 +151,7 @@ fn a_limit_on_the_parent_is_attributed_to_the_parent() {
     if !require_root("a_limit_on_the_parent_is_attributed_to_the_parent") {
         return;
     }
-    let mut probe = Probe::load(&ProbeOptions::default()).expect("load probe");
+    let mut probe = Probe::load(&probe_options(FeatureSet::OOM)).expect("load probe");
     let mut parent = scratch("nested", Some(80 * MIB));
     let parent_path = parent.path().to_owned();
     let child = parent.child("workload").expect("child cgroup");
@@ -215,7 +215,7 @@ fn a_global_oom_is_reported_as_global() {
         );
         return;
     }
-    let mut probe = Probe::load(&ProbeOptions::default()).expect("load probe");
+    let mut probe = Probe::load(&probe_options(FeatureSet::OOM)).expect("load probe");
     let cgroup = scratch("global", None);
     let id = cgroup.id().unwrap();
     let mut command = std::process::Command::new("sleep");

@@ -140,7 +140,11 @@ fn report_and_replays_agree_with_the_kernel(run: &Recorded) {
             .sum()
     };
     // Two reads of 160M (a few pages may have been cached already).
-    assert!(sum("added_bytes", None) > 300 << 20);
+    assert!(
+        sum("added_bytes", None) > 300 << 20,
+        "added {}: {rows:?}",
+        sum("added_bytes", None)
+    );
     assert_eq!(
         sum("added_bytes", None),
         row["added_bytes"].as_u64().unwrap()
@@ -152,9 +156,19 @@ fn report_and_replays_agree_with_the_kernel(run: &Recorded) {
         row["evicted_bytes"]["own_limit"].as_u64().unwrap()
     );
     let last_owned = rows.last().unwrap()["owned_bytes"].as_u64().unwrap();
-    assert_eq!(
-        last_owned, page_cache,
-        "replayed page cache against memory.stat at the end of the run"
+    // v1 counters are exact. v2 folds per-CPU stat deltas into memory.stat
+    // lazily (before 6.8, reads may skip the flush), so the file can lag by
+    // up to a charge batch (64 pages) per CPU.
+    let slack = match run.version {
+        Version::V1 => 0,
+        Version::V2 => {
+            let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            64 * 4096 * cpus as u64
+        }
+    };
+    assert!(
+        last_owned.abs_diff(page_cache) <= slack,
+        "replayed page cache {last_owned} against memory.stat {page_cache} at the end of the run (slack {slack})"
     );
 
     // The reclaim view, replayed: the same stalls as the report.
@@ -299,9 +313,16 @@ fn html_report_draws_its_plots_in_a_real_browser(run: &Recorded) {
         .unwrap_or_else(|| panic!("{} is not in a legend", run.group));
     let colour = &page[at - 7..at];
 
-    let browser = which("chromium").expect(
-        "chromium is not installed: `cargo xtask test` installs it (apt-get install chromium)",
-    );
+    let Some(browser) = which("chromium") else {
+        // The kernel-matrix guests (`cargo xtask vm-test`) carry no browser;
+        // the page is rendered on the host run.
+        assert!(
+            std::env::var_os("CGTRACE_SKIP_BROWSER").is_some(),
+            "chromium is not installed: `cargo xtask test` installs it (apt-get install chromium)"
+        );
+        eprintln!("skipped the HTML screenshot: no browser in this environment");
+        return;
+    };
     let output = Command::new(browser)
         .args([
             "--headless",

@@ -7,10 +7,10 @@ use cgtrace::{
     cgroup::{Hierarchies, scratch::ScratchCgroup, stat::CpuStat},
     event::{Event, ThrottleSpan},
     model::throttle::periods,
-    probe::{FeatureSet, Probe, ProbeOptions},
+    probe::{FeatureSet, Probe},
     runtime::wait_readable,
 };
-use cgtrace_tests::{ChildGuard, cgtrace_bin, require_root};
+use cgtrace_tests::{ChildGuard, cgtrace_bin, probe_options, require_root};
 
 /// The tests here run one at a time: each measures a busy workload against
 /// the kernel's counters, and their busy threads would compete for the CPUs
@@ -29,11 +29,7 @@ fn spin(
     let _turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut probe = Probe::load(&ProbeOptions {
-        features: FeatureSet::THROTTLE,
-        ..ProbeOptions::default()
-    })
-    .expect("load throttle probe");
+    let mut probe = Probe::load(&probe_options(FeatureSet::THROTTLE)).expect("load throttle probe");
     let hierarchies = Hierarchies::discover().unwrap();
     let name = format!("cgtrace-test-{test}-{}", std::process::id());
     let group = ScratchCgroup::create_for(&hierarchies, "cpu", &name).expect("cpu cgroup");

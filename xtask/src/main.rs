@@ -4,6 +4,7 @@
 //! other step. Nothing here is needed by cgtrace at run time.
 
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -24,8 +25,16 @@ struct Cli {
 enum Task {
     /// Install what the build needs (idempotent; quick when already done).
     Setup,
-    /// Run every check: format, clippy, unit and integration tests (as root).
+    /// Run every check: format, clippy, unit and integration tests (as
+    /// root), then the integration tests on every kernel of the matrix.
     Test,
+    /// Run the integration tests on other kernels (pure cgroup v2) under
+    /// QEMU, and write docs/kernels.md.
+    VmTest {
+        /// `6.1`, `6.12` or `all`.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
     /// Build cgtrace and run its built-in scenarios.
     Demo,
     /// Measure what tracing costs (traced/untraced ratios) and write BENCHMARKS.md.
@@ -41,6 +50,7 @@ fn main() {
     let result = match cli.task {
         Task::Setup => setup::run().map(drop),
         Task::Test => test(),
+        Task::VmTest { kernel } => vm_test(&kernel),
         Task::Demo => demo(),
         Task::Bench { quick } => bench(quick),
     };
@@ -103,15 +113,64 @@ fn test() -> anyhow::Result<()> {
             .args(["test", "--no-fail-fast"])
             .env("CGTRACE_BIN", &binary),
     )?;
-    // One closing line for the whole run, whatever suite cargo ran last.
+    // One closing line for the host, whatever suite cargo ran last.
     println!(
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
-    if totals.failed > 0 || !totals.status_ok {
-        bail!("{} tests failed", totals.failed);
+    let host_ok = totals.failed == 0 && totals.status_ok;
+    if !is_root() {
+        eprintln!(
+            "xtask: not root: the kernel matrix is skipped (it installs QEMU and busybox; run as root)"
+        );
+        if !host_ok {
+            bail!("{} tests failed", totals.failed);
+        }
+        return Ok(());
+    }
+    let outcomes = vm::run_matrix(&env, "all")?;
+    let host = vm::host_outcome(totals.passed, totals.failed);
+    vm::write_table(Some(&host), &outcomes, &today())?;
+    let matrix_ok = summarise(&outcomes);
+    if !host_ok {
+        bail!("{} tests failed on the host", totals.failed);
+    }
+    if !matrix_ok {
+        bail!("the kernel matrix failed");
     }
     Ok(())
+}
+
+/// `cargo xtask vm-test`: the matrix alone.
+fn vm_test(kernel: &str) -> anyhow::Result<()> {
+    let env = setup::run()?;
+    setup::ensure_test_packages(is_root())?;
+    let outcomes = vm::run_matrix(&env, kernel)?;
+    if kernel == "all" {
+        vm::write_table(None, &outcomes, &today())?;
+    }
+    if !summarise(&outcomes) {
+        bail!("the kernel matrix failed");
+    }
+    Ok(())
+}
+
+/// One line per kernel; whether all of them passed.
+fn summarise(outcomes: &[vm::Outcome]) -> bool {
+    let mut ok = true;
+    for outcome in outcomes {
+        let passed = outcome.finished && outcome.failed == 0 && outcome.passed > 0;
+        ok &= passed;
+        println!(
+            "tests on Linux {}: {} passed, {} failed{} in {:.0} s",
+            outcome.kernel,
+            outcome.passed,
+            outcome.failed,
+            if outcome.finished { "" } else { ", UNFINISHED" },
+            outcome.seconds
+        );
+    }
+    ok
 }
 
 #[derive(Default)]

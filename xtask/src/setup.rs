@@ -195,7 +195,14 @@ fn link_into_cargo_bin(linker: &Path) {
 }
 
 /// Debian packages the tests need, by a program each provides.
-const TEST_PACKAGES: [(&str, &str); 1] = [("chromium", "chromium")];
+/// Programs the tests need, and the Debian packages that have them: a
+/// browser for the HTML report, QEMU, busybox and xz for the kernel matrix.
+const TEST_PACKAGES: [(&str, &str); 4] = [
+    ("chromium", "chromium"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("xz", "xz-utils"),
+];
 
 fn on_path(program: &str) -> bool {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())

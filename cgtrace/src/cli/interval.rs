@@ -447,9 +447,11 @@ impl CgroupFacts for RecordedFacts<'_> {
 /// The kernel figure (`memory.stat`) is read a moment after the probe's
 /// counters are sampled, so pages added or evicted in between are in one
 /// and not the other. Under heavy churn that skews the anchor by the churn
-/// of that moment, so the anchor is taken again, once, the first time the
-/// cgroup is seen quiet (no page-cache change since the last interval):
-/// from then on the figure is exact.
+/// of that moment, so the anchor is taken again whenever the cgroup is
+/// quiet (no page added, removed or evicted since the last interval — at its
+/// limit, adds and evictions can balance, so the net count alone cannot
+/// tell). On v1 the figure is then exact; v2 folds per-CPU deltas into
+/// `memory.stat` lazily, so there it is as exact as the kernel's own file.
 #[derive(Default)]
 struct Baselines {
     anchors: HashMap<CgroupRef, Anchor>,
@@ -458,14 +460,17 @@ struct Baselines {
 struct Anchor {
     /// Kernel figure minus cgtrace's net count, bytes.
     base: i64,
-    /// The net count at the last call, to tell a quiet interval.
-    last_net: i64,
-    /// Whether `base` was taken while the cgroup was quiet.
-    settled: bool,
+    /// Pages moved at the last call, to tell a quiet interval.
+    last_moved: u64,
 }
 
 impl Baselines {
-    fn owned(&mut self, cgroup: CgroupRef, net_bytes: i64, resolver: &mut Resolver) -> Option<u64> {
+    fn owned(
+        &mut self,
+        cgroup: CgroupRef,
+        (net_bytes, moved): (i64, u64),
+        resolver: &mut Resolver,
+    ) -> Option<u64> {
         let kernel_now = |resolver: &mut Resolver| -> Option<i64> {
             let path = resolver.path(cgroup)?;
             let hierarchy = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
@@ -475,22 +480,21 @@ impl Baselines {
         match self.anchors.entry(cgroup) {
             std::collections::hash_map::Entry::Occupied(mut entry) => {
                 let anchor = entry.get_mut();
-                if !anchor.settled
-                    && anchor.last_net == net_bytes
+                if anchor.last_moved == moved
                     && let Some(now) = kernel_now(resolver)
                 {
                     anchor.base = now - net_bytes;
-                    anchor.settled = true;
                 }
-                anchor.last_net = net_bytes;
-                u64::try_from(anchor.base + net_bytes).ok()
+                anchor.last_moved = moved;
+                // Below zero only when the anchor was read from a lagging
+                // v2 memory.stat; the cgroup cannot own less than nothing.
+                Some(u64::try_from(anchor.base + net_bytes).unwrap_or(0))
             }
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let now = kernel_now(resolver)?;
                 entry.insert(Anchor {
                     base: now - net_bytes,
-                    last_net: net_bytes,
-                    settled: false,
+                    last_moved: moved,
                 });
                 u64::try_from(now).ok()
             }
@@ -574,7 +578,10 @@ impl CgroupFacts for LiveFacts<'_> {
         let page = i64::try_from(self.state.page_size).unwrap_or(4096);
         self.state.baselines.owned(
             cgroup,
-            self.model.net_pages(cgroup) * page,
+            (
+                self.model.net_pages(cgroup) * page,
+                self.model.moved_pages(cgroup),
+            ),
             &mut self.state.resolver,
         )
     }
@@ -765,7 +772,7 @@ mod tests {
     }
 
     #[test]
-    fn the_page_cache_anchor_is_taken_again_once_the_cgroup_is_quiet() {
+    fn the_page_cache_anchor_is_taken_again_whenever_the_cgroup_is_quiet() {
         use std::os::unix::fs::MetadataExt as _;
 
         use crate::cgroup::{Hierarchies, Hierarchy, Resolver, Version};
@@ -796,15 +803,24 @@ mod tests {
         // First sight mid-churn: the file was read a moment after pages
         // cgtrace has not counted yet were evicted, so it is 8 KiB low.
         write_stat(32_768);
-        assert_eq!(baselines.owned(app, 0, &mut resolver), Some(32_768));
-        assert_eq!(baselines.owned(app, 4096, &mut resolver), Some(36_864));
-        // Quiet (no change since the last interval): anchored again on the
-        // kernel's figure, which from now on the counts follow exactly.
+        assert_eq!(baselines.owned(app, (0, 0), &mut resolver), Some(32_768));
+        assert_eq!(baselines.owned(app, (4096, 1), &mut resolver), Some(36_864));
+        // At the limit: one page added and one evicted leave the net count
+        // as it was, but that is churn, not quiet.
+        write_stat(999);
+        assert_eq!(baselines.owned(app, (4096, 3), &mut resolver), Some(36_864));
+        // Quiet (nothing moved since the last interval): anchored again on
+        // the kernel's figure, which from now on the counts follow exactly.
         write_stat(45_056);
-        assert_eq!(baselines.owned(app, 4096, &mut resolver), Some(45_056));
-        assert_eq!(baselines.owned(app, -40_960, &mut resolver), Some(0));
-        // Settled: the file is not read again.
-        write_stat(1);
-        assert_eq!(baselines.owned(app, -40_960, &mut resolver), Some(0));
+        assert_eq!(baselines.owned(app, (4096, 3), &mut resolver), Some(45_056));
+        assert_eq!(baselines.owned(app, (-40_960, 13), &mut resolver), Some(0));
+        // Quiet again: the kernel's figure, whatever it says now.
+        write_stat(8192);
+        assert_eq!(
+            baselines.owned(app, (-40_960, 13), &mut resolver),
+            Some(8192)
+        );
+        // An anchor from a lagging file cannot make the figure negative.
+        assert_eq!(baselines.owned(app, (-61_440, 18), &mut resolver), Some(0));
     }
 }

@@ -92,6 +92,9 @@ pub struct CacheModel {
     previous_ns: Option<u64>,
     /// Pages added minus pages removed or evicted since start, per owner.
     net_pages: HashMap<CgroupRef, i64>,
+    /// Pages added, removed or evicted since start, per owner: unchanged
+    /// between two intervals means the cgroup's page cache was quiet.
+    moved_pages: HashMap<CgroupRef, u64>,
 }
 
 fn delta(now: u64, before: Option<u64>) -> u64 {
@@ -149,6 +152,7 @@ impl CacheModel {
             let actor = self.name(key.actor);
             *flows.entry((owner, actor, reason)).or_default() += moved;
             if let Some(owner) = owner {
+                *self.moved_pages.entry(owner).or_default() += moved;
                 let signed = i64::try_from(moved).unwrap_or(i64::MAX);
                 let net = self.net_pages.entry(owner).or_default();
                 *net += if reason == CacheReason::Added {
@@ -240,6 +244,12 @@ impl CacheModel {
     #[must_use]
     pub fn net_pages(&self, cgroup: CgroupRef) -> i64 {
         self.net_pages.get(&cgroup).copied().unwrap_or(0)
+    }
+
+    /// Pages added, removed or evicted since cgtrace started.
+    #[must_use]
+    pub fn moved_pages(&self, cgroup: CgroupRef) -> u64 {
+        self.moved_pages.get(&cgroup).copied().unwrap_or(0)
     }
 }
 

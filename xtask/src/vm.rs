@@ -1,0 +1,591 @@
+//! `cargo xtask vm-test [--kernel 6.1|6.12|all]`: the integration tests on
+//! other kernels, with pure cgroup v2, under QEMU.
+//!
+//! For each kernel: the Debian cloud kernel package is fetched from the
+//! Debian archive (`apt-get download`, cached under
+//! `~/.cache/cgtrace/kernels`); cgtrace and the integration tests are built
+//! as static binaries; a busybox initramfs is packed with them and the
+//! kernel's `brd` module (a RAM disk with ext2 on it, so the page-cache
+//! tests read a real block filesystem, not tmpfs); `qemu-system-x86_64`
+//! boots it with TCG (no KVM here). The guest mounts cgroup2 with `+memory
+//! +cpu` and tracefs, prints `cgtrace check --json`, runs every test binary
+//! and powers off; its serial console is parsed for the results.
+//!
+//! To add a kernel, add one line to [`KERNELS`].
+
+use std::{
+    fmt::Write as _,
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cargo, root, run, setup::BuildEnv};
+
+/// A kernel of the matrix: what `--kernel` calls it, and its Debian package.
+pub struct Kernel {
+    pub name: &'static str,
+    pub package: &'static str,
+}
+
+/// The matrix. The packages are the Debian 12 ("bookworm") cloud kernels;
+/// any `linux-image-*-cloud-amd64-unsigned` the archive has will do.
+pub const KERNELS: &[Kernel] = &[
+    Kernel {
+        name: "6.1",
+        package: "linux-image-6.1.0-56-cloud-amd64-unsigned",
+    },
+    Kernel {
+        name: "6.12",
+        package: "linux-image-6.12.115+deb12-cloud-amd64-unsigned",
+    },
+];
+
+/// The whole guest run, tests included, must end within this.
+const GUEST_DEADLINE: Duration = Duration::from_mins(25);
+
+/// The target the static binaries are built for.
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// What one guest run found.
+pub struct Outcome {
+    pub kernel: String,
+    /// `cgtrace check --json` in the guest.
+    pub check: Option<serde_json::Value>,
+    pub passed: u64,
+    pub failed: u64,
+    /// Failed tests, by name.
+    pub failures: Vec<String>,
+    pub finished: bool,
+    pub seconds: f64,
+}
+
+/// Runs the matrix for `which` (`all` or a kernel name); `Ok` holds every
+/// kernel's outcome, failing or not.
+pub fn run_matrix(env: &BuildEnv, which: &str) -> anyhow::Result<Vec<Outcome>> {
+    let kernels: Vec<&Kernel> = KERNELS
+        .iter()
+        .filter(|k| which == "all" || k.name == which)
+        .collect();
+    if kernels.is_empty() {
+        let names: Vec<&str> = KERNELS.iter().map(|k| k.name).collect();
+        bail!(
+            "no kernel {which} in the matrix (have: {}, all)",
+            names.join(", ")
+        );
+    }
+    let binaries = build(env)?;
+    let mut outcomes = Vec::new();
+    for kernel in kernels {
+        let files = fetch(kernel)?;
+        let initramfs = pack(kernel, &files, &binaries)?;
+        outcomes.push(boot(kernel, &files, &initramfs)?);
+    }
+    Ok(outcomes)
+}
+
+/// The static cgtrace and integration-test binaries.
+struct Binaries {
+    cgtrace: PathBuf,
+    tests: Vec<PathBuf>,
+}
+
+/// Static binaries, built apart from the host's (`target/vm`), without
+/// debug info (the initramfs is held in the guest's memory).
+const STATIC_ARGS: [&str; 4] = ["--target", TARGET, "--target-dir", "target/vm"];
+const STATIC_RUSTFLAGS: (&str, &str) = (
+    "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+    "-C target-feature=+crt-static -C debuginfo=0",
+);
+
+fn build(env: &BuildEnv) -> anyhow::Result<Binaries> {
+    run(cargo(env)
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "cgtrace",
+            "--bin",
+            "cgtrace",
+        ])
+        .args(STATIC_ARGS)
+        .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1))?;
+    let mut tests = cargo(env);
+    tests
+        .args([
+            "test",
+            "--no-run",
+            "--message-format=json",
+            "--package",
+            "cgtrace-tests",
+        ])
+        .args(STATIC_ARGS)
+        .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1);
+    eprintln!("xtask: running {tests:?}");
+    let output = tests.stderr(Stdio::inherit()).output()?;
+    if !output.status.success() {
+        bail!("building the integration tests for the guest failed");
+    }
+    let mut test_binaries = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "test"));
+        if let (true, Some(executable)) = (is_test, message["executable"].as_str()) {
+            test_binaries.push(PathBuf::from(executable));
+        }
+    }
+    if test_binaries.is_empty() {
+        bail!("cargo built no integration test binaries");
+    }
+    Ok(Binaries {
+        cgtrace: root()
+            .join("target/vm")
+            .join(TARGET)
+            .join("release/cgtrace"),
+        tests: test_binaries,
+    })
+}
+
+/// A kernel's boot image and RAM-disk module, from its extracted package.
+struct KernelFiles {
+    vmlinuz: PathBuf,
+    brd: PathBuf,
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("CGTRACE_TOOLS").map_or_else(
+        || {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/cgtrace/kernels")
+        },
+        |tools| PathBuf::from(tools).join("kernels"),
+    )
+}
+
+/// Downloads and extracts the kernel package once; later runs reuse it.
+fn fetch(kernel: &Kernel) -> anyhow::Result<KernelFiles> {
+    let dir = cache_dir().join(kernel.package);
+    if find(&dir.join("boot"), "vmlinuz-").is_none() {
+        std::fs::create_dir_all(&dir)?;
+        let download = || {
+            Command::new("apt-get")
+                .args(["download", kernel.package])
+                .current_dir(&dir)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !download() {
+            run(Command::new("apt-get").arg("update"))?;
+            if !download() {
+                bail!(
+                    "apt-get cannot download {} (is it still in the Debian archive? `apt-cache search cloud-amd64-unsigned` lists what is)",
+                    kernel.package
+                );
+            }
+        }
+        let deb = find(&dir, ".deb").context("apt-get downloaded no .deb")?;
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
+        std::fs::remove_file(deb)?;
+    }
+    let vmlinuz = find(&dir.join("boot"), "vmlinuz-").context("no vmlinuz in the package")?;
+    let brd = walk_find(&dir.join("lib/modules"), "brd.ko")
+        .context("no brd module in the kernel package")?;
+    Ok(KernelFiles { vmlinuz, brd })
+}
+
+/// The first entry of `dir` whose name contains `part`.
+fn find(dir: &Path, part: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(part))
+        })
+}
+
+/// The first file below `dir` whose name starts with `prefix`.
+fn walk_find(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = walk_find(&path, prefix) {
+                return Some(found);
+            }
+        } else if entry.file_name().to_string_lossy().starts_with(prefix) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// The guest's `/init`: mounts, a RAM-disk filesystem for the page-cache
+/// tests, cgroup2 with the memory and cpu controllers delegated, then the
+/// tests; every line the host parses starts with `== `.
+const INIT: &str = r#"#!/bin/sh
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tracefs nodev /sys/kernel/tracing
+mount -t tmpfs tmp /tmp
+insmod /lib/brd.ko rd_nr=1 rd_size=1048576
+mke2fs -q /dev/ram0 >/dev/null 2>&1 && mount -t ext2 /dev/ram0 /var/tmp
+mount -t cgroup2 none /sys/fs/cgroup
+echo "+memory +cpu" > /sys/fs/cgroup/cgroup.subtree_control
+echo "== guest $(uname -r)"
+echo "== check $(cgtrace check --json | tr -d '\n')"
+export CGTRACE_BIN=/bin/cgtrace CGTRACE_SKIP_BROWSER=1
+failed=0
+for t in /tests/*; do
+  echo "== binary ${t##*/}"
+  $t --test-threads=1 || failed=$((failed+1))
+done
+# The suites above ran the best variant (fentry here); these again with tp_btf.
+for t in oom throttle; do
+  echo "== binary $t (tp_btf variants)"
+  CGTRACE_TEST_VARIANT=tp-btf /tests/$t --test-threads=1 || failed=$((failed+1))
+done
+echo "== exit $failed"
+poweroff -f
+"#;
+
+/// Packs the initramfs (an uncompressed newc cpio archive, which every
+/// kernel unpacks) for `kernel`.
+fn pack(kernel: &Kernel, files: &KernelFiles, binaries: &Binaries) -> anyhow::Result<PathBuf> {
+    let mut archive = Cpio::default();
+    for dir in [
+        "bin", "lib", "proc", "sys", "dev", "tmp", "var", "var/tmp", "tests",
+    ] {
+        archive.dir(dir);
+    }
+    archive.file("init", 0o755, INIT.as_bytes());
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("busybox is not installed (apt-get install busybox-static)")?;
+    archive.file("bin/busybox", 0o755, &std::fs::read(busybox)?);
+    let applets = Command::new(busybox).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        if applet != "busybox" {
+            archive.symlink(&format!("bin/{applet}"), "busybox");
+        }
+    }
+    archive.file("bin/cgtrace", 0o755, &std::fs::read(&binaries.cgtrace)?);
+    for test in &binaries.tests {
+        let name = test
+            .file_name()
+            .context("test binary name")?
+            .to_string_lossy()
+            .to_string();
+        // `cache-50e6…` → `cache`: the guest prints the suite's name.
+        let suite = name.split('-').next().unwrap_or(&name).to_owned();
+        archive.file(&format!("tests/{suite}"), 0o755, &std::fs::read(test)?);
+    }
+    let brd = if files.brd.extension().is_some_and(|e| e == "xz") {
+        let output = Command::new("xz").arg("-dc").arg(&files.brd).output()?;
+        if !output.status.success() {
+            bail!("cannot decompress {}", files.brd.display());
+        }
+        output.stdout
+    } else {
+        std::fs::read(&files.brd)?
+    };
+    archive.file("lib/brd.ko", 0o644, &brd);
+    let path = root()
+        .join("target/vm")
+        .join(format!("initramfs-{}.cpio", kernel.name));
+    std::fs::write(&path, archive.finish())?;
+    Ok(path)
+}
+
+/// A newc-format cpio archive, built in memory.
+#[derive(Default)]
+struct Cpio {
+    bytes: Vec<u8>,
+    inode: u32,
+}
+
+impl Cpio {
+    fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040_755, &[]);
+    }
+
+    fn file(&mut self, name: &str, permissions: u32, data: &[u8]) {
+        self.entry(name, 0o100_000 | permissions, data);
+    }
+
+    fn symlink(&mut self, name: &str, target: &str) {
+        self.entry(name, 0o120_777, target.as_bytes());
+    }
+
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+        self.inode += 1;
+        let fields = [
+            self.inode,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            u32::try_from(data.len()).unwrap_or(u32::MAX),
+            0,
+            0,
+            0,
+            0,
+            u32::try_from(name.len() + 1).unwrap_or(u32::MAX),
+            0,
+        ];
+        self.bytes.extend_from_slice(b"070701");
+        for field in fields {
+            let _ = write!(self.bytes, "{field:08x}");
+        }
+        self.bytes.extend_from_slice(name.as_bytes());
+        self.bytes.push(0);
+        self.pad();
+        self.bytes.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.bytes.len().is_multiple_of(4) {
+            self.bytes.push(0);
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[]);
+        self.bytes
+    }
+}
+
+/// Boots the guest and follows its console; the log is kept in
+/// `target/vm/<kernel>.log`.
+fn boot(kernel: &Kernel, files: &KernelFiles, initramfs: &Path) -> anyhow::Result<Outcome> {
+    let log_path = root()
+        .join("target/vm")
+        .join(format!("{}.log", kernel.name));
+    let mut log = std::fs::File::create(&log_path)?;
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "4G",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(&files.vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    eprintln!(
+        "xtask: booting Linux {} ({}) under QEMU",
+        kernel.name, kernel.package
+    );
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .context("cannot start qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+    let pid = child.id();
+    // The deadline: a hung guest is killed rather than waited for.
+    let watchdog = std::thread::spawn(move || {
+        let until = Instant::now() + GUEST_DEADLINE;
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_secs(1));
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return;
+            }
+        }
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    let mut outcome = Outcome {
+        kernel: kernel.name.to_owned(),
+        check: None,
+        passed: 0,
+        failed: 0,
+        failures: Vec::new(),
+        finished: false,
+        seconds: 0.0,
+    };
+    let stdout = child.stdout.take().context("qemu's console")?;
+    for line in BufReader::new(stdout).split(b'\n') {
+        let line = String::from_utf8_lossy(&line?).trim_end().to_owned();
+        writeln!(log, "{line}")?;
+        read_console_line(&line, kernel.name, &mut outcome);
+    }
+    child.wait()?;
+    let _ = watchdog.join();
+    outcome.seconds = started.elapsed().as_secs_f64();
+    if !outcome.finished {
+        eprintln!(
+            "xtask: Linux {}: the guest stopped before the tests finished; see {}",
+            kernel.name,
+            log_path.display()
+        );
+    }
+    Ok(outcome)
+}
+
+/// Takes in one console line: echoes the interesting ones and adds up results.
+fn read_console_line(line: &str, kernel: &str, outcome: &mut Outcome) {
+    // The console mixes in terminal escapes; the markers follow them.
+    let at = line.find("== ").or_else(|| line.find("test "));
+    let text = at.map_or(line, |at| &line[at..]);
+    if let Some(json) = text.strip_prefix("== check ") {
+        outcome.check = serde_json::from_str(json).ok();
+    } else if let Some(marker) = text.strip_prefix("== ") {
+        eprintln!("[{kernel}] {marker}");
+    } else if let Some(result) = text.strip_prefix("test result: ") {
+        let count = |word: &str| {
+            result
+                .split(['.', ';'])
+                .find_map(|part| part.trim().strip_suffix(word))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        outcome.passed += count(" passed");
+        outcome.failed += count(" failed");
+        eprintln!("[{kernel}] test result: {result}");
+    } else if let Some(name) = text
+        .strip_prefix("test ")
+        .and_then(|rest| rest.split_once(" ... FAILED"))
+        .map(|(name, _)| name)
+    {
+        outcome.failures.push(name.to_owned());
+        eprintln!("[{kernel}] FAILED {name}");
+    }
+    if text.starts_with("== exit ") {
+        outcome.finished = true;
+    }
+}
+
+/// `docs/kernels.md`: which variant each feature uses on each kernel, and
+/// whether that kernel's tests passed, from a real run.
+pub fn write_table(host: Option<&Outcome>, outcomes: &[Outcome], date: &str) -> anyhow::Result<()> {
+    let columns: Vec<&Outcome> = host.into_iter().chain(outcomes).collect();
+    let mut text = format!(
+        "# Kernels\n\nGenerated by `cargo xtask vm-test` (do not edit by hand) on {date}. \
+         Each column is a real run: the host as it is, and each Debian cloud kernel \
+         booted under QEMU with pure cgroup v2 (`{}`).\n\n| feature |",
+        KERNELS
+            .iter()
+            .map(|k| k.package)
+            .collect::<Vec<_>>()
+            .join("`, `")
+    );
+    for column in &columns {
+        let _ = write!(text, " {} |", column_name(column));
+    }
+    text.push_str("\n|---|");
+    text.push_str(&"---|".repeat(columns.len()));
+    text.push('\n');
+    let features: Vec<String> = columns
+        .iter()
+        .filter_map(|c| c.check.as_ref())
+        .flat_map(|c| c["features"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f["feature"].as_str().map(str::to_owned))
+        .fold(Vec::new(), |mut all, f| {
+            if !all.contains(&f) {
+                all.push(f);
+            }
+            all
+        });
+    for feature in &features {
+        let _ = write!(text, "| {feature} |");
+        for column in &columns {
+            let variant = column
+                .check
+                .as_ref()
+                .and_then(|c| c["features"].as_array().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .find(|f| f["feature"] == feature.as_str())
+                .map_or_else(
+                    || "?".to_owned(),
+                    |f| {
+                        f["variant"]
+                            .as_str()
+                            .map_or_else(|| "unavailable".to_owned(), str::to_owned)
+                    },
+                );
+            let _ = write!(text, " {variant} |");
+        }
+        text.push('\n');
+    }
+    text.push_str("| **integration tests** |");
+    for column in &columns {
+        let _ = write!(
+            text,
+            " {} passed, {} failed |",
+            column.passed, column.failed
+        );
+    }
+    text.push_str("\n\n");
+    for column in &columns {
+        if !column.failures.is_empty() {
+            let _ = writeln!(
+                text,
+                "Failed on {}: {}.\n",
+                column_name(column),
+                column.failures.join(", ")
+            );
+        }
+    }
+    text.push_str(
+        "The host refuses fentry, so it runs the tp_btf variants; the QEMU guests allow it, \
+         so there the fentry variants run. To add a kernel, add a line to `KERNELS` in \
+         `xtask/src/vm.rs`.\n",
+    );
+    std::fs::write(root().join("docs/kernels.md"), text).context("writing docs/kernels.md")?;
+    eprintln!("xtask: wrote docs/kernels.md");
+    Ok(())
+}
+
+fn column_name(outcome: &Outcome) -> String {
+    let cgroups = outcome
+        .check
+        .as_ref()
+        .and_then(|c| c["cgroup_mode"].as_str())
+        .unwrap_or("?");
+    format!("{} ({cgroups})", outcome.kernel)
+}
+
+/// The host's own column, from the static cgtrace (`cgtrace check --json`).
+pub fn host_outcome(passed: u64, failed: u64) -> Outcome {
+    let check = Command::new(
+        root()
+            .join("target/vm")
+            .join(TARGET)
+            .join("release/cgtrace"),
+    )
+    .args(["check", "--json"])
+    .output()
+    .ok()
+    .and_then(|o| serde_json::from_slice(&o.stdout).ok());
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "host".to_owned(), |r| format!("host {}", r.trim()));
+    Outcome {
+        kernel: release,
+        check,
+        passed,
+        failed,
+        failures: Vec::new(),
+        finished: true,
+        seconds: 0.0,
+    }
+}
