@@ -239,8 +239,9 @@ fn send(o: &Offsets, cfs_rq: u64, start: &ThrottleStart) {
     count(LossCounter::Submitted);
 }
 
-/// `throttle_cfs_rq(cfs_rq)`: the quota ran out, in the context of the task
-/// that ran it out.
+/// `throttle_cfs_rq(cfs_rq)`: the quota ran out, usually in the context of
+/// the task that ran it out; a throttle as a task is enqueued again
+/// (`check_enqueue_throttle`) runs in the waker's context instead.
 #[fentry(function = "throttle_cfs_rq")]
 pub fn throttle_enter(ctx: FEntryContext) -> u32 {
     let cfs_rq: u64 = ctx.arg(0);

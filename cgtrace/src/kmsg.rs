@@ -60,7 +60,15 @@ struct Episode {
     task_memcg: Option<String>,
     summary_pid: Option<u32>,
     group: Option<String>,
+    /// Processes reported killed in this episode in the last second, with
+    /// when: a group kill reports its first victim twice (once chosen,
+    /// once swept with the group). Ratelimited storms have no header to
+    /// end an episode, so old entries age out instead.
+    killed: Vec<(u32, u64)>,
 }
+
+/// A process reported killed twice within this long was killed once.
+const SAME_KILL_WINDOW_US: u64 = 1_000_000;
 
 /// Turns kernel log records into OOM kills.
 #[derive(Debug, Default)]
@@ -144,6 +152,13 @@ impl OomLogParser {
     fn kill(&mut self, record: &Record, prefix: &str, rest: &str) -> Option<OomKill> {
         let (pid, rest) = rest.split_once(" (")?;
         let pid: u32 = pid.trim().parse().ok()?;
+        let now_us = record.timestamp_us;
+        let killed = &mut self.episode.killed;
+        killed.retain(|&(_, at_us)| now_us.saturating_sub(at_us) < SAME_KILL_WINDOW_US);
+        if killed.iter().any(|&(killed_pid, _)| killed_pid == pid) {
+            return None;
+        }
+        killed.push((pid, now_us));
         let (comm, fields) = rest
             .rsplit_once(") ")
             .unwrap_or((rest.trim_end_matches(')'), ""));
@@ -430,7 +445,11 @@ mod tests {
     #[test]
     fn global_oom_and_group_kill() {
         let kills = parse_fixture("kmsg-6.x-constructed-global-and-group.txt");
-        assert_eq!(kills.len(), 3);
+        assert_eq!(
+            kills.len(),
+            3,
+            "the group sweep's second line for the first victim is the same kill"
+        );
         let global = &kills[0];
         assert_eq!(global.constraint, Constraint::Global);
         assert!(global.oom_memcg.is_none());

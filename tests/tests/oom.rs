@@ -261,3 +261,51 @@ fn a_global_oom_is_reported_as_global() {
         "the kernel counted exactly one OOM kill machine-wide"
     );
 }
+
+/// `memory.oom.group` (cgroup v2 only): the kernel kills every task of the
+/// group; each process killed is one event, flagged as part of a group kill.
+#[test]
+fn a_group_kill_is_flagged_on_every_member() {
+    if !require_root("a_group_kill_is_flagged_on_every_member") {
+        return;
+    }
+    let cgroup = scratch("group-kill", Some(64 * MIB));
+    if cgroup.version() != cgtrace::cgroup::Version::V2 {
+        eprintln!(
+            "skipped a_group_kill_is_flagged_on_every_member: memory.oom.group is cgroup v2 only (`cargo xtask vm-test` runs it)"
+        );
+        return;
+    }
+    cgroup.set_oom_group(true).expect("set memory.oom.group");
+    let mut probe = Probe::load(&probe_options(FeatureSet::OOM)).expect("load probe");
+    let id = cgroup.id().unwrap();
+    let mut sleep = std::process::Command::new("sleep");
+    sleep.arg("600");
+    let mut sleeper = cgtrace_tests::ChildGuard(cgroup.spawn_into(&mut sleep).expect("sleep"));
+    let mut hog = memhog(&cgroup, 200);
+    hog.wait();
+    let status = sleeper.wait();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "the group kill took the bystander too: {status}"
+    );
+    wait_until("the kernel's oom_kill counter", || {
+        cgroup.oom_kill_count().unwrap() >= 2
+    });
+    // The kernel's counter can exceed the processes killed: sweeping the
+    // group kills the first victim again and counts it again (6.x). The
+    // probe fires once per process marked as a victim.
+    let kills = collect(&mut probe, |k| in_cgroup(k, id).len() >= 2);
+    let ours = in_cgroup(&kills, id);
+    let mut pids: Vec<u32> = ours.iter().map(|k| k.victim.pid).collect();
+    pids.sort_unstable();
+    let mut expected = vec![hog.pid(), sleeper.pid()];
+    expected.sort_unstable();
+    assert_eq!(pids, expected, "one event per process killed: {ours:#?}");
+    assert!(ours.iter().all(|k| k.group_kill == Some(true)), "{ours:#?}");
+    assert!(
+        cgroup.oom_kill_count().unwrap() >= 2,
+        "the kernel counted both kills"
+    );
+}

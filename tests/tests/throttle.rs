@@ -105,9 +105,15 @@ fn a_busy_loop_under_a_20_percent_quota() {
         "the kernel throttled it: {kernel:?}"
     );
     compare(&spans, &kernel);
+    // The span names the task current when the kernel throttled the
+    // group: the spinner, except when the throttle happens as it is
+    // enqueued again (check_enqueue_throttle), in the waker's context.
+    let spinner = spans.iter().filter(|s| s.comm == "cgtrace").count();
+    let comms: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.comm.as_str()).collect();
     assert!(
-        spans.iter().all(|s| s.comm == "cgtrace"),
-        "the spinning task ran the quota out"
+        spinner * 10 >= spans.len() * 9,
+        "the spinning task ran the quota out: {spinner} of {} spans name it; names seen: {comms:?}",
+        spans.len()
     );
 }
 
