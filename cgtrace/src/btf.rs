@@ -8,7 +8,7 @@
 //! decoded on demand, so opening vmlinux BTF costs one pass and no per-type
 //! allocation.
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -120,7 +120,11 @@ pub struct Btf {
     strings_len: usize,
     /// `type_offsets[id]` is where type `id`'s record starts (index 0 unused).
     type_offsets: Vec<usize>,
-    by_name: HashMap<(u32, Box<str>), TypeId>,
+    /// Named structs, unions, enums, typedefs and functions, sorted by
+    /// (kind, name) and then by id: a lookup is a binary search over the
+    /// string section, with no copy of the names (the kernel's BTF has
+    /// ~150,000 types, and a name map would hold megabytes while loading).
+    by_name: Vec<TypeId>,
 }
 
 impl Btf {
@@ -153,7 +157,7 @@ impl Btf {
             strings_start: 0,
             strings_len: 0,
             type_offsets: vec![0],
-            by_name: HashMap::new(),
+            by_name: Vec::new(),
         };
         // struct btf_header: magic u16, version u8, flags u8, then u32s.
         let hdr_len = btf.u32_at(4)? as usize;
@@ -202,28 +206,38 @@ impl Btf {
     }
 
     fn index_names(&mut self) {
-        for id in 1..self.type_offsets.len() {
-            let at = self.type_offsets[id];
-            let (Ok(name_off), Ok(info)) = (self.u32_at(at), self.u32_at(at + 4)) else {
-                continue;
-            };
-            let kind = kind_of(info);
-            if name_off == 0
-                || !matches!(
-                    kind,
-                    KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_TYPEDEF | KIND_FUNC
-                )
-            {
-                continue;
-            }
-            if let Some(name) = self.str_at(name_off) {
-                // The first definition wins: full structs come before any
-                // duplicates a module's BTF would add.
-                self.by_name
-                    .entry((kind, name.into()))
-                    .or_insert(u32::try_from(id).unwrap_or(u32::MAX));
-            }
+        let mut named: Vec<TypeId> = (1..self.type_offsets.len())
+            .filter(|&id| self.name_key(id).is_some())
+            .map(|id| u32::try_from(id).unwrap_or(u32::MAX))
+            .collect();
+        // Stable: among equal names the lowest id comes first, and the
+        // first definition wins (full structs come before any duplicates a
+        // module's BTF would add).
+        named.sort_by(|&a, &b| self.name_key(a as usize).cmp(&self.name_key(b as usize)));
+        named.shrink_to_fit();
+        self.by_name = named;
+    }
+
+    /// The (kind, name) a type is found by, for the kinds looked up by name.
+    fn name_key(&self, id: usize) -> Option<(u32, &str)> {
+        let at = *self.type_offsets.get(id)?;
+        let (name_off, info) = (self.u32_at(at).ok()?, self.u32_at(at + 4).ok()?);
+        let kind = kind_of(info);
+        if name_off == 0
+            || !matches!(
+                kind,
+                KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_TYPEDEF | KIND_FUNC
+            )
+        {
+            return None;
         }
+        Some((kind, self.str_at(name_off)?))
+    }
+
+    /// The raw BTF bytes, as read.
+    #[must_use]
+    pub fn raw(&self) -> &[u8] {
+        &self.data
     }
 
     /// Number of types, `void` excluded.
@@ -239,9 +253,14 @@ impl Btf {
 
     /// The id of the type of `kind` named `name`.
     pub fn find(&self, kind: Kind, name: &str) -> Result<TypeId, BtfError> {
+        let wanted = Some((kind.code(), name));
+        let first = self
+            .by_name
+            .partition_point(|&id| self.name_key(id as usize) < wanted);
         self.by_name
-            .get(&(kind.code(), name.into()))
+            .get(first)
             .copied()
+            .filter(|&id| self.name_key(id as usize) == wanted)
             .ok_or_else(|| BtfError::MissingType {
                 kind: kind.label(),
                 name: name.to_owned(),

@@ -7,6 +7,7 @@ use cgtrace::cli::{self, Cli, Command, Outcome};
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    keep_large_allocations_out_of_the_heap();
     let cli = Cli::parse();
     if let Command::Record(args) = &cli.command {
         // A recorded command's exit code is cgtrace's.
@@ -35,5 +36,19 @@ fn main() -> ExitCode {
             cgtrace::note!("cgtrace: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Large allocations (above all the kernel's parsed BTF, ~20 MB needed
+/// only while the probes load) get mappings of their own, so their memory
+/// returns to the system when loading ends and growing them moves no data.
+/// Left alone, glibc raises this threshold after the first large free and
+/// keeps later ones in the heap for the life of the process.
+fn keep_large_allocations_out_of_the_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }

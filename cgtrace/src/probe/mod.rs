@@ -253,13 +253,20 @@ impl Probe {
         if !privileges.can_trace() {
             return Err(ProbeError::NotPrivileged(privileges.missing()));
         }
+        // `EbpfLoader::new` parses the kernel's BTF itself; drop that copy
+        // before making ours, so only one parsed copy is ever alive. The
+        // parsed kernel BTF is most of the collector's peak memory.
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
         let btf = Btf::from_sys_fs()?;
         let layout = offsets::resolve(&btf)?;
-        let aya_btf = aya::Btf::from_sys_fs().map_err(ProbeError::AyaBtf)?;
+        // aya parses the bytes our own reader already holds: the file is read once.
+        let aya_btf =
+            aya::Btf::parse(btf.raw(), aya::Endianness::default()).map_err(ProbeError::AyaBtf)?;
         let files_enabled = u32::from(options.files);
         let filter_enabled = u32::from(options.filter);
         let task_se_parent = layout.offsets.task_se_parent;
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = loader
             .btf(Some(&aya_btf))
             .override_global("OFFSETS", &layout.offsets, true)
             .override_global("FILES_ENABLED", &files_enabled, true)
@@ -592,7 +599,10 @@ fn attach_group(
         feature: group.feature,
         variant: (attached > 0).then(|| group.variant.to_owned()),
         detail: if missing.is_empty() {
-            format!("{attached} tracepoints attached")
+            format!(
+                "{attached} tracepoint{} attached",
+                if attached == 1 { "" } else { "s" }
+            )
         } else {
             format!("{attached} attached; missing: {}", missing.join("; "))
         },
