@@ -194,26 +194,33 @@ fn link_into_cargo_bin(linker: &Path) {
     }
 }
 
-/// Debian packages the tests need, by a program each provides.
 /// Programs the tests need, and the Debian packages that have them: a
 /// browser for the HTML report, QEMU, busybox and xz for the kernel matrix.
-const TEST_PACKAGES: [(&str, &str); 4] = [
+pub const TEST_PACKAGES: [(&str, &str); 4] = [
     ("chromium", "chromium"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),
     ("xz", "xz-utils"),
 ];
 
+/// The benchmark's peer: bpftrace doing the same aggregation.
+pub const BENCH_PACKAGES: [(&str, &str); 1] = [("bpftrace", "bpftrace")];
+
 fn on_path(program: &str) -> bool {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .any(|dir| dir.join(program).is_file())
 }
 
-/// Installs the Debian packages the tests need, when missing: first from
-/// the package lists as they are, then after `apt-get update` (a fresh
-/// image's lists are often stale or empty).
-pub fn ensure_test_packages(root: bool) -> anyhow::Result<()> {
-    let missing: Vec<&str> = TEST_PACKAGES
+/// Installs the Debian packages that provide `programs` when missing
+/// (`needed_by` says for what): first from the package lists as they are,
+/// then after `apt-get update` (a fresh image's lists are often stale or
+/// empty).
+pub fn ensure_packages(
+    root: bool,
+    needed_by: &str,
+    programs: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let missing: Vec<&str> = programs
         .iter()
         .filter(|(program, _)| !on_path(program))
         .map(|(_, package)| *package)
@@ -223,19 +230,19 @@ pub fn ensure_test_packages(root: bool) -> anyhow::Result<()> {
     }
     if !root {
         eprintln!(
-            "xtask: not root: cannot install {} (the tests that need it need root too, and will skip)",
+            "xtask: not root: cannot install {} (what needs it needs root too)",
             missing.join(", ")
         );
         return Ok(());
     }
     if !Path::new("/usr/bin/apt-get").exists() {
         bail!(
-            "the tests need {} and this is not a Debian-like system: install them by hand",
+            "{needed_by} need {} and this is not a Debian-like system: install them by hand",
             missing.join(", ")
         );
     }
     eprintln!(
-        "xtask: installing {} (needed by the tests)",
+        "xtask: installing {} (needed by {needed_by})",
         missing.join(", ")
     );
     let install = || {

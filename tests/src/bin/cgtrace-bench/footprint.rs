@@ -1,0 +1,156 @@
+//! What the collector itself costs: CPU time and peak RSS idle and under
+//! W0, start-up time until every probe is attached, and the per-probe cost
+//! of each tool's programs on W0 — each beside bpftrace doing the same
+//! aggregation.
+
+use std::{fmt::Write as _, time::Duration};
+
+use cgtrace::workload::UncachedFile;
+
+use crate::Options;
+use crate::bpftrace::{CACHE_SCRIPT, CACHE_TRACEPOINTS};
+use crate::costs;
+use crate::stats::Summary;
+use crate::tracer::{Finished, Tracer, TracerSpec};
+use crate::workloads;
+
+/// The tools compared: `cgtrace cache`, `cgtrace record` (every feature,
+/// writing a trace) and bpftrace with the equivalent script.
+fn tools(options: &Options, trace: &std::path::Path) -> Vec<TracerSpec> {
+    let mut record = TracerSpec::cgtrace(&options.cgtrace, "record", &[]);
+    // `record` writes a trace rather than JSON lines.
+    record.args = vec![
+        "record".to_owned(),
+        "--output".to_owned(),
+        trace.display().to_string(),
+    ];
+    vec![
+        TracerSpec::cgtrace(&options.cgtrace, "cache", &["--interval", "1s"]),
+        record,
+        TracerSpec::bpftrace(CACHE_SCRIPT),
+    ]
+}
+
+/// Collector CPU time and peak RSS, idle and during one W0 run.
+pub fn footprint(options: &Options, file: &UncachedFile) -> (String, u64) {
+    let idle = Duration::from_secs(if options.quick { 2 } else { 10 });
+    let trace = std::env::temp_dir().join(format!("cgtrace-bench-{}.cgt", std::process::id()));
+    let mut section = String::from("\n## Collector footprint\n\n");
+    let _ = writeln!(
+        section,
+        "Each tool started alone, then stopped with SIGINT. CPU time (user + system) is the \
+         kernel's `wait4` figure for the whole process life, start-up included; peak RSS is the \
+         process's `VmHWM` just before it is stopped (MB = 10^6 bytes). Idle: {} s with nothing \
+         else running. Under W0: one W0 run.\n",
+        idle.as_secs()
+    );
+    section.push_str(
+        "| tool | idle: CPU | idle: peak RSS | W0: CPU | W0: peak RSS | W0: drops |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    let mut worst_cgtrace_rss = 0;
+    for spec in tools(options, &trace) {
+        let quiet = run_alone(&spec, || std::thread::sleep(idle));
+        let loaded = run_alone(&spec, || {
+            workloads::random_reads_twice(file, options.limit_mib * (1 << 20), "footprint");
+        });
+        if spec.label.starts_with("cgtrace") {
+            worst_cgtrace_rss = worst_cgtrace_rss
+                .max(quiet.max_rss_kib)
+                .max(loaded.max_rss_kib);
+        }
+        let drops = if spec.label.starts_with("cgtrace") {
+            loaded.probe_counter("ring_buffer_drops").to_string()
+        } else {
+            "-".to_owned()
+        };
+        let _ = writeln!(
+            section,
+            "| {} | {:.2} s | {:.1} MB | {:.2} s | {:.1} MB | {drops} |",
+            spec.label,
+            quiet.cpu.as_secs_f64(),
+            mb(quiet.max_rss_kib),
+            loaded.cpu.as_secs_f64(),
+            mb(loaded.max_rss_kib),
+        );
+    }
+    let _ = std::fs::remove_file(&trace);
+    (section, worst_cgtrace_rss)
+}
+
+fn run_alone(spec: &TracerSpec, during: impl FnOnce()) -> Finished {
+    let tracer = Tracer::start(spec);
+    during();
+    tracer.stop()
+}
+
+#[expect(clippy::cast_precision_loss, reason = "a display figure")]
+pub fn mb(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
+}
+
+/// Start-up: from launch until every probe is attached, `cgtrace cache`
+/// against bpftrace with the equivalent script. Returns the section and
+/// both medians in milliseconds.
+pub fn startup(options: &Options) -> (String, f64, f64) {
+    let runs = options.rounds.max(3);
+    let specs = [
+        TracerSpec::cgtrace(&options.cgtrace, "cache", &["--interval", "1s"]),
+        TracerSpec::bpftrace(CACHE_SCRIPT),
+    ];
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..runs {
+        for arm in crate::stats::round_order(2, round) {
+            let tracer = Tracer::start(&specs[arm]);
+            times[arm].push(tracer.startup.as_secs_f64() * 1e3);
+            drop(tracer.stop());
+        }
+    }
+    let cgtrace = Summary::of(&times[0]).expect("runs");
+    let bpftrace = Summary::of(&times[1]).expect("runs");
+    let mut section = String::from("\n## Start-up\n\n");
+    let _ = writeln!(
+        section,
+        "From launch until every probe is attached: for `cgtrace cache`, its first \
+         `cgtrace: FEATURE` line (printed once loading and attaching have returned; {CACHE_TRACEPOINTS} \
+         tracepoints); for bpftrace, the line its `BEGIN` probe prints (bpftrace fires `BEGIN` \
+         after attaching the rest; the same {CACHE_TRACEPOINTS} tracepoints plus an interval \
+         timer). {runs} starts each, order alternated.\n"
+    );
+    let _ = writeln!(
+        section,
+        "| tool | start-up (ms) min / **median** / max |\n|---|---|\n| cgtrace cache | {cgtrace:.0} |\n| bpftrace | {bpftrace:.0} |"
+    );
+    (section, cgtrace.median, bpftrace.median)
+}
+
+/// Per-probe cost of both tools over one W0 run each. Returns the section
+/// and both tools' total probe time in milliseconds.
+pub fn probe_costs(options: &Options, file: &UncachedFile) -> (String, f64, f64) {
+    let limit = options.limit_mib * (1 << 20);
+    // Captures only shared references, so it is Copy: one closure, two runs.
+    let run = || {
+        workloads::random_reads_twice(file, limit, "cost");
+    };
+    let ours = costs::measure(
+        &TracerSpec::cgtrace(&options.cgtrace, "cache", &["--interval", "1s"]),
+        run,
+    );
+    let theirs = costs::measure(&TracerSpec::bpftrace(CACHE_SCRIPT), run);
+    let (ours_ms, theirs_ms) = (costs::total_ms(&ours), costs::total_ms(&theirs));
+    let mut section = String::from("\n## Per-probe cost on W0\n\n");
+    let _ = writeln!(
+        section,
+        "The kernel's BPF run-time statistics (`BPF_ENABLE_STATS`, on only for the measured run) \
+         over one W0 run under each tool: every program of the tool that ran, busiest first. \
+         bpftrace names its programs by probe type only (the kernel keeps 15 characters); the \
+         run counts match them to cgtrace's.\n"
+    );
+    let _ = writeln!(
+        section,
+        "**Total probe time per W0 run: cgtrace cache {ours_ms:.1} ms, bpftrace {theirs_ms:.1} ms.**\n"
+    );
+    let _ = writeln!(section, "`cgtrace cache`:\n\n{}", costs::table(&ours));
+    let _ = writeln!(section, "bpftrace:\n\n{}", costs::table(&theirs));
+    (section, ours_ms, theirs_ms)
+}
