@@ -35,12 +35,14 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Runs `rounds` rounds of `workload` untraced and under each tracer.
-    /// `workload` gets a label naming the arm, for its scratch cgroup.
+    /// Runs `rounds` rounds of `workload` untraced and under each tracer;
+    /// `prepare` runs before each run, before its tracer starts. `workload`
+    /// gets a label naming the arm, for its scratch cgroup.
     pub fn run(
         name: &str,
         rounds: usize,
         tracers: &[TracerSpec],
+        mut prepare: impl FnMut(),
         mut workload: impl FnMut(&str) -> Duration,
     ) -> Self {
         let arms = tracers.len() + 1;
@@ -56,6 +58,7 @@ impl Comparison {
         for round in 0..rounds {
             let mut times = vec![Duration::ZERO; arms];
             for arm in round_order(arms, round) {
+                prepare();
                 if arm == 0 {
                     times[0] = workload("untraced");
                     continue;

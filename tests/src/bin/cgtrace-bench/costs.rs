@@ -24,9 +24,14 @@ impl ProgramCost {
     }
 }
 
-/// Starts `spec`, runs `workload` with statistics on, and returns the cost
-/// of each of the tool's programs that ran, busiest first.
-pub fn measure(spec: &TracerSpec, workload: impl FnOnce()) -> Vec<ProgramCost> {
+/// Runs `prepare`, starts `spec`, runs `workload` with statistics on, and
+/// returns the cost of each of the tool's programs that ran, busiest first.
+pub fn measure(
+    spec: &TracerSpec,
+    prepare: impl FnOnce(),
+    workload: impl FnOnce(),
+) -> Vec<ProgramCost> {
+    prepare();
     let before = loaded_program_ids();
     let tracer = Tracer::start(spec);
     let start = programs_since(&before);

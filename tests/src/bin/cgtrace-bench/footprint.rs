@@ -51,6 +51,7 @@ pub fn footprint(options: &Options, file: &UncachedFile) -> (String, u64) {
     let mut worst_cgtrace_rss = 0;
     for spec in tools(options, &trace) {
         let quiet = run_alone(&spec, || std::thread::sleep(idle));
+        workloads::uncache(file);
         let loaded = run_alone(&spec, || {
             workloads::random_reads_twice(file, options.limit_mib * (1 << 20), "footprint");
         });
@@ -124,33 +125,38 @@ pub fn startup(options: &Options) -> (String, f64, f64) {
     (section, cgtrace.median, bpftrace.median)
 }
 
-/// Per-probe cost of both tools over one W0 run each. Returns the section
-/// and both tools' total probe time in milliseconds.
-pub fn probe_costs(options: &Options, file: &UncachedFile) -> (String, f64, f64) {
-    let limit = options.limit_mib * (1 << 20);
-    // Captures only shared references, so it is Copy: one closure, two runs.
-    let run = || {
-        workloads::random_reads_twice(file, limit, "cost");
-    };
-    let ours = costs::measure(
-        &TracerSpec::cgtrace(&options.cgtrace, "cache", &["--interval", "1s"]),
-        run,
-    );
-    let theirs = costs::measure(&TracerSpec::bpftrace(CACHE_SCRIPT), run);
+/// Per-probe cost of both tools over one run each of workload `name`
+/// (`run`), against the median untraced run `untraced`. Returns the
+/// section and cgtrace's probe time as a fraction of that run.
+pub fn probe_costs(
+    options: &Options,
+    name: &str,
+    untraced: Duration,
+    prepare: impl Fn() + Copy,
+    run: impl Fn() + Copy,
+) -> (String, f64) {
+    let cache = TracerSpec::cgtrace(&options.cgtrace, "cache", &["--interval", "1s"]);
+    let ours = costs::measure(&cache, prepare, run);
+    let theirs = costs::measure(&TracerSpec::bpftrace(CACHE_SCRIPT), prepare, run);
     let (ours_ms, theirs_ms) = (costs::total_ms(&ours), costs::total_ms(&theirs));
-    let mut section = String::from("\n## Per-probe cost on W0\n\n");
+    let untraced_ms = untraced.as_secs_f64() * 1e3;
+    let mut section = format!("\n## Per-probe cost on {name}\n\n");
     let _ = writeln!(
         section,
         "The kernel's BPF run-time statistics (`BPF_ENABLE_STATS`, on only for the measured run) \
-         over one W0 run under each tool: every program of the tool that ran, busiest first. \
-         bpftrace names its programs by probe type only (the kernel keeps 15 characters); the \
-         run counts match them to cgtrace's.\n"
+         over one {name} run under each tool: every program of the tool that ran, busiest first. \
+         The kernel keeps 15 characters of a program's name; the run counts match bpftrace's \
+         programs to cgtrace's. This is the kernel-side cost, free of the run-to-run noise in \
+         the ratios.\n"
     );
     let _ = writeln!(
         section,
-        "**Total probe time per W0 run: cgtrace cache {ours_ms:.1} ms, bpftrace {theirs_ms:.1} ms.**\n"
+        "**Probe time per {name} run: cgtrace cache {ours_ms:.1} ms ({:.1} % of the median \
+         untraced run, {untraced_ms:.0} ms), bpftrace {theirs_ms:.1} ms ({:.1} %).**\n",
+        100.0 * ours_ms / untraced_ms,
+        100.0 * theirs_ms / untraced_ms
     );
     let _ = writeln!(section, "`cgtrace cache`:\n\n{}", costs::table(&ours));
     let _ = writeln!(section, "bpftrace:\n\n{}", costs::table(&theirs));
-    (section, ours_ms, theirs_ms)
+    (section, ours_ms / untraced_ms)
 }

@@ -25,17 +25,16 @@ pub fn oom_storm(options: &Options) -> String {
         "oom",
         &["--follow", "--stats-interval", "0"],
     );
-    let comparison = Comparison::run("oom storm", options.rounds, &[oom], |label| {
-        workloads::oom_storm(&options.cgtrace, kills, 64, 16 * MIB, label)
-    });
+    let comparison = Comparison::run(
+        "oom storm",
+        options.rounds,
+        &[oom],
+        || {},
+        |label| workloads::oom_storm(&options.cgtrace, kills, 64, 16 * MIB, label),
+    );
     let reported: Vec<u64> = comparison.finished[0]
         .iter()
-        .map(|f| {
-            f.stats
-                .as_ref()
-                .and_then(|s| s["oom_kills_reported"].as_u64())
-                .unwrap_or(0)
-        })
+        .map(|f| f.live_oom_kills)
         .collect();
     let all_reported = reported.iter().all(|&r| r >= u64::from(kills));
     let mut section = String::from("\n## OOM storm\n\n");
@@ -51,7 +50,8 @@ pub fn oom_storm(options: &Options) -> String {
     section.push_str(&comparison.table());
     let _ = writeln!(
         section,
-        "\nKills reported per traced run: {reported:?} ({}).",
+        "\nLive kills reported per traced run (the view prints the kernel log's earlier kills \
+         first; those are not counted): {reported:?} ({}).",
         if all_reported {
             format!("every one of the {kills}")
         } else {
@@ -74,9 +74,13 @@ pub fn throttle(options: &Options) -> String {
     let iterations = workloads::calibrate_spin(work);
     let group = workloads::quota_group("busy", quota_us, period_us);
     let spec = TracerSpec::cgtrace(&options.cgtrace, "throttle", &["--interval", "1s"]);
-    let comparison = Comparison::run("throttle", options.rounds, &[spec], |_| {
-        workloads::busy_under_quota(&group, iterations, threads)
-    });
+    let comparison = Comparison::run(
+        "throttle",
+        options.rounds,
+        &[spec],
+        || {},
+        |_| workloads::busy_under_quota(&group, iterations, threads),
+    );
     let spans: Vec<u64> = comparison.finished[0]
         .iter()
         .map(|f| f.probe_counter("records"))
@@ -117,9 +121,13 @@ fn switch_cost(options: &Options, background: bool) -> String {
         (child, group)
     });
     let spec = TracerSpec::cgtrace(&options.cgtrace, "throttle", &["--interval", "1s"]);
-    let comparison = Comparison::run("switches", options.rounds, &[spec], |_| {
-        workloads::ping_pong(round_trips) * round_trips
-    });
+    let comparison = Comparison::run(
+        "switches",
+        options.rounds,
+        &[spec],
+        || {},
+        |_| workloads::ping_pong(round_trips) * round_trips,
+    );
     let untraced_ns = comparison.untraced_median().as_secs_f64() * 1e9 / f64::from(round_trips);
     let summary = comparison.summary("cgtrace throttle").expect("rounds");
     // Two context switches per round trip.

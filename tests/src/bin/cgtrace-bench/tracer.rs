@@ -68,6 +68,8 @@ pub struct Finished {
     pub max_rss_kib: u64,
     /// The last `{"type":"stats",...}` record a cgtrace view printed.
     pub stats: Option<serde_json::Value>,
+    /// `oom_kill` records it printed from the live probe (not the log).
+    pub live_oom_kills: u64,
 }
 
 impl Finished {
@@ -86,6 +88,7 @@ pub struct Tracer {
     /// From spawning the process until its "attached" line.
     pub startup: Duration,
     last_stats: Arc<Mutex<Option<serde_json::Value>>>,
+    live_oom_kills: Arc<std::sync::atomic::AtomicU64>,
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -101,6 +104,7 @@ impl Tracer {
             .unwrap_or_else(|e| panic!("start {}: {e}", spec.program.display()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let last_stats = Arc::new(Mutex::new(None));
+        let live_oom_kills = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut readers = Vec::new();
         let streams: [(Stream, Box<dyn Read + Send>); 2] = [
             (
@@ -115,9 +119,12 @@ impl Tracer {
         for (stream, reader) in streams {
             let marker = (spec.ready.0 == stream).then(|| spec.ready.1.clone());
             let ready_tx = ready_tx.clone();
-            let last_stats = Arc::clone(&last_stats);
+            let seen = Seen {
+                last_stats: Arc::clone(&last_stats),
+                live_oom_kills: Arc::clone(&live_oom_kills),
+            };
             readers.push(std::thread::spawn(move || {
-                drain(reader, marker.as_deref(), &ready_tx, &last_stats);
+                drain(reader, marker.as_deref(), &ready_tx, &seen);
             }));
         }
         let mut tracer = Self {
@@ -125,6 +132,7 @@ impl Tracer {
             reaped: false,
             startup: Duration::ZERO,
             last_stats,
+            live_oom_kills,
             readers,
         };
         if ready_rx.recv_timeout(START_TIMEOUT).is_err() {
@@ -157,6 +165,9 @@ impl Tracer {
             cpu,
             max_rss_kib,
             stats: self.last_stats.lock().expect("stats lock").take(),
+            live_oom_kills: self
+                .live_oom_kills
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -206,13 +217,20 @@ fn timeval(t: libc::timeval) -> Duration {
         + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
 }
 
+/// What a reader thread keeps from the JSON lines it sees.
+struct Seen {
+    last_stats: Arc<Mutex<Option<serde_json::Value>>>,
+    live_oom_kills: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// Reads a stream to its end, so the tracer never blocks on a full pipe;
-/// signals the "attached" line and keeps the last stats record.
+/// signals the "attached" line, keeps the last stats record and counts
+/// live OOM kills.
 fn drain(
     reader: Box<dyn Read + Send>,
     marker: Option<&str>,
     ready: &mpsc::Sender<()>,
-    last_stats: &Mutex<Option<serde_json::Value>>,
+    seen: &Seen,
 ) {
     let mut reader = BufReader::new(reader);
     let mut line = String::new();
@@ -224,9 +242,13 @@ fn drain(
         }
         if line.starts_with("{\"")
             && let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
-            && value["type"] == "stats"
         {
-            *last_stats.lock().expect("stats lock") = Some(value);
+            if value["type"] == "stats" {
+                *seen.last_stats.lock().expect("stats lock") = Some(value);
+            } else if value["type"] == "oom_kill" && value["source"] != "kernel_log" {
+                seen.live_oom_kills
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         line.clear();
     }

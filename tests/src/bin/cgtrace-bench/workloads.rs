@@ -15,11 +15,17 @@ use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
 use cgtrace::workload::UncachedFile;
 use cgtrace_tests::{ChildGuard, scratch};
 
+/// Evicts the file from the page cache, so a run starts from disk. Done
+/// before a tracer starts: evicting the previous run's pages is not part
+/// of the measured run.
+pub fn uncache(file: &UncachedFile) {
+    file.drop_cache().expect("drop the file's cache");
+}
+
 /// W: the file read twice with `cat` in a memory cgroup smaller than the
 /// file, so every read inserts into and evicts from the page cache (the
 /// kernel's readahead brings large folios: few events per byte).
 pub fn cat_twice(file: &UncachedFile, limit: u64, label: &str) -> Duration {
-    file.drop_cache().expect("drop the file's cache");
     let group = scratch(&format!("bench-{label}"), Some(limit));
     let mut command = Command::new("sh");
     command
@@ -34,7 +40,6 @@ pub fn cat_twice(file: &UncachedFile, limit: u64, label: &str) -> Duration {
 /// `read`s): the cache fills with 4 KiB pages, about a million page-cache
 /// events per second, the stress case for per-event cost.
 pub fn random_reads_twice(file: &UncachedFile, limit: u64, label: &str) -> Duration {
-    file.drop_cache().expect("drop the file's cache");
     let group = scratch(&format!("bench-{label}"), Some(limit));
     let mut command = Command::new(std::env::current_exe().expect("own path"));
     command
