@@ -196,16 +196,9 @@ fn run_tests(command: &mut Command) -> anyhow::Result<Totals> {
         let line = line?;
         println!("{line}");
         if let Some(result) = line.strip_prefix("test result: ") {
-            let count = |word: &str| {
-                result
-                    .split(['.', ';'])
-                    .find_map(|part| part.trim().strip_suffix(word))
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            totals.passed += count(" passed");
-            totals.failed += count(" failed");
-            totals.ignored += count(" ignored");
+            totals.passed += test_count(result, " passed");
+            totals.failed += test_count(result, " failed");
+            totals.ignored += test_count(result, " ignored");
         }
     }
     totals.status_ok = child.wait()?.success();
@@ -321,6 +314,16 @@ fn bpftrace_version() -> String {
                     .to_owned()
             },
         )
+}
+
+/// The number before `word` (" passed", " failed", ...) in the rest of a
+/// libtest `test result: ` line; 0 when absent.
+fn test_count(result: &str, word: &str) -> u64 {
+    result
+        .split(['.', ';'])
+        .find_map(|part| part.trim().strip_suffix(word))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn read_trimmed(path: &str) -> String {

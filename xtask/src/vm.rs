@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cargo, root, run, setup::BuildEnv};
+use crate::{cargo, root, run, setup::BuildEnv, test_count};
 
 /// A kernel of the matrix: what `--kernel` calls it, and its Debian package.
 pub struct Kernel {
@@ -451,15 +451,8 @@ fn read_console_line(line: &str, kernel: &str, outcome: &mut Outcome) {
     } else if let Some(marker) = text.strip_prefix("== ") {
         eprintln!("[{kernel}] {marker}");
     } else if let Some(result) = text.strip_prefix("test result: ") {
-        let count = |word: &str| {
-            result
-                .split(['.', ';'])
-                .find_map(|part| part.trim().strip_suffix(word))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        outcome.passed += count(" passed");
-        outcome.failed += count(" failed");
+        outcome.passed += test_count(result, " passed");
+        outcome.failed += test_count(result, " failed");
         eprintln!("[{kernel}] test result: {result}");
     } else if let Some(name) = text
         .strip_prefix("test ")

@@ -17,13 +17,15 @@ use crate::workloads;
 /// The tools compared: `cgtrace cache`, `cgtrace record` (every feature,
 /// writing a trace) and bpftrace with the equivalent script.
 fn tools(options: &Options, trace: &std::path::Path) -> Vec<TracerSpec> {
-    let mut record = TracerSpec::cgtrace(&options.cgtrace, "record", &[]);
     // `record` writes a trace rather than JSON lines.
-    record.args = vec![
-        "record".to_owned(),
-        "--output".to_owned(),
-        trace.display().to_string(),
-    ];
+    let record = TracerSpec {
+        args: vec![
+            "record".to_owned(),
+            "--output".to_owned(),
+            trace.display().to_string(),
+        ],
+        ..TracerSpec::cgtrace(&options.cgtrace, "record", &[])
+    };
     vec![
         TracerSpec::cgtrace(&options.cgtrace, "cache", &["--interval", "1s"]),
         record,
