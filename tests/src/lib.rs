@@ -46,6 +46,55 @@ pub fn cgtrace_bin() -> PathBuf {
         .expect("target directory layout")
 }
 
+/// The top-level cgroups whose names start with `prefix`, in every
+/// hierarchy, left behind by a cgtrace process killed with SIGKILL (it
+/// cannot remove them itself): their processes killed and the cgroups
+/// removed on drop.
+pub struct KilledLeftovers {
+    prefix: String,
+}
+
+impl KilledLeftovers {
+    #[must_use]
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+}
+
+impl Drop for KilledLeftovers {
+    fn drop(&mut self) {
+        let Ok(hierarchies) = Hierarchies::discover() else {
+            return;
+        };
+        for hierarchy in &hierarchies.list {
+            let Ok(entries) = std::fs::read_dir(&hierarchy.mount) else {
+                continue;
+            };
+            let dirs: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&self.prefix))
+                .map(|e| e.path())
+                .collect();
+            for dir in dirs {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while dir.exists() && Instant::now() < deadline {
+                    let procs =
+                        std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        // SAFETY: kill(2) has no memory-safety preconditions.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    if std::fs::remove_dir(&dir).is_err() {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A scratch memory cgroup named for the test, limited to `limit` bytes.
 #[must_use]
 pub fn scratch(test: &str, limit: Option<u64>) -> ScratchCgroup {

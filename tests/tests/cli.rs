@@ -8,7 +8,8 @@ use std::{
 };
 
 use cgtrace_tests::{
-    Follower, View, cgtrace_bin, memhog, require_root, row_for, scratch, wait_until,
+    Follower, KilledLeftovers, View, cgtrace_bin, memhog, require_root, row_for, scratch,
+    wait_until,
 };
 
 const MIB: u64 = 1 << 20;
@@ -376,4 +377,36 @@ fn throttle_json_reports_a_throttled_group_and_its_spans() {
         "cgtrace {counted}, kernel {kernel:?}"
     );
     assert_eq!(lines.last().unwrap()["type"], "stats");
+}
+
+/// The kernel's BPF run-time statistics cost every BPF program on the host
+/// a little while they are on. The demo turns them on to show what each
+/// probe costs; killed with SIGKILL mid-scenario, it must not leave them on.
+#[test]
+fn a_killed_demo_leaves_bpf_statistics_as_they_were() {
+    const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    if !require_root("a_killed_demo_leaves_bpf_statistics_as_they_were") {
+        return;
+    }
+    let before = std::fs::read_to_string(SYSCTL).expect("read the sysctl");
+    let mut demo = Command::new(cgtrace_bin())
+        .args(["demo", "--no-record", "--scenario", "throttle"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the demo");
+    let _leftovers = KilledLeftovers::new(&format!("cgtrace-demo-{}-", demo.id()));
+    // The statistics are on from before the first scenario's heading.
+    let stdout = std::io::BufReader::new(demo.stdout.take().unwrap());
+    let started = std::io::BufRead::lines(stdout)
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("== throttle"));
+    assert!(started, "the demo never reached its throttle scenario");
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(SYSCTL).unwrap(),
+        before,
+        "kernel.bpf_stats_enabled after the demo was killed"
+    );
 }

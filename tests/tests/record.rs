@@ -7,7 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cgtrace_tests::{cgtrace_bin, json_lines, report_json, require_root, trace_path};
+use cgtrace_tests::{
+    KilledLeftovers, cgtrace_bin, json_lines, report_json, require_root, trace_path,
+};
 
 #[test]
 fn a_recorded_run_reports_its_oom_kill_and_throttling() {
@@ -151,7 +153,7 @@ fn a_killed_recorder_leaves_a_readable_trace_that_says_so() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _leftovers = RecorderLeftovers(recorder.id());
+    let _leftovers = KilledLeftovers::new(&format!("cgtrace-record-{}", recorder.id()));
     // Wait until at least a few chunks are on disk, then kill it hard.
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::fs::metadata(&path).map_or(0, |m| m.len()) < 2000 {
@@ -277,33 +279,6 @@ fn a_full_disk_stops_recording_with_a_clear_error_and_keeps_what_was_written() {
     assert!(stderr.contains("stays readable"), "{stderr}");
     let report = report_json(&path);
     assert!(report["records"].as_u64().unwrap() > 0, "{report}");
-}
-
-/// The cgroups of a recorder that was killed with SIGKILL (it cannot remove
-/// them itself): emptied and removed on drop.
-struct RecorderLeftovers(u32);
-
-impl Drop for RecorderLeftovers {
-    fn drop(&mut self) {
-        let hierarchies = cgtrace_tests::Hierarchies::discover().unwrap();
-        for controller in ["memory", "cpu"] {
-            let Some(h) = hierarchies.with_controller(controller) else {
-                continue;
-            };
-            let dir = h.mount.join(format!("cgtrace-record-{}", self.0));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while dir.exists() && Instant::now() < deadline {
-                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: kill(2) has no memory-safety preconditions.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                if std::fs::remove_dir(&dir).is_err() {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
-    }
 }
 
 #[test]

@@ -126,6 +126,11 @@ pub struct MemorySample {
     pub usage_bytes: Option<u64>,
     /// `memory.limit_in_bytes` or `memory.max`; `None` when unlimited.
     pub limit_bytes: Option<u64>,
+    /// The kernel's own high-water mark of usage since the cgroup was
+    /// created: `memory.max_usage_in_bytes` (v1) or `memory.peak` (v2,
+    /// since 5.19). It sees what sampling misses: an OOM victim may charge
+    /// past the limit while it exits, for a moment no sample catches.
+    pub peak_bytes: Option<u64>,
     /// Page cache charged to the cgroup (see [`page_cache_bytes`]).
     pub page_cache_bytes: Option<u64>,
     /// Memory events in the interval, and which version's files they are from.
@@ -135,6 +140,23 @@ pub struct MemorySample {
 /// Limits at or above this are "unlimited" (v1 writes `PAGE_COUNTER_MAX`
 /// pages as bytes, rounded down to a page).
 const UNLIMITED: u64 = 1 << 62;
+
+/// Reads the kernel's usage high-water mark of the cgroup at `path` below
+/// `mount` (see [`MemorySample::peak_bytes`]); `None` where the kernel has
+/// no such file.
+#[must_use]
+pub fn peak_usage(mount: &Path, path: &str, version: Version) -> Option<u64> {
+    let dir = mount.join(path.trim_start_matches('/'));
+    let name = match version {
+        Version::V1 => "memory.max_usage_in_bytes",
+        Version::V2 => "memory.peak",
+    };
+    std::fs::read_to_string(dir.join(name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
 
 /// Reads usage and limit of the cgroup at `path` below `mount`.
 #[must_use]
@@ -218,6 +240,22 @@ mod usage_tests {
             usage_and_limit(dir.path(), "/gone", Version::V1),
             (None, None)
         );
+    }
+
+    #[test]
+    fn reads_the_kernels_high_water_mark() {
+        use super::peak_usage;
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        std::fs::create_dir(&app).unwrap();
+        assert_eq!(peak_usage(dir.path(), "/app", Version::V2), None);
+        std::fs::write(app.join("memory.peak"), "70254592\n").unwrap();
+        std::fs::write(app.join("memory.max_usage_in_bytes"), "4096\n").unwrap();
+        assert_eq!(
+            peak_usage(dir.path(), "/app", Version::V2),
+            Some(70_254_592)
+        );
+        assert_eq!(peak_usage(dir.path(), "/app", Version::V1), Some(4096));
     }
 }
 

@@ -556,13 +556,18 @@ impl LiveFacts<'_> {
             .hierarchies()
             .by_id(cgroup.hierarchy)
             .map(|h| (h.version, h.mount.clone()));
-        let (usage_bytes, limit_bytes) = match (&version, self.state.resolver.path(cgroup)) {
-            (Some((version, mount)), Some(path)) => stat::usage_and_limit(mount, &path, *version),
-            _ => (None, None),
-        };
+        let ((usage_bytes, limit_bytes), peak_bytes) =
+            match (&version, self.state.resolver.path(cgroup)) {
+                (Some((version, mount)), Some(path)) => (
+                    stat::usage_and_limit(mount, &path, *version),
+                    stat::peak_usage(mount, &path, *version),
+                ),
+                _ => ((None, None), None),
+            };
         MemorySample {
             usage_bytes,
             limit_bytes,
+            peak_bytes,
             page_cache_bytes: self.page_cache_bytes(cgroup),
             events: events.zip(version).map(|((e, _), (v, _))| (e, v)),
         }

@@ -410,6 +410,26 @@ fn write_interval(
     })
 }
 
+/// The command's memory cgroups as they start, empty: the kernel's usage
+/// watermark read now is where the report measures the run's peak from.
+fn write_initial_memory(
+    model: &CacheModel,
+    recording: &mut Recording,
+    watched: &[CgroupRef],
+) -> anyhow::Result<()> {
+    let now = Clock::monotonic_now_ns();
+    for cgroup in watched {
+        let sample = recording.state.facts(model).memory_sample(*cgroup);
+        recording.name(Some(*cgroup))?;
+        recording.write(&TraceRecord::Memory {
+            end_ns: now,
+            cgroup: *cgroup,
+            sample,
+        })?;
+    }
+    Ok(())
+}
+
 /// The command's memory cgroups, whose usage is sampled every interval
 /// even when no page-cache event names them.
 fn memory_refs(cgroups: &[ScratchCgroup], hierarchies: &Hierarchies) -> Vec<CgroupRef> {
@@ -507,8 +527,9 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         .selection
         .install(&mut probe, &mut recording.state.resolver)?;
     filter_note(allowed, &recording.selection);
-    let mut child = start_command(args, &cgroups)?;
     let watched = memory_refs(&cgroups, &hierarchies);
+    write_initial_memory(&model, &mut recording, &watched)?;
+    let mut child = start_command(args, &cgroups)?;
 
     let started = Instant::now();
     let progress = io::stderr().is_terminal();

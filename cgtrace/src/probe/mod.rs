@@ -496,29 +496,30 @@ impl Probe {
     }
 }
 
-/// Turns on the kernel's BPF run-time statistics (`kernel.bpf_stats_enabled`)
-/// while it lives, and restores the previous setting on drop. The
-/// statistics cost a little on every program run, so they stay off otherwise.
+/// Turns on the kernel's BPF run-time statistics while it lives.
+///
+/// Held as the descriptor `BPF_ENABLE_STATS` returns, not by writing the
+/// `kernel.bpf_stats_enabled` sysctl: the kernel counts the holders and
+/// turns the statistics off when the last descriptor closes, even when the
+/// process is killed, so a SIGKILL cannot leave every BPF program on the
+/// host paying for them. `None` inside when the kernel refuses (before
+/// 5.8, or without privilege): the run times then read zero.
 pub struct BpfStatsEnabled {
-    previous: Option<String>,
+    holder: Option<std::os::fd::OwnedFd>,
 }
-
-const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStatsEnabled {
     #[must_use]
     pub fn enable() -> Self {
-        let previous = std::fs::read_to_string(BPF_STATS_SYSCTL).ok();
-        let _ = std::fs::write(BPF_STATS_SYSCTL, "1");
-        Self { previous }
-    }
-}
-
-impl Drop for BpfStatsEnabled {
-    fn drop(&mut self) {
-        if let Some(previous) = &self.previous {
-            let _ = std::fs::write(BPF_STATS_SYSCTL, previous.trim());
+        Self {
+            holder: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
         }
+    }
+
+    /// Whether the kernel is counting for this holder.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        self.holder.is_some()
     }
 }
 

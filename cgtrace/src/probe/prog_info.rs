@@ -1,5 +1,6 @@
 //! `bpf_prog_info` fields aya does not expose: `recursion_misses`, and the
-//! run-time statistics the kernel keeps while `kernel.bpf_stats_enabled` is 1.
+//! run-time statistics the kernel keeps while statistics are enabled
+//! (`BpfStatsEnabled`, or the `kernel.bpf_stats_enabled` sysctl).
 
 use std::{
     io,
@@ -25,7 +26,7 @@ pub struct ProgramCounters {
     /// Runs the kernel skipped because another BPF program was already
     /// running on the CPU (kernel 5.12+; 0 before).
     pub recursion_misses: u64,
-    /// Runs and total run time, counted only while `kernel.bpf_stats_enabled` is 1.
+    /// Runs and total run time, counted only while statistics are enabled.
     pub run_count: u64,
     pub run_time_ns: u64,
 }

@@ -50,6 +50,9 @@ pub struct CgroupSummary {
     pub charges: Charges,
     pub memory: Vec<MemoryPoint>,
     pub limit_bytes: Option<u64>,
+    /// The kernel's own usage watermarks (since the cgroup was created),
+    /// first and highest recorded.
+    pub peak_watermark_bytes: Option<(u64, u64)>,
     /// Memory events over the trace (each field summed where known).
     pub events: Option<MemoryEvents>,
 }
@@ -68,6 +71,7 @@ impl Default for CgroupSummary {
             charges: [(0, 0); CHARGE_KINDS],
             memory: Vec::new(),
             limit_bytes: None,
+            peak_watermark_bytes: None,
             events: None,
         }
     }
@@ -79,9 +83,17 @@ impl CgroupSummary {
         self.evicted.values().sum()
     }
 
+    /// The highest usage during the trace: the kernel's own watermark where
+    /// it rose while recording (it sees the moments between samples, such
+    /// as an OOM victim charging past the limit as it exits), else the
+    /// highest sample (a watermark that never rose may predate the trace).
     #[must_use]
     pub fn peak_usage(&self) -> Option<u64> {
-        self.memory.iter().filter_map(|p| p.usage_bytes).max()
+        let sampled = self.memory.iter().filter_map(|p| p.usage_bytes).max();
+        let watermark = self
+            .peak_watermark_bytes
+            .and_then(|(first, highest)| (highest > first).then_some(highest));
+        watermark.max(sampled)
     }
 
     #[must_use]
@@ -255,6 +267,10 @@ impl Summary {
                     page_cache_bytes: sample.page_cache_bytes,
                 });
                 totals.limit_bytes = sample.limit_bytes.or(totals.limit_bytes);
+                if let Some(peak) = sample.peak_bytes {
+                    let (first, highest) = totals.peak_watermark_bytes.get_or_insert((peak, peak));
+                    *highest = (*highest).max(peak).max(*first);
+                }
                 if let Some((events, _)) = &sample.events {
                     add_events(&mut totals.events, events);
                 }
@@ -317,7 +333,11 @@ mod tests {
         assert_eq!(app.evicted["ancestor_limit"], 32_760);
         assert_eq!(app.evicted_by["(uncharged)"], 32_760);
         assert_eq!(app.stalls[&ReclaimKind::Memcg].count, 3);
-        assert_eq!(app.peak_usage(), Some(100 << 20));
+        assert_eq!(
+            app.peak_usage(),
+            Some(100 << 20),
+            "a watermark that never rose while recording may predate the trace"
+        );
         assert_eq!(app.events.unwrap().max, Some(7));
         let uncharged = &summary.cgroups["(uncharged)"];
         assert_eq!(uncharged.charges[ChargeKind::RefaultFile as usize], (12, 0));
@@ -361,5 +381,32 @@ mod tests {
         assert_eq!((all.count, all.max_ns), (5, 50));
         assert_eq!(row.evicted_series, vec![(10, 11), (20, 1)]);
         assert_eq!(row.evicted_by["id:9"], 12);
+    }
+
+    #[test]
+    fn the_peak_is_the_kernels_watermark_where_it_rose_while_recording() {
+        use crate::cgroup::stat::MemorySample;
+        let cgroup = cgtrace_common::cgroup::CgroupRef {
+            id: 9,
+            hierarchy: 4,
+            level: 1,
+        };
+        let memory = |usage: u64, peak: u64| TraceRecord::Memory {
+            end_ns: 1,
+            cgroup,
+            sample: MemorySample {
+                usage_bytes: Some(usage),
+                limit_bytes: Some(64 << 20),
+                peak_bytes: Some(peak),
+                ..MemorySample::default()
+            },
+        };
+        // An OOM victim charged past the limit between two samples.
+        let summary = Summary::build(&trace(vec![
+            memory(1 << 20, 2 << 20),
+            memory(60 << 20, 60 << 20),
+            memory(0, 67 << 20),
+        ]));
+        assert_eq!(summary.cgroups["id:9"].peak_usage(), Some(67 << 20));
     }
 }

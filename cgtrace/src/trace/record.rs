@@ -432,6 +432,9 @@ fn memory(out: &mut Encoder, sample: &MemorySample) {
             }
         }
     }
+    // Added after the first release: older readers stop before it, older
+    // files end before it.
+    out.opt_u64(sample.peak_bytes);
 }
 
 fn read_memory(input: &mut Decoder<'_>) -> Result<MemorySample, CodecError> {
@@ -456,9 +459,15 @@ fn read_memory(input: &mut Decoder<'_>) -> Result<MemorySample, CodecError> {
             version,
         )),
     };
+    let peak_bytes = if input.is_empty() {
+        None
+    } else {
+        input.opt_u64()?
+    };
     Ok(MemorySample {
         usage_bytes,
         limit_bytes,
+        peak_bytes,
         page_cache_bytes,
         events,
     })
@@ -794,6 +803,7 @@ pub(crate) mod tests {
                 sample: MemorySample {
                     usage_bytes: Some(100 << 20),
                     limit_bytes: None,
+                    peak_bytes: Some(101 << 20),
                     page_cache_bytes: Some(0),
                     events: Some((
                         MemoryEvents {
