@@ -3,24 +3,33 @@
 //! said: the report (text and JSON), each view's replay and both exports.
 //!
 //! The expected outputs were produced by that cgtrace from the same file
-//! (`cgtrace/tests/fixtures/trace-v1-demo/`). Needs no root: nothing here
-//! touches the kernel.
+//! (`cgtrace/tests/fixtures/trace-v1-demo/`), and are built into this test
+//! so it runs wherever the test binary does (the kernel-matrix guests
+//! too). Needs no root: nothing here touches the kernel.
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use cgtrace_tests::cgtrace_bin;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../cgtrace/tests/fixtures/trace-v1-demo")
-        .join(name)
+/// The fixture files, by name.
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!(
+            "../../cgtrace/tests/fixtures/trace-v1-demo/",
+            $name
+        ))
+    };
 }
+
+const TRACE: &[u8] = include_bytes!("../../cgtrace/tests/fixtures/trace-v1-demo/trace.cgt");
 
 /// What `cgtrace ARGS… <fixture trace>` prints on stdout.
 fn run(args: &[&str]) -> String {
+    let trace = tempfile::NamedTempFile::new().expect("temporary file");
+    std::fs::write(trace.path(), TRACE).expect("write the fixture trace");
     let output = Command::new(cgtrace_bin())
         .args(args)
-        .arg(fixture("trace.cgt"))
+        .arg(trace.path())
         .output()
         .expect("run cgtrace");
     assert!(
@@ -29,10 +38,6 @@ fn run(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).expect("UTF-8 output")
-}
-
-fn expected(name: &str) -> String {
-    std::fs::read_to_string(fixture(name)).expect("fixture")
 }
 
 /// JSON lines as values, without the one field that depends on when the
@@ -74,24 +79,25 @@ fn assert_same_json_lines(now: &str, then: &str, what: &str) {
 
 #[test]
 fn the_report_of_a_format_1_trace_is_unchanged() {
-    assert_eq!(run(&["report"]), expected("report.txt"));
+    assert_eq!(run(&["report"]), fixture!("report.txt"), "text report");
     let now: serde_json::Value = serde_json::from_str(&run(&["report", "--json"])).unwrap();
-    let then: serde_json::Value = serde_json::from_str(&expected("report.json")).unwrap();
+    let then: serde_json::Value = serde_json::from_str(fixture!("report.json")).unwrap();
     assert_eq!(now, then);
 }
 
 #[test]
 fn every_replay_of_a_format_1_trace_is_unchanged() {
-    for view in ["oom", "cache", "reclaim", "throttle"] {
-        assert_same_json_lines(
-            &run(&[view, "--json", "--input"]),
-            &expected(&format!("{view}.jsonl")),
-            view,
-        );
+    for (view, expected) in [
+        ("oom", fixture!("oom.jsonl")),
+        ("cache", fixture!("cache.jsonl")),
+        ("reclaim", fixture!("reclaim.jsonl")),
+        ("throttle", fixture!("throttle.jsonl")),
+    ] {
+        assert_same_json_lines(&run(&[view, "--json", "--input"]), expected, view);
     }
     assert_same_json_lines(
         &run(&["throttle", "--spans", "--json", "--input"]),
-        &expected("throttle-spans.jsonl"),
+        fixture!("throttle-spans.jsonl"),
         "throttle --spans",
     );
 }
@@ -100,11 +106,11 @@ fn every_replay_of_a_format_1_trace_is_unchanged() {
 fn the_exports_of_a_format_1_trace_are_unchanged() {
     assert_same_json_lines(
         &run(&["export", "--format", "jsonl"]),
-        &expected("export.jsonl"),
+        fixture!("export.jsonl"),
         "export jsonl",
     );
     let now: serde_json::Value =
         serde_json::from_str(&run(&["export", "--format", "chrome-trace"])).unwrap();
-    let then: serde_json::Value = serde_json::from_str(&expected("chrome-trace.json")).unwrap();
+    let then: serde_json::Value = serde_json::from_str(fixture!("chrome-trace.json")).unwrap();
     assert_eq!(now, then, "chrome trace");
 }
