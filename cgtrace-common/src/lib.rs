@@ -4,8 +4,9 @@
 //! One source of truth for every layout: `#[repr(C)]`, explicit padding, no
 //! `bool`, and a compile-time size check per type. With the `user` feature the
 //! types implement `aya::Pod` so they can be read from maps and written as
-//! globals.
-#![no_std]
+//! globals, and the user side gets what only userspace needs: display
+//! names of the enums and arithmetic on the statistics (with `std`).
+#![cfg_attr(not(feature = "user"), no_std)]
 
 pub mod cgroup;
 pub mod offsets;

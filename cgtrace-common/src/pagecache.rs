@@ -182,6 +182,80 @@ impl StallStats {
     };
 }
 
+impl Default for StallStats {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
+#[cfg(feature = "user")]
+impl StallStats {
+    /// Adds `other` (counts summed, the larger max kept): two CPUs, two
+    /// intervals or two kinds of reclaim as one.
+    pub fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        self.total_ns += other.total_ns;
+        self.max_ns = self.max_ns.max(other.max_ns);
+        self.scanned += other.scanned;
+        self.reclaimed += other.reclaimed;
+        self.dirty += other.dirty;
+        self.writeback += other.writeback;
+        for (total, more) in self.buckets.iter_mut().zip(&other.buckets) {
+            *total += more;
+        }
+    }
+
+    /// What was counted since `before`; the max stays the running max,
+    /// since the kernel keeps no per-interval max.
+    #[must_use]
+    pub fn since(&self, before: &Self) -> Self {
+        let mut buckets = [0; STALL_BUCKETS];
+        for ((delta, now), then) in buckets.iter_mut().zip(&self.buckets).zip(&before.buckets) {
+            *delta = now.saturating_sub(*then);
+        }
+        Self {
+            count: self.count.saturating_sub(before.count),
+            total_ns: self.total_ns.saturating_sub(before.total_ns),
+            max_ns: self.max_ns,
+            scanned: self.scanned.saturating_sub(before.scanned),
+            reclaimed: self.reclaimed.saturating_sub(before.reclaimed),
+            dirty: self.dirty.saturating_sub(before.dirty),
+            writeback: self.writeback.saturating_sub(before.writeback),
+            buckets,
+        }
+    }
+
+    /// The `q` quantile (0..=1) from the histogram: the top of the bucket it
+    /// falls in, never above the observed max. `None` without stalls.
+    #[must_use]
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "a rank within a histogram of u64 counts"
+        )]
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (bucket, count) in self.buckets.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let top = if bucket + 1 < STALL_BUCKETS {
+                    stall_bucket_floor(bucket + 1)
+                } else {
+                    u64::MAX
+                };
+                return Some(top.min(self.max_ns));
+            }
+        }
+        Some(self.max_ns)
+    }
+}
+
 /// The histogram bucket of a duration: `4 * floor(log2(ns))` plus the next
 /// two bits below the leading one.
 #[must_use]

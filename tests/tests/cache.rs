@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use cgtrace::{
     cgroup::{Version, stat},
-    model::cache::{CacheModel, StallDelta, Totals},
+    event::Stall,
+    model::cache::{CacheModel, Totals},
     probe::{FeatureSet, Probe, ProbeOptions},
 };
 use cgtrace_common::{
@@ -23,19 +24,19 @@ struct Watch {
     model: CacheModel,
     /// Pages by (owner id, actor id, reason); id 0: unnamed.
     flows: HashMap<(u64, u64, CacheReason), u64>,
-    stalls: Vec<StallDelta>,
+    stalls: Vec<Stall>,
     totals: Totals,
 }
 
 impl Watch {
     fn start() -> Self {
-        let probe = Probe::load(&ProbeOptions {
+        let mut probe = Probe::load(&ProbeOptions {
             features: FeatureSet::CACHE_AND_RECLAIM,
             ..ProbeOptions::default()
         })
         .expect("load page-cache and reclaim probes");
         let mut model = CacheModel::new();
-        model.update(&probe.sample_cache().unwrap());
+        model.add(&probe.sample_counters().unwrap());
         Self {
             probe,
             model,
@@ -46,7 +47,8 @@ impl Watch {
     }
 
     fn sample(&mut self) {
-        let interval = self.model.update(&self.probe.sample_cache().unwrap());
+        let interval = self.probe.sample_counters().unwrap();
+        self.model.add(&interval);
         self.totals.add(&interval);
         for flow in interval.flows {
             let id = |c: Option<CgroupRef>| c.map_or(0, |c| c.id);
@@ -126,7 +128,7 @@ fn thrash_under_its_own_limit_is_attributed_to_itself() {
     );
 
     // Reclaim stalls: the begin/end pairs of its limit reclaim.
-    let stalls: Vec<&StallDelta> = watch
+    let stalls: Vec<&Stall> = watch
         .stalls
         .iter()
         .filter(|s| s.kind == ReclaimKind::Memcg && s.cgroup.is_some_and(|c| c.id == id))

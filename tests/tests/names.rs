@@ -404,14 +404,15 @@ fn the_kernel_allowlist_follows_new_children_and_drops_the_rest() {
     std::fs::create_dir(&container_dir).unwrap();
 
     let mut model = CacheModel::new();
-    model.update(&probe.sample_cache().unwrap());
+    model.add(&probe.sample_counters().unwrap());
     let shop_file = uncached_file("names-kernel-shop", 16);
     let other_file = uncached_file("names-kernel-other", 16);
     for (pod, file) in [(&SHOP, &shop_file), (&OTHER, &other_file)] {
         let status = tree.run_in(pod, &format!("cat {} > /dev/null", file.path.display()));
         assert!(status.success(), "{status}");
     }
-    let interval = model.update(&probe.sample_cache().unwrap());
+    let interval = probe.sample_counters().unwrap();
+    model.add(&interval);
     let added = |cgroup: CgroupRef| -> u64 {
         interval
             .flows

@@ -25,9 +25,10 @@ fn collect(probe: &mut Probe, mut done: impl FnMut(&[OomKill]) -> bool) -> Vec<O
     let mut model = OomCorrelator::new(Some(Clock::monotonic_now_ns()), 0);
     loop {
         let mut fresh = Vec::new();
-        probe.drain(|event| match event {
-            Event::OomKill(kill) => fresh.push(kill),
-            Event::ThrottleSpan(_) | Event::CgroupCreated { .. } => {}
+        probe.drain(|event| {
+            if let Event::OomKill(kill) = event {
+                fresh.push(kill);
+            }
         });
         for mut kill in fresh {
             resolve_paths(&mut kill, &mut resolver);

@@ -5,31 +5,9 @@
 use std::path::Path;
 
 use super::{Hierarchies, Version, stat::CpuStat};
-
-/// A CFS bandwidth limit: `quota_us` of CPU time per `period_us`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Bandwidth {
-    /// `None`: no limit (`-1` / `max`).
-    pub quota_us: Option<u64>,
-    pub period_us: u64,
-}
+pub use crate::event::Bandwidth;
 
 impl Bandwidth {
-    /// The limit in CPUs (cores): quota / period.
-    #[must_use]
-    pub fn cores(&self) -> Option<f64> {
-        #[expect(clippy::cast_precision_loss, reason = "microsecond settings")]
-        self.quota_us
-            .map(|quota| quota as f64 / self.period_us.max(1) as f64)
-    }
-
-    /// The limit as Kubernetes writes it: millicores.
-    #[must_use]
-    pub fn millicores(&self) -> Option<u64> {
-        self.quota_us
-            .map(|quota| quota * 1000 / self.period_us.max(1))
-    }
-
     /// Parses v2 `cpu.max` (`max 100000` or `20000 100000`).
     #[must_use]
     pub fn parse_v2(text: &str) -> Option<Self> {

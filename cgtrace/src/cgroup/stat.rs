@@ -6,6 +6,7 @@
 use std::{collections::HashMap, hash::BuildHasher, path::Path};
 
 use super::Version;
+pub use crate::event::{CpuStat, MemoryEvents};
 
 /// Parses `key value` lines.
 #[must_use]
@@ -52,42 +53,6 @@ mod tests {
         let v2 = parse("anon 0\nfile 8192\nkernel 4096\nshmem 0\n");
         assert_eq!(page_cache_bytes(&v2, Version::V2), Some(8192));
         assert_eq!(page_cache_bytes(&parse("junk\n"), Version::V2), None);
-    }
-}
-
-/// Counts of memory events since the cgroup was created.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct MemoryEvents {
-    /// Times usage went over `memory.high` (v2 only).
-    pub high: Option<u64>,
-    /// Times usage hit the limit (`max` in v2 memory.events; v1 `memory.failcnt`).
-    pub max: Option<u64>,
-    /// Times the OOM killer was invoked for the group (v2 only).
-    pub oom: Option<u64>,
-    /// Processes killed by the OOM killer.
-    pub oom_kill: Option<u64>,
-}
-
-impl MemoryEvents {
-    /// The events counted between `before` and `self`.
-    #[must_use]
-    pub fn since(&self, before: &Self) -> Self {
-        let d = |now: Option<u64>, then: Option<u64>| Some(now?.saturating_sub(then.unwrap_or(0)));
-        Self {
-            high: d(self.high, before.high),
-            max: d(self.max, before.max),
-            oom: d(self.oom, before.oom),
-            oom_kill: d(self.oom_kill, before.oom_kill),
-        }
-    }
-
-    /// Where the counts come from, for the views to say.
-    #[must_use]
-    pub const fn source(version: Version) -> &'static str {
-        match version {
-            Version::V1 => "memory.failcnt+memory.oom_control",
-            Version::V2 => "memory.events",
-        }
     }
 }
 
@@ -292,21 +257,6 @@ mod event_tests {
     }
 }
 
-/// CFS bandwidth counters from `cpu.stat`, in one unit for v1 and v2.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct CpuStat {
-    /// Enforcement periods that have elapsed.
-    pub nr_periods: u64,
-    /// Periods in which the group was throttled.
-    pub nr_throttled: u64,
-    /// Total time run queues of the group spent throttled (v1
-    /// `throttled_time`, v2 `throttled_usec`), nanoseconds.
-    pub throttled_ns: u64,
-    /// CPU time used (v2 `usage_usec`), nanoseconds; `None` on v1, where it
-    /// is in the cpuacct hierarchy.
-    pub usage_ns: Option<u64>,
-}
-
 impl CpuStat {
     #[must_use]
     pub fn parse(text: &str, version: Version) -> Self {
@@ -325,20 +275,6 @@ impl CpuStat {
                 throttled_ns: get("throttled_usec") * 1000,
                 usage_ns: values.get("usage_usec").map(|us| us * 1000),
             },
-        }
-    }
-
-    /// The counts since `before`.
-    #[must_use]
-    pub fn since(&self, before: &Self) -> Self {
-        Self {
-            nr_periods: self.nr_periods.saturating_sub(before.nr_periods),
-            nr_throttled: self.nr_throttled.saturating_sub(before.nr_throttled),
-            throttled_ns: self.throttled_ns.saturating_sub(before.throttled_ns),
-            usage_ns: self
-                .usage_ns
-                .zip(before.usage_ns)
-                .map(|(now, then)| now.saturating_sub(then)),
         }
     }
 }

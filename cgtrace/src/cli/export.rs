@@ -18,7 +18,7 @@ use super::Outcome;
 use super::select::{SelectArgs, Selection};
 use crate::{
     cgroup::stat::MemoryEvents,
-    model::cache::StallDelta,
+    event::Stall as StallDelta,
     output::{
         cache::{StallRow, cgroup_name, charge_name, reason_name, stall_json},
         format::rfc3339,

@@ -24,9 +24,11 @@ use crate::{
         poller::{CgroupPoller, Charges},
         stat::{self, MemoryEvents, MemorySample},
     },
-    event::Event,
+    event::{
+        Charge as ChargeDelta, Event, Flow, ProbeCounters as CacheInterval, Stall as StallDelta,
+    },
     identity::Identity,
-    model::cache::{CacheInterval, CacheModel, ChargeDelta, Flow, StallDelta, by_owner},
+    model::cache::{CacheModel, by_owner},
     output::{
         cache::{CacheRow, cgroup_name},
         format::rfc3339,
@@ -207,8 +209,8 @@ fn watch(
     let mut model = CacheModel::new();
     let clock = Clock::now();
     // The first sample starts the clock; counts before it are attach noise.
-    if let Some(sample) = probe.sample_cache() {
-        model.update(&sample);
+    if let Some(counters) = probe.sample_counters() {
+        model.add(&counters);
     }
     let mut reports = 0;
     let mut next = Instant::now() + args.interval;
@@ -217,16 +219,16 @@ fn watch(
         // New cgroups' names, so one gone before the interval ends is named.
         let mut created = Vec::new();
         probe.drain(|event| {
-            if let Event::CgroupCreated { cgroup, path } = event {
-                created.push((cgroup, path));
+            if let Event::CgroupCreated(named) = event {
+                created.push((named.cgroup, named.path));
             }
         });
         selection.cgroups_created(&mut probe, &mut state.resolver, &created)?;
         if stop || Instant::now() >= next {
-            let Some(sample) = probe.sample_cache() else {
+            let Some(mut interval) = probe.sample_counters() else {
                 break;
             };
-            let mut interval = model.update(&sample);
+            model.add(&interval);
             let page_size = state.page_size;
             let mut facts = state.facts(&model);
             retain(&mut interval, &mut facts, selection);

@@ -271,8 +271,8 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
         let mut created = Vec::new();
         probe.drain(|event| match event {
             Event::OomKill(kill) => probe_kills.push(kill),
-            Event::CgroupCreated { cgroup, path } => created.push((cgroup, path)),
-            Event::ThrottleSpan(_) => {}
+            Event::CgroupCreated(named) => created.push((named.cgroup, named.path)),
+            _ => {}
         });
         // Names first: a cgroup created and OOM-killed within one read is
         // still named, and its pod's names are read while its files exist.

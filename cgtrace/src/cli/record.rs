@@ -223,7 +223,6 @@ impl Recording {
                 self.name(kill.oom_memcg.as_ref().and_then(|m| m.cgroup_ref))?;
                 self.write(&TraceRecord::OomKill(kill))
             }
-            Event::CgroupCreated { .. } => Ok(()),
             Event::ThrottleSpan(span) => {
                 if !self.wanted(&[span.cgroup_ref]) {
                     return Ok(());
@@ -231,6 +230,7 @@ impl Recording {
                 self.name(span.cgroup_ref)?;
                 self.write(&TraceRecord::Throttle(span))
             }
+            _ => Ok(()),
         }
     }
 }
@@ -308,15 +308,15 @@ fn header() -> TraceHeader {
 /// mentions (and of the command's cgroups) say, and the `Interval` record
 /// that closes it.
 fn write_interval(
-    probe: &Probe,
+    probe: &mut Probe,
     model: &mut CacheModel,
     recording: &mut Recording,
     watched: &[CgroupRef],
 ) -> anyhow::Result<()> {
-    let Some(sample) = probe.sample_cache() else {
+    let Some(interval) = probe.sample_counters() else {
         return Ok(());
     };
-    let interval = model.update(&sample);
+    model.add(&interval);
     let end_ns = interval.end_ns;
     let mut cgroups: Vec<CgroupRef> = watched.to_vec();
     for flow in &interval.flows {
@@ -481,7 +481,7 @@ fn record_events(probe: &mut Probe, recording: &mut Recording) -> anyhow::Result
     let created: Vec<(CgroupRef, String)> = events
         .iter()
         .filter_map(|event| match event {
-            Event::CgroupCreated { cgroup, path } => Some((*cgroup, path.clone())),
+            Event::CgroupCreated(named) => Some((named.cgroup, named.path.clone())),
             _ => None,
         })
         .collect();
@@ -509,8 +509,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     let mut recording = Recording::create(args, &hierarchies)?;
     let mut model = CacheModel::new();
-    if let Some(sample) = probe.sample_cache() {
-        model.update(&sample);
+    if let Some(counters) = probe.sample_counters() {
+        model.add(&counters);
     }
 
     // The command's cgroups are kept whatever the filter says, and are in
@@ -546,7 +546,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         let timed_out = args.duration.is_some_and(|d| started.elapsed() >= d);
         let finishing = stop || timed_out || exit_status.is_some();
         if finishing || Instant::now() >= next {
-            write_interval(&probe, &mut model, &mut recording, &watched)?;
+            write_interval(&mut probe, &mut model, &mut recording, &watched)?;
             recording
                 .writer
                 .flush()

@@ -378,8 +378,8 @@ fn drain_spans(
     let mut created = Vec::new();
     probe.drain(|event| match event {
         Event::ThrottleSpan(span) => spans.push(span),
-        Event::CgroupCreated { cgroup, path } => created.push((cgroup, path)),
-        Event::OomKill(_) => {}
+        Event::CgroupCreated(named) => created.push((named.cgroup, named.path)),
+        _ => {}
     });
     selection
         .cgroups_created(probe, resolver, &created)

@@ -8,9 +8,8 @@ use serde_json::{Map, Value, json};
 
 use super::format::{bytes, tail};
 use crate::{
-    cgroup::stat::MemoryEvents,
-    identity::Identity,
-    model::cache::{OwnerActivity, StallDelta},
+    cgroup::stat::MemoryEvents, event::Stall as StallDelta, identity::Identity,
+    model::cache::OwnerActivity,
 };
 
 const NAME_WIDTH: usize = 30;

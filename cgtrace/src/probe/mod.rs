@@ -8,6 +8,7 @@
 //! is counted and reported by [`Probe::stats`].
 
 pub mod allowlist;
+pub mod decode;
 pub mod features;
 pub mod offsets;
 pub mod prog_info;
@@ -23,11 +24,13 @@ use aya::{
 use cgtrace_common::stats::LossCounter;
 use serde::Serialize;
 
+pub use crate::event::ProbeStats;
 use crate::{
     btf::{Btf, BtfError},
-    event::{DecodeContext, Event, decode},
+    event::Event,
     system::Privileges,
 };
+use decode::{DecodeContext, decode};
 
 /// The eBPF object built by `build.rs`, aligned for the ELF parser.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cgtrace"));
@@ -204,39 +207,13 @@ enum SwitchProgram {
     Detached,
 }
 
-/// Loss and delivery counters, summed over CPUs and programs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct ProbeStats {
-    /// Records the programs put in the ring buffer.
-    pub records: u64,
-    /// Records lost because the ring buffer was full.
-    pub ring_buffer_drops: u64,
-    /// Records sent with some fields unknown because a kernel read failed.
-    pub read_failures: u64,
-    /// Program runs the kernel skipped because another BPF program was
-    /// running on that CPU (`bpf_prog_info.recursion_misses`).
-    pub recursion_misses: u64,
-    /// Records the collector could not decode.
-    pub decode_errors: u64,
-    /// Reclaim contexts or stall histograms not kept because a map was full.
-    pub map_full: u64,
-}
-
-impl ProbeStats {
-    /// Events lost without a record of any kind.
-    #[must_use]
-    pub fn lost(&self) -> u64 {
-        self.ring_buffer_drops + self.recursion_misses + self.decode_errors + self.map_full
-    }
-}
-
 /// The loaded and attached programs.
 pub struct Probe {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
     loss: PerCpuArray<MapData, u64>,
     features: Vec<FeatureStatus>,
-    cache_maps: Option<sampler::CacheMaps>,
+    cache_maps: Option<(sampler::CacheMaps, sampler::CounterDiffer)>,
     /// The filter's allowlist, when loaded with one.
     allowlist: Option<allowlist::KernelAllowlist>,
     /// The sched_switch throttle program's attachment (see [`Probe::gate_throttle`]).
@@ -317,11 +294,10 @@ impl Probe {
         drop(btf);
         let cache_maps =
             if options.features.page_cache || options.features.reclaim || charges_attached {
-                Some(sampler::CacheMaps::take(
-                    &mut ebpf,
-                    charges_attached,
-                    options.files,
-                )?)
+                Some((
+                    sampler::CacheMaps::take(&mut ebpf, charges_attached, options.files)?,
+                    sampler::CounterDiffer::new(),
+                ))
             } else {
                 None
             };
@@ -370,9 +346,12 @@ impl Probe {
         &self.absent_members
     }
 
-    /// The page-cache and reclaim counters now, when those features are attached.
-    pub fn sample_cache(&self) -> Option<sampler::CacheSample> {
-        self.cache_maps.as_ref().map(sampler::CacheMaps::sample)
+    /// What the page-cache and reclaim counters moved since the previous
+    /// call (since attach, for the first), when those features are attached.
+    pub fn sample_counters(&mut self) -> Option<crate::event::ProbeCounters> {
+        self.cache_maps
+            .as_mut()
+            .map(|(maps, differ)| differ.update(&maps.sample()))
     }
 
     /// The ring buffer's descriptor, readable when records are waiting.

@@ -1,6 +1,10 @@
 //! Reads the page-cache and reclaim maps: per-CPU values summed, memcg
-//! pointers with the cgroups they belong to. The values are cumulative
-//! since attach; `model::cache` turns successive samples into intervals.
+//! pointers with the cgroups they belong to. The maps are cumulative since
+//! attach; [`CounterDiffer`] turns successive samples into what moved
+//! between them, the [`ProbeCounters`] event.
+//!
+//! A value lower than last time means the kernel's LRU map evicted and
+//! restarted the key, and the new value is all delta.
 
 use std::collections::HashMap;
 
@@ -11,13 +15,16 @@ use aya::{
 use cgtrace_common::{
     cgroup::CgroupRef,
     pagecache::{
-        CacheKey, ChargeKey, ChargeValue, FileKey, STALL_BUCKETS, StallKey, StallStats,
-        stall_bucket_floor,
+        CacheKey, CacheReason, ChargeKey, ChargeKind, ChargeValue, FileKey, ReclaimKind, StallKey,
+        StallStats,
     },
 };
 
 use super::{ProbeError, take_map};
-use crate::system::Clock;
+use crate::{
+    event::{Charge, FileFlow, Flow, ProbeCounters, Stall},
+    system::Clock,
+};
 
 /// The maps, taken out of the loaded object.
 pub struct CacheMaps {
@@ -30,115 +37,6 @@ pub struct CacheMaps {
     files: Option<PerCpuHashMap<MapData, FileKey, u64>>,
 }
 
-/// Reclaim statistics of one memcg and kind, all CPUs together.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StallTotals {
-    pub count: u64,
-    pub total_ns: u64,
-    pub max_ns: u64,
-    pub scanned: u64,
-    pub reclaimed: u64,
-    pub dirty: u64,
-    pub writeback: u64,
-    pub buckets: Vec<u64>,
-}
-
-impl Default for StallTotals {
-    fn default() -> Self {
-        Self {
-            count: 0,
-            total_ns: 0,
-            max_ns: 0,
-            scanned: 0,
-            reclaimed: 0,
-            dirty: 0,
-            writeback: 0,
-            buckets: vec![0; STALL_BUCKETS],
-        }
-    }
-}
-
-impl StallTotals {
-    /// Adds one CPU's counters.
-    fn add(&mut self, cpu: &StallStats) {
-        self.merge(&Self {
-            count: cpu.count,
-            total_ns: cpu.total_ns,
-            max_ns: cpu.max_ns,
-            scanned: cpu.scanned,
-            reclaimed: cpu.reclaimed,
-            dirty: cpu.dirty,
-            writeback: cpu.writeback,
-            buckets: cpu.buckets.to_vec(),
-        });
-    }
-
-    /// Adds `other` (counts summed, the larger max kept).
-    pub fn merge(&mut self, other: &Self) {
-        self.count += other.count;
-        self.total_ns += other.total_ns;
-        self.max_ns = self.max_ns.max(other.max_ns);
-        self.scanned += other.scanned;
-        self.reclaimed += other.reclaimed;
-        self.dirty += other.dirty;
-        self.writeback += other.writeback;
-        for (total, more) in self.buckets.iter_mut().zip(&other.buckets) {
-            *total += more;
-        }
-    }
-
-    /// What was counted since `before`; the max stays the running max,
-    /// since the kernel keeps no per-interval max.
-    #[must_use]
-    pub fn since(&self, before: &Self) -> Self {
-        Self {
-            count: self.count.saturating_sub(before.count),
-            total_ns: self.total_ns.saturating_sub(before.total_ns),
-            max_ns: self.max_ns,
-            scanned: self.scanned.saturating_sub(before.scanned),
-            reclaimed: self.reclaimed.saturating_sub(before.reclaimed),
-            dirty: self.dirty.saturating_sub(before.dirty),
-            writeback: self.writeback.saturating_sub(before.writeback),
-            buckets: self
-                .buckets
-                .iter()
-                .zip(&before.buckets)
-                .map(|(now, then)| now.saturating_sub(*then))
-                .collect(),
-        }
-    }
-
-    /// The `q` quantile (0..=1) from the histogram: the top of the bucket it
-    /// falls in, never above the observed max. `None` without stalls.
-    #[must_use]
-    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
-        let total: u64 = self.buckets.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss,
-            reason = "a rank within a histogram of u64 counts"
-        )]
-        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (bucket, count) in self.buckets.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                let top = if bucket + 1 < STALL_BUCKETS {
-                    stall_bucket_floor(bucket + 1)
-                } else {
-                    u64::MAX
-                };
-                return Some(top.min(self.max_ns));
-            }
-        }
-        Some(self.max_ns)
-    }
-}
-
 /// Cumulative counters at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct CacheSample {
@@ -147,7 +45,7 @@ pub struct CacheSample {
     pub pages: Vec<(CacheKey, u64)>,
     /// memcg pointer → cgroup.
     pub refs: HashMap<u64, CgroupRef>,
-    pub stalls: Vec<(StallKey, StallTotals)>,
+    pub stalls: Vec<(StallKey, StallStats)>,
     /// Pages charged and uncharged per (memcg, kind); `None` when the memcg
     /// stat tracepoints are not attached.
     pub charges: Option<Vec<(ChargeKey, ChargeValue)>>,
@@ -199,9 +97,9 @@ impl CacheMaps {
             .iter()
             .filter_map(Result::ok)
             .map(|(key, values)| {
-                let mut totals = StallTotals::default();
+                let mut totals = StallStats::default();
                 for cpu in values.iter() {
-                    totals.add(cpu);
+                    totals.merge(cpu);
                 }
                 (key, totals)
             })
@@ -235,5 +133,315 @@ impl CacheMaps {
             charges,
             files,
         }
+    }
+}
+
+/// Remembers the last sample, to turn the next into what moved since.
+#[derive(Debug, Default)]
+pub struct CounterDiffer {
+    previous_pages: HashMap<CacheKey, u64>,
+    previous_stalls: HashMap<StallKey, StallStats>,
+    previous_charges: HashMap<ChargeKey, ChargeValue>,
+    previous_files: HashMap<FileKey, u64>,
+    refs: HashMap<u64, CgroupRef>,
+    previous_ns: Option<u64>,
+}
+
+fn delta(now: u64, before: Option<u64>) -> u64 {
+    match before {
+        Some(before) if now >= before => now - before,
+        // Restarted (LRU eviction) or new: all of it is new.
+        _ => now,
+    }
+}
+
+impl CounterDiffer {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What moved between the previous sample (attach, for the first) and
+    /// `sample`.
+    pub fn update(&mut self, sample: &CacheSample) -> ProbeCounters {
+        // Newer mappings win: a pointer reused by a new memcg is re-learnt.
+        self.refs
+            .extend(sample.refs.iter().map(|(ptr, cgroup)| (*ptr, *cgroup)));
+        let flows = self.flow_deltas(sample);
+        let stalls = self.stall_deltas(sample);
+        let charges = sample.charges.as_ref().map(|c| self.charge_deltas(c));
+        let files = sample.files.as_ref().map(|f| self.file_deltas(f));
+        let start_ns = self.previous_ns.unwrap_or(sample.monotonic_ns);
+        self.previous_ns = Some(sample.monotonic_ns);
+        ProbeCounters {
+            start_ns,
+            end_ns: sample.monotonic_ns,
+            flows,
+            stalls,
+            charges,
+            files,
+        }
+    }
+
+    fn name(&self, ptr: u64) -> Option<CgroupRef> {
+        self.refs.get(&ptr).copied()
+    }
+
+    fn flow_deltas(&mut self, sample: &CacheSample) -> Vec<Flow> {
+        let mut flows: HashMap<(Option<CgroupRef>, Option<CgroupRef>, CacheReason), u64> =
+            HashMap::new();
+        for (key, value) in &sample.pages {
+            let moved = delta(*value, self.previous_pages.insert(*key, *value));
+            let Some(reason) = CacheReason::from_u32(key.reason) else {
+                continue;
+            };
+            if moved > 0 {
+                let owner = self.name(key.owner);
+                let actor = self.name(key.actor);
+                *flows.entry((owner, actor, reason)).or_default() += moved;
+            }
+        }
+        let mut flows: Vec<Flow> = flows
+            .into_iter()
+            .map(|((owner, actor, reason), pages)| Flow {
+                owner,
+                actor,
+                reason,
+                pages,
+            })
+            .collect();
+        flows.sort_by_key(|f| {
+            (
+                std::cmp::Reverse(f.pages),
+                f.owner.map(|c| (c.hierarchy, c.id)),
+                f.actor.map(|c| (c.hierarchy, c.id)),
+                f.reason as u32,
+            )
+        });
+        flows
+    }
+
+    fn stall_deltas(&mut self, sample: &CacheSample) -> Vec<Stall> {
+        let mut stalls = Vec::new();
+        for (key, totals) in &sample.stalls {
+            let before = self.previous_stalls.insert(*key, *totals);
+            let Some(kind) = ReclaimKind::from_u32(key.kind) else {
+                continue;
+            };
+            // A count lower than last time: the entry restarted.
+            let before = before.filter(|b| b.count <= totals.count && b.scanned <= totals.scanned);
+            let stats = totals.since(&before.unwrap_or_default());
+            if stats.count > 0 || stats.scanned > 0 {
+                stalls.push(Stall {
+                    cgroup: self.name(key.memcg),
+                    kind,
+                    stats: Box::new(stats),
+                });
+            }
+        }
+        stalls.sort_by_key(|s| {
+            (
+                std::cmp::Reverse(s.stats.total_ns),
+                s.cgroup.map(|c| (c.hierarchy, c.id)),
+                s.kind as u32,
+            )
+        });
+        stalls
+    }
+
+    fn charge_deltas(&mut self, charges: &[(ChargeKey, ChargeValue)]) -> Vec<Charge> {
+        let mut out = Vec::new();
+        for (key, value) in charges {
+            let before = self.previous_charges.insert(*key, *value);
+            let Some(kind) = ChargeKind::from_u32(key.kind) else {
+                continue;
+            };
+            let before =
+                before.filter(|b| b.charged <= value.charged && b.uncharged <= value.uncharged);
+            let base = before.unwrap_or_default();
+            let change = Charge {
+                cgroup: self.name(key.memcg),
+                kind,
+                charged: value.charged - base.charged,
+                uncharged: value.uncharged - base.uncharged,
+            };
+            if change.charged > 0 || change.uncharged > 0 {
+                out.push(change);
+            }
+        }
+        out
+    }
+
+    fn file_deltas(&mut self, files: &[(FileKey, u64)]) -> Vec<FileFlow> {
+        let mut out: Vec<FileFlow> = files
+            .iter()
+            .filter_map(|(key, value)| {
+                let moved = delta(*value, self.previous_files.insert(*key, *value));
+                let reason = CacheReason::from_u32(key.reason)?;
+                (moved > 0).then(|| FileFlow {
+                    owner: self.name(key.owner),
+                    dev: key.dev,
+                    ino: key.ino,
+                    reason,
+                    pages: moved,
+                })
+            })
+            .collect();
+        out.sort_by_key(|f| std::cmp::Reverse(f.pages));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use cgtrace_common::{
+        cgroup::CgroupRef,
+        pagecache::{
+            CacheKey, CacheReason, ChargeKey, ChargeKind, ChargeValue, ReclaimKind, StallKey,
+            StallStats, stall_bucket,
+        },
+    };
+
+    use super::{CacheSample, CounterDiffer};
+
+    const A: u64 = 0xffff_0000_0000_a000;
+    const B: u64 = 0xffff_0000_0000_b000;
+
+    fn cgroup(id: u64) -> CgroupRef {
+        CgroupRef {
+            id,
+            hierarchy: 4,
+            level: 1,
+        }
+    }
+
+    fn key(owner: u64, actor: u64, reason: CacheReason) -> CacheKey {
+        CacheKey {
+            owner,
+            actor,
+            reason: reason as u32,
+            padding: 0,
+        }
+    }
+
+    fn sample(at: u64, pages: &[(CacheKey, u64)]) -> CacheSample {
+        CacheSample {
+            monotonic_ns: at,
+            pages: pages.to_vec(),
+            refs: HashMap::from([(A, cgroup(10)), (B, cgroup(11))]),
+            stalls: Vec::new(),
+            charges: None,
+            files: None,
+        }
+    }
+
+    #[test]
+    fn intervals_are_differences_named_by_cgroup() {
+        let mut differ = CounterDiffer::new();
+        let first = differ.update(&sample(1_000, &[(key(A, A, CacheReason::Added), 100)]));
+        assert_eq!(first.flows.len(), 1);
+        assert_eq!(first.flows[0].pages, 100);
+        let second = differ.update(&sample(
+            2_000_001_000,
+            &[
+                (key(A, A, CacheReason::Added), 150),
+                (key(A, B, CacheReason::AncestorLimit), 30),
+            ],
+        ));
+        assert_eq!((second.start_ns, second.end_ns), (1_000, 2_000_001_000));
+        assert_eq!(second.flows.len(), 2);
+        assert_eq!(second.flows[0].pages, 50);
+        assert_eq!(second.flows[1].owner, Some(cgroup(10)));
+        assert_eq!(second.flows[1].actor, Some(cgroup(11)));
+    }
+
+    #[test]
+    fn charges_are_split_by_kind_and_direction() {
+        let mut differ = CounterDiffer::new();
+        let file = ChargeKey {
+            memcg: A,
+            kind: ChargeKind::File as u32,
+            padding: 0,
+        };
+        let value = |charged, uncharged| ChargeValue { charged, uncharged };
+        let mut s = sample(0, &[]);
+        s.charges = Some(vec![(file, value(10, 2))]);
+        differ.update(&s);
+        let mut s = sample(1, &[]);
+        s.charges = Some(vec![(file, value(25, 2))]);
+        let charges = differ.update(&s).charges.unwrap();
+        assert_eq!(charges.len(), 1);
+        assert_eq!((charges[0].charged, charges[0].uncharged), (15, 0));
+        assert_eq!(charges[0].cgroup, Some(cgroup(10)));
+    }
+
+    #[test]
+    fn a_restarted_counter_counts_in_full() {
+        let mut differ = CounterDiffer::new();
+        differ.update(&sample(0, &[(key(A, A, CacheReason::Added), 100)]));
+        let after_eviction = differ.update(&sample(1, &[(key(A, A, CacheReason::Added), 7)]));
+        assert_eq!(after_eviction.flows[0].pages, 7);
+        let quiet = differ.update(&sample(2, &[(key(A, A, CacheReason::Added), 7)]));
+        assert!(quiet.flows.is_empty());
+    }
+
+    #[test]
+    fn unknown_pointers_and_reasons_are_kept_apart() {
+        let mut differ = CounterDiffer::new();
+        let counters = differ.update(&sample(
+            0,
+            &[
+                (key(0xdead, A, CacheReason::OwnLimit), 4),
+                (
+                    CacheKey {
+                        owner: A,
+                        actor: A,
+                        reason: 99,
+                        padding: 0,
+                    },
+                    1,
+                ),
+            ],
+        ));
+        assert_eq!(counters.flows.len(), 1);
+        assert_eq!(counters.flows[0].owner, None);
+    }
+
+    #[test]
+    fn stall_quantiles_come_from_the_interval_histogram() {
+        let mut differ = CounterDiffer::new();
+        let mut totals = StallStats::default();
+        for ns in [1_000u64, 2_000, 3_000, 1_000_000] {
+            totals.count += 1;
+            totals.total_ns += ns;
+            totals.max_ns = totals.max_ns.max(ns);
+            totals.buckets[stall_bucket(ns)] += 1;
+        }
+        let stall_key = StallKey {
+            memcg: A,
+            kind: ReclaimKind::Memcg as u32,
+            padding: 0,
+        };
+        let mut s = sample(0, &[]);
+        s.stalls = vec![(stall_key, totals)];
+        let counters = differ.update(&s);
+        let stall = &counters.stalls[0];
+        assert_eq!(stall.cgroup, Some(cgroup(10)));
+        let stall = &stall.stats;
+        assert_eq!(stall.count, 4);
+        let (p50, p99) = (
+            stall.quantile_ns(0.5).unwrap(),
+            stall.quantile_ns(0.99).unwrap(),
+        );
+        assert!((2_000..=2_560).contains(&p50), "{p50}");
+        assert_eq!(p99, 1_000_000, "capped at the max");
+        assert!(p50 <= p99 && p99 <= stall.max_ns);
+
+        // Nothing new: no stall row.
+        let mut again = sample(1, &[]);
+        again.stalls = vec![(stall_key, totals)];
+        assert!(differ.update(&again).stalls.is_empty());
     }
 }

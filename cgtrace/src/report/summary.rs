@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 
 use cgtrace_common::{
     cgroup::CgroupRef,
-    pagecache::{CHARGE_KINDS, CacheReason, ReclaimKind},
+    pagecache::{CHARGE_KINDS, CacheReason, ReclaimKind, StallStats},
 };
 
 use crate::{
     cgroup::{poller::Charges, stat::MemoryEvents},
     event::{OomKill, ThrottleSpan},
     output::cache::reason_name,
-    probe::{ProbeStats, sampler::StallTotals},
+    probe::ProbeStats,
     trace::{
         file::{CgroupNames, Trace},
         record::{ChargesFrom, TraceRecord},
@@ -45,7 +45,7 @@ pub struct CgroupSummary {
     pub evicted_by: BTreeMap<String, u64>,
     /// Evicted pages per interval end, for the plot.
     pub evicted_series: Vec<(u64, u64)>,
-    pub stalls: BTreeMap<ReclaimKind, StallTotals>,
+    pub stalls: BTreeMap<ReclaimKind, StallStats>,
     /// `(charged, uncharged)` pages per `ChargeKind` (refaults: counts).
     pub charges: Charges,
     pub memory: Vec<MemoryPoint>,
@@ -103,9 +103,9 @@ impl CgroupSummary {
 
     /// All reclaim stalls of the cgroup, whatever their kind.
     #[must_use]
-    pub fn all_stalls(&self) -> Option<StallTotals> {
+    pub fn all_stalls(&self) -> Option<StallStats> {
         let mut stalls = self.stalls.values();
-        let mut all = stalls.next()?.clone();
+        let mut all = *stalls.next()?;
         for more in stalls {
             all.merge(more);
         }
@@ -305,13 +305,10 @@ impl Summary {
 
 #[cfg(test)]
 mod tests {
-    use cgtrace_common::pagecache::{CacheReason, ChargeKind, ReclaimKind};
+    use cgtrace_common::pagecache::{CacheReason, ChargeKind, ReclaimKind, StallStats};
 
     use super::Summary;
-    use crate::{
-        probe::sampler::StallTotals,
-        trace::{file::Trace, record::TraceRecord},
-    };
+    use crate::trace::{file::Trace, record::TraceRecord};
 
     fn trace(records: Vec<TraceRecord>) -> Trace {
         Trace {
@@ -356,11 +353,11 @@ mod tests {
             end_ns: 1,
             cgroup: Some(cgroup),
             kind: ReclaimKind::Memcg,
-            stats: StallTotals {
+            stats: Box::new(StallStats {
                 count,
                 max_ns,
-                ..StallTotals::default()
-            },
+                ..StallStats::default()
+            }),
         };
         let flow = |end_ns, pages| TraceRecord::CacheFlow {
             end_ns,

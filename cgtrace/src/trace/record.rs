@@ -4,7 +4,7 @@
 
 use cgtrace_common::{
     cgroup::CgroupRef,
-    pagecache::{CacheReason, ChargeKind, ReclaimKind, STALL_BUCKETS},
+    pagecache::{CacheReason, ChargeKind, ReclaimKind, STALL_BUCKETS, StallStats},
 };
 
 use super::codec::{CodecError, Decoder, Encoder};
@@ -17,7 +17,7 @@ use crate::{
         Constraint, ConstraintFoundBy, LimitKind, OomKill, OomMemcg, OomSource, Task, ThrottleSpan,
         VictimMemory,
     },
-    probe::{ProbeStats, sampler::StallTotals},
+    probe::ProbeStats,
 };
 
 /// One record of a trace.
@@ -49,7 +49,7 @@ pub enum TraceRecord {
         end_ns: u64,
         cgroup: Option<CgroupRef>,
         kind: ReclaimKind,
-        stats: StallTotals,
+        stats: Box<StallStats>,
     },
     /// Pages charged to and uncharged from one memcg in the interval (for
     /// the refault kinds, refaults).
@@ -290,7 +290,7 @@ impl TraceRecord {
                 end_ns: body.u64()?,
                 cgroup: read_cgroup_ref(&mut body)?,
                 kind: ReclaimKind::from_u32(body.u32()?).ok_or(CodecError::OutOfRange)?,
-                stats: read_stall(&mut body)?,
+                stats: Box::new(read_stall(&mut body)?),
             },
             KIND_CHARGE => Self::Charge {
                 end_ns: body.u64()?,
@@ -366,7 +366,7 @@ fn probe_stats(out: &mut Encoder, stats: &ProbeStats) {
 
 /// Stall totals, with the histogram as (bucket, count) pairs of its
 /// non-empty buckets: most of its buckets are empty.
-fn stall(out: &mut Encoder, stats: &StallTotals) {
+fn stall(out: &mut Encoder, stats: &StallStats) {
     for value in [
         stats.count,
         stats.total_ns,
@@ -392,8 +392,8 @@ fn stall(out: &mut Encoder, stats: &StallTotals) {
     }
 }
 
-fn read_stall(input: &mut Decoder<'_>) -> Result<StallTotals, CodecError> {
-    let mut stats = StallTotals {
+fn read_stall(input: &mut Decoder<'_>) -> Result<StallStats, CodecError> {
+    let mut stats = StallStats {
         count: input.u64()?,
         total_ns: input.u64()?,
         max_ns: input.u64()?,
@@ -401,7 +401,7 @@ fn read_stall(input: &mut Decoder<'_>) -> Result<StallTotals, CodecError> {
         reclaimed: input.u64()?,
         dirty: input.u64()?,
         writeback: input.u64()?,
-        ..StallTotals::default()
+        ..StallStats::default()
     };
     let filled = input.u64()?;
     for _ in 0..filled {
@@ -646,7 +646,9 @@ fn read_oom(input: &mut Decoder<'_>) -> Result<OomKill, CodecError> {
 pub(crate) mod tests {
     use cgtrace_common::{
         cgroup::CgroupRef,
-        pagecache::{CacheReason, ChargeKind, ReclaimKind, STALL_BUCKETS, stall_bucket},
+        pagecache::{
+            CacheReason, ChargeKind, ReclaimKind, STALL_BUCKETS, StallStats, stall_bucket,
+        },
     };
 
     use super::{ChargesFrom, TraceRecord};
@@ -659,7 +661,6 @@ pub(crate) mod tests {
             Constraint, ConstraintFoundBy, LimitKind, OomKill, OomMemcg, OomSource, Task,
             ThrottleSpan, VictimMemory,
         },
-        probe::sampler::StallTotals,
         trace::codec::{Decoder, Encoder},
     };
 
@@ -773,7 +774,7 @@ pub(crate) mod tests {
                 end_ns: 6_000_000_000,
                 cgroup: Some(cgroup),
                 kind: ReclaimKind::Memcg,
-                stats: StallTotals {
+                stats: Box::new(StallStats {
                     count: 3,
                     total_ns: 900_000,
                     max_ns: 500_000,
@@ -782,13 +783,13 @@ pub(crate) mod tests {
                     dirty: 1,
                     writeback: 2,
                     buckets: {
-                        let mut buckets = vec![0; STALL_BUCKETS];
+                        let mut buckets = [0; STALL_BUCKETS];
                         buckets[stall_bucket(100_000)] = 1;
                         buckets[stall_bucket(300_000)] = 1;
                         buckets[stall_bucket(500_000)] = 1;
                         buckets
                     },
-                },
+                }),
             },
             TraceRecord::Charge {
                 end_ns: 6_000_000_000,

@@ -21,31 +21,28 @@ const MIB: u64 = 1 << 20;
 
 /// What the probe saw between `new` and `finish`.
 struct Watch<'a> {
-    probe: &'a Probe,
-    model: CacheModel,
+    probe: &'a mut Probe,
 }
 
 impl<'a> Watch<'a> {
-    fn new(probe: &'a Probe) -> anyhow::Result<Self> {
-        let mut model = CacheModel::new();
-        model.update(
-            &probe
-                .sample_cache()
-                .context("page-cache probes not attached")?,
-        );
-        Ok(Self { probe, model })
+    fn new(probe: &'a mut Probe) -> anyhow::Result<Self> {
+        // Counts from now: what moved before is left out.
+        probe
+            .sample_counters()
+            .context("page-cache probes not attached")?;
+        Ok(Self { probe })
     }
 
-    fn finish(mut self) -> anyhow::Result<(Totals, CacheModel)> {
+    fn finish(self) -> anyhow::Result<(Totals, CacheModel)> {
+        let counters = self
+            .probe
+            .sample_counters()
+            .context("page-cache probes not attached")?;
         let mut totals = Totals::default();
-        let interval = self.model.update(
-            &self
-                .probe
-                .sample_cache()
-                .context("page-cache probes not attached")?,
-        );
-        totals.add(&interval);
-        Ok((totals, self.model))
+        totals.add(&counters);
+        let mut model = CacheModel::new();
+        model.add(&counters);
+        Ok((totals, model))
     }
 }
 
@@ -83,11 +80,11 @@ struct ThrashRun {
     own_limit: u64,
     derived: u64,
     kernel: u64,
-    stalls: Option<crate::probe::sampler::StallTotals>,
+    stalls: Option<cgtrace_common::pagecache::StallStats>,
 }
 
 fn thrash_run(
-    probe: &Probe,
+    probe: &mut Probe,
     hierarchies: &Hierarchies,
     file: &UncachedFile,
     limit: u64,
@@ -121,7 +118,7 @@ fn thrash_run(
     })
 }
 
-pub fn thrash(probe: &Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
+pub fn thrash(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
     const FILE_MIB: usize = 512;
     crate::say!(
         "\n== cache-thrash: a {FILE_MIB} MiB file read twice, under a 128 MiB limit and under a 1 GiB limit that fits =="
@@ -179,7 +176,7 @@ pub fn thrash(probe: &Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> 
     Ok(agree)
 }
 
-pub fn noisy_neighbour(probe: &Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
+pub fn noisy_neighbour(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
     crate::say!(
         "\n== noisy-neighbour: children quiet and noisy of a parent limited to 192 MiB; \
          quiet caches 128 MiB, then noisy reads 256 MiB =="

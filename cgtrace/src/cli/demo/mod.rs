@@ -72,8 +72,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     for scenario in scenarios {
         let agrees = match scenario {
             Scenario::Oom => oom::run(&mut probe, &hierarchies)?,
-            Scenario::CacheThrash => cache::thrash(&probe, &hierarchies)?,
-            Scenario::NoisyNeighbour => cache::noisy_neighbour(&probe, &hierarchies)?,
+            Scenario::CacheThrash => cache::thrash(&mut probe, &hierarchies)?,
+            Scenario::NoisyNeighbour => cache::noisy_neighbour(&mut probe, &hierarchies)?,
             Scenario::Throttle => throttle::run(&mut probe, &hierarchies)?,
         };
         all_agree &= agrees;

@@ -67,9 +67,10 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
     let mut kernel_count = cgroup.oom_kill_count()?;
     while Instant::now() < deadline {
         let mut fresh = Vec::new();
-        probe.drain(|event| match event {
-            Event::OomKill(kill) => fresh.push(kill),
-            Event::ThrottleSpan(_) | Event::CgroupCreated { .. } => {}
+        probe.drain(|event| {
+            if let Event::OomKill(kill) = event {
+                fresh.push(kill);
+            }
         });
         for kill in fresh {
             model.probe(*kill, Clock::monotonic_now_ns());

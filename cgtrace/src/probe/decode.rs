@@ -1,182 +1,20 @@
-//! The decoded, owned events that flow from the probes (or the kernel log)
-//! to the views: the one currency of the program.
-
-use std::fmt;
+//! Ring-buffer records, as the eBPF programs wrote them, decoded into
+//! [`Event`]s.
 
 use cgtrace_common::{
     RecordHeader, RecordKind,
-    cgroup::{CgroupCreatedRecord, CgroupRef},
+    cgroup::CgroupCreatedRecord,
     oom::{
         ConstraintSource, OOM_FLAG_GROUP_KILL, OOM_FLAG_MEMSW_LIMIT, OOM_FLAG_READ_FAILED,
         OomRecord,
     },
     throttle::ThrottleRecord,
 };
-use serde::Serialize;
 
-/// Everything cgtrace reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// Boxed: OOM kills are rare and large, throttle spans frequent and small.
-    OomKill(Box<OomKill>),
-    ThrottleSpan(ThrottleSpan),
-    /// A cgroup was created, with its path (below its hierarchy's root).
-    CgroupCreated {
-        cgroup: CgroupRef,
-        path: String,
-    },
-}
-
-/// A span during which a cgroup's run queue on one CPU was throttled.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ThrottleSpan {
-    /// The cgroup whose quota ran out (cpu controller hierarchy).
-    pub cgroup: Option<String>,
-    #[serde(skip)]
-    pub cgroup_ref: Option<CgroupRef>,
-    pub cpu: u32,
-    /// The task that was running when the quota ran out.
-    pub pid: u32,
-    pub comm: String,
-    /// `CLOCK_MONOTONIC` nanoseconds.
-    pub start_ns: u64,
-    pub end_ns: u64,
-}
-
-impl ThrottleSpan {
-    #[must_use]
-    pub fn duration_ns(&self) -> u64 {
-        self.end_ns.saturating_sub(self.start_ns)
-    }
-}
-
-/// Where an OOM record came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OomSource {
-    /// The eBPF probe on `mark_victim`, live.
-    Probe,
-    /// The kernel log (`/dev/kmsg`), for kills before cgtrace started.
-    KernelLog,
-}
-
-/// What kind of OOM it was: which limit ran out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Constraint {
-    /// A memory cgroup hit its limit.
-    Memcg,
-    /// The whole machine ran out of memory.
-    Global,
-    Cpuset,
-    Mempolicy,
-    /// Not determined.
-    Unknown,
-}
-
-impl fmt::Display for Constraint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Memcg => "memcg",
-            Self::Global => "global",
-            Self::Cpuset => "cpuset",
-            Self::Mempolicy => "mempolicy",
-            Self::Unknown => "unknown",
-        })
-    }
-}
-
-/// How the constraint and the constraining memcg were determined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConstraintFoundBy {
-    /// `oom_control` read on entry to `out_of_memory()`: exact.
-    OomControl,
-    /// The lowest memcg above the allocating task that is at its limit:
-    /// the counter the kernel's charge failed on. No memcg at its limit
-    /// means a global OOM.
-    LimitWalk,
-    /// The kernel's own `oom-kill:constraint=...` log line.
-    KernelLog,
-    /// Nothing said.
-    Unknown,
-}
-
-/// Which counter's limit was hit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LimitKind {
-    /// `memory.max` / `memory.limit_in_bytes`.
-    Memory,
-    /// v1 `memory.memsw.limit_in_bytes` (memory + swap).
-    MemorySwap,
-}
-
-/// A task as an OOM record names it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Task {
-    /// Process id (thread group id).
-    pub pid: u32,
-    /// The thread the kernel acted on; `None` when only the pid is known.
-    pub tid: Option<u32>,
-    pub comm: String,
-    pub uid: Option<u32>,
-    /// The task's memory cgroup path below its hierarchy's mount.
-    pub cgroup: Option<String>,
-    #[serde(skip)]
-    pub cgroup_ref: Option<CgroupRef>,
-}
-
-/// The memory cgroup whose limit was hit, at the moment of the kill.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OomMemcg {
-    pub path: Option<String>,
-    pub id: Option<u64>,
-    pub limit_bytes: Option<u64>,
-    pub usage_bytes: Option<u64>,
-    pub limit_kind: LimitKind,
-    /// Where limit and usage were read: `kernel` (in the probe, at the
-    /// kill) or `kernel_log` (the kernel's own report).
-    pub values_from: &'static str,
-    #[serde(skip)]
-    pub cgroup_ref: Option<CgroupRef>,
-}
-
-/// The victim's memory as the kernel's "Killed process" line reports it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct VictimMemory {
-    pub total_vm_bytes: Option<u64>,
-    pub anon_rss_bytes: Option<u64>,
-    pub file_rss_bytes: Option<u64>,
-    pub shmem_rss_bytes: Option<u64>,
-    pub pgtables_bytes: Option<u64>,
-}
-
-/// One OOM kill.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OomKill {
-    /// `CLOCK_MONOTONIC` nanoseconds (the kernel log's clock for log records).
-    pub monotonic_ns: u64,
-    pub source: OomSource,
-    pub victim: Task,
-    /// The task whose allocation failed and invoked the OOM killer.
-    pub trigger: Option<Task>,
-    pub constraint: Constraint,
-    pub constraint_found_by: ConstraintFoundBy,
-    pub oom_memcg: Option<OomMemcg>,
-    pub memory: VictimMemory,
-    pub oom_score_adj: Option<i16>,
-    /// Whether `memory.oom.group` made this part of a whole-group kill.
-    pub group_kill: Option<bool>,
-    /// The victim memcg's `memory.events.local` `oom_kill` after this kill.
-    pub victim_memcg_oom_kills: Option<u64>,
-    /// Whether the kernel counted this as an OOM kill (`oom_kill` in
-    /// `memory.events`): `false` when it only hurried along a task that was
-    /// already exiting. `None` when it cannot be told.
-    pub counted_as_kill: Option<bool>,
-    /// Fields the probe could not read (a kernel read failed).
-    pub incomplete: bool,
-}
+use crate::event::{
+    Constraint, ConstraintFoundBy, Event, LimitKind, OomKill, OomMemcg, OomSource, Task,
+    ThrottleSpan, VictimMemory, comm_to_string,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -234,10 +72,10 @@ pub fn decode(bytes: &[u8], context: &DecodeContext) -> Result<Event, DecodeErro
         RecordKind::CgroupCreated => {
             let r: CgroupCreatedRecord = read_exact(bytes, kind)?;
             let len = r.path.iter().position(|b| *b == 0).unwrap_or(r.path.len());
-            Ok(Event::CgroupCreated {
+            Ok(Event::CgroupCreated(crate::event::CgroupNamed {
                 cgroup: r.cgroup,
                 path: String::from_utf8_lossy(&r.path[..len]).into_owned(),
-            })
+            }))
         }
     }
 }
@@ -342,13 +180,6 @@ fn oom_from_record(r: &OomRecord, context: &DecodeContext) -> OomKill {
         counted_as_kill: None,
         incomplete,
     }
-}
-
-/// A kernel `comm` (NUL-padded, not necessarily UTF-8) as text.
-#[must_use]
-pub fn comm_to_string(comm: &[u8]) -> String {
-    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..len]).into_owned()
 }
 
 #[cfg(test)]
