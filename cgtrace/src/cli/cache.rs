@@ -14,7 +14,7 @@ use super::{
     Outcome,
     interval::{self, IntervalArgs},
 };
-use crate::output::{
+use crate::view::{
     cache::{CacheRow, FileRow, cache_header, cache_json, cache_line, file_json, file_line},
     format::rfc3339,
 };

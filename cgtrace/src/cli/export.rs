@@ -15,17 +15,17 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use super::Outcome;
-use super::select::{SelectArgs, Selection};
+use crate::identity::selection::{SelectArgs, Selection};
 use crate::{
     cgroup::stat::MemoryEvents,
     event::Stall as StallDelta,
-    output::{
+    system::Clock,
+    trace::{file::Ending, record::TraceRecord},
+    view::{
         cache::{StallRow, cgroup_name, charge_name, reason_name, stall_json},
         format::rfc3339,
         oom, throttle,
     },
-    system::Clock,
-    trace::{file::Ending, record::TraceRecord},
 };
 
 #[derive(Debug, Args)]

@@ -17,7 +17,7 @@ use cgtrace_common::{cgroup::CgroupRef, pagecache::CHARGE_KINDS};
 use clap::Args;
 use serde_json::json;
 
-use super::select::{SelectArgs, Selection};
+use crate::identity::selection::{SelectArgs, Selection};
 use crate::{
     cgroup::{
         Hierarchies, Resolver,
@@ -29,16 +29,16 @@ use crate::{
     },
     identity::Identity,
     model::cache::{CacheModel, by_owner},
-    output::{
-        cache::{CacheRow, cgroup_name},
-        format::rfc3339,
-    },
     probe::{FeatureSet, Probe, ProbeOptions, ProbeStats},
     runtime::{Shutdown, wait_readable},
     system::Clock,
     trace::{
         file::{CgroupNames, Ending},
         record::{ChargesFrom, TraceRecord},
+    },
+    view::{
+        cache::{CacheRow, cgroup_name},
+        format::rfc3339,
     },
 };
 

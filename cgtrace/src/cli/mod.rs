@@ -11,7 +11,6 @@ pub mod oom;
 pub mod reclaim;
 pub mod record;
 pub mod report;
-pub mod select;
 pub mod throttle;
 
 use clap::{Parser, Subcommand};

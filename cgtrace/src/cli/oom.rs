@@ -5,7 +5,7 @@
 //! microseconds per kill); between kills cgtrace sleeps in poll(2).
 
 use std::{
-    io::{self, Write as _},
+    io,
     os::fd::{AsFd as _, BorrowedFd},
     path::Path,
     time::{Duration, Instant},
@@ -13,21 +13,20 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use serde_json::json;
 
-use super::{
-    Outcome,
-    select::{SelectArgs, Selection},
-};
+use super::Outcome;
 use crate::{
     cgroup::{Hierarchies, Resolver},
     event::{Event, OomKill},
+    identity::selection::{SelectArgs, Selection},
     kmsg::{DEV_KMSG, KmsgReader, OomLogParser},
     model::oom::{DEFAULT_HOLD_NS, OomCorrelator},
-    output::{self, format::rfc3339},
-    probe::{DEFAULT_RING_BUFFER_BYTES, OomVariant, Probe, ProbeOptions, ProbeStats},
+    probe::{DEFAULT_RING_BUFFER_BYTES, OomVariant, Probe, ProbeOptions},
     runtime::{Shutdown, wait_readable},
+    session::{self, Context, TraceSource},
     system::Clock,
+    view::format::rfc3339,
+    view::oom::OomPrinter,
 };
 
 #[derive(Debug, Args)]
@@ -66,93 +65,15 @@ fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
     }
 }
 
-/// Writes the kills the selection keeps to stdout in the chosen format.
-struct Printer {
-    json: bool,
-    clock: Clock,
-    header_printed: bool,
-    reported: u64,
-    /// Kills seen, kept by the selection or not.
-    seen: u64,
-    selection: Selection,
-}
-
-impl Printer {
-    fn kill(&mut self, kill: &OomKill) -> io::Result<()> {
-        self.seen += 1;
-        // The victim's cgroup decides, as in the kernel's filter; a kill
-        // whose victim cgroup is unknown is judged by the limit's memcg.
-        let judged_by = kill
-            .victim
-            .cgroup
-            .as_deref()
-            .or_else(|| kill.oom_memcg.as_ref().and_then(|m| m.path.as_deref()));
-        if !self.selection.keeps_any(&[judged_by]) {
-            return Ok(());
-        }
-        let mut out = io::stdout().lock();
-        let identify = &mut |path: &str| self.selection.identify(path);
-        if self.json {
-            writeln!(out, "{}", output::oom::json(kill, &self.clock, identify))?;
-        } else {
-            if !self.header_printed {
-                writeln!(out, "{}", output::oom::header())?;
-                self.header_printed = true;
-            }
-            writeln!(out, "{}", output::oom::line(kill, &self.clock, identify))?;
-        }
-        self.reported += 1;
-        out.flush()
-    }
-
-    fn stats(&self, stats: Option<&ProbeStats>, kmsg_lost: u64, last: bool) -> io::Result<()> {
-        if self.json {
-            let record = json!({
-                "type": "stats",
-                "time": rfc3339(std::time::SystemTime::now()),
-                "final": last,
-                "oom_kills_reported": self.reported,
-                "probe": stats,
-                "kernel_log_records_lost": kmsg_lost,
-            });
-            let mut out = io::stdout().lock();
-            writeln!(out, "{record}")?;
-            return out.flush();
-        }
-        if last {
-            let probe = stats.map_or_else(
-                || "no probe (kernel log only)".to_owned(),
-                |s| {
-                    format!(
-                        "probe: {} records, {} ring-buffer drops, {} recursion misses, {} read failures, {} undecodable",
-                        s.records, s.ring_buffer_drops, s.recursion_misses, s.read_failures, s.decode_errors
-                    )
-                },
-            );
-            crate::note!(
-                "cgtrace: {} OOM kills reported; {probe}; kernel log: {kmsg_lost} records lost",
-                self.reported
-            );
-        }
-        Ok(())
-    }
-}
-
 pub fn run(args: &OomArgs) -> anyhow::Result<Outcome> {
-    let mut printer = Printer {
-        json: args.json,
-        clock: Clock::now(),
-        header_printed: false,
-        reported: 0,
-        seen: 0,
-        selection: Selection::new(&args.select)?,
-    };
+    let selection = Selection::new(&args.select)?;
+    let mut printer = OomPrinter::new(args.json);
     let result = if let Some(path) = &args.input {
-        replay(path, &mut printer)
+        replay(path, selection, &mut printer)
     } else if args.follow {
-        follow(args, &mut printer)
+        follow(args, selection, &mut printer)
     } else {
-        history(&mut printer)
+        history(selection, &mut printer)
     };
     match result {
         // stdout closed (`cgtrace oom | head`): not an error.
@@ -179,47 +100,40 @@ fn open_kmsg() -> anyhow::Result<KmsgReader> {
 }
 
 /// The kills recorded in a trace, as they were reported live.
-fn replay(path: &Path, printer: &mut Printer) -> anyhow::Result<Outcome> {
-    let trace = super::open_trace(path)?;
-    printer.clock = Clock::from_boot_time(trace.header.boot_time_ns);
-    printer.selection.learn_from(&trace.records);
-    for record in &trace.records {
-        if let crate::trace::record::TraceRecord::OomKill(kill) = record {
-            printer.kill(kill)?;
-        }
-    }
-    if let crate::trace::file::Ending::CutShort { offset, .. } = trace.ending {
-        crate::note!(
-            "cgtrace: the trace was cut short at byte {offset}: kills after that were not recorded"
-        );
-    }
+fn replay(path: &Path, selection: Selection, printer: &mut OomPrinter) -> anyhow::Result<Outcome> {
+    let mut source = TraceSource::open(path)?;
+    let clock = Clock::from_boot_time(source.header().boot_time_ns);
+    let mut cx = Context::new(selection, clock, source.header().page_size);
+    source.learn_names(&mut cx)?;
+    session::run(&mut source, &mut cx, &mut [printer])?;
     Ok(Outcome::Success)
 }
 
 /// Kills since boot, from the kernel log only.
-fn history(printer: &mut Printer) -> anyhow::Result<Outcome> {
+fn history(mut selection: Selection, printer: &mut OomPrinter) -> anyhow::Result<Outcome> {
+    let clock = Clock::now();
     let mut kmsg = open_kmsg()?;
     let mut parser = OomLogParser::new();
     let mut oldest = None;
     while let Some(record) = kmsg.next_record()? {
         oldest.get_or_insert(record.timestamp_us);
         if let Some(kill) = parser.feed(&record) {
-            printer.kill(&kill)?;
+            printer.kill(&kill, &clock, &mut selection)?;
         }
     }
-    if printer.json {
+    if printer.json() {
         printer.stats(None, kmsg.lost, true)?;
     } else {
         let since = oldest.map_or_else(
             || "nothing".to_owned(),
-            |us| rfc3339(printer.clock.wall_time(us.saturating_mul(1000))),
+            |us| rfc3339(clock.wall_time(us.saturating_mul(1000))),
         );
-        let kept = if printer.selection.is_everything() {
+        let kept = if selection.is_everything() {
             String::new()
         } else {
             format!(
                 " keeping {} (of {} in all)",
-                printer.selection.describe(),
+                selection.describe(),
                 printer.seen
             )
         };
@@ -232,12 +146,17 @@ fn history(printer: &mut Printer) -> anyhow::Result<Outcome> {
 }
 
 /// The kills since boot, then live kills until SIGINT/SIGTERM.
-fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
+fn follow(
+    args: &OomArgs,
+    mut selection: Selection,
+    printer: &mut OomPrinter,
+) -> anyhow::Result<Outcome> {
+    let clock = Clock::now();
     let mut shutdown = Shutdown::install().context("cannot install signal handlers")?;
     let mut probe = Probe::load(&ProbeOptions {
         ring_buffer_bytes: args.ring_buffer_bytes,
         oom_variant: args.probe_variant,
-        filter: !printer.selection.is_everything(),
+        filter: !selection.is_everything(),
         ..ProbeOptions::default()
     })?;
     let attach_ns = Clock::monotonic_now_ns();
@@ -246,10 +165,7 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     let mut resolver = Resolver::new(hierarchies);
-    filter_note(
-        printer.selection.install(&mut probe, &mut resolver)?,
-        &printer.selection,
-    );
+    filter_note(selection.install(&mut probe, &mut resolver)?, &selection);
     let mut kmsg = match open_kmsg() {
         Ok(reader) => Some(reader),
         Err(e) => {
@@ -276,27 +192,25 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
         });
         // Names first: a cgroup created and OOM-killed within one read is
         // still named, and its pod's names are read while its files exist.
-        printer
-            .selection
-            .cgroups_created(&mut probe, &mut resolver, &created)?;
+        selection.cgroups_created(&mut probe, &mut resolver, &created)?;
         let now = Clock::monotonic_now_ns();
         for mut kill in probe_kills.drain(..) {
             resolve_paths(&mut kill, &mut resolver);
             for ready in correlator.probe(*kill, now) {
-                printer.kill(&ready)?;
+                printer.kill(&ready, &clock, &mut selection)?;
             }
         }
         if let Some(reader) = &mut kmsg {
             while let Some(record) = reader.next_record()? {
                 if let Some(kill) = parser.feed(&record) {
                     for ready in correlator.log(kill, now) {
-                        printer.kill(&ready)?;
+                        printer.kill(&ready, &clock, &mut selection)?;
                     }
                 }
             }
         }
         for ready in correlator.expire(now) {
-            printer.kill(&ready)?;
+            printer.kill(&ready, &clock, &mut selection)?;
         }
         if stop {
             break;
@@ -323,7 +237,7 @@ fn follow(args: &OomArgs, printer: &mut Printer) -> anyhow::Result<Outcome> {
         wait_readable(&fds, timeout.max(Duration::from_millis(1)))?;
     }
     for ready in correlator.flush() {
-        printer.kill(&ready)?;
+        printer.kill(&ready, &clock, &mut selection)?;
     }
     printer.stats(
         Some(&probe.stats()),

@@ -15,7 +15,7 @@ use super::{
     Outcome,
     interval::{self, IntervalArgs, Named},
 };
-use crate::output::{
+use crate::view::{
     cache::{
         CacheRow, StallRow, activity_json, events_note, reason_name, stall_header, stall_json,
         stall_line,

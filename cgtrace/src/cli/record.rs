@@ -25,7 +25,6 @@ use clap::Args;
 use super::{
     interval::{CgroupFacts as _, LiveState, parse_duration},
     oom::{filter_note, resolve_paths},
-    select::{SelectArgs, Selection},
 };
 use crate::{
     cgroup::{
@@ -33,6 +32,7 @@ use crate::{
         scratch::{ScratchCgroup, spawn_into_all},
     },
     event::Event,
+    identity::selection::{SelectArgs, Selection},
     model::cache::CacheModel,
     probe::{FeatureSet, Probe, ProbeOptions},
     runtime::{Shutdown, wait_readable},
@@ -557,7 +557,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                     "\rcgtrace: recording {:.0} s, {} records, {} written, {} lost   ",
                     started.elapsed().as_secs_f64(),
                     recording.writer.records(),
-                    crate::output::format::bytes(recording.writer.bytes_written()),
+                    crate::view::format::bytes(recording.writer.bytes_written()),
                     probe.stats().lost()
                 );
             }
@@ -593,7 +593,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         "{}cgtrace: wrote {} records, {}, to {} in {:.1} s; {} ring-buffer drops, {} recursion misses",
         if progress { "\n" } else { "" },
         recording.writer.records(),
-        crate::output::format::bytes(recording.writer.bytes_written()),
+        crate::view::format::bytes(recording.writer.bytes_written()),
         args.output.display(),
         started.elapsed().as_secs_f64(),
         losses.ring_buffer_drops,

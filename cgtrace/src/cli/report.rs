@@ -14,14 +14,14 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{
-    Outcome,
-    select::{SelectArgs, Selection},
-};
-use crate::report::{
-    html,
-    summary::Summary,
-    text::{self, Context},
+use super::Outcome;
+use crate::{
+    identity::selection::{SelectArgs, Selection},
+    report::{
+        html,
+        summary::Summary,
+        text::{self, Context},
+    },
 };
 
 #[derive(Debug, Args)]

@@ -15,21 +15,21 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use serde_json::json;
 
 use super::{
     Outcome,
     interval::{IntervalArgs, report_stats},
-    select::Selection,
 };
 use crate::{
     cgroup::{Hierarchies, Hierarchy, Resolver, cpu, stat::CpuStat},
     event::{Event, ThrottleSpan},
+    identity::selection::Selection,
     model::throttle::span_stats,
-    output::{format::rfc3339, throttle as view},
     probe::{FeatureSet, Probe, ProbeOptions, ThrottleVariant},
     runtime::{Shutdown, wait_readable},
+    session::{self, Context, TraceSource},
     system::Clock,
+    view::throttle as view,
 };
 
 #[derive(Debug, Args)]
@@ -49,114 +49,6 @@ pub struct ThrottleArgs {
     /// watching this machine (the kernel's own counters are not in a trace).
     #[arg(long, value_name = "FILE")]
     pub input: Option<std::path::PathBuf>,
-}
-
-/// Prints one interval's rows, as text or a JSON object.
-fn print_interval(
-    out: &mut impl io::Write,
-    rows: &[view::ThrottleRow],
-    clock: &Clock,
-    start_ns: u64,
-    end_ns: u64,
-    json: bool,
-    header_printed: &mut bool,
-) -> io::Result<()> {
-    let time = rfc3339(clock.wall_time(end_ns));
-    if json {
-        let cgroups: Vec<_> = rows.iter().map(view::json).collect();
-        #[expect(clippy::cast_precision_loss, reason = "interval seconds")]
-        let seconds = end_ns.saturating_sub(start_ns) as f64 / 1e9;
-        let record =
-            json!({"type": "throttle", "time": time, "interval_s": seconds, "cgroups": cgroups});
-        return writeln!(out, "{record}");
-    }
-    if !*header_printed {
-        writeln!(out, "{}", view::header())?;
-        *header_printed = true;
-    }
-    writeln!(out, "-- {time}")?;
-    for row in rows {
-        writeln!(out, "{}", view::line(row))?;
-    }
-    Ok(())
-}
-
-/// The spans of a trace, in `--interval` buckets from the start of the
-/// recording, shown as the live view would have (without the kernel's
-/// counters, which a trace does not hold).
-fn replay(args: &ThrottleArgs, path: &std::path::Path) -> anyhow::Result<Outcome> {
-    let trace = super::open_trace(path)?;
-    let mut selection = Selection::new(&args.interval.select)?;
-    selection.learn_from(&trace.records);
-    let clock = Clock::from_boot_time(trace.header.boot_time_ns);
-    let names = trace.cgroup_names();
-    let mut spans: Vec<ThrottleSpan> = trace
-        .records
-        .into_iter()
-        .filter_map(|record| match record {
-            crate::trace::record::TraceRecord::Throttle(span) => Some(span),
-            _ => None,
-        })
-        .collect();
-    spans.sort_by_key(|s| s.end_ns);
-    let interval_ns = u64::try_from(args.interval.interval.as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    let start = trace.header.start_monotonic_ns;
-    let mut out = io::stdout().lock();
-    let mut header_printed = false;
-    let mut index = 0;
-    while index < spans.len() {
-        let bucket = spans[index].end_ns.saturating_sub(start) / interval_ns;
-        let (bucket_start, bucket_end) = (
-            start + bucket * interval_ns,
-            start + (bucket + 1) * interval_ns,
-        );
-        let mut groups: HashMap<String, Vec<ThrottleSpan>> = HashMap::new();
-        while index < spans.len() && spans[index].end_ns < bucket_end {
-            let mut span = spans[index].clone();
-            index += 1;
-            span.cgroup = span.cgroup_ref.map(|c| names.name(c));
-            let path = span.cgroup.clone().unwrap_or_default();
-            if !selection.keeps(&path) {
-                continue;
-            }
-            if args.spans {
-                let workload = selection.identify(&path);
-                let line = if args.interval.json {
-                    view::span_json(&span, &clock, &workload).to_string()
-                } else {
-                    view::span_line(&span, &clock, &workload)
-                };
-                writeln!(out, "{line}")?;
-            }
-            groups
-                .entry(span.cgroup.clone().unwrap_or_default())
-                .or_default()
-                .push(span);
-        }
-        let mut rows: Vec<view::ThrottleRow> = groups
-            .into_iter()
-            .map(|(name, group)| {
-                let mut row =
-                    view::ThrottleRow::new(name, span_stats(&group), interval_ns, None, None, None);
-                row.workload = selection.identify(&row.name);
-                row
-            })
-            .collect();
-        rows.sort_by_key(|r| std::cmp::Reverse(r.total_ns));
-        rows.truncate(args.top);
-        print_interval(
-            &mut out,
-            &rows,
-            &clock,
-            bucket_start,
-            bucket_end,
-            args.interval.json,
-            &mut header_printed,
-        )?;
-    }
-    Ok(Outcome::Success)
 }
 
 /// What the view remembers about each cpu cgroup between intervals.
@@ -332,7 +224,7 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
                 let mut rows =
                     groups.rows(&spans, end.saturating_sub(interval_start), &mut selection);
                 rows.truncate(args.top);
-                print_interval(
+                view::print_interval(
                     &mut out,
                     &rows,
                     &clock,
@@ -403,4 +295,29 @@ fn gate(probe: &mut Probe, groups: &Groups) -> Result<(), crate::probe::ProbeErr
         None => {}
     }
     Ok(())
+}
+
+/// The spans of a trace, in `--interval` buckets from the start of the
+/// recording, shown as the live view would have.
+fn replay(args: &ThrottleArgs, path: &std::path::Path) -> anyhow::Result<Outcome> {
+    let mut source = TraceSource::open(path)?;
+    let header = source.header().clone();
+    let selection = Selection::new(&args.interval.select)?;
+    let mut cx = Context::new(
+        selection,
+        Clock::from_boot_time(header.boot_time_ns),
+        header.page_size,
+    );
+    source.learn_names(&mut cx)?;
+    let mut replay = view::ThrottleReplay::new(
+        view::ReplayOptions {
+            spans: args.spans,
+            json: args.interval.json,
+            top: args.top,
+            interval: args.interval.interval,
+        },
+        header.start_monotonic_ns,
+    );
+    session::run(&mut source, &mut cx, &mut [&mut replay])?;
+    Ok(Outcome::Success)
 }

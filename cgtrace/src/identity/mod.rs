@@ -6,6 +6,7 @@
 pub mod bounded;
 pub mod names;
 pub mod path;
+pub mod selection;
 pub mod selector;
 
 use serde_json::{Value, json};

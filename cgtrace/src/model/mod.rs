@@ -1,5 +1,6 @@
 //! Pure state fed by events: no I/O, shared by live views and replay.
 
 pub mod cache;
+pub mod memory;
 pub mod oom;
 pub mod throttle;

@@ -15,11 +15,11 @@ use super::{
 };
 use crate::{
     event::ThrottleSpan,
-    output::{
+    trace::file::Ending,
+    view::{
         cache::duration,
         format::{bytes, rfc3339},
     },
-    trace::file::Ending,
 };
 
 /// Cgroups drawn per chart (the tables list them all).

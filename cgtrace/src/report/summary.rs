@@ -15,12 +15,12 @@ use cgtrace_common::{
 use crate::{
     cgroup::{poller::Charges, stat::MemoryEvents},
     event::{OomKill, ThrottleSpan},
-    output::cache::reason_name,
     probe::ProbeStats,
     trace::{
         file::{CgroupNames, Trace},
         record::{ChargesFrom, TraceRecord},
     },
+    view::cache::reason_name,
 };
 
 /// A cgroup's memory at the end of one interval.

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::output::format::bytes;
+use crate::view::format::bytes;
 
 /// Colours of the series, in order (the Tableau 10 palette without its red,
 /// which is kept for OOM kills).
@@ -297,7 +297,7 @@ pub fn timeline(lanes: &[Lane], x_max: f64) -> String {
             if index % 2 == 0 { "#f6f6f6" } else { "#ffffff" },
             top + 16.0,
             escape(&lane.name),
-            escape(&crate::output::format::tail(&lane.name, LANE_LABEL_CHARS))
+            escape(&crate::view::format::tail(&lane.name, LANE_LABEL_CHARS))
         );
         for (start, end, tip) in &lane.spans {
             let x = axes.x(*start);

@@ -12,15 +12,15 @@ use super::summary::{CgroupSummary, Summary};
 use crate::{
     identity::Identity,
     model::throttle::periods,
-    output::{
-        cache::{EVICTION_REASONS, charge_name, duration, kind_name, reason_name},
-        format::{bytes, rfc3339, tail},
-        oom,
-    },
     system::Clock,
     trace::{
         file::{Ending, Trace},
         record::ChargesFrom,
+    },
+    view::{
+        cache::{EVICTION_REASONS, charge_name, duration, kind_name, reason_name},
+        format::{bytes, rfc3339, tail},
+        oom,
     },
 };
 

@@ -81,6 +81,12 @@ impl<'a> Decoder<'a> {
         self.at >= self.bytes.len()
     }
 
+    /// Bytes not read yet.
+    #[must_use]
+    pub fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.at)
+    }
+
     pub fn u8(&mut self) -> Result<u8, CodecError> {
         let byte = *self.bytes.get(self.at).ok_or(CodecError::Short)?;
         self.at += 1;

@@ -21,18 +21,19 @@ use super::{
 
 /// `CGTRACE\0`.
 pub const MAGIC: [u8; 8] = *b"CGTRACE\0";
-/// The format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format this build writes and the newest it reads: 1 held each
+/// interval's results, 2 holds [`crate::event::Event`]s.
+pub const FORMAT_VERSION: u16 = 2;
 /// `CHNK`, little-endian, at the start of every chunk.
-const CHUNK_MAGIC: u32 = u32::from_le_bytes(*b"CHNK");
+pub(super) const CHUNK_MAGIC: u32 = u32::from_le_bytes(*b"CHNK");
 /// magic, version, reserved, header length, header CRC.
-const FILE_PREFIX: usize = 8 + 2 + 2 + 4 + 4;
+pub(super) const FILE_PREFIX: usize = 8 + 2 + 2 + 4 + 4;
 /// magic, payload length, payload CRC.
-const CHUNK_PREFIX: usize = 4 + 4 + 4;
+pub(super) const CHUNK_PREFIX: usize = 4 + 4 + 4;
 /// Chunks are written once their payload passes this size.
 pub const CHUNK_TARGET: usize = 64 * 1024;
 /// A longer chunk length can only be damage.
-const CHUNK_MAX: usize = 64 * 1024 * 1024;
+pub(super) const CHUNK_MAX: usize = 64 * 1024 * 1024;
 
 /// Facts about the traced machine and run, at the start of the file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,7 +64,7 @@ impl TraceHeader {
         out.bytes
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         let mut input = Decoder::new(bytes);
         Ok(Self {
             kernel_release: input.str()?,
@@ -78,7 +79,7 @@ impl TraceHeader {
 }
 
 /// Why a trace cannot be read.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     #[error("the file is empty: not a cgtrace trace")]
     Empty,
@@ -91,7 +92,37 @@ pub enum TraceError {
     )]
     NewerFormat { found: u16 },
     #[error("damaged trace: {what} at offset {offset}")]
-    Damaged { offset: u64, what: String },
+    Damaged { offset: u64, what: Damage },
+    #[error("cannot read the trace")]
+    Read(#[source] io::Error),
+}
+
+/// What is wrong at a damaged place.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Damage {
+    #[error("header length past the end of the file")]
+    HeaderLength,
+    #[error("header CRC mismatch")]
+    HeaderCrc,
+    #[error("header: {0}")]
+    Header(#[source] CodecError),
+    #[error("bad chunk magic")]
+    ChunkMagic,
+    #[error("impossible chunk length {len}")]
+    ChunkLength { len: usize },
+    #[error("chunk CRC mismatch")]
+    ChunkCrc,
+    #[error("record in chunk: {0}")]
+    Record(#[source] RecordError),
+}
+
+/// A record that does not decode.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    #[error("{0}")]
+    Disk(#[from] super::disk::DiskError),
 }
 
 /// How a trace ended.
@@ -170,7 +201,8 @@ impl<W: Write> TraceWriter<W> {
         let body = header.encode();
         let mut prefix = Vec::with_capacity(FILE_PREFIX + body.len());
         prefix.extend_from_slice(&MAGIC);
-        prefix.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // Format 1's records, until the recorder writes events.
+        prefix.extend_from_slice(&1u16.to_le_bytes());
         prefix.extend_from_slice(&0u16.to_le_bytes());
         prefix.extend_from_slice(&length(body.len()).to_le_bytes());
         prefix.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -248,10 +280,10 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(word)
 }
 
-fn damaged(offset: usize, what: impl Into<String>) -> TraceError {
+fn damaged(offset: usize, what: Damage) -> TraceError {
     TraceError::Damaged {
         offset: offset as u64,
-        what: what.into(),
+        what,
     }
 }
 
@@ -278,13 +310,13 @@ pub fn read(bytes: &[u8]) -> Result<Trace, TraceError> {
     let header_end = FILE_PREFIX
         .checked_add(header_len)
         .filter(|end| *end <= bytes.len())
-        .ok_or_else(|| damaged(12, "header length past the end of the file"))?;
+        .ok_or_else(|| damaged(12, Damage::HeaderLength))?;
     let header_bytes = &bytes[FILE_PREFIX..header_end];
     if crc32fast::hash(header_bytes) != u32_at(bytes, 16) {
-        return Err(damaged(FILE_PREFIX, "header CRC mismatch"));
+        return Err(damaged(FILE_PREFIX, Damage::HeaderCrc));
     }
-    let header = TraceHeader::decode(header_bytes)
-        .map_err(|e| damaged(FILE_PREFIX, format!("header: {e}")))?;
+    let header =
+        TraceHeader::decode(header_bytes).map_err(|e| damaged(FILE_PREFIX, Damage::Header(e)))?;
 
     let mut records = Vec::new();
     let mut skipped = 0;
@@ -304,16 +336,16 @@ pub fn read(bytes: &[u8]) -> Result<Trace, TraceError> {
                 .zip(CHUNK_MAGIC.to_le_bytes())
                 .any(|(a, b)| *a != b)
             {
-                return Err(damaged(at, "bad chunk magic"));
+                return Err(damaged(at, Damage::ChunkMagic));
             }
             break cut;
         }
         if u32_at(bytes, at) != CHUNK_MAGIC {
-            return Err(damaged(at, "bad chunk magic"));
+            return Err(damaged(at, Damage::ChunkMagic));
         }
         let len = u32_at(bytes, at + 4) as usize;
         if len > CHUNK_MAX {
-            return Err(damaged(at + 4, format!("impossible chunk length {len}")));
+            return Err(damaged(at + 4, Damage::ChunkLength { len }));
         }
         let payload_start = at + CHUNK_PREFIX;
         if len > bytes.len() - payload_start {
@@ -321,14 +353,19 @@ pub fn read(bytes: &[u8]) -> Result<Trace, TraceError> {
         }
         let payload = &bytes[payload_start..payload_start + len];
         if crc32fast::hash(payload) != u32_at(bytes, at + 8) {
-            return Err(damaged(at, "chunk CRC mismatch"));
+            return Err(damaged(at, Damage::ChunkCrc));
         }
         let mut input = Decoder::new(payload);
         while !input.is_empty() {
             match TraceRecord::decode(&mut input) {
                 Ok(Some(record)) => records.push(record),
                 Ok(None) => skipped += 1,
-                Err(e) => return Err(damaged(payload_start, format!("record in chunk: {e}"))),
+                Err(e) => {
+                    return Err(damaged(
+                        payload_start,
+                        Damage::Record(RecordError::Codec(e)),
+                    ));
+                }
             }
         }
         at = payload_start + len;
@@ -401,15 +438,21 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_files_get_clear_errors() {
-        assert_eq!(read(&[]), Err(TraceError::Empty));
-        assert_eq!(read(b"CGTR"), Err(TraceError::TooShort { len: 4 }));
-        assert_eq!(
+        assert!(matches!(read(&[]), Err(TraceError::Empty)));
+        assert!(matches!(
+            read(b"CGTR"),
+            Err(TraceError::TooShort { len: 4 })
+        ));
+        assert!(matches!(
             read(b"hello, world, this is text"),
             Err(TraceError::BadMagic)
-        );
+        ));
         let mut newer = trace_bytes(1);
         newer[8] = 9;
-        assert_eq!(read(&newer), Err(TraceError::NewerFormat { found: 9 }));
+        assert!(matches!(
+            read(&newer),
+            Err(TraceError::NewerFormat { found: 9 })
+        ));
         let mut flipped = trace_bytes(1);
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;

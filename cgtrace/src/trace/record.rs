@@ -7,16 +7,16 @@ use cgtrace_common::{
     pagecache::{CacheReason, ChargeKind, ReclaimKind, STALL_BUCKETS, StallStats},
 };
 
-use super::codec::{CodecError, Decoder, Encoder};
+use super::{
+    codec::{CodecError, Decoder, Encoder},
+    codes::{CONSTRAINTS, FOUND_BY, LIMIT_KINDS, SOURCES, VALUES_FROM, code_of, from_code},
+};
 use crate::{
     cgroup::{
         Version,
         stat::{MemoryEvents, MemorySample},
     },
-    event::{
-        Constraint, ConstraintFoundBy, LimitKind, OomKill, OomMemcg, OomSource, Task, ThrottleSpan,
-        VictimMemory,
-    },
+    event::{OomKill, OomMemcg, Task, ThrottleSpan, VictimMemory},
     probe::ProbeStats,
 };
 
@@ -224,7 +224,7 @@ impl TraceRecord {
             } => {
                 body.u64(*start_ns);
                 body.u64(end_ns.saturating_sub(*start_ns));
-                body.u8(index_of(&ChargesFrom::ALL, charges_from));
+                body.u8(code_of(&ChargesFrom::ALL, charges_from));
                 KIND_INTERVAL
             }
         };
@@ -309,7 +309,7 @@ impl TraceRecord {
                 Self::Interval {
                     start_ns,
                     end_ns: start_ns.saturating_add(body.u64()?),
-                    charges_from: pick(&ChargesFrom::ALL, body.u8()?)?,
+                    charges_from: from_code_or_err(&ChargesFrom::ALL, body.u8()?)?,
                 }
             }
             _ => return Ok(None),
@@ -512,37 +512,9 @@ fn read_opt_bool(input: &mut Decoder<'_>) -> Result<Option<bool>, CodecError> {
     }
 }
 
-/// Enum values as bytes, listed once so encoding and decoding agree.
-const SOURCES: [OomSource; 2] = [OomSource::Probe, OomSource::KernelLog];
-const CONSTRAINTS: [Constraint; 5] = [
-    Constraint::Memcg,
-    Constraint::Global,
-    Constraint::Cpuset,
-    Constraint::Mempolicy,
-    Constraint::Unknown,
-];
-const FOUND_BY: [ConstraintFoundBy; 4] = [
-    ConstraintFoundBy::OomControl,
-    ConstraintFoundBy::LimitWalk,
-    ConstraintFoundBy::KernelLog,
-    ConstraintFoundBy::Unknown,
-];
-const LIMIT_KINDS: [LimitKind; 2] = [LimitKind::Memory, LimitKind::MemorySwap];
-const VALUES_FROM: [&str; 2] = ["kernel", "kernel_log"];
-
-fn index_of<T: PartialEq>(all: &[T], value: &T) -> u8 {
-    u8::try_from(all.iter().position(|v| v == value).unwrap_or(0)).unwrap_or(0)
-}
-
-fn pick<T: Copy>(all: &[T], index: u8) -> Result<T, CodecError> {
-    all.get(usize::from(index))
-        .copied()
-        .ok_or(CodecError::OutOfRange)
-}
-
 fn oom(out: &mut Encoder, kill: &OomKill) {
     out.u64(kill.monotonic_ns);
-    out.u8(index_of(&SOURCES, &kill.source));
+    out.u8(code_of(&SOURCES, &kill.source));
     task(out, &kill.victim);
     match &kill.trigger {
         None => out.u8(0),
@@ -551,8 +523,8 @@ fn oom(out: &mut Encoder, kill: &OomKill) {
             task(out, trigger);
         }
     }
-    out.u8(index_of(&CONSTRAINTS, &kill.constraint));
-    out.u8(index_of(&FOUND_BY, &kill.constraint_found_by));
+    out.u8(code_of(&CONSTRAINTS, &kill.constraint));
+    out.u8(code_of(&FOUND_BY, &kill.constraint_found_by));
     match &kill.oom_memcg {
         None => out.u8(0),
         Some(m) => {
@@ -561,8 +533,8 @@ fn oom(out: &mut Encoder, kill: &OomKill) {
             out.opt_u64(m.id);
             out.opt_u64(m.limit_bytes);
             out.opt_u64(m.usage_bytes);
-            out.u8(index_of(&LIMIT_KINDS, &m.limit_kind));
-            out.u8(index_of(&VALUES_FROM, &m.values_from));
+            out.u8(code_of(&LIMIT_KINDS, &m.limit_kind));
+            out.u8(code_of(&VALUES_FROM, &m.values_from));
             cgroup_ref(out, m.cgroup_ref);
         }
     }
@@ -591,15 +563,15 @@ fn oom(out: &mut Encoder, kill: &OomKill) {
 
 fn read_oom(input: &mut Decoder<'_>) -> Result<OomKill, CodecError> {
     let monotonic_ns = input.u64()?;
-    let source = pick(&SOURCES, input.u8()?)?;
+    let source = from_code_or_err(&SOURCES, input.u8()?)?;
     let victim = read_task(input)?;
     let trigger = match input.u8()? {
         0 => None,
         1 => Some(read_task(input)?),
         _ => return Err(CodecError::OutOfRange),
     };
-    let constraint = pick(&CONSTRAINTS, input.u8()?)?;
-    let constraint_found_by = pick(&FOUND_BY, input.u8()?)?;
+    let constraint = from_code_or_err(&CONSTRAINTS, input.u8()?)?;
+    let constraint_found_by = from_code_or_err(&FOUND_BY, input.u8()?)?;
     let oom_memcg = match input.u8()? {
         0 => None,
         1 => Some(OomMemcg {
@@ -607,8 +579,8 @@ fn read_oom(input: &mut Decoder<'_>) -> Result<OomKill, CodecError> {
             id: input.opt_u64()?,
             limit_bytes: input.opt_u64()?,
             usage_bytes: input.opt_u64()?,
-            limit_kind: pick(&LIMIT_KINDS, input.u8()?)?,
-            values_from: pick(&VALUES_FROM, input.u8()?)?,
+            limit_kind: from_code_or_err(&LIMIT_KINDS, input.u8()?)?,
+            values_from: from_code_or_err(&VALUES_FROM, input.u8()?)?,
             cgroup_ref: read_cgroup_ref(input)?,
         }),
         _ => return Err(CodecError::OutOfRange),
@@ -640,6 +612,10 @@ fn read_oom(input: &mut Decoder<'_>) -> Result<OomKill, CodecError> {
         counted_as_kill: read_opt_bool(input)?,
         incomplete: input.u8()? != 0,
     })
+}
+
+fn from_code_or_err<T: Copy>(all: &[T], code: u8) -> Result<T, CodecError> {
+    from_code(all, code).ok_or(CodecError::OutOfRange)
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use cgtrace_common::{
 use crate::{
     cgroup::{Hierarchies, scratch::ScratchCgroup, stat},
     model::cache::{CacheModel, Totals},
-    output::{cache::duration, format::bytes},
     probe::Probe,
+    view::{cache::duration, format::bytes},
     workload::{UncachedFile, read_in},
 };
 

@@ -105,7 +105,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
             file,
             json: false,
             html: Some(html),
-            select: super::select::SelectArgs::default(),
+            select: crate::identity::selection::SelectArgs::default(),
         })?;
     }
     Ok(if all_agree {

@@ -13,10 +13,10 @@ use crate::{
     cli::oom::resolve_paths,
     event::{Event, OomKill},
     model::oom::OomCorrelator,
-    output::{self, format::bytes},
     probe::Probe,
     runtime::wait_readable,
     system::Clock,
+    view::{self, format::bytes},
 };
 
 /// How long the scenario waits for the kernel and the probe to agree.
@@ -88,11 +88,11 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
     }
     let ours: Vec<&OomKill> = in_cgroup(&kills, cgroup_id).collect();
     crate::say!("\ncgtrace saw:");
-    crate::say!("  {}", output::oom::header());
+    crate::say!("  {}", view::oom::header());
     for kill in &ours {
         crate::say!(
             "  {}",
-            output::oom::line(kill, &clock, &mut crate::identity::Identity::unnamed)
+            view::oom::line(kill, &clock, &mut crate::identity::Identity::unnamed)
         );
     }
     let counted = u64::try_from(

@@ -13,9 +13,9 @@ use crate::{
     cgroup::{Hierarchies, scratch::ScratchCgroup},
     event::{Event, ThrottleSpan},
     model::throttle::periods,
-    output::cache::duration,
     probe::Probe,
     runtime::wait_readable,
+    view::cache::duration,
 };
 
 const SECONDS: f64 = 5.0;

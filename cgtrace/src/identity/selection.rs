@@ -15,6 +15,7 @@ use clap::Args;
 
 use crate::{
     cgroup::Resolver,
+    event::WorkloadNames,
     identity::{Identities, Identity, names::NameSources, path::Workload, selector::Selector},
     probe::{Probe, ProbeError},
     trace::record::TraceRecord,
@@ -155,6 +156,17 @@ impl Selection {
         self.is_everything() || paths.iter().flatten().any(|path| self.keeps(path))
     }
 
+    /// Names recorded in a trace (or learnt live) for the cgroup at a path.
+    pub fn learn(&mut self, names: &WorkloadNames) {
+        let identity = Identity {
+            namespace: names.namespace.clone(),
+            pod: names.pod.clone(),
+            container: names.container.clone(),
+            ..Identity::unnamed(&names.path)
+        };
+        self.identities.learn(&names.path, &identity);
+    }
+
     /// Names recorded in a trace, for a replay.
     pub fn learn_from(&mut self, records: &[TraceRecord]) {
         for record in records {
@@ -165,13 +177,12 @@ impl Selection {
                 container,
             } = record
             {
-                let identity = Identity {
+                self.learn(&WorkloadNames {
+                    path: path.clone(),
                     namespace: namespace.clone(),
                     pod: pod.clone(),
                     container: container.clone(),
-                    ..Identity::unnamed(path)
-                };
-                self.identities.learn(path, &identity);
+                });
             }
         }
     }

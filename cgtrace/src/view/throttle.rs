@@ -1,6 +1,12 @@
 //! The throttle view: one row per limited cgroup per interval, and one line
 //! per span with `--spans`.
 
+use std::{
+    collections::HashMap,
+    io::{self, Write as _},
+    time::Duration,
+};
+
 use serde_json::{Value, json};
 
 use super::{
@@ -9,8 +15,10 @@ use super::{
 };
 use crate::{
     cgroup::{cpu::Bandwidth, stat::CpuStat},
-    event::ThrottleSpan,
+    event::{Event, ThrottleSpan},
     identity::Identity,
+    model::throttle::span_stats,
+    session::{Context, End, Flow, Sink},
     system::Clock,
 };
 
@@ -178,6 +186,149 @@ pub fn span_json(span: &ThrottleSpan, clock: &Clock, workload: &Identity) -> Val
     value["start"] = json!(rfc3339(clock.wall_time(span.start_ns)));
     value["duration_ns"] = json!(span.duration_ns());
     value
+}
+
+/// Prints one interval's rows, as text or a JSON object.
+pub fn print_interval(
+    out: &mut impl io::Write,
+    rows: &[ThrottleRow],
+    clock: &Clock,
+    start_ns: u64,
+    end_ns: u64,
+    json: bool,
+    header_printed: &mut bool,
+) -> io::Result<()> {
+    let time = rfc3339(clock.wall_time(end_ns));
+    if json {
+        let cgroups: Vec<_> = rows.iter().map(self::json).collect();
+        #[expect(clippy::cast_precision_loss, reason = "interval seconds")]
+        let seconds = end_ns.saturating_sub(start_ns) as f64 / 1e9;
+        let record =
+            json!({"type": "throttle", "time": time, "interval_s": seconds, "cgroups": cgroups});
+        return writeln!(out, "{record}");
+    }
+    if !*header_printed {
+        writeln!(out, "{}", header())?;
+        *header_printed = true;
+    }
+    writeln!(out, "-- {time}")?;
+    for row in rows {
+        writeln!(out, "{}", line(row))?;
+    }
+    Ok(())
+}
+
+/// How a replay shows throttling.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayOptions {
+    /// Every span as a line, too.
+    pub spans: bool,
+    pub json: bool,
+    /// The most throttled cgroups per interval.
+    pub top: usize,
+    pub interval: Duration,
+}
+
+/// A trace's throttle spans in `interval` buckets from the start of the
+/// recording, shown as the live view would have (without the kernel's
+/// counters). Spans are bucketed by their end, so they are gathered first:
+/// a recorder writes them as the ring buffer gives them, not in order.
+pub struct ThrottleReplay {
+    options: ReplayOptions,
+    start_ns: u64,
+    spans: Vec<ThrottleSpan>,
+}
+
+impl ThrottleReplay {
+    #[must_use]
+    pub fn new(options: ReplayOptions, start_ns: u64) -> Self {
+        Self {
+            options,
+            start_ns,
+            spans: Vec::new(),
+        }
+    }
+
+    fn print(&mut self, cx: &mut Context) -> io::Result<()> {
+        let options = self.options;
+        let mut spans = std::mem::take(&mut self.spans);
+        spans.sort_by_key(|s| s.end_ns);
+        let interval_ns = u64::try_from(options.interval.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let start = self.start_ns;
+        let mut out = io::stdout().lock();
+        let mut header_printed = false;
+        let mut index = 0;
+        while index < spans.len() {
+            let bucket = spans[index].end_ns.saturating_sub(start) / interval_ns;
+            let (bucket_start, bucket_end) = (
+                start + bucket * interval_ns,
+                start + (bucket + 1) * interval_ns,
+            );
+            let mut groups: HashMap<String, Vec<ThrottleSpan>> = HashMap::new();
+            while index < spans.len() && spans[index].end_ns < bucket_end {
+                let mut span = spans[index].clone();
+                index += 1;
+                span.cgroup = span.cgroup_ref.map(|c| cx.names.name(c));
+                let path = span.cgroup.clone().unwrap_or_default();
+                if !cx.selection.keeps(&path) {
+                    continue;
+                }
+                if options.spans {
+                    let workload = cx.selection.identify(&path);
+                    let line = if options.json {
+                        span_json(&span, &cx.clock, &workload).to_string()
+                    } else {
+                        span_line(&span, &cx.clock, &workload)
+                    };
+                    writeln!(out, "{line}")?;
+                }
+                groups
+                    .entry(span.cgroup.clone().unwrap_or_default())
+                    .or_default()
+                    .push(span);
+            }
+            let mut rows: Vec<ThrottleRow> = groups
+                .into_iter()
+                .map(|(name, group)| {
+                    let mut row =
+                        ThrottleRow::new(name, span_stats(&group), interval_ns, None, None, None);
+                    row.workload = cx.selection.identify(&row.name);
+                    row
+                })
+                .collect();
+            rows.sort_by(|a, b| {
+                b.total_ns
+                    .cmp(&a.total_ns)
+                    .then_with(|| a.name.cmp(&b.name))
+            });
+            rows.truncate(options.top);
+            print_interval(
+                &mut out,
+                &rows,
+                &cx.clock,
+                bucket_start,
+                bucket_end,
+                options.json,
+                &mut header_printed,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for ThrottleReplay {
+    fn event(&mut self, event: &Event, _cx: &mut Context) -> anyhow::Result<Flow> {
+        if let Event::ThrottleSpan(span) = event {
+            self.spans.push(span.clone());
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self, cx: &mut Context, _end: &End) -> anyhow::Result<()> {
+        Ok(self.print(cx)?)
+    }
 }
 
 #[cfg(test)]

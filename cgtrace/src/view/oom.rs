@@ -1,16 +1,20 @@
 //! OOM kills as aligned table lines and as JSON objects (schema:
 //! docs/json-schema.md).
 
+use std::io::{self, Write as _};
+
 use serde_json::{Map, Value, json};
 
 use super::format::{bytes, rfc3339, short_time, tail};
 use crate::{
-    event::{Constraint, OomKill, OomSource},
-    identity::Identity,
+    event::{Constraint, Event, OomKill, OomSource, ProbeStats},
+    identity::{Identity, selection::Selection},
+    session::{Context, End, Flow, Sink},
     system::Clock,
+    trace::file::Ending,
 };
 
-/// Gives the identity of the cgroup at a path (see `cli::select::Selection`).
+/// Gives the identity of the cgroup at a path (see `identity::selection::Selection`).
 pub type Identify<'a> = dyn FnMut(&str) -> Identity + 'a;
 
 const CGROUP_WIDTH: usize = 26;
@@ -129,6 +133,117 @@ pub fn json(kill: &OomKill, clock: &Clock, identify: &mut Identify<'_>) -> Value
         }
     }
     Value::Object(object)
+}
+
+/// Writes the kills a selection keeps to stdout in the chosen format.
+#[derive(Debug, Default)]
+pub struct OomPrinter {
+    json: bool,
+    header_printed: bool,
+    /// Kills printed.
+    pub reported: u64,
+    /// Kills seen, kept by the selection or not.
+    pub seen: u64,
+}
+
+impl OomPrinter {
+    #[must_use]
+    pub fn new(json: bool) -> Self {
+        Self {
+            json,
+            ..Self::default()
+        }
+    }
+
+    #[must_use]
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// Prints `kill` if `selection` keeps it.
+    pub fn kill(
+        &mut self,
+        kill: &OomKill,
+        clock: &Clock,
+        selection: &mut Selection,
+    ) -> io::Result<()> {
+        self.seen += 1;
+        // The victim's cgroup decides, as in the kernel's filter; a kill
+        // whose victim cgroup is unknown is judged by the limit's memcg.
+        let judged_by = kill
+            .victim
+            .cgroup
+            .as_deref()
+            .or_else(|| kill.oom_memcg.as_ref().and_then(|m| m.path.as_deref()));
+        if !selection.keeps_any(&[judged_by]) {
+            return Ok(());
+        }
+        let mut out = io::stdout().lock();
+        let identify = &mut |path: &str| selection.identify(path);
+        if self.json {
+            writeln!(out, "{}", json(kill, clock, identify))?;
+        } else {
+            if !self.header_printed {
+                writeln!(out, "{}", header())?;
+                self.header_printed = true;
+            }
+            writeln!(out, "{}", line(kill, clock, identify))?;
+        }
+        self.reported += 1;
+        out.flush()
+    }
+
+    /// The closing (or, with `--stats-interval`, periodic) counters.
+    pub fn stats(&self, stats: Option<&ProbeStats>, kmsg_lost: u64, last: bool) -> io::Result<()> {
+        if self.json {
+            let record = json!({
+                "type": "stats",
+                "time": rfc3339(std::time::SystemTime::now()),
+                "final": last,
+                "oom_kills_reported": self.reported,
+                "probe": stats,
+                "kernel_log_records_lost": kmsg_lost,
+            });
+            let mut out = io::stdout().lock();
+            writeln!(out, "{record}")?;
+            return out.flush();
+        }
+        if last {
+            let probe = stats.map_or_else(
+                || "no probe (kernel log only)".to_owned(),
+                |s| {
+                    format!(
+                        "probe: {} records, {} ring-buffer drops, {} recursion misses, {} read failures, {} undecodable",
+                        s.records, s.ring_buffer_drops, s.recursion_misses, s.read_failures, s.decode_errors
+                    )
+                },
+            );
+            crate::note!(
+                "cgtrace: {} OOM kills reported; {probe}; kernel log: {kmsg_lost} records lost",
+                self.reported
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The kills of a replay, as the live view printed them.
+impl Sink for OomPrinter {
+    fn event(&mut self, event: &Event, cx: &mut Context) -> anyhow::Result<Flow> {
+        if let Event::OomKill(kill) = event {
+            self.kill(kill, &cx.clock, &mut cx.selection)?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self, _cx: &mut Context, end: &End) -> anyhow::Result<()> {
+        if let Some(Ending::CutShort { offset, .. }) = end.ending {
+            crate::note!(
+                "cgtrace: the trace was cut short at byte {offset}: kills after that were not recorded"
+            );
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,169 @@
+//! One loop for every view, live or replayed: a [`Source`] produces
+//! [`Event`]s, [`run`] hands each to every [`Sink`] (the models and views,
+//! the trace writer), and what the views need to name cgroups travels with
+//! them in a [`Context`].
+//!
+//! Names are learnt here, before any sink sees the event that needs them:
+//! a source names a cgroup ([`Event::CgroupCreated`], [`Event::CgroupNamed`])
+//! before the first event that refers to it.
+
+mod trace;
+
+use std::collections::HashMap;
+
+use cgtrace_common::cgroup::CgroupRef;
+
+pub use self::trace::TraceSource;
+use crate::{
+    event::{CgroupNamed, Event, ProbeStats},
+    identity::selection::Selection,
+    system::Clock,
+    trace::file::Ending,
+};
+
+/// What every sink may use besides the event: cgroup names, the workload
+/// names and filter, and the clock of the events' timestamps.
+pub struct Context {
+    pub names: CgroupNames,
+    pub selection: Selection,
+    /// Turns `CLOCK_MONOTONIC` timestamps into wall-clock times.
+    pub clock: Clock,
+    pub page_size: u64,
+}
+
+impl Context {
+    #[must_use]
+    pub fn new(selection: Selection, clock: Clock, page_size: u64) -> Self {
+        Self {
+            names: CgroupNames::default(),
+            selection,
+            clock,
+            page_size,
+        }
+    }
+
+    /// Takes in the names an event carries.
+    pub fn learn(&mut self, event: &Event) {
+        match event {
+            Event::CgroupCreated(named) | Event::CgroupNamed(named) => self.names.learn(named),
+            Event::WorkloadNamed(names) => self.selection.learn(names),
+            _ => {}
+        }
+    }
+
+    /// A cgroup's path, `id:N` when it was never named, or `(uncharged)`.
+    #[must_use]
+    pub fn name(&self, cgroup: Option<CgroupRef>) -> String {
+        cgroup.map_or_else(|| "(uncharged)".to_owned(), |c| self.names.name(c))
+    }
+}
+
+/// The paths of the cgroups a session has named.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupNames(HashMap<(u32, u64), String>);
+
+impl CgroupNames {
+    pub fn learn(&mut self, named: &CgroupNamed) {
+        self.0.insert(
+            (named.cgroup.hierarchy, named.cgroup.id),
+            named.path.clone(),
+        );
+    }
+
+    /// The cgroup's path, or `id:N` when it was never named.
+    #[must_use]
+    pub fn name(&self, cgroup: CgroupRef) -> String {
+        self.path(cgroup)
+            .map_or_else(|| format!("id:{}", cgroup.id), str::to_owned)
+    }
+
+    /// The cgroup's path, if it was named.
+    #[must_use]
+    pub fn path(&self, cgroup: CgroupRef) -> Option<&str> {
+        self.0
+            .get(&(cgroup.hierarchy, cgroup.id))
+            .map(String::as_str)
+    }
+}
+
+/// Whether the session goes on after a sink has seen an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// This sink has what it wanted (`--count` reached, its reader gone).
+    Stop,
+}
+
+/// How a session ended, for the sinks' closing words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct End {
+    /// For a replay: how the trace ended.
+    pub ending: Option<Ending>,
+    /// The probe's last loss counters, when the source had any.
+    pub health: Option<ProbeStats>,
+    /// A sink stopped the session before its source ran dry.
+    pub stopped: bool,
+}
+
+/// Whatever consumes events: a model with its view, the trace writer.
+pub trait Sink {
+    fn event(&mut self, event: &Event, cx: &mut Context) -> anyhow::Result<Flow>;
+
+    /// After the last event.
+    fn finish(&mut self, cx: &mut Context, end: &End) -> anyhow::Result<()>;
+}
+
+/// Whatever produces events: the live probes and files, or a trace.
+#[allow(
+    async_fn_in_trait,
+    reason = "sources are used by generics, never boxed"
+)]
+pub trait Source {
+    /// The next event; `None` when the source has no more.
+    async fn next(&mut self, cx: &mut Context) -> anyhow::Result<Option<Event>>;
+
+    /// For a replay: how the trace ended (after the last event).
+    fn ending(&self) -> Option<Ending> {
+        None
+    }
+}
+
+/// Runs a session to its end on a single-threaded runtime.
+pub fn run<S: Source>(
+    source: &mut S,
+    cx: &mut Context,
+    sinks: &mut [&mut dyn Sink],
+) -> anyhow::Result<End> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(source, cx, sinks))
+}
+
+/// The loop: each event is learnt from, then given to every sink in turn.
+pub async fn run_async<S: Source>(
+    source: &mut S,
+    cx: &mut Context,
+    sinks: &mut [&mut dyn Sink],
+) -> anyhow::Result<End> {
+    let mut end = End::default();
+    while let Some(event) = source.next(cx).await? {
+        cx.learn(&event);
+        if let Event::Health(health) = &event {
+            end.health = Some(health.stats);
+        }
+        let mut stop = false;
+        for sink in sinks.iter_mut() {
+            stop |= sink.event(&event, cx)? == Flow::Stop;
+        }
+        if stop {
+            end.stopped = true;
+            break;
+        }
+    }
+    end.ending = source.ending();
+    for sink in sinks.iter_mut() {
+        sink.finish(cx, &end)?;
+    }
+    Ok(end)
+}
