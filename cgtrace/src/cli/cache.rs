@@ -17,6 +17,7 @@ use super::{
 use crate::view::{
     cache::{CacheRow, FileRow, cache_header, cache_json, cache_line, file_json, file_line},
     format::rfc3339,
+    interval::IntervalContext,
 };
 
 #[derive(Debug, Args)]
@@ -102,7 +103,7 @@ pub fn run(args: &CacheArgs) -> anyhow::Result<Outcome> {
 
 /// A row's busiest files in the interval, named where a process of the
 /// cgroup has them open.
-fn file_rows(context: &mut super::interval::IntervalContext<'_>, row: &CacheRow) -> Vec<FileRow> {
+fn file_rows(context: &mut IntervalContext<'_>, row: &CacheRow) -> Vec<FileRow> {
     use std::collections::HashMap;
 
     let Some(flows) = &context.interval.files else {

@@ -7,47 +7,41 @@
 
 use std::{
     collections::HashMap,
-    io::{self, Write as _},
+    io,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use cgtrace_common::{cgroup::CgroupRef, pagecache::CHARGE_KINDS};
+use cgtrace_common::cgroup::CgroupRef;
 use clap::Args;
-use serde_json::json;
 
-use crate::identity::selection::{SelectArgs, Selection};
 use crate::{
     cgroup::{
         Hierarchies, Resolver,
         poller::{CgroupPoller, Charges},
         stat::{self, MemoryEvents, MemorySample},
     },
-    event::{
-        Charge as ChargeDelta, Event, Flow, ProbeCounters as CacheInterval, Stall as StallDelta,
-    },
-    identity::Identity,
-    model::cache::{CacheModel, by_owner},
-    probe::{FeatureSet, Probe, ProbeOptions, ProbeStats},
+    event::Event,
+    identity::selection::{SelectArgs, Selection},
+    model::cache::CacheModel,
+    probe::{FeatureSet, Probe, ProbeOptions},
     runtime::{Shutdown, wait_readable},
+    session::{self, Context, TraceSource},
     system::Clock,
-    trace::{
-        file::{CgroupNames, Ending},
-        record::{ChargesFrom, TraceRecord},
-    },
-    view::{
-        cache::{CacheRow, cgroup_name},
-        format::rfc3339,
-    },
+    view::interval::{CgroupFacts, IntervalContext, IntervalView, report_stats, retain},
 };
+
+/// Live views report this often unless told otherwise.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Options shared by the interval views.
 #[derive(Debug, Clone, Args)]
 pub struct IntervalArgs {
-    /// Time between reports: `1s`, `500ms`, `2m`, or plain seconds.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub interval: Duration,
+    /// Time between reports: `1s`, `500ms`, `2m`, or plain seconds (default
+    /// 1s; a replay keeps the recorded intervals unless given one).
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
     /// Stop after this many reports (default: run until Ctrl-C).
     #[arg(long)]
     pub count: Option<u64>,
@@ -81,74 +75,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// What the views know about a cgroup beyond the probe's counters: its
-/// name, and what its own files say. Live, the files are read at the end of
-/// each interval; in a replay, they are what the recorder read then.
-pub trait CgroupFacts {
-    /// The cgroup's path in its hierarchy.
-    fn path(&mut self, cgroup: CgroupRef) -> Option<String>;
-    /// Page cache charged to the cgroup now, bytes.
-    fn page_cache_bytes(&mut self, cgroup: CgroupRef) -> Option<u64>;
-    /// Charges in the interval from `memory.stat`, where the memcg stat
-    /// tracepoints are missing.
-    fn file_charges(&mut self, cgroup: CgroupRef) -> Option<Charges>;
-    /// Memory events in the interval, and the file they were read from.
-    fn events(&mut self, cgroup: CgroupRef) -> Option<(MemoryEvents, &'static str)>;
-    /// The cgroup's directory, to find the files its processes have open
-    /// (only while it exists).
-    fn directory(&mut self, cgroup: CgroupRef) -> Option<PathBuf>;
-}
-
-/// A cgroup as a view shows it: its path (or `id:N`) and its workload.
-#[derive(Clone, Debug)]
-pub struct Named {
-    pub path: String,
-    pub workload: Identity,
-}
-
-impl Named {
-    /// `namespace/pod/container` where known, else the path.
-    #[must_use]
-    pub fn label(&self) -> String {
-        self.workload.label(&self.path)
-    }
-}
-
-/// What a view needs to render one interval.
-pub struct IntervalContext<'a> {
-    pub interval: &'a CacheInterval,
-    pub page_size: u64,
-    /// Turns the interval's monotonic times into wall-clock times.
-    pub clock: &'a Clock,
-    facts: &'a mut dyn CgroupFacts,
-    selection: &'a mut Selection,
-}
-
-impl IntervalContext<'_> {
-    /// The `top` busiest cgroups of this interval (see [`cache_rows`]).
-    pub fn rows(&mut self, top: usize) -> Vec<CacheRow> {
-        cache_rows(self.interval, self.facts, self.selection, top)
-    }
-
-    /// A cgroup's path, or `id:N` / `(uncharged)`.
-    pub fn name(&mut self, cgroup: Option<CgroupRef>) -> String {
-        let path = cgroup.and_then(|c| self.facts.path(c));
-        cgroup_name(path.as_deref(), cgroup)
-    }
-
-    /// A cgroup's path and workload.
-    pub fn named(&mut self, cgroup: Option<CgroupRef>) -> Named {
-        let path = self.name(cgroup);
-        let workload = self.selection.identify(&path);
-        Named { path, workload }
-    }
-
-    /// See [`CgroupFacts::directory`].
-    pub fn directory(&mut self, cgroup: CgroupRef) -> Option<PathBuf> {
-        self.facts.directory(cgroup)
-    }
-}
-
 /// Runs a view: live (attach the probes, then every interval fold a sample
 /// into the model and render it, until Ctrl-C or `--count`), or from a
 /// trace's recorded intervals. `files` adds per-file counts (live only).
@@ -160,30 +86,36 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let mut selection = Selection::new(&args.select)?;
     match input {
-        Some(path) => replay(args, path, &mut selection, &mut render),
+        Some(path) => replay(args, path, selection, &mut render),
         None => watch(args, files, &mut selection, &mut render),
     }
 }
 
-/// Drops what involves no kept cgroup: a flow stays when its owner or its
-/// actor is kept, a stall or charge when its cgroup is.
-fn retain(interval: &mut CacheInterval, facts: &mut dyn CgroupFacts, selection: &mut Selection) {
-    if selection.is_everything() {
-        return;
-    }
-    let mut kept = |cgroup: Option<CgroupRef>| {
-        cgroup
-            .and_then(|c| facts.path(c))
-            .is_some_and(|path| selection.keeps(&path))
-    };
-    interval.flows.retain(|f| kept(f.owner) || kept(f.actor));
-    interval.stalls.retain(|s| kept(s.cgroup));
-    if let Some(charges) = &mut interval.charges {
-        charges.retain(|c| kept(c.cgroup));
-    }
-    if let Some(files) = &mut interval.files {
-        files.retain(|f| kept(f.owner));
-    }
+/// A trace's intervals, rendered as they were live (or merged into
+/// `--interval` long ones).
+fn replay(
+    args: &IntervalArgs,
+    path: &Path,
+    selection: Selection,
+    render: &mut dyn FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut source = TraceSource::open(path)?;
+    let header = source.header().clone();
+    let mut cx = Context::new(
+        selection,
+        Clock::from_boot_time(header.boot_time_ns),
+        header.page_size,
+    );
+    source.learn_names(&mut cx)?;
+    let mut view = IntervalView::new(
+        header.page_size,
+        render,
+        args.interval,
+        args.count,
+        args.json,
+    );
+    session::run(&mut source, &mut cx, &mut [&mut view])?;
+    Ok(())
 }
 
 fn watch(
@@ -213,7 +145,8 @@ fn watch(
         model.add(&counters);
     }
     let mut reports = 0;
-    let mut next = Instant::now() + args.interval;
+    let every = args.interval.unwrap_or(DEFAULT_INTERVAL);
+    let mut next = Instant::now() + every;
     loop {
         let stop = shutdown.requested();
         // New cgroups' names, so one gone before the interval ends is named.
@@ -232,19 +165,14 @@ fn watch(
             let page_size = state.page_size;
             let mut facts = state.facts(&model);
             retain(&mut interval, &mut facts, selection);
-            let mut context = IntervalContext {
-                interval: &interval,
-                page_size,
-                clock: &clock,
-                facts: &mut facts,
-                selection,
-            };
+            let mut context =
+                IntervalContext::new(&interval, page_size, &clock, &mut facts, selection);
             match render(&mut context) {
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
                 other => other?,
             }
             reports += 1;
-            next += args.interval;
+            next += every;
             if stop || args.count.is_some_and(|count| reports >= count) {
                 break;
             }
@@ -257,190 +185,6 @@ fn watch(
     }
     report_stats(&probe.stats(), args.json)?;
     Ok(())
-}
-
-/// A trace's recorded intervals, rendered as they were live. The intervals
-/// are the recording's own (`record --interval`).
-fn replay(
-    args: &IntervalArgs,
-    path: &Path,
-    selection: &mut Selection,
-    render: &mut dyn FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
-) -> anyhow::Result<()> {
-    let trace = super::open_trace(path)?;
-    selection.learn_from(&trace.records);
-    let clock = Clock::from_boot_time(trace.header.boot_time_ns);
-    let names = trace.cgroup_names();
-    let mut pending = RecordedInterval::default();
-    let mut reports = 0;
-    let mut stats = None;
-    for record in &trace.records {
-        if let TraceRecord::Stats { stats: s, .. } = record {
-            stats = Some(*s);
-        }
-        let Some(mut interval) = pending.add(record) else {
-            continue;
-        };
-        let mut facts = RecordedFacts {
-            names: &names,
-            memory: std::mem::take(&mut pending.memory),
-            file_charges: std::mem::take(&mut pending.file_charges),
-        };
-        retain(&mut interval, &mut facts, selection);
-        let mut context = IntervalContext {
-            interval: &interval,
-            page_size: trace.header.page_size,
-            clock: &clock,
-            facts: &mut facts,
-            selection,
-        };
-        match render(&mut context) {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            other => other?,
-        }
-        pending = RecordedInterval::default();
-        reports += 1;
-        if args.count.is_some_and(|count| reports >= count) {
-            return Ok(());
-        }
-    }
-    if reports == 0 {
-        crate::note!(
-            "cgtrace: {} holds no page-cache intervals (recorded by an older cgtrace, or cut short before the first one)",
-            path.display()
-        );
-    }
-    if let Ending::CutShort { offset, .. } = trace.ending {
-        crate::note!(
-            "cgtrace: the trace was cut short at byte {offset}: intervals after that were not recorded"
-        );
-    }
-    if let Some(stats) = stats {
-        report_stats(&stats, args.json)?;
-    } else {
-        crate::note!(
-            "cgtrace: losses unknown: the trace ends before the recorder's final counters"
-        );
-    }
-    Ok(())
-}
-
-/// The records of one interval, gathered until its `Interval` record.
-#[derive(Default)]
-struct RecordedInterval {
-    interval: CacheInterval,
-    charges: Vec<ChargeDelta>,
-    memory: HashMap<CgroupRef, MemorySample>,
-    file_charges: HashMap<CgroupRef, Charges>,
-}
-
-impl RecordedInterval {
-    /// Takes in one record; returns the interval when `record` closes it.
-    fn add(&mut self, record: &TraceRecord) -> Option<CacheInterval> {
-        match record {
-            TraceRecord::CacheFlow {
-                owner,
-                actor,
-                reason,
-                pages,
-                ..
-            } => self.interval.flows.push(Flow {
-                owner: *owner,
-                actor: *actor,
-                reason: *reason,
-                pages: *pages,
-            }),
-            TraceRecord::Stall {
-                cgroup,
-                kind,
-                stats,
-                ..
-            } => self.interval.stalls.push(StallDelta {
-                cgroup: *cgroup,
-                kind: *kind,
-                stats: stats.clone(),
-            }),
-            TraceRecord::Charge {
-                cgroup,
-                kind,
-                charged,
-                uncharged,
-                ..
-            } => self.charges.push(ChargeDelta {
-                cgroup: *cgroup,
-                kind: *kind,
-                charged: *charged,
-                uncharged: *uncharged,
-            }),
-            TraceRecord::Memory { cgroup, sample, .. } => {
-                self.memory.insert(*cgroup, *sample);
-            }
-            TraceRecord::Interval {
-                start_ns,
-                end_ns,
-                charges_from,
-            } => {
-                let mut interval = std::mem::take(&mut self.interval);
-                interval.start_ns = *start_ns;
-                interval.end_ns = *end_ns;
-                let charges = std::mem::take(&mut self.charges);
-                match charges_from {
-                    ChargesFrom::Tracepoints => interval.charges = Some(charges),
-                    ChargesFrom::MemoryStat => {
-                        for charge in charges {
-                            let Some(cgroup) = charge.cgroup else {
-                                continue;
-                            };
-                            let slot = &mut self
-                                .file_charges
-                                .entry(cgroup)
-                                .or_insert([(0, 0); CHARGE_KINDS])
-                                [charge.kind as usize];
-                            *slot = (charge.charged, charge.uncharged);
-                        }
-                    }
-                    ChargesFrom::Nothing => {}
-                }
-                return Some(interval);
-            }
-            TraceRecord::CgroupName { .. }
-            | TraceRecord::WorkloadNames { .. }
-            | TraceRecord::OomKill(_)
-            | TraceRecord::Throttle(_)
-            | TraceRecord::Stats { .. } => {}
-        }
-        None
-    }
-}
-
-/// A cgroup's facts as the recorder saw them at the end of an interval.
-struct RecordedFacts<'a> {
-    names: &'a CgroupNames,
-    memory: HashMap<CgroupRef, MemorySample>,
-    file_charges: HashMap<CgroupRef, Charges>,
-}
-
-impl CgroupFacts for RecordedFacts<'_> {
-    fn path(&mut self, cgroup: CgroupRef) -> Option<String> {
-        self.names.path(cgroup).map(str::to_owned)
-    }
-
-    fn page_cache_bytes(&mut self, cgroup: CgroupRef) -> Option<u64> {
-        self.memory.get(&cgroup)?.page_cache_bytes
-    }
-
-    fn file_charges(&mut self, cgroup: CgroupRef) -> Option<Charges> {
-        self.file_charges.get(&cgroup).copied()
-    }
-
-    fn events(&mut self, cgroup: CgroupRef) -> Option<(MemoryEvents, &'static str)> {
-        let (events, version) = self.memory.get(&cgroup)?.events?;
-        Some((events, MemoryEvents::source(version)))
-    }
-
-    fn directory(&mut self, _cgroup: CgroupRef) -> Option<PathBuf> {
-        None
-    }
 }
 
 /// Page cache a cgroup had when cgtrace first saw it, less what cgtrace had
@@ -615,157 +359,19 @@ impl CgroupFacts for LiveFacts<'_> {
     }
 }
 
-/// The `top` busiest cgroups of an interval, named and completed with what
-/// only the cgroup's files say (memory events, and charges where the
-/// tracepoints are missing).
-pub fn cache_rows(
-    interval: &CacheInterval,
-    facts: &mut dyn CgroupFacts,
-    selection: &mut Selection,
-    top: usize,
-) -> Vec<CacheRow> {
-    by_owner(interval)
-        .into_iter()
-        .take(top)
-        .map(|mut activity| {
-            let path = activity.owner.and_then(|c| facts.path(c));
-            let owned = activity.owner.and_then(|c| facts.page_cache_bytes(c));
-            let charges_source = if activity.charges.is_some() {
-                ChargesFrom::Tracepoints.name()
-            } else {
-                activity.charges = activity.owner.and_then(|c| facts.file_charges(c));
-                activity.charges.and(ChargesFrom::MemoryStat.name())
-            };
-            let events = activity.owner.and_then(|c| facts.events(c));
-            let reclaimer_names: Vec<String> = activity
-                .reclaimers
-                .iter()
-                .map(|(actor, _, _)| {
-                    let path = actor.and_then(|c| facts.path(c));
-                    cgroup_name(path.as_deref(), *actor)
-                })
-                .collect();
-            let reclaimer_workloads = reclaimer_names
-                .iter()
-                .map(|name| selection.identify(name))
-                .collect();
-            let name = cgroup_name(path.as_deref(), activity.owner);
-            CacheRow {
-                workload: selection.identify(&name),
-                name,
-                reclaimer_workloads,
-                id: activity.owner.map(|c| c.id),
-                owned_bytes: owned,
-                activity,
-                reclaimer_names,
-                charges_source,
-                events,
-            }
-        })
-        .collect()
-}
-
 fn page_shift() -> u32 {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(size).map_or(12, u64::trailing_zeros)
 }
 
-/// The loss counters at exit: a `stats` JSON line, or one line on stderr.
-pub fn report_stats(stats: &ProbeStats, json: bool) -> io::Result<()> {
-    if json {
-        let record = json!({
-            "type": "stats",
-            "time": rfc3339(std::time::SystemTime::now()),
-            "final": true,
-            "probe": stats,
-        });
-        let mut out = io::stdout().lock();
-        writeln!(out, "{record}")?;
-        return out.flush();
-    }
-    crate::note!(
-        "cgtrace: probe: {} ring-buffer drops, {} recursion misses, {} read failures, {} map-full",
-        stats.ring_buffer_drops,
-        stats.recursion_misses,
-        stats.read_failures,
-        stats.map_full
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use cgtrace_common::{
-        cgroup::CgroupRef,
-        pagecache::{CacheReason, ChargeKind},
-    };
+    use cgtrace_common::cgroup::CgroupRef;
 
-    use super::{Baselines, RecordedInterval, parse_duration};
-    use crate::trace::record::{ChargesFrom, TraceRecord};
-
-    const APP: CgroupRef = CgroupRef {
-        id: 7,
-        hierarchy: 4,
-        level: 1,
-    };
-
-    fn charge(end_ns: u64) -> TraceRecord {
-        TraceRecord::Charge {
-            end_ns,
-            cgroup: Some(APP),
-            kind: ChargeKind::File,
-            charged: 10,
-            uncharged: 4,
-        }
-    }
-
-    #[test]
-    fn a_replayed_interval_is_closed_by_its_interval_record() {
-        let mut pending = RecordedInterval::default();
-        let flow = TraceRecord::CacheFlow {
-            end_ns: 20,
-            owner: Some(APP),
-            actor: None,
-            reason: CacheReason::OwnLimit,
-            pages: 5,
-        };
-        assert!(pending.add(&flow).is_none());
-        assert!(pending.add(&charge(20)).is_none());
-        let interval = pending
-            .add(&TraceRecord::Interval {
-                start_ns: 10,
-                end_ns: 20,
-                charges_from: ChargesFrom::Tracepoints,
-            })
-            .unwrap();
-        assert_eq!((interval.start_ns, interval.end_ns), (10, 20));
-        assert_eq!(interval.flows.len(), 1);
-        let charges = interval.charges.unwrap();
-        assert_eq!((charges[0].charged, charges[0].uncharged), (10, 4));
-    }
-
-    #[test]
-    fn memory_stat_charges_replay_as_the_files_said_them() {
-        let mut pending = RecordedInterval::default();
-        pending.add(&charge(20));
-        let interval = pending
-            .add(&TraceRecord::Interval {
-                start_ns: 10,
-                end_ns: 20,
-                charges_from: ChargesFrom::MemoryStat,
-            })
-            .unwrap();
-        // Not tracepoint charges: the views ask the facts, as they would ask
-        // memory.stat live.
-        assert!(interval.charges.is_none());
-        assert_eq!(
-            pending.file_charges[&APP][ChargeKind::File as usize],
-            (10, 4)
-        );
-    }
+    use super::{Baselines, parse_duration};
 
     #[test]
     fn parses_durations() {

@@ -64,11 +64,3 @@ pub enum Outcome {
     /// cannot run cgtrace).
     Failure,
 }
-
-/// Reads a trace file for `report`, `export` and the views' `--input`.
-pub(crate) fn open_trace(path: &std::path::Path) -> anyhow::Result<crate::trace::file::Trace> {
-    use anyhow::Context as _;
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    crate::trace::file::read(&bytes)
-        .with_context(|| format!("{} is not a readable trace", path.display()))
-}

@@ -13,7 +13,7 @@ use cgtrace_common::pagecache::{CacheReason, ChargeKind};
 
 use super::{
     Outcome,
-    interval::{self, IntervalArgs, Named},
+    interval::{self, IntervalArgs},
 };
 use crate::view::{
     cache::{
@@ -21,6 +21,7 @@ use crate::view::{
         stall_line,
     },
     format::{bytes, rfc3339, tail},
+    interval::Named,
 };
 
 #[derive(Debug, Args)]

@@ -23,7 +23,7 @@ use cgtrace_common::{cgroup::CgroupRef, pagecache::ChargeKind};
 use clap::Args;
 
 use super::{
-    interval::{CgroupFacts as _, LiveState, parse_duration},
+    interval::{LiveState, parse_duration},
     oom::{filter_note, resolve_paths},
 };
 use crate::{
@@ -41,6 +41,7 @@ use crate::{
         file::{TraceHeader, TraceWriter},
         record::{ChargesFrom, TraceRecord},
     },
+    view::interval::CgroupFacts as _,
 };
 
 #[derive(Debug, Args)]

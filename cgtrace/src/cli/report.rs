@@ -22,6 +22,9 @@ use crate::{
         summary::Summary,
         text::{self, Context},
     },
+    session::{self, TraceSource},
+    system::Clock,
+    trace::file::{Ending, TraceInfo},
 };
 
 #[derive(Debug, Args)]
@@ -39,10 +42,23 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: &ReportArgs) -> anyhow::Result<Outcome> {
-    let trace = super::open_trace(&args.file)?;
-    let mut selection = Selection::new(&args.select)?;
-    selection.learn_from(&trace.records);
-    let mut summary = Summary::build(&trace);
+    let mut source = TraceSource::open(&args.file)?;
+    let header = source.header().clone();
+    let mut session = session::Context::new(
+        Selection::new(&args.select)?,
+        Clock::from_boot_time(header.boot_time_ns),
+        header.page_size,
+    );
+    source.learn_names(&mut session)?;
+    let mut summary = Summary::new(header.start_monotonic_ns, header.page_size);
+    let end = session::run(&mut source, &mut session, &mut [&mut summary])?;
+    let trace = TraceInfo {
+        header,
+        ending: end.ending.unwrap_or(Ending::Complete),
+        records: source.records(),
+        skipped: source.skipped(),
+    };
+    let selection = &mut session.selection;
     if !selection.is_everything() {
         summary.retain(|path| selection.keeps(path));
     }

@@ -18,7 +18,7 @@ use clap::Args;
 
 use super::{
     Outcome,
-    interval::{IntervalArgs, report_stats},
+    interval::{DEFAULT_INTERVAL, IntervalArgs},
 };
 use crate::{
     cgroup::{Hierarchies, Hierarchy, Resolver, cpu, stat::CpuStat},
@@ -29,6 +29,7 @@ use crate::{
     runtime::{Shutdown, wait_readable},
     session::{self, Context, TraceSource},
     system::Clock,
+    view::interval::report_stats,
     view::throttle as view,
 };
 
@@ -190,7 +191,8 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
     gate(&mut probe, &groups)?;
     let clock = Clock::now();
     let mut interval_start = Clock::monotonic_now_ns();
-    let mut next = Instant::now() + args.interval.interval;
+    let interval = args.interval.interval.unwrap_or(DEFAULT_INTERVAL);
+    let mut next = Instant::now() + interval;
     let mut spans: HashMap<u64, Vec<ThrottleSpan>> = HashMap::new();
     let mut reports = 0;
     let mut header_printed = false;
@@ -236,7 +238,7 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
                 out.flush()?;
                 spans.clear();
                 interval_start = end;
-                next += args.interval.interval;
+                next += interval;
                 reports += 1;
                 if stop || args.interval.count.is_some_and(|c| reports >= c) {
                     return Ok(());
@@ -314,7 +316,7 @@ fn replay(args: &ThrottleArgs, path: &std::path::Path) -> anyhow::Result<Outcome
             spans: args.spans,
             json: args.interval.json,
             top: args.top,
-            interval: args.interval.interval,
+            interval: args.interval.interval.unwrap_or(DEFAULT_INTERVAL),
         },
         header.start_monotonic_ns,
     );

@@ -77,6 +77,69 @@ impl ProbeCounters {
         flows.chain(stalls).chain(charges).chain(files).flatten()
     }
 
+    /// Adds a later interval's counters: the two as one longer interval.
+    pub fn merge(&mut self, later: &Self) {
+        self.start_ns = self.start_ns.min(later.start_ns);
+        self.end_ns = self.end_ns.max(later.end_ns);
+        let key = |c: Option<CgroupRef>| c.map(|c| (c.hierarchy, c.id));
+        for flow in &later.flows {
+            match self.flows.iter_mut().find(|f| {
+                key(f.owner) == key(flow.owner)
+                    && key(f.actor) == key(flow.actor)
+                    && f.reason == flow.reason
+            }) {
+                Some(same) => same.pages += flow.pages,
+                None => self.flows.push(*flow),
+            }
+        }
+        self.flows.sort_by_key(|f| {
+            (
+                std::cmp::Reverse(f.pages),
+                key(f.owner),
+                key(f.actor),
+                f.reason as u32,
+            )
+        });
+        for stall in &later.stalls {
+            match self
+                .stalls
+                .iter_mut()
+                .find(|s| key(s.cgroup) == key(stall.cgroup) && s.kind == stall.kind)
+            {
+                Some(same) => same.stats.merge(&stall.stats),
+                None => self.stalls.push(stall.clone()),
+            }
+        }
+        if let Some(more) = &later.charges {
+            let charges = self.charges.get_or_insert_with(Vec::new);
+            for charge in more {
+                match charges
+                    .iter_mut()
+                    .find(|c| key(c.cgroup) == key(charge.cgroup) && c.kind == charge.kind)
+                {
+                    Some(same) => {
+                        same.charged += charge.charged;
+                        same.uncharged += charge.uncharged;
+                    }
+                    None => charges.push(*charge),
+                }
+            }
+        }
+        if let Some(more) = &later.files {
+            let files = self.files.get_or_insert_with(Vec::new);
+            for file in more {
+                match files.iter_mut().find(|f| {
+                    key(f.owner) == key(file.owner)
+                        && (f.dev, f.ino) == (file.dev, file.ino)
+                        && f.reason == file.reason
+                }) {
+                    Some(same) => same.pages += file.pages,
+                    None => files.push(*file),
+                }
+            }
+        }
+    }
+
     #[must_use]
     pub fn seconds(&self) -> f64 {
         #[expect(clippy::cast_precision_loss, reason = "durations well below 2^52 ns")]

@@ -108,6 +108,12 @@ impl Selection {
         })
     }
 
+    /// Keeps everything, with names from the standard places.
+    #[must_use]
+    pub fn everything() -> Self {
+        Self::new(&SelectArgs::default()).unwrap_or_else(|_| unreachable!("no filter to reject"))
+    }
+
     /// Whether every cgroup is kept (no filter, nothing for the kernel to do).
     #[must_use]
     pub fn is_everything(&self) -> bool {

@@ -506,7 +506,7 @@ pub fn page(cx: &Context<'_>, source: &str) -> String {
         escape(&h.kernel_release),
         rfc3339(cx.started),
         cx.summary.seconds(),
-        cx.trace.records.len(),
+        cx.trace.records,
         cx.summary.intervals.len(),
         escape(&ending_text(cx.trace.ending)),
         escape(&losses_text(cx.summary)),

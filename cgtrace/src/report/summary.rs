@@ -1,4 +1,4 @@
-//! What a recorded run did, per cgroup, built from a trace's records: the
+//! What a recorded run did, per cgroup, built from a trace's events: the
 //! totals the text and JSON reports print, and the time series the HTML
 //! report plots.
 //!
@@ -13,13 +13,11 @@ use cgtrace_common::{
 };
 
 use crate::{
-    cgroup::{poller::Charges, stat::MemoryEvents},
-    event::{OomKill, ThrottleSpan},
+    event::{Charges, Event, MemoryEvents, MemorySample, OomKill, ProbeCounters, ThrottleSpan},
+    model::{cache::by_owner, memory::MemoryModel},
     probe::ProbeStats,
-    trace::{
-        file::{CgroupNames, Trace},
-        record::{ChargesFrom, TraceRecord},
-    },
+    session::{CgroupNames, Context, End, Flow, Sink},
+    trace::record::ChargesFrom,
     view::cache::reason_name,
 };
 
@@ -138,6 +136,27 @@ pub struct Summary {
     pub intervals: Vec<(u64, u64)>,
     /// Where charges came from, as the last interval said.
     pub charges_from: Option<ChargesFrom>,
+    memory_model: MemoryModel,
+    /// Where the open interval's charges come from.
+    interval_charges: Option<ChargesFrom>,
+}
+
+/// The summary of a replay, built as the events stream by.
+impl Sink for Summary {
+    fn event(&mut self, event: &Event, _cx: &mut Context) -> anyhow::Result<Flow> {
+        self.add(event);
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self, _cx: &mut Context, _end: &End) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+fn add_charges(total: &mut Charges, more: &Charges) {
+    for (slot, more) in total.iter_mut().zip(more) {
+        *slot = (slot.0 + more.0, slot.1 + more.1);
+    }
 }
 
 fn add_events(total: &mut Option<MemoryEvents>, more: &MemoryEvents) {
@@ -174,28 +193,29 @@ impl Summary {
         self.cgroups.entry(name).or_default()
     }
 
+    /// An empty summary of a recording that started at `start_ns`, with
+    /// pages of `page_size` bytes.
     #[must_use]
-    pub fn build(trace: &Trace) -> Self {
-        let mut summary = Self {
-            names: trace.cgroup_names(),
+    pub fn new(start_ns: u64, page_size: u64) -> Self {
+        Self {
+            names: CgroupNames::default(),
             cgroups: BTreeMap::new(),
             kills: Vec::new(),
             stats: None,
-            start_ns: trace.header.start_monotonic_ns,
-            last_ns: trace.header.start_monotonic_ns,
+            start_ns,
+            last_ns: start_ns,
             intervals: Vec::new(),
             charges_from: None,
-        };
-        for record in &trace.records {
-            summary.add(record);
+            memory_model: MemoryModel::new(page_size),
+            interval_charges: None,
         }
-        summary
     }
 
-    fn add(&mut self, record: &TraceRecord) {
-        match record {
-            TraceRecord::CgroupName { .. } | TraceRecord::WorkloadNames { .. } => {}
-            TraceRecord::OomKill(kill) => {
+    /// Folds in one event.
+    pub fn add(&mut self, event: &Event) {
+        match event {
+            Event::CgroupCreated(named) | Event::CgroupNamed(named) => self.names.learn(named),
+            Event::OomKill(kill) => {
                 let name = kill
                     .victim
                     .cgroup
@@ -205,92 +225,90 @@ impl Summary {
                 self.last_ns = self.last_ns.max(kill.monotonic_ns);
                 self.kills.push((**kill).clone());
             }
-            TraceRecord::Throttle(span) => {
+            Event::ThrottleSpan(span) => {
                 self.last_ns = self.last_ns.max(span.end_ns);
                 self.entry(span.cgroup_ref).spans.push(span.clone());
             }
-            TraceRecord::CacheFlow {
-                end_ns,
-                owner,
-                actor,
-                reason,
-                pages,
-            } => {
-                let actor_name = self.name(*actor);
-                self.last_ns = self.last_ns.max(*end_ns);
-                let totals = self.entry(*owner);
-                match reason {
-                    CacheReason::Added => totals.added += pages,
-                    CacheReason::Removed => totals.removed += pages,
-                    reason => {
-                        *totals.evicted.entry(reason_name(*reason)).or_default() += pages;
-                        *totals.evicted_by.entry(actor_name).or_default() += pages;
-                        match totals.evicted_series.last_mut() {
-                            Some((end, sum)) if end == end_ns => *sum += pages,
-                            _ => totals.evicted_series.push((*end_ns, *pages)),
-                        }
-                    }
+            Event::Counters(counters) => self.counters(counters),
+            Event::Memory(sample) => self.memory(sample),
+            Event::Tick(tick) => {
+                self.last_ns = self.last_ns.max(tick.end_ns);
+                self.intervals.push((tick.start_ns, tick.end_ns));
+                self.charges_from = self.interval_charges.take();
+            }
+            Event::Health(health) => {
+                self.stats = Some(health.stats);
+                self.last_ns = self.last_ns.max(health.at_ns);
+            }
+            Event::WorkloadNamed(_) | Event::Cpu(_) | Event::Pressure(_) => {}
+        }
+    }
+
+    /// An interval's page cache, stalls and charges, bucketed by owner the
+    /// one way every view does ([`by_owner`]).
+    fn counters(&mut self, counters: &ProbeCounters) {
+        self.memory_model.counters(counters);
+        self.last_ns = self.last_ns.max(counters.end_ns);
+        self.interval_charges = Some(if counters.charges.is_some() {
+            ChargesFrom::Tracepoints
+        } else {
+            ChargesFrom::MemoryStat
+        });
+        for activity in by_owner(counters) {
+            let actors: Vec<(String, u64)> = activity
+                .reclaimers
+                .iter()
+                .map(|(actor, _, pages)| (self.name(*actor), *pages))
+                .collect();
+            let totals = self.entry(activity.owner);
+            totals.added += activity.added;
+            totals.removed += activity.removed;
+            for reason in CacheReason::ALL {
+                let pages = activity.evicted[reason as usize];
+                if pages > 0 {
+                    *totals.evicted.entry(reason_name(reason)).or_default() += pages;
                 }
             }
-            TraceRecord::Stall {
-                cgroup,
-                kind,
-                stats,
-                ..
-            } => {
-                self.entry(*cgroup)
-                    .stalls
-                    .entry(*kind)
-                    .or_default()
-                    .merge(stats);
+            for (actor, pages) in actors {
+                *totals.evicted_by.entry(actor).or_default() += pages;
             }
-            TraceRecord::Charge {
-                cgroup,
-                kind,
-                charged,
-                uncharged,
-                ..
-            } => {
-                let slot = &mut self.entry(*cgroup).charges[*kind as usize];
-                slot.0 += charged;
-                slot.1 += uncharged;
+            let evicted = activity.evicted_total();
+            if evicted > 0 {
+                totals.evicted_series.push((counters.end_ns, evicted));
             }
-            TraceRecord::Memory {
-                end_ns,
-                cgroup,
-                sample,
-            } => {
-                let totals = self.entry(Some(*cgroup));
-                totals.memory.push(MemoryPoint {
-                    end_ns: *end_ns,
-                    usage_bytes: sample.usage_bytes,
-                    page_cache_bytes: sample.page_cache_bytes,
-                });
-                totals.limit_bytes = sample.limit_bytes.or(totals.limit_bytes);
-                if let Some(peak) = sample.peak_bytes {
-                    let (first, highest) = totals.peak_watermark_bytes.get_or_insert((peak, peak));
-                    *highest = (*highest).max(peak).max(*first);
-                }
-                if let Some((events, _)) = &sample.events {
-                    add_events(&mut totals.events, events);
-                }
+            if let Some(charges) = activity.charges {
+                add_charges(&mut totals.charges, &charges);
             }
-            TraceRecord::Interval {
-                start_ns,
-                end_ns,
-                charges_from,
-            } => {
-                self.last_ns = self.last_ns.max(*end_ns);
-                self.intervals.push((*start_ns, *end_ns));
-                self.charges_from = Some(*charges_from);
-            }
-            TraceRecord::Stats {
-                monotonic_ns,
-                stats,
-            } => {
-                self.stats = Some(*stats);
-                self.last_ns = self.last_ns.max(*monotonic_ns);
-            }
+        }
+        for stall in &counters.stalls {
+            self.entry(stall.cgroup)
+                .stalls
+                .entry(stall.kind)
+                .and_modify(|s| s.merge(&stall.stats))
+                .or_insert(*stall.stats);
+        }
+    }
+
+    /// A cgroup's samples: its memory series, limit, watermark, events and
+    /// `memory.stat` charges.
+    fn memory(&mut self, sample: &MemorySample) {
+        let facts = self.memory_model.sample(sample);
+        let totals = self.entry(Some(sample.cgroup));
+        totals.memory.push(MemoryPoint {
+            end_ns: sample.at_ns,
+            usage_bytes: facts.usage_bytes,
+            page_cache_bytes: facts.owned_bytes,
+        });
+        totals.limit_bytes = facts.limit_bytes.or(totals.limit_bytes);
+        if let Some(peak) = facts.peak_bytes {
+            let (first, highest) = totals.peak_watermark_bytes.get_or_insert((peak, peak));
+            *highest = (*highest).max(peak).max(*first);
+        }
+        if let Some((events, _)) = &facts.events {
+            add_events(&mut totals.events, events);
+        }
+        if let Some(charges) = &facts.stat_charges {
+            add_charges(&mut totals.charges, charges);
         }
     }
 
@@ -305,24 +323,51 @@ impl Summary {
 
 #[cfg(test)]
 mod tests {
-    use cgtrace_common::pagecache::{CacheReason, ChargeKind, ReclaimKind, StallStats};
+    use std::collections::VecDeque;
+
+    use cgtrace_common::{
+        cgroup::CgroupRef,
+        pagecache::{CacheReason, ChargeKind, ReclaimKind, StallStats},
+    };
 
     use super::Summary;
-    use crate::trace::{file::Trace, record::TraceRecord};
+    use crate::{
+        cgroup::Version,
+        event::{Event, Flow, MemorySample, ProbeCounters, Stall, Tick},
+        trace::{record::TraceRecord, v1::V1Adapter},
+    };
 
-    fn trace(records: Vec<TraceRecord>) -> Trace {
-        Trace {
-            header: crate::trace::file::tests::header(),
-            records,
-            ending: crate::trace::file::Ending::Complete,
-            skipped: 0,
+    const GROUP: CgroupRef = CgroupRef {
+        id: 9,
+        hierarchy: 4,
+        level: 1,
+    };
+
+    fn summarize(events: &[Event]) -> Summary {
+        let mut summary = Summary::new(0, 4096);
+        for event in events {
+            summary.add(event);
         }
+        summary
+    }
+
+    /// Format 1's sample records, read as a replay reads them.
+    fn sample_events() -> Vec<Event> {
+        let mut adapter = V1Adapter::new();
+        let mut out = VecDeque::new();
+        for mut record in crate::trace::record::tests::samples() {
+            // Refaults of uncharged pages come from the tracepoints.
+            if let TraceRecord::Interval { charges_from, .. } = &mut record {
+                *charges_from = crate::trace::record::ChargesFrom::Tracepoints;
+            }
+            adapter.push(record, &mut out);
+        }
+        out.into()
     }
 
     #[test]
     fn sums_every_family_per_cgroup_path() {
-        let records = crate::trace::record::tests::samples();
-        let summary = Summary::build(&trace(records));
+        let summary = summarize(&sample_events());
         let app = &summary.cgroups["/kubepods/pod1/app"];
         assert_eq!(app.oom_kills, 2);
         assert_eq!(app.spans.len(), 1);
@@ -342,37 +387,48 @@ mod tests {
         assert!(summary.stats.is_some());
     }
 
+    fn interval(end_ns: u64, flows: &[u64], stalls: &[(u64, u64)]) -> Vec<Event> {
+        let counters = ProbeCounters {
+            start_ns: end_ns - 10,
+            end_ns,
+            flows: flows
+                .iter()
+                .map(|pages| Flow {
+                    owner: Some(GROUP),
+                    actor: Some(GROUP),
+                    reason: CacheReason::OwnLimit,
+                    pages: *pages,
+                })
+                .collect(),
+            stalls: stalls
+                .iter()
+                .map(|(count, max_ns)| Stall {
+                    cgroup: Some(GROUP),
+                    kind: ReclaimKind::Memcg,
+                    stats: Box::new(StallStats {
+                        count: *count,
+                        max_ns: *max_ns,
+                        ..StallStats::default()
+                    }),
+                })
+                .collect(),
+            charges: None,
+            files: None,
+        };
+        vec![
+            Event::Counters(Box::new(counters)),
+            Event::Tick(Tick {
+                start_ns: end_ns - 10,
+                end_ns,
+            }),
+        ]
+    }
+
     #[test]
     fn merges_stalls_and_evictions_across_intervals() {
-        let cgroup = cgtrace_common::cgroup::CgroupRef {
-            id: 9,
-            hierarchy: 4,
-            level: 1,
-        };
-        let stall = |count, max_ns| TraceRecord::Stall {
-            end_ns: 1,
-            cgroup: Some(cgroup),
-            kind: ReclaimKind::Memcg,
-            stats: Box::new(StallStats {
-                count,
-                max_ns,
-                ..StallStats::default()
-            }),
-        };
-        let flow = |end_ns, pages| TraceRecord::CacheFlow {
-            end_ns,
-            owner: Some(cgroup),
-            actor: Some(cgroup),
-            reason: CacheReason::OwnLimit,
-            pages,
-        };
-        let summary = Summary::build(&trace(vec![
-            stall(2, 50),
-            stall(3, 40),
-            flow(10, 5),
-            flow(10, 6),
-            flow(20, 1),
-        ]));
+        let mut events = interval(10, &[5, 6], &[(2, 50)]);
+        events.extend(interval(20, &[1], &[(3, 40)]));
+        let summary = summarize(&events);
         let row = &summary.cgroups["id:9"];
         let all = row.all_stalls().unwrap();
         assert_eq!((all.count, all.max_ns), (5, 50));
@@ -382,28 +438,25 @@ mod tests {
 
     #[test]
     fn the_peak_is_the_kernels_watermark_where_it_rose_while_recording() {
-        use crate::cgroup::stat::MemorySample;
-        let cgroup = cgtrace_common::cgroup::CgroupRef {
-            id: 9,
-            hierarchy: 4,
-            level: 1,
-        };
-        let memory = |usage: u64, peak: u64| TraceRecord::Memory {
-            end_ns: 1,
-            cgroup,
-            sample: MemorySample {
+        let memory = |usage: u64, peak: u64| {
+            Event::Memory(MemorySample {
+                at_ns: 1,
+                cgroup: GROUP,
+                version: Version::V2,
                 usage_bytes: Some(usage),
                 limit_bytes: Some(64 << 20),
                 peak_bytes: Some(peak),
-                ..MemorySample::default()
-            },
+                page_cache_bytes: None,
+                events: None,
+                stat_charges: None,
+            })
         };
         // An OOM victim charged past the limit between two samples.
-        let summary = Summary::build(&trace(vec![
+        let summary = summarize(&[
             memory(1 << 20, 2 << 20),
             memory(60 << 20, 60 << 20),
             memory(0, 67 << 20),
-        ]));
+        ]);
         assert_eq!(summary.cgroups["id:9"].peak_usage(), Some(67 << 20));
     }
 }

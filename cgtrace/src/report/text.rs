@@ -14,7 +14,7 @@ use crate::{
     model::throttle::periods,
     system::Clock,
     trace::{
-        file::{Ending, Trace},
+        file::{Ending, TraceInfo},
         record::ChargesFrom,
     },
     view::{
@@ -26,7 +26,7 @@ use crate::{
 
 /// What the report needs besides the summary.
 pub struct Context<'a> {
-    pub trace: &'a Trace,
+    pub trace: &'a TraceInfo,
     pub summary: &'a Summary,
     pub page: u64,
     /// The recorder's clock: monotonic times in records become wall-clock times.
@@ -40,7 +40,7 @@ impl<'a> Context<'a> {
     /// `identify` names the cgroups (from the trace's recorded names).
     #[must_use]
     pub fn new(
-        trace: &'a Trace,
+        trace: &'a TraceInfo,
         summary: &'a Summary,
         identify: &mut dyn FnMut(&str) -> Identity,
     ) -> Self {
@@ -201,7 +201,7 @@ pub fn text(out: &mut impl io::Write, cx: &Context<'_>) -> io::Result<()> {
         h.kernel_release,
         rfc3339(cx.started),
         summary.seconds(),
-        cx.trace.records.len(),
+        cx.trace.records,
         ending_text(cx.trace.ending)
     )?;
     writeln!(out, "losses: {}", losses_text(summary))?;
@@ -348,7 +348,7 @@ pub fn json(cx: &Context<'_>) -> Value {
         "kernel_release": h.kernel_release,
         "start": rfc3339(cx.started),
         "duration_s": summary.seconds(),
-        "records": cx.trace.records.len(),
+        "records": cx.trace.records,
         "skipped_records": cx.trace.skipped,
         "intervals": summary.intervals.len(),
         "charges_source": summary.charges_from.and_then(ChargesFrom::name),

@@ -9,12 +9,13 @@
 
 mod trace;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, path::PathBuf};
 
 use cgtrace_common::cgroup::CgroupRef;
 
 pub use self::trace::TraceSource;
 use crate::{
+    cgroup::Hierarchies,
     event::{CgroupNamed, Event, ProbeStats},
     identity::selection::Selection,
     system::Clock,
@@ -29,6 +30,9 @@ pub struct Context {
     /// Turns `CLOCK_MONOTONIC` timestamps into wall-clock times.
     pub clock: Clock,
     pub page_size: u64,
+    /// This machine's cgroup mounts, in a live session (a replay's cgroups
+    /// are elsewhere, or gone).
+    pub hierarchies: Option<Hierarchies>,
 }
 
 impl Context {
@@ -39,7 +43,16 @@ impl Context {
             selection,
             clock,
             page_size,
+            hierarchies: None,
         }
+    }
+
+    /// A live cgroup's directory, while it exists.
+    #[must_use]
+    pub fn directory(&self, cgroup: CgroupRef) -> Option<PathBuf> {
+        let path = self.names.path(cgroup)?;
+        let mount = &self.hierarchies.as_ref()?.by_id(cgroup.hierarchy)?.mount;
+        Some(mount.join(path.trim_start_matches('/')))
     }
 
     /// Takes in the names an event carries.

@@ -137,6 +137,17 @@ pub enum Ending {
     },
 }
 
+/// What a report says of the trace itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceInfo {
+    pub header: TraceHeader,
+    pub ending: Ending,
+    /// Records read.
+    pub records: u64,
+    /// Records of kinds this build does not know, skipped.
+    pub skipped: u64,
+}
+
 /// A whole trace, read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trace {

@@ -2,5 +2,6 @@
 
 pub mod cache;
 pub mod format;
+pub mod interval;
 pub mod oom;
 pub mod throttle;
