@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use cgtrace::{
     cgroup::{Hierarchies, Resolver},
-    cli::oom::resolve_paths,
     event::{Constraint, Event, OomKill},
     model::oom::OomCorrelator,
     probe::{FeatureSet, Probe},
     runtime::wait_readable,
+    session::live::resolve_paths,
     system::Clock,
 };
 use cgtrace_tests::{DEADLINE, memhog, probe_options, require_root, scratch, wait_until};

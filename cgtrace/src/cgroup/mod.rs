@@ -6,6 +6,7 @@ pub mod files;
 pub mod hierarchy;
 pub mod poller;
 pub mod resolve;
+pub mod sampler;
 pub mod scratch;
 pub mod stat;
 

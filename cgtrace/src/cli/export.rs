@@ -1,5 +1,5 @@
 //! `cgtrace export FILE --format jsonl|chrome-trace`: a trace as JSON lines
-//! (one object per record, the live views' schema), or as Chrome trace-event
+//! (one object per event, in the live views' schema), or as Chrome trace-event
 //! JSON, which Perfetto UI and chrome://tracing open: throttle spans as
 //! slices per cgroup and CPU, OOM kills as instant events, page-cache
 //! evictions and memory usage as counters.
@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use cgtrace_common::{cgroup::CgroupRef, pagecache::ChargeKind};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
@@ -114,7 +115,7 @@ impl Sink for Export {
         };
         match self.format {
             ExportFormat::Jsonl => {
-                for value in jsonl(event, facts.as_ref(), self.charges_from, cx) {
+                if let Some(value) = jsonl(event, facts.as_ref(), self.charges_from, cx) {
                     self.out.push_str(&value.to_string());
                     self.out.push('\n');
                 }
@@ -130,132 +131,39 @@ impl Sink for Export {
 }
 
 /// A recorded stall, as the reclaim view's JSON shows it.
-fn stall_record(stall: &Stall, end_ns: u64, cx: &mut Context) -> Value {
+fn stall_json_named(stall: &Stall, cx: &mut Context) -> Value {
     let path = cgroup_name(stall.cgroup.and_then(|c| cx.names.path(c)), stall.cgroup);
-    let mut value = stall_json(
+    stall_json(
         &StallRow {
             workload: cx.selection.identify(&path),
             name: path,
             stall,
         },
         cx.page_size,
-    );
-    value["type"] = json!("stall");
-    value["time"] = json!(rfc3339(cx.clock.wall_time(end_ns)));
-    value
+    )
 }
 
-/// The JSON lines of one event.
-fn jsonl(
-    event: &Event,
-    facts: Option<&MemoryFacts>,
-    charges_from: Option<ChargesFrom>,
-    cx: &mut Context,
-) -> Vec<Value> {
-    let name = |cx: &Context, cgroup: Option<cgtrace_common::cgroup::CgroupRef>| {
-        cgroup.map(|c| cx.names.name(c))
-    };
-    match event {
-        Event::CgroupCreated(named) | Event::CgroupNamed(named) => vec![
-            json!({"type": "cgroup", "hierarchy": named.cgroup.hierarchy, "id": named.cgroup.id, "path": named.path}),
-        ],
-        Event::WorkloadNamed(w) => vec![
-            json!({"type": "workload", "path": w.path, "namespace": w.namespace, "pod": w.pod, "container": w.container}),
-        ],
-        Event::OomKill(kill) => {
-            vec![oom::json(kill, &cx.clock, &mut |p| {
-                cx.selection.identify(p)
-            })]
-        }
-        Event::ThrottleSpan(span) => {
-            let mut span = span.clone();
-            span.cgroup = name(cx, span.cgroup_ref);
-            let workload = cx
-                .selection
-                .identify(span.cgroup.as_deref().unwrap_or_default());
-            vec![throttle::span_json(&span, &cx.clock, &workload)]
-        }
-        Event::Counters(counters) => counter_lines(counters, cx),
-        Event::Memory(sample) => {
-            let Some(facts) = facts else {
-                return Vec::new();
-            };
-            let events = facts.events.map(|(e, version)| {
-                json!({"source": MemoryEvents::source(version), "high": e.high, "max": e.max, "oom": e.oom, "oom_kill": e.oom_kill})
-            });
-            let time = rfc3339(cx.clock.wall_time(sample.at_ns));
-            let cgroup = name(cx, Some(sample.cgroup));
-            let mut lines = vec![json!({
-                "type": "memory",
-                "time": time,
-                "cgroup": cgroup,
-                "usage_bytes": facts.usage_bytes,
-                "limit_bytes": facts.limit_bytes,
-                "page_cache_bytes": facts.owned_bytes,
-                "memory_events": events,
-            })];
-            for (kind, (charged, uncharged)) in facts
-                .stat_charges
-                .iter()
-                .flat_map(|charges| {
-                    cgtrace_common::pagecache::ChargeKind::ALL
-                        .into_iter()
-                        .zip(*charges)
-                })
-                .filter(|(_, (charged, uncharged))| charged + uncharged > 0)
-            {
-                lines.push(json!({
-                    "type": "charge",
-                    "time": time,
-                    "cgroup": cgroup,
-                    "kind": charge_name(kind),
-                    "charged_pages": charged,
-                    "uncharged_pages": uncharged,
-                }));
-            }
-            lines
-        }
-        Event::Health(health) => vec![
-            json!({"type": "stats", "time": rfc3339(cx.clock.wall_time(health.at_ns)), "final": true, "probe": health.stats}),
-        ],
-        Event::Tick(tick) => vec![json!({
-            "type": "interval",
-            "start": rfc3339(cx.clock.wall_time(tick.start_ns)),
-            "time": rfc3339(cx.clock.wall_time(tick.end_ns)),
-            "charges_source": charges_from.and_then(ChargesFrom::name),
-        })],
-        Event::Cpu(sample) => vec![json!({
-            "type": "cpu",
-            "time": rfc3339(cx.clock.wall_time(sample.at_ns)),
-            "cgroup": name(cx, Some(sample.cgroup)),
-            "cpu_stat": sample.stat,
-            "bandwidth": sample.bandwidth,
-            "usage_ns": sample.usage_ns,
-        })],
-        Event::Pressure(sample) => vec![json!({
-            "type": "pressure",
-            "time": rfc3339(cx.clock.wall_time(sample.at_ns)),
-            "cgroup": name(cx, Some(sample.cgroup)),
-            "memory": sample.memory,
-            "cpu": sample.cpu,
-            "io": sample.io,
-        })],
+/// Charges as `{kind: {charged_pages, uncharged_pages}}`, kinds with none
+/// left out (refaults are counts of pages; the memory kinds page charges).
+fn charges_json(charges: impl Iterator<Item = (ChargeKind, (u64, u64))>) -> Value {
+    let mut map = serde_json::Map::new();
+    for (kind, (charged, uncharged)) in charges.filter(|(_, (c, u))| c + u > 0) {
+        map.insert(
+            charge_name(kind).to_owned(),
+            json!({"charged_pages": charged, "uncharged_pages": uncharged}),
+        );
     }
+    Value::Object(map)
 }
 
-/// An interval's page-cache flows, stalls and tracepoint charges.
-fn counter_lines(counters: &ProbeCounters, cx: &mut Context) -> Vec<Value> {
-    let time = rfc3339(cx.clock.wall_time(counters.end_ns));
-    let name = |cx: &Context, cgroup: Option<cgtrace_common::cgroup::CgroupRef>| {
-        cgroup.map(|c| cx.names.name(c))
-    };
-    let mut lines: Vec<Value> = counters
+/// An interval's counters: flows, stalls and (from the tracepoints) charges.
+fn counters_json(counters: &ProbeCounters, cx: &mut Context) -> Value {
+    let name = |cx: &Context, cgroup: Option<CgroupRef>| cgroup.map(|c| cx.names.name(c));
+    let flows: Vec<Value> = counters
         .flows
         .iter()
         .map(|flow| {
             json!({
-                "type": "cache_flow",
-                "time": time,
                 "owner": name(cx, flow.owner),
                 "actor": name(cx, flow.actor),
                 "reason": reason_name(flow.reason),
@@ -263,21 +171,106 @@ fn counter_lines(counters: &ProbeCounters, cx: &mut Context) -> Vec<Value> {
             })
         })
         .collect();
-    for stall in &counters.stalls {
-        lines.push(stall_record(stall, counters.end_ns, cx));
-    }
-    for charge in counters.charges.iter().flatten() {
-        // Refaults are counts of pages; the memory kinds are page charges.
-        lines.push(json!({
-            "type": "charge",
-            "time": time,
-            "cgroup": name(cx, charge.cgroup),
-            "kind": charge_name(charge.kind),
-            "charged_pages": charge.charged,
-            "uncharged_pages": charge.uncharged,
-        }));
-    }
-    lines
+    let stalls: Vec<Value> = counters
+        .stalls
+        .iter()
+        .map(|stall| stall_json_named(stall, cx))
+        .collect();
+    let charges = counters.charges.as_ref().map(|charges| {
+        charges
+            .iter()
+            .map(|c| {
+                json!({
+                    "cgroup": name(cx, c.cgroup),
+                    "kind": charge_name(c.kind),
+                    "charged_pages": c.charged,
+                    "uncharged_pages": c.uncharged,
+                })
+            })
+            .collect::<Vec<Value>>()
+    });
+    json!({
+        "type": "counters",
+        "start": rfc3339(cx.clock.wall_time(counters.start_ns)),
+        "time": rfc3339(cx.clock.wall_time(counters.end_ns)),
+        "flows": flows,
+        "stalls": stalls,
+        "charges": charges,
+    })
+}
+
+/// The JSON line of one event (one line per event, as the trace holds them).
+fn jsonl(
+    event: &Event,
+    facts: Option<&MemoryFacts>,
+    charges_from: Option<ChargesFrom>,
+    cx: &mut Context,
+) -> Option<Value> {
+    let name = |cx: &Context, cgroup: Option<CgroupRef>| cgroup.map(|c| cx.names.name(c));
+    let time = |cx: &Context, ns: u64| rfc3339(cx.clock.wall_time(ns));
+    Some(match event {
+        Event::CgroupCreated(named) | Event::CgroupNamed(named) => {
+            json!({"type": "cgroup", "hierarchy": named.cgroup.hierarchy, "id": named.cgroup.id, "path": named.path, "created": matches!(event, Event::CgroupCreated(_))})
+        }
+        Event::WorkloadNamed(w) => {
+            json!({"type": "workload", "path": w.path, "namespace": w.namespace, "pod": w.pod, "container": w.container})
+        }
+        Event::OomKill(kill) => oom::json(kill, &cx.clock, &mut |p| cx.selection.identify(p)),
+        Event::ThrottleSpan(span) => {
+            let mut span = span.clone();
+            span.cgroup = name(cx, span.cgroup_ref);
+            let workload = cx
+                .selection
+                .identify(span.cgroup.as_deref().unwrap_or_default());
+            throttle::span_json(&span, &cx.clock, &workload)
+        }
+        Event::Counters(counters) => counters_json(counters, cx),
+        Event::Memory(sample) => {
+            let facts = facts?;
+            let events = facts.events.map(|(e, version)| {
+                json!({"source": MemoryEvents::source(version), "high": e.high, "max": e.max, "oom": e.oom, "oom_kill": e.oom_kill})
+            });
+            let stat_charges = facts
+                .stat_charges
+                .map(|charges| charges_json(ChargeKind::ALL.into_iter().zip(charges)));
+            json!({
+                "type": "memory",
+                "time": time(cx, sample.at_ns),
+                "cgroup": name(cx, Some(sample.cgroup)),
+                "usage_bytes": facts.usage_bytes,
+                "limit_bytes": facts.limit_bytes,
+                "peak_bytes": facts.peak_bytes,
+                "page_cache_bytes": facts.owned_bytes,
+                "memory_events": events,
+                "memory_stat_charges": stat_charges,
+            })
+        }
+        Event::Health(health) => {
+            json!({"type": "stats", "time": time(cx, health.at_ns), "final": health.is_final, "probe": health.stats})
+        }
+        Event::Tick(tick) => json!({
+            "type": "interval",
+            "start": time(cx, tick.start_ns),
+            "time": time(cx, tick.end_ns),
+            "charges_source": charges_from.and_then(ChargesFrom::name),
+        }),
+        Event::Cpu(sample) => json!({
+            "type": "cpu",
+            "time": time(cx, sample.at_ns),
+            "cgroup": name(cx, Some(sample.cgroup)),
+            "cpu_stat": sample.stat,
+            "bandwidth": sample.bandwidth,
+            "usage_ns": sample.usage_ns,
+        }),
+        Event::Pressure(sample) => json!({
+            "type": "pressure",
+            "time": time(cx, sample.at_ns),
+            "cgroup": name(cx, Some(sample.cgroup)),
+            "memory": sample.memory,
+            "cpu": sample.cpu,
+            "io": sample.io,
+        }),
+    })
 }
 
 /// Chrome trace-event JSON: one "process" per cgroup, one "thread" per CPU.
@@ -328,7 +321,8 @@ impl ChromeTrace {
             }
             Event::Counters(counters) => {
                 for flow in counters.flows.iter().filter(|f| f.reason.is_reclaim()) {
-                    let pid = self.pid_of(&name(flow.owner).unwrap_or_else(|| "(uncharged)".into()));
+                    let pid =
+                        self.pid_of(&name(flow.owner).unwrap_or_else(|| "(uncharged)".into()));
                     self.events.push(json!({
                         "ph": "C", "name": "page cache evicted (bytes)", "pid": pid, "ts": micros(counters.end_ns),
                         "args": {reason_name(flow.reason): flow.pages * cx.page_size},

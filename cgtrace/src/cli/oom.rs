@@ -17,7 +17,7 @@ use clap::Args;
 use super::Outcome;
 use crate::{
     cgroup::{Hierarchies, Resolver},
-    event::{Event, OomKill},
+    event::Event,
     identity::selection::{SelectArgs, Selection},
     kmsg::{DEV_KMSG, KmsgReader, OomLogParser},
     model::oom::{DEFAULT_HOLD_NS, OomCorrelator},
@@ -195,7 +195,7 @@ fn follow(
         selection.cgroups_created(&mut probe, &mut resolver, &created)?;
         let now = Clock::monotonic_now_ns();
         for mut kill in probe_kills.drain(..) {
-            resolve_paths(&mut kill, &mut resolver);
+            crate::session::live::resolve_paths(&mut kill, &mut resolver);
             for ready in correlator.probe(*kill, now) {
                 printer.kill(&ready, &clock, &mut selection)?;
             }
@@ -254,22 +254,5 @@ pub fn filter_note(allowed: usize, selection: &Selection) {
             "cgtrace: keeping {} ({allowed} cgroups now, and their descendants as they appear)",
             selection.describe()
         );
-    }
-}
-
-/// Fills in cgroup paths for the ids the probe recorded.
-pub fn resolve_paths(kill: &mut OomKill, resolver: &mut Resolver) {
-    if let Some(cgroup) = kill.victim.cgroup_ref {
-        kill.victim.cgroup = resolver.path(cgroup);
-    }
-    if let Some(trigger) = &mut kill.trigger
-        && let Some(cgroup) = trigger.cgroup_ref
-    {
-        trigger.cgroup = resolver.path(cgroup);
-    }
-    if let Some(memcg) = &mut kill.oom_memcg
-        && let Some(cgroup) = memcg.cgroup_ref
-    {
-        memcg.path = resolver.path(cgroup);
     }
 }

@@ -1,47 +1,39 @@
-//! `cgtrace record -o FILE [-- CMD ARGS...]`: every event family to a trace
-//! file: OOM kills and throttle spans as they happen; each interval the
-//! page-cache flows, reclaim stalls and charges, and the usage, limit, page
-//! cache and memory events of every cgroup they mention; the name of every
-//! cgroup, and the loss counters at the end. With a command, it runs in fresh cgroups (optionally limited, to
-//! reproduce a container's limits) and recording stops when it exits, with
-//! its exit code.
+//! `cgtrace record -o FILE [-- CMD ARGS...]`: the live session's events to a
+//! trace file: OOM kills and throttle spans as they happen; each interval
+//! the probe's counters, the files of every cgroup they name (memory, CFS
+//! bandwidth, pressure) and the loss counters; the name of every cgroup and
+//! workload. With a command, it runs in fresh cgroups (optionally limited,
+//! to reproduce a container's limits) and recording stops when it exits,
+//! with its exit code.
 //!
 //! Cost: all probes are attached, as for `oom`, `cache` and `throttle`
 //! together; the file gets one chunk per interval (see BENCHMARKS.md).
 
 use std::{
-    collections::HashSet,
-    io::{self, IsTerminal as _},
-    os::{fd::AsFd as _, unix::process::ExitStatusExt as _},
+    os::unix::process::ExitStatusExt as _,
     path::PathBuf,
     process::{Child, Command, ExitCode},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, bail};
-use cgtrace_common::{cgroup::CgroupRef, pagecache::ChargeKind};
+use cgtrace_common::cgroup::CgroupRef;
 use clap::Args;
 
-use super::{
-    interval::{LiveState, parse_duration},
-    oom::{filter_note, resolve_paths},
-};
+use super::{interval::parse_duration, oom::filter_note};
 use crate::{
     cgroup::{
-        Hierarchies,
+        Hierarchies, Resolver,
         scratch::{ScratchCgroup, spawn_into_all},
     },
-    event::Event,
     identity::selection::{SelectArgs, Selection},
-    model::cache::CacheModel,
     probe::{FeatureSet, Probe, ProbeOptions},
-    runtime::{Shutdown, wait_readable},
+    session::{self, Context, FileSamples, LiveOptions, LiveSource},
     system::{self, Clock},
     trace::{
         file::{TraceHeader, TraceWriter},
-        record::{ChargesFrom, TraceRecord},
+        sink::TraceSink,
     },
-    view::interval::CgroupFacts as _,
 };
 
 #[derive(Debug, Args)]
@@ -102,139 +94,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// The CFS period `--cpu-limit` uses (the kernel's and Kubernetes' default).
 const CPU_PERIOD_US: u64 = 100_000;
 const CPU_PERIOD_SECONDS: f64 = 0.1;
-
-/// The trace being written, which cgroups it has named, and what is kept
-/// about them between intervals (one resolver for names and files alike).
-struct Recording {
-    writer: TraceWriter<std::fs::File>,
-    state: LiveState,
-    named: HashSet<(u32, u64)>,
-    /// Paths of pods and containers whose names are not written yet.
-    unnamed: HashSet<String>,
-    path: PathBuf,
-    selection: Selection,
-}
-
-impl Recording {
-    /// Creates the trace file and writes its header.
-    fn create(args: &RecordArgs, hierarchies: &Hierarchies) -> anyhow::Result<Self> {
-        let file = std::fs::File::create(&args.output)
-            .with_context(|| format!("cannot create {}", args.output.display()))?;
-        let writer = TraceWriter::new(file, &header())
-            .with_context(|| format!("cannot write {}", args.output.display()))?;
-        Ok(Self {
-            writer,
-            state: LiveState::new(hierarchies.clone()),
-            named: HashSet::new(),
-            unnamed: HashSet::new(),
-            path: args.output.clone(),
-            selection: Selection::new(&args.select)?,
-        })
-    }
-
-    /// Whether any of `cgroups` is one the user asked about.
-    fn wanted(&mut self, cgroups: &[Option<CgroupRef>]) -> bool {
-        self.selection.is_everything()
-            || cgroups.iter().flatten().any(|cgroup| {
-                self.state
-                    .resolver
-                    .path(*cgroup)
-                    .is_some_and(|path| self.selection.keeps(&path))
-            })
-    }
-
-    /// Writes the workload names of the cgroup at `path` once they are
-    /// known; a pod or container not named yet is looked at again at the
-    /// end of each interval.
-    fn workload_names(&mut self, path: &str) -> anyhow::Result<()> {
-        let identity = self.selection.identify(path);
-        let named = identity.pod.is_some() || identity.container.is_some();
-        let nameable = !matches!(
-            identity.workload,
-            crate::identity::path::Workload::Unit { .. } | crate::identity::path::Workload::Path
-        );
-        if named {
-            self.unnamed.remove(path);
-            self.write(&TraceRecord::WorkloadNames {
-                path: path.to_owned(),
-                namespace: identity.namespace,
-                pod: identity.pod,
-                container: identity.container,
-            })?;
-        } else if nameable {
-            self.unnamed.insert(path.to_owned());
-        }
-        Ok(())
-    }
-
-    /// Looks again for the names of pods and containers written unnamed.
-    fn name_workloads(&mut self) -> anyhow::Result<()> {
-        let unnamed: Vec<String> = self.unnamed.iter().cloned().collect();
-        for path in unnamed {
-            self.workload_names(&path)?;
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, record: &TraceRecord) -> anyhow::Result<()> {
-        self.writer
-            .record(record)
-            .with_context(|| self.write_failed())
-    }
-
-    fn write_failed(&self) -> String {
-        format!(
-            "cannot write {} (what was written up to the last complete chunk stays readable)",
-            self.path.display()
-        )
-    }
-
-    /// Writes the cgroup's name the first time the trace mentions it.
-    fn name(&mut self, cgroup: Option<CgroupRef>) -> anyhow::Result<()> {
-        let Some(cgroup) = cgroup else {
-            return Ok(());
-        };
-        if !self.named.insert((cgroup.hierarchy, cgroup.id)) {
-            return Ok(());
-        }
-        if let Some(path) = self.state.resolver.path(cgroup) {
-            self.write(&TraceRecord::CgroupName {
-                cgroup,
-                path: path.clone(),
-            })?;
-            self.workload_names(&path)?;
-        }
-        Ok(())
-    }
-
-    fn event(&mut self, event: Event) -> anyhow::Result<()> {
-        match event {
-            Event::OomKill(mut kill) => {
-                resolve_paths(&mut kill, &mut self.state.resolver);
-                let involved = [
-                    kill.victim.cgroup.as_deref(),
-                    kill.trigger.as_ref().and_then(|t| t.cgroup.as_deref()),
-                    kill.oom_memcg.as_ref().and_then(|m| m.path.as_deref()),
-                ];
-                if !self.selection.keeps_any(&involved) {
-                    return Ok(());
-                }
-                self.name(kill.victim.cgroup_ref)?;
-                self.name(kill.trigger.as_ref().and_then(|t| t.cgroup_ref))?;
-                self.name(kill.oom_memcg.as_ref().and_then(|m| m.cgroup_ref))?;
-                self.write(&TraceRecord::OomKill(kill))
-            }
-            Event::ThrottleSpan(span) => {
-                if !self.wanted(&[span.cgroup_ref]) {
-                    return Ok(());
-                }
-                self.name(span.cgroup_ref)?;
-                self.write(&TraceRecord::Throttle(span))
-            }
-            _ => Ok(()),
-        }
-    }
-}
 
 /// The command's cgroups: one per hierarchy holding memory and cpu (one on v2).
 fn command_cgroups(
@@ -304,133 +163,6 @@ fn header() -> TraceHeader {
     }
 }
 
-/// Samples the page-cache and reclaim counters and writes the interval:
-/// its flows, stalls and charges, what the files of every cgroup it
-/// mentions (and of the command's cgroups) say, and the `Interval` record
-/// that closes it.
-fn write_interval(
-    probe: &mut Probe,
-    model: &mut CacheModel,
-    recording: &mut Recording,
-    watched: &[CgroupRef],
-) -> anyhow::Result<()> {
-    let Some(interval) = probe.sample_counters() else {
-        return Ok(());
-    };
-    model.add(&interval);
-    let end_ns = interval.end_ns;
-    let mut cgroups: Vec<CgroupRef> = watched.to_vec();
-    for flow in &interval.flows {
-        if !recording.wanted(&[flow.owner, flow.actor]) {
-            continue;
-        }
-        recording.name(flow.owner)?;
-        recording.name(flow.actor)?;
-        cgroups.extend(flow.owner);
-        recording.write(&TraceRecord::CacheFlow {
-            end_ns,
-            owner: flow.owner,
-            actor: flow.actor,
-            reason: flow.reason,
-            pages: flow.pages,
-        })?;
-    }
-    for stall in &interval.stalls {
-        if !recording.wanted(&[stall.cgroup]) {
-            continue;
-        }
-        recording.name(stall.cgroup)?;
-        cgroups.extend(stall.cgroup);
-        recording.write(&TraceRecord::Stall {
-            end_ns,
-            cgroup: stall.cgroup,
-            kind: stall.kind,
-            stats: stall.stats.clone(),
-        })?;
-    }
-    for charge in interval.charges.iter().flatten() {
-        if !recording.wanted(&[charge.cgroup]) {
-            continue;
-        }
-        recording.name(charge.cgroup)?;
-        cgroups.extend(charge.cgroup);
-        recording.write(&TraceRecord::Charge {
-            end_ns,
-            cgroup: charge.cgroup,
-            kind: charge.kind,
-            charged: charge.charged,
-            uncharged: charge.uncharged,
-        })?;
-    }
-    cgroups.sort_by_key(|c| (c.hierarchy, c.id));
-    cgroups.dedup_by_key(|c| (c.hierarchy, c.id));
-    let charges_from = if interval.charges.is_some() {
-        ChargesFrom::Tracepoints
-    } else {
-        ChargesFrom::MemoryStat
-    };
-    // Read every cgroup's files first, then write: both need the state.
-    let mut facts = recording.state.facts(model);
-    let read: Vec<_> = cgroups
-        .into_iter()
-        .map(|cgroup| {
-            let sample = facts.memory_sample(cgroup);
-            let charges = (charges_from == ChargesFrom::MemoryStat)
-                .then(|| facts.file_charges(cgroup))
-                .flatten();
-            (cgroup, sample, charges)
-        })
-        .collect();
-    for (cgroup, sample, charges) in read {
-        recording.name(Some(cgroup))?;
-        recording.write(&TraceRecord::Memory {
-            end_ns,
-            cgroup,
-            sample,
-        })?;
-        if let Some(charges) = charges {
-            for kind in ChargeKind::ALL {
-                let (charged, uncharged) = charges[kind as usize];
-                if charged + uncharged > 0 {
-                    recording.write(&TraceRecord::Charge {
-                        end_ns,
-                        cgroup: Some(cgroup),
-                        kind,
-                        charged,
-                        uncharged,
-                    })?;
-                }
-            }
-        }
-    }
-    recording.name_workloads()?;
-    recording.write(&TraceRecord::Interval {
-        start_ns: interval.start_ns,
-        end_ns,
-        charges_from,
-    })
-}
-
-/// The command's memory cgroups as they start, empty: the kernel's usage
-/// watermark read now is where the report measures the run's peak from.
-fn write_initial_memory(
-    model: &CacheModel,
-    recording: &mut Recording,
-    watched: &[CgroupRef],
-) -> anyhow::Result<()> {
-    let now = Clock::monotonic_now_ns();
-    for cgroup in watched {
-        let sample = recording.state.facts(model).memory_sample(*cgroup);
-        recording.name(Some(*cgroup))?;
-        recording.write(&TraceRecord::Memory {
-            end_ns: now,
-            cgroup: *cgroup,
-            sample,
-        })?;
-    }
-    Ok(())
-}
-
 /// The command's memory cgroups, whose usage is sampled every interval
 /// even when no page-cache event names them.
 fn memory_refs(cgroups: &[ScratchCgroup], hierarchies: &Hierarchies) -> Vec<CgroupRef> {
@@ -473,46 +205,23 @@ fn start_command(args: &RecordArgs, cgroups: &[ScratchCgroup]) -> anyhow::Result
     Ok(Some(child))
 }
 
-/// Writes what the ring buffer holds, learning new cgroups' names first.
-fn record_events(probe: &mut Probe, recording: &mut Recording) -> anyhow::Result<()> {
-    let mut events = Vec::new();
-    probe.drain(|event| events.push(event));
-    // Names first, so a cgroup gone before the interval ends is still
-    // named in the trace.
-    let created: Vec<(CgroupRef, String)> = events
-        .iter()
-        .filter_map(|event| match event {
-            Event::CgroupCreated(named) => Some((named.cgroup, named.path.clone())),
-            _ => None,
-        })
-        .collect();
-    recording
-        .selection
-        .cgroups_created(probe, &mut recording.state.resolver, &created)?;
-    for event in events {
-        recording.event(event)?;
-    }
-    Ok(())
-}
-
 pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
-    let mut shutdown = Shutdown::install().context("cannot install signal handlers")?;
     // Checked before anything is loaded or created, so bad options cost nothing.
-    let filtered = !Selection::new(&args.select)?.is_everything();
-    let mut probe = Probe::load(&ProbeOptions {
+    let selection = Selection::new(&args.select)?;
+    let probe = Probe::load(&ProbeOptions {
         features: FeatureSet::ALL,
-        filter: filtered,
+        filter: !selection.is_everything(),
         ..ProbeOptions::default()
     })?;
     for feature in probe.features() {
         crate::note!("cgtrace: {feature}");
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
-    let mut recording = Recording::create(args, &hierarchies)?;
-    let mut model = CacheModel::new();
-    if let Some(counters) = probe.sample_counters() {
-        model.add(&counters);
-    }
+    let file = std::fs::File::create(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let writer = TraceWriter::new(file, &header())
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let mut sink = TraceSink::new(writer, args.output.clone());
 
     // The command's cgroups are kept whatever the filter says, and are in
     // the kernel's allowlist before the command starts.
@@ -521,87 +230,57 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     } else {
         command_cgroups(args, &hierarchies)?
     };
+    let mut cx = Context::new(
+        selection,
+        Clock::now(),
+        1 << crate::probe::offsets::page_shift(),
+    );
+    cx.hierarchies = Some(hierarchies.clone());
     for cgroup in &cgroups {
-        recording.selection.also_keep(cgroup.path());
+        cx.selection.also_keep(cgroup.path());
     }
-    let allowed = recording
-        .selection
-        .install(&mut probe, &mut recording.state.resolver)?;
-    filter_note(allowed, &recording.selection);
-    let watched = memory_refs(&cgroups, &hierarchies);
-    write_initial_memory(&model, &mut recording, &watched)?;
-    let mut child = start_command(args, &cgroups)?;
-
+    let mut source = LiveSource::new(
+        probe,
+        Resolver::new(hierarchies.clone()),
+        LiveOptions {
+            interval: args.interval,
+            files: FileSamples {
+                memory: true,
+                cpu: true,
+                pressure: true,
+            },
+            gate_throttle: false,
+            watched: memory_refs(&cgroups, &hierarchies),
+            duration: args.duration,
+            command: None,
+        },
+    );
+    let (probe, resolver) = source.probe_and_resolver();
+    let allowed = cx.selection.install(probe, resolver)?;
+    filter_note(allowed, &cx.selection);
+    source.sample_watched(&mut cx);
+    if let Some(child) = start_command(args, &cgroups)? {
+        source.set_command(child);
+    }
     let started = Instant::now();
-    let progress = io::stderr().is_terminal();
-    let mut next = started + args.interval;
-    let mut exit_status = None;
-    loop {
-        let stop = shutdown.requested();
-        record_events(&mut probe, &mut recording)?;
-        if let Some(process) = &mut child
-            && let Some(exit) = process.try_wait()?
-        {
-            exit_status = Some(exit);
-        }
-        let timed_out = args.duration.is_some_and(|d| started.elapsed() >= d);
-        let finishing = stop || timed_out || exit_status.is_some();
-        if finishing || Instant::now() >= next {
-            write_interval(&mut probe, &mut model, &mut recording, &watched)?;
-            recording
-                .writer
-                .flush()
-                .with_context(|| recording.write_failed())?;
-            next += args.interval;
-            if progress {
-                crate::note!(
-                    "\rcgtrace: recording {:.0} s, {} records, {} written, {} lost   ",
-                    started.elapsed().as_secs_f64(),
-                    recording.writer.records(),
-                    crate::view::format::bytes(recording.writer.bytes_written()),
-                    probe.stats().lost()
-                );
-            }
-        }
-        if finishing {
-            break;
-        }
-        let wait = next
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
-        wait_readable(
-            &[probe.events_fd(), shutdown.as_fd()],
-            wait.max(Duration::from_millis(1)),
-        )?;
-    }
-    if let Some(mut process) = child.take()
-        && exit_status.is_none()
-    {
-        // Stopped by Ctrl-C or --duration: the command goes with its cgroups.
-        let _ = process.kill();
-        exit_status = process.wait().ok();
-    }
-    let losses = probe.stats();
-    recording.write(&TraceRecord::Stats {
-        monotonic_ns: Clock::monotonic_now_ns(),
-        stats: losses,
-    })?;
-    recording
-        .writer
-        .flush()
-        .with_context(|| recording.write_failed())?;
+    let result = session::run(&mut source, &mut cx, &mut [&mut sink]);
+    // Stopped by Ctrl-C or --duration: the command goes with its cgroups.
+    source.stop_command();
+    let end = result?;
+    let losses = end.health.unwrap_or_default();
     crate::note!(
-        "{}cgtrace: wrote {} records, {}, to {} in {:.1} s; {} ring-buffer drops, {} recursion misses",
-        if progress { "\n" } else { "" },
-        recording.writer.records(),
-        crate::view::format::bytes(recording.writer.bytes_written()),
+        "cgtrace: wrote {} records, {}, to {} in {:.1} s; {} ring-buffer drops, {} recursion misses",
+        sink.records(),
+        crate::view::format::bytes(sink.bytes_written()),
         args.output.display(),
         started.elapsed().as_secs_f64(),
         losses.ring_buffer_drops,
         losses.recursion_misses
     );
+    let status = source.exit_status();
+    drop(source);
     drop(cgroups);
-    Ok(ExitCode::from(exit_status.map_or(0, exit_code)))
+    Ok(ExitCode::from(status.map_or(0, exit_code)))
 }
 
 #[cfg(test)]

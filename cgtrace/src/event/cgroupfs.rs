@@ -115,6 +115,22 @@ impl MemoryEvents {
         }
     }
 
+    /// `self + more`, field by field; a field stays unknown only where
+    /// both are.
+    #[must_use]
+    pub fn plus(&self, more: &Self) -> Self {
+        let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        Self {
+            high: sum(self.high, more.high),
+            max: sum(self.max, more.max),
+            oom: sum(self.oom, more.oom),
+            oom_kill: sum(self.oom_kill, more.oom_kill),
+        }
+    }
+
     /// Where the counts come from, for the views to say.
     #[must_use]
     pub const fn source(version: Version) -> &'static str {

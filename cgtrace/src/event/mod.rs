@@ -82,6 +82,8 @@ pub struct Tick {
 pub struct Health {
     pub at_ns: u64,
     pub stats: ProbeStats,
+    /// The last of a session: its losses as they ended.
+    pub is_final: bool,
 }
 
 /// Loss and delivery counters, summed over CPUs and programs.

@@ -159,20 +159,6 @@ fn add_charges(total: &mut Charges, more: &Charges) {
     }
 }
 
-fn add_events(total: &mut Option<MemoryEvents>, more: &MemoryEvents) {
-    let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (None, None) => None,
-        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-    };
-    let t = total.get_or_insert_default();
-    *t = MemoryEvents {
-        high: sum(t.high, more.high),
-        max: sum(t.max, more.max),
-        oom: sum(t.oom, more.oom),
-        oom_kill: sum(t.oom_kill, more.oom_kill),
-    };
-}
-
 impl Summary {
     /// Keeps only the cgroups `keep` accepts (by path), and the kills whose
     /// victim is in one of them.
@@ -237,7 +223,9 @@ impl Summary {
                 self.charges_from = self.interval_charges.take();
             }
             Event::Health(health) => {
-                self.stats = Some(health.stats);
+                if health.is_final {
+                    self.stats = Some(health.stats);
+                }
                 self.last_ns = self.last_ns.max(health.at_ns);
             }
             Event::WorkloadNamed(_) | Event::Cpu(_) | Event::Pressure(_) => {}
@@ -305,7 +293,7 @@ impl Summary {
             *highest = (*highest).max(peak).max(*first);
         }
         if let Some((events, _)) = &facts.events {
-            add_events(&mut totals.events, events);
+            totals.events = Some(totals.events.unwrap_or_default().plus(events));
         }
         if let Some(charges) = &facts.stat_charges {
             add_charges(&mut totals.charges, charges);

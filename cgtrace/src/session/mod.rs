@@ -7,13 +7,17 @@
 //! a source names a cgroup ([`Event::CgroupCreated`], [`Event::CgroupNamed`])
 //! before the first event that refers to it.
 
+pub mod live;
 mod trace;
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{borrow::Cow, collections::HashMap, path::PathBuf};
 
 use cgtrace_common::cgroup::CgroupRef;
 
-pub use self::trace::TraceSource;
+pub use self::{
+    live::{FileSamples, LiveOptions, LiveSource},
+    trace::TraceSource,
+};
 use crate::{
     cgroup::Hierarchies,
     event::{CgroupNamed, Event, ProbeStats},
@@ -61,6 +65,55 @@ impl Context {
             Event::CgroupCreated(named) | Event::CgroupNamed(named) => self.names.learn(named),
             Event::WorkloadNamed(names) => self.selection.learn(names),
             _ => {}
+        }
+    }
+
+    /// `event` as far as the selection keeps it: names and ticks always;
+    /// an OOM kill when any of its cgroups is kept; the probe's counters
+    /// down to the flows whose owner or actor is kept and the stalls and
+    /// charges of kept cgroups; samples of kept cgroups.
+    pub fn keep<'e>(&mut self, event: &'e Event) -> Option<Cow<'e, Event>> {
+        if self.selection.is_everything() {
+            return Some(Cow::Borrowed(event));
+        }
+        let names = &self.names;
+        let selection = &mut self.selection;
+        let mut kept = |cgroup: Option<CgroupRef>| {
+            cgroup
+                .and_then(|c| names.path(c))
+                .is_some_and(|path| selection.keeps(path))
+        };
+        let keep_if = |keep: bool| keep.then_some(Cow::Borrowed(event));
+        match event {
+            Event::CgroupCreated(_)
+            | Event::CgroupNamed(_)
+            | Event::WorkloadNamed(_)
+            | Event::Health(_)
+            | Event::Tick(_) => Some(Cow::Borrowed(event)),
+            Event::OomKill(kill) => {
+                let involved = [
+                    kill.victim.cgroup_ref,
+                    kill.trigger.as_ref().and_then(|t| t.cgroup_ref),
+                    kill.oom_memcg.as_ref().and_then(|m| m.cgroup_ref),
+                ];
+                keep_if(involved.into_iter().any(&mut kept))
+            }
+            Event::ThrottleSpan(span) => keep_if(kept(span.cgroup_ref)),
+            Event::Memory(sample) => keep_if(kept(Some(sample.cgroup))),
+            Event::Cpu(sample) => keep_if(kept(Some(sample.cgroup))),
+            Event::Pressure(sample) => keep_if(kept(Some(sample.cgroup))),
+            Event::Counters(counters) => {
+                let mut counters = counters.clone();
+                counters.flows.retain(|f| kept(f.owner) || kept(f.actor));
+                counters.stalls.retain(|s| kept(s.cgroup));
+                if let Some(charges) = &mut counters.charges {
+                    charges.retain(|c| kept(c.cgroup));
+                }
+                if let Some(files) = &mut counters.files {
+                    files.retain(|f| kept(f.owner));
+                }
+                Some(Cow::Owned(Event::Counters(counters)))
+            }
         }
     }
 
@@ -112,7 +165,8 @@ pub enum Flow {
 pub struct End {
     /// For a replay: how the trace ended.
     pub ending: Option<Ending>,
-    /// The probe's last loss counters, when the source had any.
+    /// The probe's loss counters as the session ended, when the source had
+    /// them (a trace cut short lost its last ones).
     pub health: Option<ProbeStats>,
     /// A sink stopped the session before its source ran dry.
     pub stopped: bool,
@@ -162,7 +216,9 @@ pub async fn run_async<S: Source>(
     let mut end = End::default();
     while let Some(event) = source.next(cx).await? {
         cx.learn(&event);
-        if let Event::Health(health) = &event {
+        if let Event::Health(health) = &event
+            && health.is_final
+        {
             end.health = Some(health.stats);
         }
         let mut stop = false;

@@ -804,6 +804,7 @@ impl From<DiskPressureSample> for PressureSample {
 #[derive(Serialize, Deserialize)]
 struct DiskHealth {
     at_ns: u64,
+    is_final: bool,
     records: u64,
     ring_buffer_drops: u64,
     read_failures: u64,
@@ -816,6 +817,7 @@ impl From<&Health> for DiskHealth {
     fn from(h: &Health) -> Self {
         Self {
             at_ns: h.at_ns,
+            is_final: h.is_final,
             records: h.stats.records,
             ring_buffer_drops: h.stats.ring_buffer_drops,
             read_failures: h.stats.read_failures,
@@ -830,6 +832,7 @@ impl From<DiskHealth> for Health {
     fn from(h: DiskHealth) -> Self {
         Self {
             at_ns: h.at_ns,
+            is_final: h.is_final,
             stats: ProbeStats {
                 records: h.records,
                 ring_buffer_drops: h.ring_buffer_drops,
@@ -1002,6 +1005,7 @@ pub(crate) mod tests {
                     decode_errors: 5,
                     map_full: 6,
                 },
+                is_final: true,
             }),
             Event::Tick(Tick {
                 start_ns: 5,

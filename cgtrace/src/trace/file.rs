@@ -7,17 +7,10 @@
 //! says the trace was cut short; damage anywhere else is an error naming
 //! its offset, never a panic.
 
-use std::{
-    collections::HashMap,
-    io::{self, Write},
-};
+use std::io::{self, Write};
 
-use cgtrace_common::cgroup::CgroupRef;
-
-use super::{
-    codec::{CodecError, Decoder, Encoder},
-    record::TraceRecord,
-};
+use super::codec::{CodecError, Decoder, Encoder};
+use crate::event::Event;
 
 /// `CGTRACE\0`.
 pub const MAGIC: [u8; 8] = *b"CGTRACE\0";
@@ -148,55 +141,6 @@ pub struct TraceInfo {
     pub skipped: u64,
 }
 
-/// A whole trace, read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Trace {
-    pub header: TraceHeader,
-    pub records: Vec<TraceRecord>,
-    pub ending: Ending,
-    /// Records of kinds this build does not know, skipped.
-    pub skipped: u64,
-}
-
-/// The names a trace gives its cgroups (its `CgroupName` records).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CgroupNames(HashMap<(u32, u64), String>);
-
-impl CgroupNames {
-    /// The cgroup's path, or `id:N` when the trace never named it.
-    #[must_use]
-    pub fn name(&self, cgroup: CgroupRef) -> String {
-        self.path(cgroup)
-            .map_or_else(|| format!("id:{}", cgroup.id), str::to_owned)
-    }
-
-    /// The cgroup's path, if the trace named it.
-    #[must_use]
-    pub fn path(&self, cgroup: CgroupRef) -> Option<&str> {
-        self.0
-            .get(&(cgroup.hierarchy, cgroup.id))
-            .map(String::as_str)
-    }
-}
-
-impl Trace {
-    /// The name table of the whole trace.
-    #[must_use]
-    pub fn cgroup_names(&self) -> CgroupNames {
-        CgroupNames(
-            self.records
-                .iter()
-                .filter_map(|record| match record {
-                    TraceRecord::CgroupName { cgroup, path } => {
-                        Some(((cgroup.hierarchy, cgroup.id), path.clone()))
-                    }
-                    _ => None,
-                })
-                .collect(),
-        )
-    }
-}
-
 /// Writes a trace, a chunk at a time.
 pub struct TraceWriter<W: Write> {
     out: W,
@@ -212,8 +156,7 @@ impl<W: Write> TraceWriter<W> {
         let body = header.encode();
         let mut prefix = Vec::with_capacity(FILE_PREFIX + body.len());
         prefix.extend_from_slice(&MAGIC);
-        // Format 1's records, until the recorder writes events.
-        prefix.extend_from_slice(&1u16.to_le_bytes());
+        prefix.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         prefix.extend_from_slice(&0u16.to_le_bytes());
         prefix.extend_from_slice(&length(body.len()).to_le_bytes());
         prefix.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -228,9 +171,9 @@ impl<W: Write> TraceWriter<W> {
         })
     }
 
-    /// Adds a record; writes the chunk once it is large enough.
-    pub fn record(&mut self, record: &TraceRecord) -> io::Result<()> {
-        record.encode(&mut self.chunk);
+    /// Adds an event; writes the chunk once it is large enough.
+    pub fn event(&mut self, event: &Event) -> io::Result<()> {
+        super::disk::encode(event, &mut self.chunk.bytes);
         self.records += 1;
         if self.chunk.bytes.len() >= CHUNK_TARGET {
             self.write_chunk()?;
@@ -285,114 +228,9 @@ fn length(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-
-fn damaged(offset: usize, what: Damage) -> TraceError {
-    TraceError::Damaged {
-        offset: offset as u64,
-        what,
-    }
-}
-
-/// Reads a whole trace from its bytes.
-pub fn read(bytes: &[u8]) -> Result<Trace, TraceError> {
-    if bytes.is_empty() {
-        return Err(TraceError::Empty);
-    }
-    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
-        return Err(if bytes.len() < FILE_PREFIX && MAGIC.starts_with(bytes) {
-            TraceError::TooShort { len: bytes.len() }
-        } else {
-            TraceError::BadMagic
-        });
-    }
-    if bytes.len() < FILE_PREFIX {
-        return Err(TraceError::TooShort { len: bytes.len() });
-    }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version > FORMAT_VERSION {
-        return Err(TraceError::NewerFormat { found: version });
-    }
-    let header_len = u32_at(bytes, 12) as usize;
-    let header_end = FILE_PREFIX
-        .checked_add(header_len)
-        .filter(|end| *end <= bytes.len())
-        .ok_or_else(|| damaged(12, Damage::HeaderLength))?;
-    let header_bytes = &bytes[FILE_PREFIX..header_end];
-    if crc32fast::hash(header_bytes) != u32_at(bytes, 16) {
-        return Err(damaged(FILE_PREFIX, Damage::HeaderCrc));
-    }
-    let header =
-        TraceHeader::decode(header_bytes).map_err(|e| damaged(FILE_PREFIX, Damage::Header(e)))?;
-
-    let mut records = Vec::new();
-    let mut skipped = 0;
-    let mut at = header_end;
-    let ending = loop {
-        let left = bytes.len() - at;
-        if left == 0 {
-            break Ending::Complete;
-        }
-        let cut = Ending::CutShort {
-            offset: at as u64,
-            lost_bytes: left as u64,
-        };
-        if left < CHUNK_PREFIX {
-            if bytes[at..]
-                .iter()
-                .zip(CHUNK_MAGIC.to_le_bytes())
-                .any(|(a, b)| *a != b)
-            {
-                return Err(damaged(at, Damage::ChunkMagic));
-            }
-            break cut;
-        }
-        if u32_at(bytes, at) != CHUNK_MAGIC {
-            return Err(damaged(at, Damage::ChunkMagic));
-        }
-        let len = u32_at(bytes, at + 4) as usize;
-        if len > CHUNK_MAX {
-            return Err(damaged(at + 4, Damage::ChunkLength { len }));
-        }
-        let payload_start = at + CHUNK_PREFIX;
-        if len > bytes.len() - payload_start {
-            break cut;
-        }
-        let payload = &bytes[payload_start..payload_start + len];
-        if crc32fast::hash(payload) != u32_at(bytes, at + 8) {
-            return Err(damaged(at, Damage::ChunkCrc));
-        }
-        let mut input = Decoder::new(payload);
-        while !input.is_empty() {
-            match TraceRecord::decode(&mut input) {
-                Ok(Some(record)) => records.push(record),
-                Ok(None) => skipped += 1,
-                Err(e) => {
-                    return Err(damaged(
-                        payload_start,
-                        Damage::Record(RecordError::Codec(e)),
-                    ));
-                }
-            }
-        }
-        at = payload_start + len;
-    };
-    Ok(Trace {
-        header,
-        records,
-        ending,
-        skipped,
-    })
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::{CHUNK_TARGET, Ending, TraceError, TraceHeader, TraceWriter, read};
-    use crate::trace::record::{TraceRecord, tests::samples};
+    use super::TraceHeader;
 
     pub(crate) fn header() -> TraceHeader {
         TraceHeader {
@@ -404,138 +242,5 @@ pub(crate) mod tests {
             page_size: 4096,
             writer: "cgtrace 0.1.0".into(),
         }
-    }
-
-    /// A trace of `copies` rounds of every sample record, in several chunks.
-    fn trace_bytes(copies: usize) -> Vec<u8> {
-        let mut writer = TraceWriter::new(Vec::new(), &header()).unwrap();
-        for _ in 0..copies {
-            for record in samples() {
-                writer.record(&record).unwrap();
-            }
-        }
-        writer.finish().unwrap()
-    }
-
-    #[test]
-    fn round_trip_over_several_chunks() {
-        let copies = 2000;
-        let bytes = trace_bytes(copies);
-        assert!(
-            bytes.len() > 2 * CHUNK_TARGET,
-            "spans chunks: {}",
-            bytes.len()
-        );
-        let trace = read(&bytes).unwrap();
-        assert_eq!(trace.header, header());
-        assert_eq!(trace.ending, Ending::Complete);
-        assert_eq!(trace.records.len(), copies * samples().len());
-        assert_eq!(trace.records[..samples().len()], samples()[..]);
-    }
-
-    #[test]
-    fn a_file_cut_mid_chunk_keeps_every_complete_chunk() {
-        let bytes = trace_bytes(2000);
-        let whole = read(&bytes).unwrap().records.len();
-        let cut = &bytes[..bytes.len() - 100];
-        let trace = read(cut).unwrap();
-        assert!(matches!(trace.ending, Ending::CutShort { lost_bytes, .. } if lost_bytes > 100));
-        assert!(!trace.records.is_empty() && trace.records.len() < whole);
-        assert_eq!(
-            trace.records[..],
-            read(&bytes).unwrap().records[..trace.records.len()]
-        );
-    }
-
-    #[test]
-    fn bad_files_get_clear_errors() {
-        assert!(matches!(read(&[]), Err(TraceError::Empty)));
-        assert!(matches!(
-            read(b"CGTR"),
-            Err(TraceError::TooShort { len: 4 })
-        ));
-        assert!(matches!(
-            read(b"hello, world, this is text"),
-            Err(TraceError::BadMagic)
-        ));
-        let mut newer = trace_bytes(1);
-        newer[8] = 9;
-        assert!(matches!(
-            read(&newer),
-            Err(TraceError::NewerFormat { found: 9 })
-        ));
-        let mut flipped = trace_bytes(1);
-        let last = flipped.len() - 1;
-        flipped[last] ^= 0x40;
-        let err = read(&flipped).unwrap_err();
-        assert!(err.to_string().contains("CRC mismatch at offset"), "{err}");
-    }
-
-    /// Randomized damage: cuts, bit flips, overwritten and inserted bytes.
-    /// Every case must give a result or an error, never a panic, and a clean
-    /// cut must keep a prefix of the records.
-    #[test]
-    fn survives_a_hundred_thousand_damaged_files() {
-        let original = trace_bytes(40);
-        let records = read(&original).unwrap().records;
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let mut errors = 0;
-        for case in 0..100_000 {
-            let mut bytes = original.clone();
-            let pick = |n: u64, len: usize| usize::try_from(n % len as u64).unwrap_or(0);
-            match case % 4 {
-                0 => bytes.truncate(pick(next(), original.len())),
-                1 => {
-                    let at = pick(next(), bytes.len());
-                    bytes[at] ^= 1 << (next() % 8);
-                }
-                2 => {
-                    let at = pick(next(), bytes.len());
-                    let len = pick(next(), 16).min(bytes.len() - at);
-                    for byte in &mut bytes[at..at + len] {
-                        *byte = u8::try_from(next() & 0xff).unwrap_or(0);
-                    }
-                }
-                _ => {
-                    let at = pick(next(), bytes.len());
-                    bytes.insert(at, u8::try_from(next() & 0xff).unwrap_or(0));
-                }
-            }
-            match read(&bytes) {
-                Ok(trace) => {
-                    if case % 4 == 0 {
-                        assert_eq!(trace.records[..], records[..trace.records.len()]);
-                    }
-                }
-                Err(_) => errors += 1,
-            }
-        }
-        assert!(
-            errors > 10_000,
-            "damage is detected, not read as data: {errors}"
-        );
-    }
-
-    #[test]
-    fn unknown_record_kinds_are_counted_not_fatal() {
-        let mut writer = TraceWriter::new(Vec::new(), &header()).unwrap();
-        writer.record(&samples()[0]).unwrap();
-        let mut bytes = writer.finish().unwrap();
-        // Append a chunk holding one record of a kind from the future.
-        let payload = [250u8, 1, 0];
-        bytes.extend_from_slice(b"CHNK");
-        bytes.extend_from_slice(&3u32.to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
-        let trace = read(&bytes).unwrap();
-        assert_eq!(trace.skipped, 1);
-        assert_eq!(trace.records, vec![samples()[0].clone()]);
-        assert!(matches!(trace.records[0], TraceRecord::CgroupName { .. }));
     }
 }

@@ -9,4 +9,5 @@ pub mod disk;
 pub mod file;
 pub mod reader;
 pub mod record;
+pub mod sink;
 pub mod v1;

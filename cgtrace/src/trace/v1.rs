@@ -81,6 +81,8 @@ impl V1Adapter {
             } => out.push_back(Event::Health(Health {
                 at_ns: monotonic_ns,
                 stats,
+                // Format 1 wrote its counters once, at the end.
+                is_final: true,
             })),
             TraceRecord::CacheFlow {
                 owner,
@@ -169,7 +171,7 @@ impl V1Adapter {
         for (at_ns, cgroup, sample) in pending.memory {
             let events = sample.events.map(|(delta, _)| {
                 let total = self.events.entry(key(cgroup)).or_default();
-                *total = add_events(total, &delta);
+                *total = total.plus(&delta);
                 *total
             });
             let stat_charges = (charges_from == ChargesFrom::MemoryStat).then(|| {
@@ -202,20 +204,6 @@ impl V1Adapter {
             }));
         }
         out.push_back(Event::Tick(Tick { start_ns, end_ns }));
-    }
-}
-
-/// `total + more`, field by field; a field stays unknown only where both are.
-fn add_events(total: &MemoryEvents, more: &MemoryEvents) -> MemoryEvents {
-    let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (None, None) => None,
-        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-    };
-    MemoryEvents {
-        high: sum(total.high, more.high),
-        max: sum(total.max, more.max),
-        oom: sum(total.oom, more.oom),
-        oom_kill: sum(total.oom_kill, more.oom_kill),
     }
 }
 

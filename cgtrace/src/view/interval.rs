@@ -257,7 +257,7 @@ impl BucketFacts {
         if let Some((more, version)) = facts.events {
             let source = MemoryEvents::source(version);
             self.events = Some(match self.events {
-                Some((total, _)) => (add_events(&total, &more), source),
+                Some((total, _)) => (total.plus(&more), source),
                 None => (more, source),
             });
         }
@@ -267,19 +267,6 @@ impl BucketFacts {
                 *slot = (slot.0 + more.0, slot.1 + more.1);
             }
         }
-    }
-}
-
-fn add_events(total: &MemoryEvents, more: &MemoryEvents) -> MemoryEvents {
-    let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (None, None) => None,
-        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-    };
-    MemoryEvents {
-        high: sum(total.high, more.high),
-        max: sum(total.max, more.max),
-        oom: sum(total.oom, more.oom),
-        oom_kill: sum(total.oom_kill, more.oom_kill),
     }
 }
 

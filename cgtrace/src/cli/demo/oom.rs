@@ -10,11 +10,11 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     cgroup::{Hierarchies, Resolver, Version, scratch::ScratchCgroup},
-    cli::oom::resolve_paths,
     event::{Event, OomKill},
     model::oom::OomCorrelator,
     probe::Probe,
     runtime::wait_readable,
+    session::live::resolve_paths,
     system::Clock,
     view::{self, format::bytes},
 };

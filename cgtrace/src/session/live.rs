@@ -1,0 +1,488 @@
+//! This machine as a source: the probe's ring buffer (OOM kills, throttle
+//! spans, new cgroups) as it fills, and every sampling interval the probe's
+//! counters, the files of the cgroups they name (and of any watched ones),
+//! the probe's loss counters and the [`Tick`] that closes the interval;
+//! until SIGINT or SIGTERM, `--duration`, or the recorded command's exit.
+//!
+//! It names every cgroup before the first event that refers to it, and the
+//! workload at its path as soon as the node's files say (a pod's log
+//! directory may appear after its cgroup: such paths are looked at again
+//! each interval).
+
+use std::{
+    collections::{HashSet, VecDeque},
+    os::fd::OwnedFd,
+    process::{Child, ExitStatus},
+    time::{Duration, Instant},
+};
+
+use cgtrace_common::cgroup::CgroupRef;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{Signal, SignalKind, signal},
+    time::{Interval, MissedTickBehavior},
+};
+
+use super::{Context, Source};
+use crate::{
+    cgroup::{Resolver, sampler::FileSampler},
+    event::{CgroupNamed, Event, Health, OomKill, ProbeCounters, Tick, WorkloadNames},
+    identity::path::Workload,
+    probe::Probe,
+    system::Clock,
+};
+
+/// What a live session samples besides the ring buffer.
+#[derive(Debug, Default)]
+pub struct LiveOptions {
+    /// How often the counters and files are sampled.
+    pub interval: Duration,
+    /// Which cgroup files are sampled.
+    pub files: FileSamples,
+    /// Attach the per-switch throttle program only while some cgroup has a
+    /// CFS quota.
+    pub gate_throttle: bool,
+    /// Memory cgroups sampled every interval whatever the counters say.
+    pub watched: Vec<CgroupRef>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop when this process exits.
+    pub command: Option<Child>,
+}
+
+/// Which cgroup files a live session samples each interval.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileSamples {
+    /// The memory files of the cgroups each interval's counters name.
+    pub memory: bool,
+    /// The CFS bandwidth of limited cgroups and of cgroups with spans.
+    pub cpu: bool,
+    /// The pressure files of the cgroups sampled.
+    pub pressure: bool,
+}
+
+/// What waits for the kernel: created inside the runtime.
+struct Reactor {
+    /// A duplicate of the ring buffer's descriptor (the ring buffer itself
+    /// stays in the probe): the same file, so the same readiness.
+    ring: AsyncFd<OwnedFd>,
+    timer: Interval,
+    interrupt: Signal,
+    terminate: Signal,
+    child: Signal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Running,
+    /// Take the last sample, then end.
+    Finishing,
+    Done,
+}
+
+/// A live session's source.
+pub struct LiveSource {
+    reactor: Option<Reactor>,
+    probe: Probe,
+    resolver: Resolver,
+    files: FileSampler,
+    options: LiveOptions,
+    pending: VecDeque<Event>,
+    named: HashSet<(u32, u64)>,
+    /// Paths of pods and containers whose names the node has not said yet.
+    unnamed: HashSet<String>,
+    /// Cgroups with throttle spans in the open interval.
+    throttled: HashSet<CgroupRef>,
+    last_tick_ns: u64,
+    started: Instant,
+    state: State,
+    exit: Option<ExitStatus>,
+}
+
+impl LiveSource {
+    /// Starts counting now: the counters' first sample is the baseline.
+    #[must_use]
+    pub fn new(mut probe: Probe, mut resolver: Resolver, options: LiveOptions) -> Self {
+        let mut files = FileSampler::new(1 << crate::probe::offsets::page_shift());
+        let ids: Vec<(u32, bool, bool)> = resolver
+            .hierarchies()
+            .list
+            .iter()
+            .filter_map(|h| Some((h.id?, h.has("memory"), h.has("cpu"))))
+            .collect();
+        for (id, memory, cpu) in ids {
+            if (memory && options.files.memory) || (cpu && options.files.cpu) {
+                files.prime(&mut resolver, id);
+            }
+        }
+        // What moved before now is attach noise.
+        let _ = probe.sample_counters();
+        Self {
+            reactor: None,
+            probe,
+            resolver,
+            files,
+            options,
+            pending: VecDeque::new(),
+            named: HashSet::new(),
+            unnamed: HashSet::new(),
+            throttled: HashSet::new(),
+            last_tick_ns: Clock::monotonic_now_ns(),
+            started: Instant::now(),
+            state: State::Running,
+            exit: None,
+        }
+    }
+
+    /// Samples the watched cgroups now (before the recorded command
+    /// starts, so their usage watermark's rise is the command's).
+    pub fn sample_watched(&mut self, cx: &mut Context) {
+        let now = Clock::monotonic_now_ns();
+        for cgroup in self.options.watched.clone() {
+            self.name(Some(cgroup), cx);
+            if let Some(sample) = self.files.memory(cgroup, &mut self.resolver, now, false) {
+                self.pending.push_back(Event::Memory(sample));
+            }
+        }
+    }
+
+    /// Stop when `command` exits.
+    pub fn set_command(&mut self, command: Child) {
+        self.options.command = Some(command);
+    }
+
+    /// The probe and the resolver, to fill the kernel's allowlist.
+    pub fn probe_and_resolver(&mut self) -> (&mut Probe, &mut Resolver) {
+        (&mut self.probe, &mut self.resolver)
+    }
+
+    /// The probe, for its feature list and counters.
+    #[must_use]
+    pub fn probe(&self) -> &Probe {
+        &self.probe
+    }
+
+    /// How the recorded command ended, once it has.
+    #[must_use]
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.exit
+    }
+
+    /// Stops the recorded command (if it still runs) and waits for it.
+    pub fn stop_command(&mut self) {
+        if let Some(mut child) = self.options.command.take() {
+            if self.exit.is_none() {
+                let _ = child.kill();
+            }
+            if let Ok(status) = child.wait() {
+                self.exit.get_or_insert(status);
+            }
+        }
+    }
+
+    fn reactor(&mut self) -> anyhow::Result<&mut Reactor> {
+        if self.reactor.is_none() {
+            let period = self.options.interval.max(Duration::from_millis(10));
+            let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            self.reactor = Some(Reactor {
+                ring: {
+                    let fd = self.probe.events_fd().try_clone_to_owned()?;
+                    // SAFETY: the AsyncFd owns this descriptor and keeps it
+                    // open for as long as it is registered.
+                    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?
+                },
+                timer,
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+                child: signal(SignalKind::child())?,
+            });
+        }
+        Ok(self
+            .reactor
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("set above")))
+    }
+
+    /// Names `cgroup` if no event has yet, and its workload where known.
+    fn name(&mut self, cgroup: Option<CgroupRef>, cx: &mut Context) {
+        let Some(cgroup) = cgroup else {
+            return;
+        };
+        if !self.named.insert((cgroup.hierarchy, cgroup.id)) {
+            return;
+        }
+        if let Some(path) = self.resolver.path(cgroup) {
+            self.pending.push_back(Event::CgroupNamed(CgroupNamed {
+                cgroup,
+                path: path.clone(),
+            }));
+            self.name_workload(&path, cx);
+        }
+    }
+
+    /// Says the workload names at `path` once the node's files have them.
+    fn name_workload(&mut self, path: &str, cx: &mut Context) {
+        let identity = cx.selection.identify(path);
+        if identity.pod.is_some() || identity.container.is_some() {
+            self.unnamed.remove(path);
+            self.pending.push_back(Event::WorkloadNamed(WorkloadNames {
+                path: path.to_owned(),
+                namespace: identity.namespace,
+                pod: identity.pod,
+                container: identity.container,
+            }));
+        } else if !matches!(identity.workload, Workload::Unit { .. } | Workload::Path) {
+            self.unnamed.insert(path.to_owned());
+        }
+    }
+
+    /// What the ring buffer holds, named.
+    fn drain(&mut self, cx: &mut Context) -> anyhow::Result<()> {
+        let mut events = Vec::new();
+        self.probe.drain(|event| events.push(event));
+        let created: Vec<(CgroupRef, String)> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::CgroupCreated(named) => Some((named.cgroup, named.path.clone())),
+                _ => None,
+            })
+            .collect();
+        // Names first: a cgroup created and gone within one read is named.
+        cx.selection
+            .cgroups_created(&mut self.probe, &mut self.resolver, &created)?;
+        for event in events {
+            match event {
+                Event::CgroupCreated(named) => {
+                    self.named.insert((named.cgroup.hierarchy, named.cgroup.id));
+                    let path = named.path.clone();
+                    self.pending.push_back(Event::CgroupCreated(named));
+                    self.name_workload(&path, cx);
+                }
+                Event::OomKill(mut kill) => {
+                    self.resolve(&mut kill, cx);
+                    self.pending.push_back(Event::OomKill(kill));
+                }
+                Event::ThrottleSpan(mut span) => {
+                    self.name(span.cgroup_ref, cx);
+                    span.cgroup = span.cgroup_ref.and_then(|c| self.resolver.path(c));
+                    self.throttled.extend(span.cgroup_ref);
+                    self.pending.push_back(Event::ThrottleSpan(span));
+                }
+                other => self.pending.push_back(other),
+            }
+        }
+        Ok(())
+    }
+
+    /// Names an OOM kill's cgroups and fills in their paths.
+    fn resolve(&mut self, kill: &mut OomKill, cx: &mut Context) {
+        let refs = [
+            kill.victim.cgroup_ref,
+            kill.trigger.as_ref().and_then(|t| t.cgroup_ref),
+            kill.oom_memcg.as_ref().and_then(|m| m.cgroup_ref),
+        ];
+        for cgroup in refs {
+            self.name(cgroup, cx);
+        }
+        resolve_paths(kill, &mut self.resolver);
+    }
+
+    /// The interval's samples, then its tick.
+    fn sample(&mut self, cx: &mut Context) -> anyhow::Result<()> {
+        self.drain(cx)?;
+        let now = Clock::monotonic_now_ns();
+        let counters = self.probe.sample_counters();
+        if let Some(counters) = &counters {
+            let cgroups: Vec<CgroupRef> = counters.cgroups().collect();
+            for cgroup in cgroups {
+                self.name(Some(cgroup), cx);
+            }
+            self.pending
+                .push_back(Event::Counters(Box::new(counters.clone())));
+        }
+        let memory = if self.options.files.memory {
+            self.sample_memory(counters.as_ref(), now, cx)
+        } else {
+            Vec::new()
+        };
+        let cpu = if self.options.files.cpu {
+            self.sample_cpu(now, cx)?
+        } else {
+            Vec::new()
+        };
+        if self.options.files.pressure {
+            for cgroup in memory.into_iter().chain(cpu) {
+                if let Some(sample) = self.files.pressure(cgroup, &mut self.resolver, now) {
+                    self.pending.push_back(Event::Pressure(sample));
+                }
+            }
+        }
+        let unnamed: Vec<String> = self.unnamed.iter().cloned().collect();
+        for path in unnamed {
+            self.name_workload(&path, cx);
+        }
+        self.pending.push_back(Event::Health(Health {
+            at_ns: now,
+            stats: self.probe.stats(),
+            is_final: self.state == State::Finishing,
+        }));
+        self.pending.push_back(Event::Tick(Tick {
+            start_ns: self.last_tick_ns,
+            end_ns: now,
+        }));
+        self.last_tick_ns = now;
+        Ok(())
+    }
+
+    /// The memory files of the cgroups the counters name, and the watched
+    /// ones; returns the cgroups sampled.
+    fn sample_memory(
+        &mut self,
+        counters: Option<&ProbeCounters>,
+        now: u64,
+        cx: &mut Context,
+    ) -> Vec<CgroupRef> {
+        let mut cgroups: Vec<CgroupRef> = self.options.watched.clone();
+        if let Some(counters) = counters {
+            cgroups.extend(counters.flows.iter().filter_map(|f| f.owner));
+            cgroups.extend(counters.stalls.iter().filter_map(|s| s.cgroup));
+            cgroups.extend(counters.charges.iter().flatten().filter_map(|c| c.cgroup));
+        }
+        cgroups.sort_by_key(|c| (c.hierarchy, c.id));
+        cgroups.dedup_by_key(|c| (c.hierarchy, c.id));
+        let stat_charges = counters.is_none_or(|c| c.charges.is_none());
+        let mut sampled = Vec::new();
+        for cgroup in cgroups {
+            self.name(Some(cgroup), cx);
+            if let Some(sample) = self
+                .files
+                .memory(cgroup, &mut self.resolver, now, stat_charges)
+            {
+                self.pending.push_back(Event::Memory(sample));
+                sampled.push(cgroup);
+            }
+        }
+        sampled
+    }
+
+    /// The CFS bandwidth of every limited cpu cgroup and every cgroup
+    /// throttled in the interval; keeps the per-switch program attached
+    /// only while some cgroup has a quota. Returns the cgroups sampled.
+    fn sample_cpu(&mut self, now: u64, cx: &mut Context) -> anyhow::Result<Vec<CgroupRef>> {
+        let Some(hierarchy) = self.resolver.hierarchies().with_controller("cpu").cloned() else {
+            return Ok(Vec::new());
+        };
+        let Some(id) = hierarchy.id else {
+            return Ok(Vec::new());
+        };
+        let mut cgroups: Vec<CgroupRef> = self.throttled.drain().collect();
+        let mut any_limited = false;
+        for (cgroup, path) in self.resolver.cgroups(id) {
+            let limited = crate::cgroup::cpu::bandwidth(&hierarchy.mount, &path, hierarchy.version)
+                .is_some_and(|b| b.quota_us.is_some());
+            any_limited |= limited;
+            if limited {
+                cgroups.push(CgroupRef {
+                    id: cgroup,
+                    hierarchy: id,
+                    level: u32::try_from(path.split('/').filter(|p| !p.is_empty()).count())
+                        .unwrap_or(0),
+                });
+            }
+        }
+        if self.options.gate_throttle {
+            match self.probe.gate_throttle(any_limited)? {
+                Some(true) => crate::note!(
+                    "cgtrace: throttle: a cgroup has a CFS quota: sched_switch probe attached"
+                ),
+                Some(false) => crate::note!(
+                    "cgtrace: throttle: no cgroup has a CFS quota: sched_switch probe detached (nothing can be throttled)"
+                ),
+                None => {}
+            }
+        }
+        cgroups.sort_by_key(|c| (c.hierarchy, c.id));
+        cgroups.dedup_by_key(|c| (c.hierarchy, c.id));
+        let mut sampled = Vec::new();
+        for cgroup in cgroups {
+            self.name(Some(cgroup), cx);
+            if let Some(sample) = self.files.cpu(cgroup, &mut self.resolver, now) {
+                self.pending.push_back(Event::Cpu(sample));
+                sampled.push(cgroup);
+            }
+        }
+        Ok(sampled)
+    }
+
+    /// Whether the recorded command has exited (reaping it if so).
+    fn command_exited(&mut self) -> anyhow::Result<bool> {
+        if let Some(child) = &mut self.options.command
+            && let Some(status) = child.try_wait()?
+        {
+            self.exit = Some(status);
+            self.options.command = None;
+            return Ok(true);
+        }
+        Ok(self.exit.is_some())
+    }
+
+    fn due_to_stop(&mut self) -> anyhow::Result<bool> {
+        let timed_out = self
+            .options
+            .duration
+            .is_some_and(|d| self.started.elapsed() >= d);
+        Ok(timed_out || self.command_exited()?)
+    }
+}
+
+impl Source for LiveSource {
+    async fn next(&mut self, cx: &mut Context) -> anyhow::Result<Option<Event>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(Some(event));
+            }
+            match self.state {
+                State::Done => return Ok(None),
+                State::Finishing => {
+                    self.sample(cx)?;
+                    self.state = State::Done;
+                    continue;
+                }
+                State::Running => {}
+            }
+            if self.due_to_stop()? {
+                self.state = State::Finishing;
+                continue;
+            }
+            let reactor = self.reactor()?;
+            tokio::select! {
+                ready = reactor.ring.readable() => {
+                    ready?.clear_ready();
+                    self.drain(cx)?;
+                }
+                _ = reactor.timer.tick() => self.sample(cx)?,
+                _ = reactor.interrupt.recv() => self.state = State::Finishing,
+                _ = reactor.terminate.recv() => self.state = State::Finishing,
+                _ = reactor.child.recv() => {}
+            }
+        }
+    }
+}
+
+/// Fills in cgroup paths for the ids the probe recorded.
+pub fn resolve_paths(kill: &mut OomKill, resolver: &mut Resolver) {
+    if let Some(cgroup) = kill.victim.cgroup_ref {
+        kill.victim.cgroup = resolver.path(cgroup);
+    }
+    if let Some(trigger) = &mut kill.trigger
+        && let Some(cgroup) = trigger.cgroup_ref
+    {
+        trigger.cgroup = resolver.path(cgroup);
+    }
+    if let Some(memcg) = &mut kill.oom_memcg
+        && let Some(cgroup) = memcg.cgroup_ref
+    {
+        memcg.path = resolver.path(cgroup);
+    }
+}
