@@ -6,7 +6,108 @@
 //! the period timer. Spans that overlap in time therefore belong to one
 //! throttled period.
 
-use crate::event::ThrottleSpan;
+use std::collections::HashMap;
+
+use cgtrace_common::cgroup::CgroupRef;
+
+use crate::event::{Bandwidth, CpuSample, CpuStat, ThrottleSpan};
+
+/// One cpu cgroup over one interval: cgtrace's spans and the kernel's
+/// counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInterval {
+    pub cgroup: CgroupRef,
+    pub spans: SpanStats,
+    /// The quota at the interval's end (`None`: not read, the cgroup gone).
+    pub bandwidth: Option<Bandwidth>,
+    /// The kernel's counters over the interval (`cpu.stat` changes).
+    pub kernel: Option<CpuStat>,
+    /// CPU time used in the interval, nanoseconds.
+    pub usage_ns: Option<u64>,
+}
+
+/// What the model remembers of a cgroup between intervals.
+#[derive(Debug, Default)]
+struct Group {
+    spans: Vec<ThrottleSpan>,
+    /// The interval's sample, if one came.
+    sample: Option<CpuSample>,
+    /// The counters at the last close (they count from the session's start).
+    stat_before: Option<CpuStat>,
+    usage_before: Option<u64>,
+}
+
+/// Spans and `cpu.stat` samples, grouped by cgroup and interval.
+#[derive(Debug, Default)]
+pub struct ThrottleModel {
+    groups: HashMap<(u32, u64), (CgroupRef, Group)>,
+}
+
+impl ThrottleModel {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A span that ended in the open interval.
+    pub fn span(&mut self, span: &ThrottleSpan) {
+        let Some(cgroup) = span.cgroup_ref else {
+            return;
+        };
+        self.group(cgroup).spans.push(span.clone());
+    }
+
+    /// A cgroup's files at the end of the open interval.
+    pub fn cpu(&mut self, sample: &CpuSample) {
+        self.group(sample.cgroup).sample = Some(*sample);
+    }
+
+    fn group(&mut self, cgroup: CgroupRef) -> &mut Group {
+        &mut self
+            .groups
+            .entry((cgroup.hierarchy, cgroup.id))
+            .or_insert_with(|| (cgroup, Group::default()))
+            .1
+    }
+
+    /// Closes the interval: every cgroup with a quota or with spans in it,
+    /// most throttled first.
+    pub fn close(&mut self) -> Vec<GroupInterval> {
+        let mut rows = Vec::new();
+        for (cgroup, group) in self.groups.values_mut() {
+            let spans = std::mem::take(&mut group.spans);
+            let sample = group.sample.take();
+            let limited = sample
+                .and_then(|s| s.bandwidth)
+                .is_some_and(|b| b.quota_us.is_some());
+            let kernel = sample.and_then(|s| s.stat).map(|now| {
+                let before = group.stat_before.replace(now).unwrap_or_default();
+                now.since(&before)
+            });
+            let usage_ns = sample
+                .and_then(|s| s.usage_ns)
+                .map(|now| now.saturating_sub(group.usage_before.replace(now).unwrap_or(0)));
+            if !limited && spans.is_empty() {
+                continue;
+            }
+            rows.push(GroupInterval {
+                cgroup: *cgroup,
+                spans: span_stats(&spans),
+                bandwidth: sample.and_then(|s| s.bandwidth),
+                kernel,
+                usage_ns,
+            });
+        }
+        rows.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(r.spans.total_ns),
+                r.cgroup.hierarchy,
+                r.cgroup.id,
+            )
+        });
+        rows
+    }
+}
 
 /// The number of throttled periods among `spans` (of one group): clusters
 /// of spans that overlap in time.
@@ -55,8 +156,62 @@ pub fn span_stats(spans: &[ThrottleSpan]) -> SpanStats {
 
 #[cfg(test)]
 mod tests {
-    use super::periods;
-    use crate::event::ThrottleSpan;
+    use cgtrace_common::cgroup::CgroupRef;
+
+    use super::{ThrottleModel, periods};
+    use crate::event::{Bandwidth, CpuSample, CpuStat, ThrottleSpan};
+
+    const GROUP: CgroupRef = CgroupRef {
+        id: 9,
+        hierarchy: 3,
+        level: 1,
+    };
+
+    fn sample(throttled: u64, quota: Option<u64>) -> CpuSample {
+        CpuSample {
+            at_ns: 0,
+            cgroup: GROUP,
+            stat: Some(CpuStat {
+                nr_periods: throttled * 2,
+                nr_throttled: throttled,
+                throttled_ns: throttled * 1000,
+                usage_ns: None,
+            }),
+            bandwidth: Some(Bandwidth {
+                quota_us: quota,
+                period_us: 100_000,
+            }),
+            usage_ns: Some(throttled * 10),
+        }
+    }
+
+    #[test]
+    fn intervals_hold_the_spans_and_the_kernels_changes() {
+        let mut model = ThrottleModel::new();
+        let mut limited = span(0, 50, 0);
+        limited.cgroup_ref = Some(GROUP);
+        model.span(&limited);
+        model.cpu(&sample(3, Some(50_000)));
+        let rows = model.close();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].spans.spans, 1);
+        assert_eq!(
+            rows[0].kernel.unwrap().nr_throttled,
+            3,
+            "counted from the start"
+        );
+        model.cpu(&sample(5, Some(50_000)));
+        let rows = model.close();
+        assert_eq!(
+            rows[0].spans.spans, 0,
+            "a limited group shows without spans"
+        );
+        assert_eq!(rows[0].kernel.unwrap().nr_throttled, 2);
+        assert_eq!(rows[0].usage_ns, Some(20));
+        // No quota and no spans: nothing to show.
+        model.cpu(&sample(5, None));
+        assert!(model.close().is_empty());
+    }
 
     fn span(start_ms: u64, end_ms: u64, cpu: u32) -> ThrottleSpan {
         ThrottleSpan {

@@ -366,42 +366,63 @@ impl LiveSource {
         sampled
     }
 
-    /// The CFS bandwidth of every limited cpu cgroup and every cgroup
-    /// throttled in the interval; keeps the per-switch program attached
-    /// only while some cgroup has a quota. Returns the cgroups sampled.
-    fn sample_cpu(&mut self, now: u64, cx: &mut Context) -> anyhow::Result<Vec<CgroupRef>> {
+    /// The cpu cgroups with a CFS quota now.
+    fn limited_cpu_cgroups(&mut self) -> Vec<CgroupRef> {
         let Some(hierarchy) = self.resolver.hierarchies().with_controller("cpu").cloned() else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let Some(id) = hierarchy.id else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
-        let mut cgroups: Vec<CgroupRef> = self.throttled.drain().collect();
-        let mut any_limited = false;
-        for (cgroup, path) in self.resolver.cgroups(id) {
-            let limited = crate::cgroup::cpu::bandwidth(&hierarchy.mount, &path, hierarchy.version)
-                .is_some_and(|b| b.quota_us.is_some());
-            any_limited |= limited;
-            if limited {
-                cgroups.push(CgroupRef {
-                    id: cgroup,
-                    hierarchy: id,
-                    level: u32::try_from(path.split('/').filter(|p| !p.is_empty()).count())
-                        .unwrap_or(0),
-                });
-            }
+        self.resolver
+            .cgroups(id)
+            .into_iter()
+            .filter(|(_, path)| {
+                crate::cgroup::cpu::bandwidth(&hierarchy.mount, path, hierarchy.version)
+                    .is_some_and(|b| b.quota_us.is_some())
+            })
+            .map(|(cgroup, path)| CgroupRef {
+                id: cgroup,
+                hierarchy: id,
+                level: u32::try_from(path.split('/').filter(|p| !p.is_empty()).count())
+                    .unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Keeps the per-switch throttle program attached only while some
+    /// cgroup has a quota (nothing else can be throttled), and says so.
+    fn gate(&mut self, any_limited: bool) -> anyhow::Result<()> {
+        match self.probe.gate_throttle(any_limited)? {
+            Some(true) => crate::note!(
+                "cgtrace: throttle: a cgroup has a CFS quota: sched_switch probe attached"
+            ),
+            Some(false) => crate::note!(
+                "cgtrace: throttle: no cgroup has a CFS quota: sched_switch probe detached (nothing can be throttled)"
+            ),
+            None => {}
         }
+        Ok(())
+    }
+
+    /// Gates the throttle program on the quotas of now, before the first
+    /// interval (see [`LiveOptions::gate_throttle`]).
+    pub fn gate_throttle_now(&mut self) -> anyhow::Result<()> {
         if self.options.gate_throttle {
-            match self.probe.gate_throttle(any_limited)? {
-                Some(true) => crate::note!(
-                    "cgtrace: throttle: a cgroup has a CFS quota: sched_switch probe attached"
-                ),
-                Some(false) => crate::note!(
-                    "cgtrace: throttle: no cgroup has a CFS quota: sched_switch probe detached (nothing can be throttled)"
-                ),
-                None => {}
-            }
+            let any_limited = !self.limited_cpu_cgroups().is_empty();
+            self.gate(any_limited)?;
         }
+        Ok(())
+    }
+
+    /// The CFS bandwidth of every limited cpu cgroup and every cgroup
+    /// throttled in the interval. Returns the cgroups sampled.
+    fn sample_cpu(&mut self, now: u64, cx: &mut Context) -> anyhow::Result<Vec<CgroupRef>> {
+        let limited = self.limited_cpu_cgroups();
+        if self.options.gate_throttle {
+            self.gate(!limited.is_empty())?;
+        }
+        let mut cgroups: Vec<CgroupRef> = self.throttled.drain().chain(limited).collect();
         cgroups.sort_by_key(|c| (c.hierarchy, c.id));
         cgroups.dedup_by_key(|c| (c.hierarchy, c.id));
         let mut sampled = Vec::new();

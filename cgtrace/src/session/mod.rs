@@ -214,12 +214,14 @@ pub async fn run_async<S: Source>(
     sinks: &mut [&mut dyn Sink],
 ) -> anyhow::Result<End> {
     let mut end = End::default();
+    let mut latest_health = None;
     while let Some(event) = source.next(cx).await? {
         cx.learn(&event);
-        if let Event::Health(health) = &event
-            && health.is_final
-        {
-            end.health = Some(health.stats);
+        if let Event::Health(health) = &event {
+            latest_health = Some(health.stats);
+            if health.is_final {
+                end.health = Some(health.stats);
+            }
         }
         let mut stop = false;
         for sink in sinks.iter_mut() {
@@ -231,6 +233,10 @@ pub async fn run_async<S: Source>(
         }
     }
     end.ending = source.ending();
+    if end.ending.is_none() {
+        // Live and stopped early: the counters as they are now.
+        end.health = end.health.or(latest_health);
+    }
     for sink in sinks.iter_mut() {
         sink.finish(cx, &end)?;
     }

@@ -395,10 +395,12 @@ impl Sink for IntervalView<'_> {
     }
 
     fn finish(&mut self, cx: &mut Context, end: &End) -> anyhow::Result<()> {
-        if end.stopped {
+        // A replay stopped by --count or its reader says no more; a live
+        // view still says what it lost.
+        if end.stopped && end.ending.is_some() {
             return Ok(());
         }
-        if self.bucket.counters.is_some() && self.close(cx)? == Flow::Stop {
+        if !end.stopped && self.bucket.counters.is_some() && self.close(cx)? == Flow::Stop {
             return Ok(());
         }
         if let Some(ending) = end.ending {

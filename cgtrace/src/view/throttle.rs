@@ -17,7 +17,7 @@ use crate::{
     cgroup::{cpu::Bandwidth, stat::CpuStat},
     event::{Event, ThrottleSpan},
     identity::Identity,
-    model::throttle::span_stats,
+    model::throttle::{ThrottleModel, span_stats},
     session::{Context, End, Flow, Sink},
     system::Clock,
 };
@@ -328,6 +328,118 @@ impl Sink for ThrottleReplay {
 
     fn finish(&mut self, cx: &mut Context, _end: &End) -> anyhow::Result<()> {
         Ok(self.print(cx)?)
+    }
+}
+
+/// The live throttle view: every span as it ends (with `--spans`), and each
+/// interval the throttled and limited cgroups, cgtrace's spans beside the
+/// kernel's counters.
+pub struct ThrottleView {
+    options: ReplayOptions,
+    count: Option<u64>,
+    model: ThrottleModel,
+    header_printed: bool,
+    reports: u64,
+}
+
+impl ThrottleView {
+    #[must_use]
+    pub fn new(options: ReplayOptions, count: Option<u64>) -> Self {
+        Self {
+            options,
+            count,
+            model: ThrottleModel::new(),
+            header_printed: false,
+            reports: 0,
+        }
+    }
+
+    fn span(&mut self, span: &ThrottleSpan, cx: &mut Context) -> io::Result<()> {
+        let path = span.cgroup.clone().unwrap_or_default();
+        if !cx.selection.keeps(&path) {
+            return Ok(());
+        }
+        if self.options.spans {
+            let workload = cx.selection.identify(&path);
+            let mut out = io::stdout().lock();
+            if self.options.json {
+                writeln!(out, "{}", span_json(span, &cx.clock, &workload))?;
+            } else {
+                writeln!(out, "{}", span_line(span, &cx.clock, &workload))?;
+            }
+            out.flush()?;
+        }
+        self.model.span(span);
+        Ok(())
+    }
+
+    fn interval(&mut self, start_ns: u64, end_ns: u64, cx: &mut Context) -> io::Result<()> {
+        let interval_ns = end_ns.saturating_sub(start_ns);
+        let mut rows: Vec<ThrottleRow> = Vec::new();
+        for group in self.model.close() {
+            let name = cx.names.name(group.cgroup);
+            if !cx.selection.keeps(&name) {
+                continue;
+            }
+            let mut row = ThrottleRow::new(
+                name,
+                group.spans,
+                interval_ns,
+                group.bandwidth,
+                group.kernel,
+                group.usage_ns,
+            );
+            row.workload = cx.selection.identify(&row.name);
+            rows.push(row);
+        }
+        rows.truncate(self.options.top);
+        let mut out = io::stdout().lock();
+        print_interval(
+            &mut out,
+            &rows,
+            &cx.clock,
+            start_ns,
+            end_ns,
+            self.options.json,
+            &mut self.header_printed,
+        )?;
+        out.flush()
+    }
+}
+
+impl Sink for ThrottleView {
+    fn event(&mut self, event: &Event, cx: &mut Context) -> anyhow::Result<Flow> {
+        let written = match event {
+            Event::ThrottleSpan(span) => self.span(span, cx),
+            Event::Cpu(sample) => {
+                self.model.cpu(sample);
+                Ok(())
+            }
+            Event::Tick(tick) => {
+                let written = self.interval(tick.start_ns, tick.end_ns, cx);
+                self.reports += 1;
+                if written.is_ok() && self.count.is_some_and(|count| self.reports >= count) {
+                    return Ok(Flow::Stop);
+                }
+                written
+            }
+            _ => Ok(()),
+        };
+        match written {
+            // The reader went away: nothing more to show.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Flow::Stop),
+            other => Ok(other.map(|()| Flow::Continue)?),
+        }
+    }
+
+    fn finish(&mut self, _cx: &mut Context, end: &End) -> anyhow::Result<()> {
+        if let Some(stats) = &end.health {
+            match super::interval::report_stats(stats, self.options.json) {
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+                other => other?,
+            }
+        }
+        Ok(())
     }
 }
 
