@@ -36,7 +36,6 @@ pub mod kmsg;
 pub mod model;
 pub mod probe;
 pub mod report;
-pub mod runtime;
 pub mod session;
 pub mod system;
 pub mod trace;

@@ -39,8 +39,7 @@ pub struct Privileges {
 impl Privileges {
     #[must_use]
     pub fn current() -> Self {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = rustix::process::geteuid().as_raw();
         let effective = std::fs::read_to_string("/proc/self/status")
             .ok()
             .and_then(|status| parse_cap_eff(&status))
@@ -106,16 +105,11 @@ impl Clock {
     #[must_use]
     pub fn now() -> Self {
         let read = |clock| {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: ts is a valid, writable timespec.
-            unsafe { libc::clock_gettime(clock, &raw mut ts) };
+            let ts = rustix::time::clock_gettime(clock);
             i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
         };
-        let monotonic = read(libc::CLOCK_MONOTONIC);
-        let realtime = read(libc::CLOCK_REALTIME);
+        let monotonic = read(rustix::time::ClockId::Monotonic);
+        let realtime = read(rustix::time::ClockId::Realtime);
         Self {
             realtime_minus_monotonic_ns: realtime - monotonic,
         }
@@ -133,12 +127,7 @@ impl Clock {
     /// Current `CLOCK_MONOTONIC` in nanoseconds.
     #[must_use]
     pub fn monotonic_now_ns() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: ts is a valid, writable timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
             + u64::try_from(ts.tv_nsec).unwrap_or(0)
     }

@@ -3,7 +3,6 @@
 
 use std::{
     io::{self, Write as _},
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -40,13 +39,9 @@ impl UncachedFile {
     /// Evicts the file's clean pages from the page cache.
     pub fn drop_cache(&self) -> io::Result<()> {
         let file = std::fs::File::open(&self.path)?;
-        // SAFETY: a valid open descriptor; the advice only drops clean pages.
-        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::from_raw_os_error(rc))
-        }
+        // The advice only drops clean pages.
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)?;
+        Ok(())
     }
 }
 

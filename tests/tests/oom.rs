@@ -8,7 +8,6 @@ use cgtrace::{
     event::{Constraint, Event, OomKill},
     model::oom::OomCorrelator,
     probe::{FeatureSet, Probe},
-    runtime::wait_readable,
     session::live::resolve_paths,
     system::Clock,
 };
@@ -38,7 +37,9 @@ fn collect(probe: &mut Probe, mut done: impl FnMut(&[OomKill]) -> bool) -> Vec<O
         if done(&kills) || Instant::now() > deadline {
             return kills;
         }
-        wait_readable(&[probe.events_fd()], std::time::Duration::from_millis(50)).expect("poll");
+        probe
+            .wait(std::time::Duration::from_millis(50))
+            .expect("poll");
     }
 }
 

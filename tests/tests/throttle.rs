@@ -8,7 +8,6 @@ use cgtrace::{
     event::{Event, ThrottleSpan},
     model::throttle::periods,
     probe::{FeatureSet, Probe},
-    runtime::wait_readable,
 };
 use cgtrace_tests::{ChildGuard, cgtrace_bin, probe_options, require_root};
 
@@ -54,7 +53,7 @@ fn spin(
     };
     while child.0.try_wait().unwrap().is_none() {
         collect(&mut probe, &mut spans);
-        wait_readable(&[probe.events_fd()], std::time::Duration::from_millis(100)).unwrap();
+        probe.wait(std::time::Duration::from_millis(100)).unwrap();
         assert!(
             started.elapsed().as_secs_f64() < seconds + 30.0,
             "workload overran"
@@ -62,7 +61,7 @@ fn spin(
     }
     let after = group.cpu_stat().unwrap();
     // The last span ends at the switch after the last unthrottle.
-    wait_readable(&[probe.events_fd()], std::time::Duration::from_millis(300)).unwrap();
+    probe.wait(std::time::Duration::from_millis(300)).unwrap();
     collect(&mut probe, &mut spans);
     let stats = probe.stats();
     assert_eq!(stats.ring_buffer_drops, 0);

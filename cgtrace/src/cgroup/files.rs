@@ -37,7 +37,7 @@ pub fn open_files(cgroup_dir: &Path) -> HashMap<FileId, PathBuf> {
                 continue;
             }
             let dev = meta.dev();
-            let (major, minor) = (libc::major(dev), libc::minor(dev));
+            let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
             found.insert(((major << 20) | (minor & 0xf_ffff), meta.ino()), target);
         }
     }
@@ -69,7 +69,7 @@ mod tests {
         )
         .unwrap();
         let found = open_files(dir.path());
-        let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+        let (major, minor) = (rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev()));
         let id = ((major << 20) | minor, meta.ino());
         assert_eq!(found.get(&id), Some(&path));
     }

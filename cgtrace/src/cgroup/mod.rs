@@ -4,7 +4,6 @@
 pub mod cpu;
 pub mod files;
 pub mod hierarchy;
-pub mod poller;
 pub mod resolve;
 pub mod sampler;
 pub mod scratch;

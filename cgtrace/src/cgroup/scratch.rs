@@ -243,9 +243,8 @@ impl Drop for ScratchCgroup {
             if pids.is_empty() {
                 break;
             }
-            for pid in pids {
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+            for pid in pids.into_iter().filter_map(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
             if Instant::now() > deadline {
                 break;
@@ -289,8 +288,10 @@ pub fn spawn_into_all(
     unsafe {
         command.pre_exec(move || {
             for fd in &fds {
-                if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
+                // SAFETY: `files` keeps each descriptor open until spawn returns.
+                let fd = std::os::fd::BorrowedFd::borrow_raw(*fd);
+                if rustix::io::write(fd, b"0")? != 1 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero));
                 }
             }
             Ok(())

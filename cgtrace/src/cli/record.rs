@@ -189,14 +189,12 @@ fn start_command(args: &RecordArgs, cgroups: &[ScratchCgroup]) -> anyhow::Result
     command.args(rest);
     // If the recorder is killed (SIGKILL cannot be caught), the command must
     // not run on unrecorded in its limited cgroups.
-    // SAFETY: prctl(2) is async-signal-safe and touches no memory here.
+    // SAFETY: prctl(2) is async-signal-safe and allocates nothing.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
+            Ok(rustix::process::set_parent_process_death_signal(Some(
+                rustix::process::Signal::KILL,
+            ))?)
         });
     }
     let refs: Vec<&ScratchCgroup> = cgroups.iter().collect();
@@ -249,10 +247,9 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                 cpu: true,
                 pressure: true,
             },
-            gate_throttle: false,
             watched: memory_refs(&cgroups, &hierarchies),
             duration: args.duration,
-            command: None,
+            ..LiveOptions::default()
         },
     );
     let (probe, resolver) = source.probe_and_resolver();

@@ -18,7 +18,6 @@ use crate::{
     event::WorkloadNames,
     identity::{Identities, Identity, names::NameSources, path::Workload, selector::Selector},
     probe::{Probe, ProbeError},
-    trace::record::TraceRecord,
 };
 
 /// Cgroups waiting for their pod's names, at most: beyond this the oldest
@@ -171,26 +170,6 @@ impl Selection {
             ..Identity::unnamed(&names.path)
         };
         self.identities.learn(&names.path, &identity);
-    }
-
-    /// Names recorded in a trace, for a replay.
-    pub fn learn_from(&mut self, records: &[TraceRecord]) {
-        for record in records {
-            if let TraceRecord::WorkloadNames {
-                path,
-                namespace,
-                pod,
-                container,
-            } = record
-            {
-                self.learn(&WorkloadNames {
-                    path: path.clone(),
-                    namespace: namespace.clone(),
-                    pod: pod.clone(),
-                    container: container.clone(),
-                });
-            }
-        }
     }
 
     /// Fills the kernel's allowlist with every cgroup kept now, in every

@@ -360,6 +360,24 @@ impl Probe {
         self.events.as_fd()
     }
 
+    /// Waits until the ring buffer has records or `timeout` passes (for
+    /// the demo's scenarios and the tests, which read the probe directly).
+    pub fn wait(&self, timeout: std::time::Duration) -> std::io::Result<()> {
+        let mut poll = [rustix::event::PollFd::new(
+            &self.events,
+            rustix::event::PollFlags::IN,
+        )];
+        let timeout =
+            rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            });
+        match rustix::event::poll(&mut poll, Some(&timeout)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Decodes every record waiting in the ring buffer.
     pub fn drain(&mut self, mut on_event: impl FnMut(Event)) {
         while let Some(item) = self.events.next() {

@@ -209,13 +209,14 @@ fn rss_layout(btf: &Btf) -> Result<(u32, u32), BtfError> {
     Ok((base + count, 8))
 }
 
+#[must_use]
 pub fn page_shift() -> u32 {
-    // SAFETY: sysconf has no preconditions.
-    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(page_size)
-        .ok()
-        .filter(|size| size.is_power_of_two())
-        .map_or(12, u64::trailing_zeros)
+    let page_size = rustix::param::page_size();
+    if page_size.is_power_of_two() {
+        page_size.trailing_zeros()
+    } else {
+        12
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use tokio::{
     time::{Interval, MissedTickBehavior},
 };
 
-use super::{Context, Source};
+use super::{Context, KernelLog, Source};
 use crate::{
     cgroup::{Resolver, sampler::FileSampler},
     event::{CgroupNamed, Event, Health, OomKill, ProbeCounters, Tick, WorkloadNames},
@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// What a live session samples besides the ring buffer.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LiveOptions {
     /// How often the counters and files are sampled.
     pub interval: Duration,
@@ -48,6 +48,8 @@ pub struct LiveOptions {
     pub duration: Option<Duration>,
     /// Stop when this process exits.
     pub command: Option<Child>,
+    /// OOM kills from the kernel log too (from boot, then as they come).
+    pub kernel_log: Option<KernelLog>,
 }
 
 /// Which cgroup files a live session samples each interval.
@@ -66,6 +68,8 @@ struct Reactor {
     /// A duplicate of the ring buffer's descriptor (the ring buffer itself
     /// stays in the probe): the same file, so the same readiness.
     ring: AsyncFd<OwnedFd>,
+    /// The kernel log's descriptor, likewise, when it is read.
+    kernel_log: Option<AsyncFd<OwnedFd>>,
     timer: Interval,
     interrupt: Signal,
     terminate: Signal,
@@ -102,7 +106,7 @@ pub struct LiveSource {
 impl LiveSource {
     /// Starts counting now: the counters' first sample is the baseline.
     #[must_use]
-    pub fn new(mut probe: Probe, mut resolver: Resolver, options: LiveOptions) -> Self {
+    pub fn new(mut probe: Probe, mut resolver: Resolver, mut options: LiveOptions) -> Self {
         let mut files = FileSampler::new(1 << crate::probe::offsets::page_shift());
         let ids: Vec<(u32, bool, bool)> = resolver
             .hierarchies()
@@ -117,13 +121,22 @@ impl LiveSource {
         }
         // What moved before now is attach noise.
         let _ = probe.sample_counters();
+        let mut pending = VecDeque::new();
+        if let Some(log) = &mut options.kernel_log {
+            // The kills since boot come first. An unreadable log was
+            // checked when it was opened; a read failing now loses only
+            // the backlog, and the live records still come.
+            for kill in log.read().unwrap_or_default() {
+                pending.push_back(Event::OomKill(Box::new(kill)));
+            }
+        }
         Self {
             reactor: None,
             probe,
             resolver,
             files,
             options,
-            pending: VecDeque::new(),
+            pending,
             named: HashSet::new(),
             unnamed: HashSet::new(),
             throttled: HashSet::new(),
@@ -186,11 +199,10 @@ impl LiveSource {
             let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
             self.reactor = Some(Reactor {
-                ring: {
-                    let fd = self.probe.events_fd().try_clone_to_owned()?;
-                    // SAFETY: the AsyncFd owns this descriptor and keeps it
-                    // open for as long as it is registered.
-                    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?
+                ring: readable(self.probe.events_fd().try_clone_to_owned()?)?,
+                kernel_log: match &self.options.kernel_log {
+                    Some(log) => Some(readable(log.fd().try_clone_to_owned()?)?),
+                    None => None,
                 },
                 timer,
                 interrupt: signal(SignalKind::interrupt())?,
@@ -273,6 +285,23 @@ impl LiveSource {
             }
         }
         Ok(())
+    }
+
+    /// The kernel log's new OOM kills.
+    fn read_kernel_log(&mut self, cx: &mut Context) -> anyhow::Result<()> {
+        if let Some(log) = &mut self.options.kernel_log {
+            for kill in log.read()? {
+                self.pending.push_back(Event::OomKill(Box::new(kill)));
+            }
+            cx.kernel_log_lost = Some(log.lost());
+        }
+        Ok(())
+    }
+
+    /// Records the kernel log lost (overwritten before they were read).
+    #[must_use]
+    pub fn kernel_log_lost(&self) -> Option<u64> {
+        self.options.kernel_log.as_ref().map(KernelLog::lost)
     }
 
     /// Names an OOM kill's cgroups and fills in their paths.
@@ -457,6 +486,21 @@ impl LiveSource {
     }
 }
 
+/// `fd` registered with the reactor for reading.
+fn readable(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns this descriptor and keeps it open for as
+    // long as it is registered.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
+}
+
+/// Waits until the kernel log has records, or forever without one.
+async fn log_readable(log: Option<&AsyncFd<OwnedFd>>) -> std::io::Result<()> {
+    match log {
+        Some(log) => log.readable().await.map(|mut ready| ready.clear_ready()),
+        None => std::future::pending().await,
+    }
+}
+
 impl Source for LiveSource {
     async fn next(&mut self, cx: &mut Context) -> anyhow::Result<Option<Event>> {
         loop {
@@ -486,6 +530,10 @@ impl Source for LiveSource {
                 _ = reactor.interrupt.recv() => self.state = State::Finishing,
                 _ = reactor.terminate.recv() => self.state = State::Finishing,
                 _ = reactor.child.recv() => {}
+                ready = log_readable(reactor.kernel_log.as_ref()) => {
+                    ready?;
+                    self.read_kernel_log(cx)?;
+                }
             }
         }
     }

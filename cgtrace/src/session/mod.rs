@@ -7,6 +7,7 @@
 //! a source names a cgroup ([`Event::CgroupCreated`], [`Event::CgroupNamed`])
 //! before the first event that refers to it.
 
+pub mod kernel_log;
 pub mod live;
 mod trace;
 
@@ -15,6 +16,7 @@ use std::{borrow::Cow, collections::HashMap, path::PathBuf};
 use cgtrace_common::cgroup::CgroupRef;
 
 pub use self::{
+    kernel_log::{KernelLog, KernelLogSource},
     live::{FileSamples, LiveOptions, LiveSource},
     trace::TraceSource,
 };
@@ -37,6 +39,8 @@ pub struct Context {
     /// This machine's cgroup mounts, in a live session (a replay's cgroups
     /// are elsewhere, or gone).
     pub hierarchies: Option<Hierarchies>,
+    /// Records the kernel log lost, when a live session reads it.
+    pub kernel_log_lost: Option<u64>,
 }
 
 impl Context {
@@ -48,6 +52,7 @@ impl Context {
             clock,
             page_size,
             hierarchies: None,
+            kernel_log_lost: None,
         }
     }
 

@@ -9,6 +9,7 @@ use super::format::{bytes, rfc3339, short_time, tail};
 use crate::{
     event::{Constraint, Event, OomKill, OomSource, ProbeStats},
     identity::{Identity, selection::Selection},
+    model::oom::{DEFAULT_HOLD_NS, OomCorrelator},
     session::{Context, End, Flow, Sink},
     system::Clock,
     trace::file::Ending,
@@ -242,6 +243,115 @@ impl Sink for OomPrinter {
                 "cgtrace: the trace was cut short at byte {offset}: kills after that were not recorded"
             );
         }
+        Ok(())
+    }
+}
+
+/// `oom --follow`: the kills since boot from the kernel log, then each live
+/// kill as the probe sees it, paired with its kernel-log twin (the
+/// correlator holds a kill a moment for it), and with `--json` the loss
+/// counters every `stats_every` nanoseconds.
+pub struct OomFollow {
+    printer: OomPrinter,
+    correlator: OomCorrelator,
+    stats_every_ns: Option<u64>,
+    last_stats_ns: Option<u64>,
+    latest: Option<ProbeStats>,
+}
+
+impl OomFollow {
+    #[must_use]
+    pub fn new(printer: OomPrinter, attach_ns: u64, stats_every_ns: Option<u64>) -> Self {
+        Self {
+            printer,
+            correlator: OomCorrelator::new(Some(attach_ns), DEFAULT_HOLD_NS),
+            stats_every_ns,
+            last_stats_ns: None,
+            latest: None,
+        }
+    }
+
+    fn print(&mut self, kills: Vec<OomKill>, cx: &mut Context) -> io::Result<()> {
+        for kill in kills {
+            self.printer.kill(&kill, &cx.clock, &mut cx.selection)?;
+        }
+        Ok(())
+    }
+
+    fn kernel_log_lost(cx: &Context) -> u64 {
+        cx.kernel_log_lost.unwrap_or(0)
+    }
+}
+
+impl Sink for OomFollow {
+    fn event(&mut self, event: &Event, cx: &mut Context) -> anyhow::Result<Flow> {
+        let now = Clock::monotonic_now_ns();
+        let ready = match event {
+            Event::OomKill(kill) => match kill.source {
+                OomSource::Probe => self.correlator.probe((**kill).clone(), now),
+                OomSource::KernelLog => self.correlator.log((**kill).clone(), now),
+            },
+            Event::Health(health) => {
+                self.latest = Some(health.stats);
+                let due = self.stats_every_ns.is_some_and(|every| {
+                    health
+                        .at_ns
+                        .saturating_sub(*self.last_stats_ns.get_or_insert(health.at_ns))
+                        >= every
+                });
+                if due {
+                    self.last_stats_ns = Some(health.at_ns);
+                    self.printer
+                        .stats(Some(&health.stats), Self::kernel_log_lost(cx), false)?;
+                }
+                self.correlator.expire(now)
+            }
+            _ => self.correlator.expire(now),
+        };
+        self.print(ready, cx)?;
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self, cx: &mut Context, end: &End) -> anyhow::Result<()> {
+        let held = self.correlator.flush();
+        self.print(held, cx)?;
+        let stats = end.health.or(self.latest);
+        self.printer
+            .stats(stats.as_ref(), Self::kernel_log_lost(cx), true)?;
+        Ok(())
+    }
+}
+
+impl OomPrinter {
+    /// The closing line of `cgtrace oom` without `--follow`: how many
+    /// kills the kernel log held (and how many the filter kept), since when.
+    pub fn history_summary(
+        &self,
+        oldest_us: Option<u64>,
+        lost: u64,
+        clock: &Clock,
+        selection: &Selection,
+    ) -> io::Result<()> {
+        if self.json {
+            return self.stats(None, lost, true);
+        }
+        let since = oldest_us.map_or_else(
+            || "nothing".to_owned(),
+            |us| rfc3339(clock.wall_time(us.saturating_mul(1000))),
+        );
+        let kept = if selection.is_everything() {
+            String::new()
+        } else {
+            format!(
+                " keeping {} (of {} in all)",
+                selection.describe(),
+                self.seen
+            )
+        };
+        crate::note!(
+            "cgtrace: {} OOM kills in the kernel log{kept} (it holds records since {since}; older ones have rotated out)",
+            self.reported
+        );
         Ok(())
     }
 }

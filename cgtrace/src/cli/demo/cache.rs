@@ -48,7 +48,7 @@ impl<'a> Watch<'a> {
 
 fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
-    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+    u64::try_from(rustix::param::page_size()).unwrap_or(4096)
 }
 
 fn kernel_page_cache(cgroup: &ScratchCgroup) -> anyhow::Result<u64> {

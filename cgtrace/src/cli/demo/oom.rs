@@ -13,7 +13,6 @@ use crate::{
     event::{Event, OomKill},
     model::oom::OomCorrelator,
     probe::Probe,
-    runtime::wait_readable,
     session::live::resolve_paths,
     system::Clock,
     view::{self, format::bytes},
@@ -81,7 +80,7 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
         if kernel_count > 0 && u64::try_from(seen).unwrap_or(0) >= kernel_count {
             break;
         }
-        wait_readable(&[probe.events_fd()], Duration::from_millis(100))?;
+        probe.wait(Duration::from_millis(100))?;
     }
     for kill in &mut kills {
         resolve_paths(kill, &mut resolver);

@@ -38,11 +38,13 @@ impl DemoRecording {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: prctl(2) is async-signal-safe and touches no memory here.
+        // SAFETY: prctl(2) is async-signal-safe and allocates nothing.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut command, || {
                 // A demo killed outright must not leave the recorder running.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                let _ = rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::TERM,
+                ));
                 Ok(())
             });
         }
@@ -72,11 +74,11 @@ impl DemoRecording {
 
     /// Stops the recorder as Ctrl-C would, so it finishes the file.
     pub fn finish(mut self) -> anyhow::Result<PathBuf> {
-        let pid = libc::pid_t::try_from(self.child.id()).context("pid out of range")?;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .context("pid out of range")?;
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let mut stderr = String::new();
         if let Some(mut pipe) = self.child.stderr.take() {
             let _ = pipe.read_to_string(&mut stderr);

@@ -14,7 +14,6 @@ use crate::{
     event::{Event, ThrottleSpan},
     model::throttle::periods,
     probe::Probe,
-    runtime::wait_readable,
     view::cache::duration,
 };
 
@@ -49,13 +48,13 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
     };
     while child.try_wait()?.is_none() && Instant::now() < deadline {
         collect(probe);
-        wait_readable(&[probe.events_fd()], Duration::from_millis(100))?;
+        probe.wait(Duration::from_millis(100))?;
     }
     let _ = child.kill();
     let _ = child.wait();
     let kernel = group.cpu_stat()?.since(&before);
     // The last span ends at the first switch after the last unthrottle.
-    wait_readable(&[probe.events_fd()], Duration::from_millis(200))?;
+    probe.wait(Duration::from_millis(200))?;
     collect(probe);
 
     let counted = periods(&spans);
