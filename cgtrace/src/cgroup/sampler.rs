@@ -15,7 +15,7 @@ use cgtrace_common::{
 };
 
 use super::{
-    Hierarchy, Resolver, Version, cpu,
+    Hierarchies, Hierarchy, Resolver, Version, cpu,
     stat::{self, CpuStat, MemoryEvents},
 };
 use crate::event::{Charges, CpuSample, MemorySample, Pressure, PressureLine, PressureSample};
@@ -74,7 +74,7 @@ impl FileSampler {
                 baseline.usage_ns =
                     cpu::usage_ns(resolver.hierarchies(), &h.mount, &path, h.version);
             }
-            for (file, pressure) in read_pressure(&h, &path) {
+            for (file, pressure) in read_pressure(resolver.hierarchies(), &h, &path) {
                 for (full, line) in [(false, Some(pressure.some)), (true, pressure.full)] {
                     if let Some(line) = line {
                         baseline.pressure.insert((file, full), line.total_us);
@@ -177,7 +177,7 @@ impl FileSampler {
     ) -> Option<PressureSample> {
         let path = resolver.path(cgroup)?;
         let h = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
-        let files = read_pressure(&h, &path);
+        let files = read_pressure(resolver.hierarchies(), &h, &path);
         if files.is_empty() {
             return None;
         }
@@ -207,13 +207,24 @@ impl FileSampler {
     }
 }
 
-/// The `*.pressure` files of the cgroup at `path`: only v2 has them (and on
-/// a hybrid host only the unified hierarchy), and only with PSI enabled.
-fn read_pressure(hierarchy: &Hierarchy, path: &str) -> Vec<(&'static str, Pressure)> {
-    if hierarchy.version != Version::V2 {
+/// The `*.pressure` files of the cgroup at `path`: only cgroup v2 has them,
+/// and only with PSI enabled. On a hybrid host a v1 cgroup's pressure is
+/// that of the cgroup at the same path in the unified hierarchy, where one
+/// exists (systemd and container runtimes mirror their cgroups there).
+fn read_pressure(
+    hierarchies: &Hierarchies,
+    hierarchy: &Hierarchy,
+    path: &str,
+) -> Vec<(&'static str, Pressure)> {
+    let unified = if hierarchy.version == Version::V2 {
+        Some(hierarchy)
+    } else {
+        hierarchies.list.iter().find(|h| h.version == Version::V2)
+    };
+    let Some(unified) = unified else {
         return Vec::new();
-    }
-    let dir = hierarchy.mount.join(path.trim_start_matches('/'));
+    };
+    let dir = unified.mount.join(path.trim_start_matches('/'));
     ["memory", "cpu", "io"]
         .into_iter()
         .filter_map(|resource| {
