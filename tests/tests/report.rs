@@ -46,10 +46,13 @@ fn record_run() -> Recorded {
         Version::V1 => r#"echo "limit_hits $(cat "$dir/memory.failcnt")""#,
         Version::V2 => r#"echo "limit_hits $(awk '$1 == "max" {print $2}' "$dir/memory.events")""#,
     };
-    // The kernel's own high-water mark of the group's usage.
+    // The kernel's own high-water mark of the group's usage, and on v2 the
+    // time its tasks stalled on memory.
     let watermark = match memory.version {
         Version::V1 => r#"echo "watermark $(cat "$dir/memory.max_usage_in_bytes")""#,
-        Version::V2 => r#"echo "watermark $(cat "$dir/memory.peak")""#,
+        Version::V2 => {
+            r#"echo "watermark $(cat "$dir/memory.peak")"; awk '$1 == "some" {sub("total=", "", $5); print "pressure_some_us", $5}' "$dir/memory.pressure""#
+        }
     };
     let file = uncached_file("report", 160);
     let bin = cgtrace_bin();
@@ -220,6 +223,14 @@ fn report_and_replays_agree_with_the_kernel(run: &Recorded) {
         run.stat.get("watermark").copied(),
         "peak usage against the kernel's watermark"
     );
+    // Pressure stall information lives in cgroup v2.
+    if let Some(stalled) = run.stat.get("pressure_some_us") {
+        assert_eq!(
+            row["pressure"]["memory"]["some_stalled_us"].as_u64(),
+            Some(*stalled),
+            "memory stall time against memory.pressure: {row}"
+        );
+    }
 }
 
 /// An RGB colour from `#rrggbb`.

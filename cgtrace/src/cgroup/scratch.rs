@@ -75,6 +75,35 @@ impl ScratchCgroup {
         )
     }
 
+    /// On a hybrid host, creates `name` at the top of the unified (v2)
+    /// hierarchy, where the kernel keeps pressure stall information; `None`
+    /// where the memory controller is on v2 already (its cgroup has PSI) or
+    /// no unified hierarchy is mounted.
+    pub fn create_unified(
+        hierarchies: &Hierarchies,
+        name: &str,
+    ) -> Result<Option<Self>, ScratchError> {
+        let memory_on_v2 = hierarchies
+            .with_controller("memory")
+            .is_some_and(|h| h.version == Version::V2);
+        let Some(unified) = hierarchies
+            .list
+            .iter()
+            .find(|h| h.version == Version::V2)
+            .filter(|_| !memory_on_v2)
+        else {
+            return Ok(None);
+        };
+        Self::make(
+            &unified.mount.join(name),
+            format!("/{name}"),
+            Version::V2,
+            unified.id.unwrap_or(super::hierarchy::V2_HIERARCHY_ID),
+            "unified",
+        )
+        .map(Some)
+    }
+
     fn make(
         dir: &Path,
         path: String,

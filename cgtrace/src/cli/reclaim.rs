@@ -17,8 +17,8 @@ use super::{
 };
 use crate::view::{
     cache::{
-        CacheRow, StallRow, activity_json, events_note, reason_name, stall_header, stall_json,
-        stall_line,
+        CacheRow, StallRow, activity_json, events_note, pressure_json, reason_name, stall_header,
+        stall_json, stall_line,
     },
     format::{bytes, rfc3339, tail},
     interval::Named,
@@ -124,7 +124,11 @@ impl Report<'_> {
             .iter()
             .map(|row| {
                 let (charges, refaults, events) = activity_json(row, self.page);
-                json!({"cgroup": row.name, "workload": row.workload.to_json(), "refaults": refaults, "charges": charges, "memory_events": events})
+                let mut value = json!({"cgroup": row.name, "workload": row.workload.to_json(), "refaults": refaults, "charges": charges, "memory_events": events});
+                if let Some(pressure) = &row.pressure {
+                    value["memory_pressure"] = pressure_json(pressure);
+                }
+                value
             })
             .collect();
         let record = json!({

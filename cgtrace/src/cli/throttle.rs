@@ -88,7 +88,7 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
             files: FileSamples {
                 memory: false,
                 cpu: true,
-                pressure: false,
+                pressure: true,
             },
             gate_throttle: true,
             ..LiveOptions::default()

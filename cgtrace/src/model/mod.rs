@@ -3,4 +3,5 @@
 pub mod cache;
 pub mod memory;
 pub mod oom;
+pub mod pressure;
 pub mod throttle;

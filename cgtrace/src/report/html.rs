@@ -192,6 +192,7 @@ fn charts(out: &mut String, cx: &Context<'_>) {
     memory_charts(out, cx, &mut colours, &markers);
     eviction_chart(out, cx, &mut colours, cx.page, &markers);
     throttle_chart(out, cx, &mut colours, &markers);
+    pressure_chart(out, cx, &mut colours, &markers);
     timeline(out, cx);
 }
 
@@ -337,6 +338,54 @@ fn throttle_chart(out: &mut String, cx: &Context<'_>, colours: &mut Colours, mar
                     x_max,
                 ),
                 &throttling[..],
+            )
+        }),
+    );
+}
+
+/// Memory pressure per cgroup: the time some task stalled on memory,
+/// in milliseconds per second, between consecutive samples. Drawn only
+/// where the trace has pressure samples (cgroup v2).
+fn pressure_chart(out: &mut String, cx: &Context<'_>, colours: &mut Colours, markers: &[Marker]) {
+    let summary = cx.summary;
+    if summary
+        .cgroups
+        .values()
+        .all(|c| c.memory_pressure_series.is_empty())
+    {
+        return;
+    }
+    let x_max = summary.seconds();
+    let stalled = top_series(
+        cx,
+        colours,
+        |c| c.pressure.and_then(|p| p.memory).map_or(0, |m| m.some_us),
+        |c| {
+            c.memory_pressure_series
+                .windows(2)
+                .map(|pair| {
+                    let ((before, _), (at, us)) = (pair[0], pair[1]);
+                    #[expect(clippy::cast_precision_loss, reason = "interval lengths")]
+                    let length_s = (at.saturating_sub(before) as f64 / 1e9).max(1e-3);
+                    (seconds(summary, at), as_f64(us) / 1000.0 / length_s)
+                })
+                .collect()
+        },
+    );
+    chart_section(
+        out,
+        "Memory pressure per cgroup",
+        "Milliseconds per second in which some task of the cgroup stalled on memory (reclaim, refaults, swap-in): memory.pressure, some.",
+        (!stalled.is_empty()).then(|| {
+            (
+                svg::line_chart(
+                    "memory stalled",
+                    Unit::MillisPerSecond,
+                    &stalled,
+                    markers,
+                    x_max,
+                ),
+                &stalled[..],
             )
         }),
     );

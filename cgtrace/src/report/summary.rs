@@ -14,7 +14,11 @@ use cgtrace_common::{
 
 use crate::{
     event::{Charges, Event, MemoryEvents, MemorySample, OomKill, ProbeCounters, ThrottleSpan},
-    model::{cache::by_owner, memory::MemoryModel},
+    model::{
+        cache::by_owner,
+        memory::MemoryModel,
+        pressure::{PressureFacts, PressureModel},
+    },
     probe::ProbeStats,
     session::{CgroupNames, Context, End, Flow, Sink},
     trace::record::ChargesFrom,
@@ -53,6 +57,10 @@ pub struct CgroupSummary {
     pub peak_watermark_bytes: Option<(u64, u64)>,
     /// Memory events over the trace (each field summed where known).
     pub events: Option<MemoryEvents>,
+    /// Pressure stalls over the trace, where the kernel has them.
+    pub pressure: Option<PressureFacts>,
+    /// Memory pressure (`some`) stalled per sample, `(time, µs)`, for the plot.
+    pub memory_pressure_series: Vec<(u64, u64)>,
 }
 
 impl Default for CgroupSummary {
@@ -71,6 +79,8 @@ impl Default for CgroupSummary {
             limit_bytes: None,
             peak_watermark_bytes: None,
             events: None,
+            pressure: None,
+            memory_pressure_series: Vec::new(),
         }
     }
 }
@@ -137,6 +147,7 @@ pub struct Summary {
     /// Where charges came from, as the last interval said.
     pub charges_from: Option<ChargesFrom>,
     memory_model: MemoryModel,
+    pressure_model: PressureModel,
     /// Where the open interval's charges come from.
     interval_charges: Option<ChargesFrom>,
 }
@@ -193,6 +204,7 @@ impl Summary {
             intervals: Vec::new(),
             charges_from: None,
             memory_model: MemoryModel::new(page_size),
+            pressure_model: PressureModel::new(),
             interval_charges: None,
         }
     }
@@ -228,7 +240,17 @@ impl Summary {
                 }
                 self.last_ns = self.last_ns.max(health.at_ns);
             }
-            Event::WorkloadNamed(_) | Event::Cpu(_) | Event::Pressure(_) => {}
+            Event::Pressure(sample) => {
+                let (cgroup, facts) = self.pressure_model.sample(sample);
+                let totals = self.entry(Some(cgroup));
+                totals.pressure.get_or_insert_default().add(&facts);
+                if let Some(memory) = facts.memory {
+                    totals
+                        .memory_pressure_series
+                        .push((sample.at_ns, memory.some_us));
+                }
+            }
+            Event::WorkloadNamed(_) | Event::Cpu(_) => {}
         }
     }
 

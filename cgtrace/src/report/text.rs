@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::summary::{CgroupSummary, Summary};
 use crate::{
     identity::Identity,
+    model::pressure::{PressureFacts, Stalled},
     model::throttle::periods,
     system::Clock,
     trace::{
@@ -248,6 +249,7 @@ pub fn text(out: &mut impl io::Write, cx: &Context<'_>) -> io::Result<()> {
             writeln!(out, "{}", cpu_line(&cx.label(name), &cpu_cells(c)))?;
         }
     }
+    pressure_text(out, cx)?;
     if !summary.kills.is_empty() {
         writeln!(out, "\nOOM kills:\n{}", oom::header())?;
         for kill in &summary.kills {
@@ -259,6 +261,73 @@ pub fn text(out: &mut impl io::Write, cx: &Context<'_>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Cgroups whose pressure files were recorded.
+pub fn pressure_rows(
+    summary: &Summary,
+) -> impl Iterator<Item = (&String, &CgroupSummary, &PressureFacts)> {
+    summary
+        .cgroups
+        .iter()
+        .filter_map(|(name, c)| Some((name, c, c.pressure.as_ref()?)))
+}
+
+/// One resource's stalls as `some 1.2s / full 0.3s, avg10 max 12.3%`.
+fn stalled_text(stalled: Option<&Stalled>) -> String {
+    let Some(s) = stalled else {
+        return "-".to_owned();
+    };
+    let full = s.full_us.map_or_else(String::new, |full| {
+        format!(" / full {}", duration(full * 1000))
+    });
+    format!("some {}{full}", duration(s.some_us * 1000))
+}
+
+/// The pressure section: time stalled on memory, CPU and I/O per cgroup
+/// (only where the trace has pressure samples: cgroup v2).
+fn pressure_text(out: &mut impl io::Write, cx: &Context<'_>) -> io::Result<()> {
+    if pressure_rows(cx.summary).next().is_none() {
+        return Ok(());
+    }
+    let line = |name: &str, cells: [String; 3]| {
+        format!(
+            "{:<36} {:<28} {:<28} {:<28}",
+            tail(name, 36),
+            cells[0],
+            cells[1],
+            cells[2]
+        )
+    };
+    writeln!(
+        out,
+        "\n{}",
+        line(
+            "PRESSURE (stalled)",
+            ["MEMORY".into(), "CPU".into(), "IO".into()]
+        )
+    )?;
+    for (name, _, p) in pressure_rows(cx.summary) {
+        let cells = [
+            stalled_text(p.memory.as_ref()),
+            stalled_text(p.cpu.as_ref()),
+            stalled_text(p.io.as_ref()),
+        ];
+        writeln!(out, "{}", line(&cx.label(name), cells))?;
+    }
+    Ok(())
+}
+
+/// A cgroup's pressure over the trace, as JSON.
+fn pressure_json(p: &PressureFacts) -> Value {
+    let resource = |s: Option<&Stalled>| {
+        s.map(|s| json!({"some_stalled_us": s.some_us, "full_stalled_us": s.full_us}))
+    };
+    json!({
+        "memory": resource(p.memory.as_ref()),
+        "cpu": resource(p.cpu.as_ref()),
+        "io": resource(p.io.as_ref()),
+    })
 }
 
 fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
@@ -303,7 +372,7 @@ fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
             )
         })
         .collect();
-    json!({
+    let mut value = json!({
         "cgroup": name,
         "workload": cx.identity(name).to_json(),
         "oom_kills": c.oom_kills,
@@ -319,7 +388,12 @@ fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
         "evicted_by": by,
         "stalls": stalls,
         "charges": charges,
-    })
+    });
+    // Only where the trace has pressure samples (cgroup v2).
+    if let Some(pressure) = &c.pressure {
+        value["pressure"] = pressure_json(pressure);
+    }
+    value
 }
 
 #[must_use]

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::format::{bytes, tail};
 use crate::{
     cgroup::stat::MemoryEvents, event::Stall as StallDelta, identity::Identity,
-    model::cache::OwnerActivity,
+    model::cache::OwnerActivity, model::pressure::Stalled,
 };
 
 const NAME_WIDTH: usize = 30;
@@ -76,14 +76,43 @@ pub struct CacheRow {
     pub charges_source: Option<&'static str>,
     /// Memory events in the interval, and the file they were read from.
     pub events: Option<(MemoryEvents, &'static str)>,
+    /// Memory pressure in the interval, where the kernel has it for the
+    /// cgroup (cgroup v2, or its unified twin on a hybrid host).
+    pub pressure: Option<Stalled>,
+}
+
+/// A pressure average as the text views show it: `12.3%`, `-` unknown.
+#[must_use]
+pub fn pressure_cell(stalled: Option<&Stalled>) -> String {
+    stalled.map_or_else(
+        || "-".to_owned(),
+        |s| {
+            format!(
+                "{}.{}%",
+                s.some_avg10_centi / 100,
+                s.some_avg10_centi % 100 / 10
+            )
+        },
+    )
+}
+
+/// Pressure in an interval as JSON.
+#[must_use]
+pub fn pressure_json(stalled: &Stalled) -> Value {
+    json!({
+        "some_stalled_us": stalled.some_us,
+        "full_stalled_us": stalled.full_us,
+        "some_avg10_percent": f64::from(stalled.some_avg10_centi) / 100.0,
+    })
 }
 
 #[must_use]
 pub fn cache_header() -> String {
     format!(
-        "{:<w$} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:<14} TOP RECLAIMER",
+        "{:<w$} {:>8} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:<14} TOP RECLAIMER",
         "CGROUP",
         "CACHE",
+        "MEM.PSI",
         "ADDED/s",
         "EVICTED/s",
         "OWN-LIM",
@@ -156,9 +185,10 @@ pub fn cache_line(row: &CacheRow, seconds: f64, page_size: u64) -> String {
         },
     );
     format!(
-        "{:<w$} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:<14} {}",
+        "{:<w$} {:>8} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:<14} {}",
         tail(&row.workload.label(&row.name), NAME_WIDTH),
         row.owned_bytes.map_or_else(|| "?".to_owned(), bytes),
+        pressure_cell(row.pressure.as_ref()),
         rate(a.added),
         rate(a.evicted_total()),
         total(a.evicted[CacheReason::OwnLimit as usize]),
@@ -253,7 +283,7 @@ pub fn cache_json(row: &CacheRow, page_size: u64) -> Value {
         })
         .collect();
     let (charges, refaults, events) = activity_json(row, page_size);
-    json!({
+    let mut value = json!({
         "cgroup": row.name,
         "workload": row.workload.to_json(),
         "id": row.id,
@@ -267,7 +297,11 @@ pub fn cache_json(row: &CacheRow, page_size: u64) -> Value {
         "evicted_total_bytes": a.evicted_total() * page_size,
         "evicted_by_others_bytes": a.evicted_by_others * page_size,
         "reclaimers": reclaimers,
-    })
+    });
+    if let Some(pressure) = &row.pressure {
+        value["memory_pressure"] = pressure_json(pressure);
+    }
+    value
 }
 
 /// One file's page-cache activity in an interval.
@@ -426,6 +460,7 @@ mod tests {
             reclaimer_workloads: vec![Identity::unnamed("/noisy/b")],
             charges_source: None,
             events: None,
+            pressure: None,
         };
         let line = cache_line(&row, 2.0, 4096);
         // Right-aligned: the value ends where its header ends.

@@ -24,6 +24,7 @@ use crate::{
     model::{
         cache::by_owner,
         memory::{MemoryFacts, MemoryModel},
+        pressure::{PressureFacts, PressureModel, Stalled},
     },
     session::{Context, End, Flow, Sink},
     system::Clock,
@@ -46,6 +47,8 @@ pub trait CgroupFacts {
     /// The cgroup's directory, to find the files its processes have open
     /// (only while it exists).
     fn directory(&mut self, cgroup: CgroupRef) -> Option<PathBuf>;
+    /// Memory pressure in the interval, where the kernel has it.
+    fn memory_pressure(&mut self, cgroup: CgroupRef) -> Option<Stalled>;
 }
 
 /// A cgroup as a view shows it: its path (or `id:N`) and its workload.
@@ -163,6 +166,7 @@ pub fn cache_rows(
                 activity.charges.and(ChargesFrom::MemoryStat.name())
             };
             let events = activity.owner.and_then(|c| facts.events(c));
+            let pressure = activity.owner.and_then(|c| facts.memory_pressure(c));
             let reclaimer_names: Vec<String> = activity
                 .reclaimers
                 .iter()
@@ -186,6 +190,7 @@ pub fn cache_rows(
                 reclaimer_names,
                 charges_source,
                 events,
+                pressure,
             }
         })
         .collect()
@@ -223,6 +228,7 @@ pub type Render<'r> = dyn FnMut(&mut IntervalContext<'_>) -> io::Result<()> + 'r
 /// `rebucket` intervals of that length) goes to the renderer.
 pub struct IntervalView<'r> {
     model: MemoryModel,
+    pressure: PressureModel,
     render: &'r mut Render<'r>,
     /// Replays only: merge recorded intervals into ones this long.
     rebucket: Option<Duration>,
@@ -244,6 +250,7 @@ struct Bucket {
 /// What a cgroup's samples in the bucket said.
 #[derive(Clone, Copy, Debug, Default)]
 struct BucketFacts {
+    pressure: Option<PressureFacts>,
     owned_bytes: Option<u64>,
     events: Option<(MemoryEvents, &'static str)>,
     stat_charges: Option<Charges>,
@@ -296,6 +303,10 @@ impl CgroupFacts for Facts<'_> {
     fn directory(&mut self, cgroup: CgroupRef) -> Option<PathBuf> {
         self.cx.directory(cgroup)
     }
+
+    fn memory_pressure(&mut self, cgroup: CgroupRef) -> Option<Stalled> {
+        self.bucket.get(&cgroup)?.pressure?.memory
+    }
 }
 
 impl<'r> IntervalView<'r> {
@@ -309,6 +320,7 @@ impl<'r> IntervalView<'r> {
     ) -> Self {
         Self {
             model: MemoryModel::new(page_size),
+            pressure: PressureModel::new(),
             render,
             rebucket,
             count,
@@ -374,6 +386,16 @@ impl Sink for IntervalView<'_> {
                     .facts
                     .entry(sample.cgroup)
                     .or_default()
+                    .add(&facts);
+            }
+            Event::Pressure(sample) => {
+                let (cgroup, facts) = self.pressure.sample(sample);
+                self.bucket
+                    .facts
+                    .entry(cgroup)
+                    .or_default()
+                    .pressure
+                    .get_or_insert_default()
                     .add(&facts);
             }
             Event::Tick(tick) => {

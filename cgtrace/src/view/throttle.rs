@@ -10,14 +10,17 @@ use std::{
 use serde_json::{Value, json};
 
 use super::{
-    cache::duration,
+    cache::{duration, pressure_cell, pressure_json},
     format::{rfc3339, tail},
 };
 use crate::{
     cgroup::{cpu::Bandwidth, stat::CpuStat},
     event::{Event, ThrottleSpan},
     identity::Identity,
-    model::throttle::{ThrottleModel, span_stats},
+    model::{
+        pressure::{PressureModel, Stalled},
+        throttle::ThrottleModel,
+    },
     session::{Context, End, Flow, Sink},
     system::Clock,
 };
@@ -42,6 +45,8 @@ pub struct ThrottleRow {
     pub total_ns: u64,
     pub p99_ns: Option<u64>,
     pub max_ns: Option<u64>,
+    /// CPU pressure in the interval, where the kernel has it.
+    pub pressure: Option<Stalled>,
 }
 
 impl ThrottleRow {
@@ -66,6 +71,7 @@ impl ThrottleRow {
             total_ns: stats.total_ns,
             p99_ns: stats.p99_ns,
             max_ns: stats.max_ns,
+            pressure: None,
         }
     }
 
@@ -89,7 +95,7 @@ impl ThrottleRow {
 #[must_use]
 pub fn header() -> String {
     format!(
-        "{:<w$} {:>7} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>6}",
+        "{:<w$} {:>7} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>6} {:>7}",
         "CGROUP",
         "PERIODS",
         "THROTTLED",
@@ -102,6 +108,7 @@ pub fn header() -> String {
         "MCORES",
         "USED",
         "USED%",
+        "CPU.PSI",
         w = NAME_WIDTH
     )
 }
@@ -111,7 +118,7 @@ pub fn line(row: &ThrottleRow) -> String {
     let dash = || "-".to_owned();
     let cores = row.bandwidth.and_then(|b| b.cores());
     format!(
-        "{:<w$} {:>7} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>6}",
+        "{:<w$} {:>7} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>6} {:>7}",
         tail(&row.workload.label(&row.name), NAME_WIDTH),
         row.kernel.map_or_else(dash, |k| k.nr_periods.to_string()),
         row.throttled_periods,
@@ -134,13 +141,14 @@ pub fn line(row: &ThrottleRow) -> String {
                 "{:.0}%",
                 used / limit * 100.0
             )),
+        pressure_cell(row.pressure.as_ref()),
         w = NAME_WIDTH
     )
 }
 
 #[must_use]
 pub fn json(row: &ThrottleRow) -> Value {
-    json!({
+    let mut value = json!({
         "cgroup": row.name,
         "workload": row.workload.to_json(),
         "quota_us": row.bandwidth.and_then(|b| b.quota_us),
@@ -157,7 +165,11 @@ pub fn json(row: &ThrottleRow) -> Value {
         "throttled_ns": row.total_ns,
         "p99_ns": row.p99_ns,
         "max_ns": row.max_ns,
-    })
+    });
+    if let Some(pressure) = &row.pressure {
+        value["cpu_pressure"] = pressure_json(pressure);
+    }
+    value
 }
 
 #[must_use]
@@ -229,14 +241,17 @@ pub struct ReplayOptions {
     pub interval: Duration,
 }
 
-/// A trace's throttle spans in `interval` buckets from the start of the
-/// recording, shown as the live view would have (without the kernel's
-/// counters). Spans are bucketed by their end, so they are gathered first:
-/// a recorder writes them as the ring buffer gives them, not in order.
+/// A trace's throttling in `interval` buckets from the start of the
+/// recording, shown as the live view would have: spans bucketed by their
+/// end, with the kernel's counters and the CPU pressure from the samples
+/// recorded in the same bucket (a trace without samples shows spans only).
+/// They are gathered first: a recorder writes spans as the ring buffer
+/// gives them, not in order.
 pub struct ThrottleReplay {
     options: ReplayOptions,
     start_ns: u64,
-    spans: Vec<ThrottleSpan>,
+    /// Spans, samples and pressure, each with the time that buckets it.
+    facts: Vec<(u64, Event)>,
 }
 
 impl ThrottleReplay {
@@ -245,74 +260,59 @@ impl ThrottleReplay {
         Self {
             options,
             start_ns,
-            spans: Vec::new(),
+            facts: Vec::new(),
         }
     }
 
     fn print(&mut self, cx: &mut Context) -> io::Result<()> {
         let options = self.options;
-        let mut spans = std::mem::take(&mut self.spans);
-        spans.sort_by_key(|s| s.end_ns);
+        let mut facts = std::mem::take(&mut self.facts);
+        facts.sort_by_key(|(at, _)| *at);
         let interval_ns = u64::try_from(options.interval.as_nanos())
             .unwrap_or(u64::MAX)
             .max(1);
         let start = self.start_ns;
+        let mut view = ThrottleView::new(options, None);
         let mut out = io::stdout().lock();
-        let mut header_printed = false;
         let mut index = 0;
-        while index < spans.len() {
-            let bucket = spans[index].end_ns.saturating_sub(start) / interval_ns;
+        while index < facts.len() {
+            let bucket = facts[index].0.saturating_sub(start) / interval_ns;
             let (bucket_start, bucket_end) = (
                 start + bucket * interval_ns,
                 start + (bucket + 1) * interval_ns,
             );
-            let mut groups: HashMap<String, Vec<ThrottleSpan>> = HashMap::new();
-            while index < spans.len() && spans[index].end_ns < bucket_end {
-                let mut span = spans[index].clone();
+            let mut spans = false;
+            while index < facts.len() && facts[index].0 < bucket_end {
+                let (_, event) = &facts[index];
                 index += 1;
-                span.cgroup = span.cgroup_ref.map(|c| cx.names.name(c));
-                let path = span.cgroup.clone().unwrap_or_default();
-                if !cx.selection.keeps(&path) {
-                    continue;
+                match event {
+                    Event::ThrottleSpan(span) => {
+                        let mut span = span.clone();
+                        span.cgroup = span.cgroup_ref.map(|c| cx.names.name(c));
+                        spans |= cx
+                            .selection
+                            .keeps(span.cgroup.as_deref().unwrap_or_default());
+                        view.span(&span, cx)?;
+                    }
+                    other => {
+                        view.event(other, cx).map_err(io::Error::other)?;
+                    }
                 }
-                if options.spans {
-                    let workload = cx.selection.identify(&path);
-                    let line = if options.json {
-                        span_json(&span, &cx.clock, &workload).to_string()
-                    } else {
-                        span_line(&span, &cx.clock, &workload)
-                    };
-                    writeln!(out, "{line}")?;
-                }
-                groups
-                    .entry(span.cgroup.clone().unwrap_or_default())
-                    .or_default()
-                    .push(span);
             }
-            let mut rows: Vec<ThrottleRow> = groups
-                .into_iter()
-                .map(|(name, group)| {
-                    let mut row =
-                        ThrottleRow::new(name, span_stats(&group), interval_ns, None, None, None);
-                    row.workload = cx.selection.identify(&row.name);
-                    row
-                })
-                .collect();
-            rows.sort_by(|a, b| {
-                b.total_ns
-                    .cmp(&a.total_ns)
-                    .then_with(|| a.name.cmp(&b.name))
-            });
-            rows.truncate(options.top);
-            print_interval(
-                &mut out,
-                &rows,
-                &cx.clock,
-                bucket_start,
-                bucket_end,
-                options.json,
-                &mut header_printed,
-            )?;
+            // As before samples were recorded: a bucket shows when it has
+            // spans, or samples of a limited group.
+            let rows = view.rows(bucket_start, bucket_end, cx);
+            if spans || !rows.is_empty() {
+                print_interval(
+                    &mut out,
+                    &rows,
+                    &cx.clock,
+                    bucket_start,
+                    bucket_end,
+                    options.json,
+                    &mut view.header_printed,
+                )?;
+            }
         }
         Ok(())
     }
@@ -320,9 +320,13 @@ impl ThrottleReplay {
 
 impl Sink for ThrottleReplay {
     fn event(&mut self, event: &Event, _cx: &mut Context) -> anyhow::Result<Flow> {
-        if let Event::ThrottleSpan(span) = event {
-            self.spans.push(span.clone());
-        }
+        let at = match event {
+            Event::ThrottleSpan(span) => span.end_ns,
+            Event::Cpu(sample) => sample.at_ns,
+            Event::Pressure(sample) => sample.at_ns,
+            _ => return Ok(Flow::Continue),
+        };
+        self.facts.push((at, event.clone()));
         Ok(Flow::Continue)
     }
 
@@ -338,6 +342,9 @@ pub struct ThrottleView {
     options: ReplayOptions,
     count: Option<u64>,
     model: ThrottleModel,
+    pressure: PressureModel,
+    /// CPU pressure of each cgroup in the open interval.
+    cpu_pressure: HashMap<(u32, u64), Stalled>,
     header_printed: bool,
     reports: u64,
 }
@@ -349,6 +356,8 @@ impl ThrottleView {
             options,
             count,
             model: ThrottleModel::new(),
+            pressure: PressureModel::new(),
+            cpu_pressure: HashMap::new(),
             header_printed: false,
             reports: 0,
         }
@@ -373,7 +382,9 @@ impl ThrottleView {
         Ok(())
     }
 
-    fn interval(&mut self, start_ns: u64, end_ns: u64, cx: &mut Context) -> io::Result<()> {
+    /// The interval's rows: the throttled and limited cgroups the
+    /// selection keeps, most throttled first.
+    fn rows(&mut self, start_ns: u64, end_ns: u64, cx: &mut Context) -> Vec<ThrottleRow> {
         let interval_ns = end_ns.saturating_sub(start_ns);
         let mut rows: Vec<ThrottleRow> = Vec::new();
         for group in self.model.close() {
@@ -390,9 +401,19 @@ impl ThrottleView {
                 group.usage_ns,
             );
             row.workload = cx.selection.identify(&row.name);
+            row.pressure = self
+                .cpu_pressure
+                .get(&(group.cgroup.hierarchy, group.cgroup.id))
+                .copied();
             rows.push(row);
         }
+        self.cpu_pressure.clear();
         rows.truncate(self.options.top);
+        rows
+    }
+
+    fn interval(&mut self, start_ns: u64, end_ns: u64, cx: &mut Context) -> io::Result<()> {
+        let rows = self.rows(start_ns, end_ns, cx);
         let mut out = io::stdout().lock();
         print_interval(
             &mut out,
@@ -413,6 +434,16 @@ impl Sink for ThrottleView {
             Event::ThrottleSpan(span) => self.span(span, cx),
             Event::Cpu(sample) => {
                 self.model.cpu(sample);
+                Ok(())
+            }
+            Event::Pressure(sample) => {
+                let (cgroup, facts) = self.pressure.sample(sample);
+                if let Some(cpu) = facts.cpu {
+                    self.cpu_pressure
+                        .entry((cgroup.hierarchy, cgroup.id))
+                        .or_default()
+                        .add(&cpu);
+                }
                 Ok(())
             }
             Event::Tick(tick) => {
@@ -470,6 +501,7 @@ mod tests {
             total_ns: 800_000_000,
             p99_ns: Some(80_000_000),
             max_ns: Some(81_000_000),
+            pressure: None,
         };
         let text = line(&row);
         assert!(
