@@ -9,31 +9,20 @@
 #![cfg_attr(not(feature = "user"), no_std)]
 
 pub mod cgroup;
+pub mod codes;
 pub mod offsets;
 pub mod oom;
 pub mod pagecache;
 pub mod stats;
 pub mod throttle;
 
-/// Tag in the first four bytes of every ring-buffer record, so the reader can
-/// dispatch before it knows the record's full size.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecordKind {
-    OomKill = 1,
-    ThrottleSpan = 2,
-    CgroupCreated = 3,
-}
-
-impl RecordKind {
-    #[must_use]
-    pub const fn from_u32(value: u32) -> Option<Self> {
-        match value {
-            1 => Some(Self::OomKill),
-            2 => Some(Self::ThrottleSpan),
-            3 => Some(Self::CgroupCreated),
-            _ => None,
-        }
+code_enum! {
+    /// Tag in the first four bytes of every ring-buffer record, so the
+    /// reader can dispatch before it knows the record's full size.
+    pub enum RecordKind: u32 {
+        OomKill = 1 => "oom_kill",
+        ThrottleSpan = 2 => "throttle_span",
+        CgroupCreated = 3 => "cgroup_created",
     }
 }
 

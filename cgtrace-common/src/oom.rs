@@ -2,27 +2,27 @@
 
 use crate::{RecordHeader, cgroup::CgroupRef};
 
-/// How the programs found the memory cgroup whose limit was hit.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConstraintSource {
-    /// Not found: a global OOM, or the variant in use cannot tell.
-    None = 0,
-    /// `oom_control->memcg`, read on entry to `out_of_memory()` (fentry).
-    OomControl = 1,
-    /// The lowest ancestor of the allocating task's memory cgroup (itself
-    /// included) whose usage is within one maximal charge of its limit: the
-    /// counter the kernel's `page_counter_try_charge()` failed on.
-    LimitWalk = 2,
+crate::code_enum! {
+    /// How the programs found the memory cgroup whose limit was hit.
+    pub enum ConstraintSource: u8 {
+        /// Not found: a global OOM, or the variant in use cannot tell.
+        None = 0 => "none",
+        /// `oom_control->memcg`, read on entry to `out_of_memory()` (fentry).
+        OomControl = 1 => "oom_control",
+        /// The lowest ancestor of the allocating task's memory cgroup
+        /// (itself included) whose usage is within one maximal charge of its
+        /// limit: the counter the kernel's `page_counter_try_charge()` failed on.
+        LimitWalk = 2 => "limit_walk",
+    }
 }
 
 impl ConstraintSource {
+    /// The record's byte; an unknown value as `None`.
     #[must_use]
     pub const fn from_u8(value: u8) -> Self {
-        match value {
-            1 => Self::OomControl,
-            2 => Self::LimitWalk,
-            _ => Self::None,
+        match Self::from_u32(value as u32) {
+            Some(source) => source,
+            None => Self::None,
         }
     }
 }

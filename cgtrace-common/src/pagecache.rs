@@ -6,53 +6,33 @@
 //! [`CacheKey`] of memcg *pointers* (one read per event, no id chain), and
 //! `MEMCG_REFS` maps each pointer to its cgroup once per memcg.
 
-/// Why a page-cache page came or went.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum CacheReason {
-    /// Inserted (`mm_filemap_add_to_page_cache`).
-    Added = 0,
-    /// Removed outside reclaim: truncate, unlink, invalidation, drop_caches.
-    Removed = 1,
-    /// Reclaimed while the owner's own memcg was over its limit.
-    OwnLimit = 2,
-    /// Reclaimed under the limit of one of the owner's ancestors.
-    AncestorLimit = 3,
-    /// Reclaimed by memcg limit reclaim whose target memcg was not found.
-    MemcgLimit = 4,
-    /// Reclaimed by kswapd (node free memory below its watermark).
-    Kswapd = 5,
-    /// Reclaimed by a task in direct global reclaim (allocation stalled).
-    DirectGlobal = 6,
-    /// Reclaimed with no limit involved: proactive reclaim (DAMON's kdamond,
-    /// `memory.reclaim`).
-    Proactive = 7,
+crate::code_enum! {
+    /// Why a page-cache page came or went.
+    pub enum CacheReason: u32 {
+        /// Inserted (`mm_filemap_add_to_page_cache`).
+        Added = 0 => "added",
+        /// Removed outside reclaim: truncate, unlink, invalidation, drop_caches.
+        Removed = 1 => "removed",
+        /// Reclaimed while the owner's own memcg was over its limit.
+        OwnLimit = 2 => "own_limit",
+        /// Reclaimed under the limit of one of the owner's ancestors.
+        AncestorLimit = 3 => "ancestor_limit",
+        /// Reclaimed by memcg limit reclaim whose target memcg was not found.
+        MemcgLimit = 4 => "memcg_limit",
+        /// Reclaimed by kswapd (node free memory below its watermark).
+        Kswapd = 5 => "kswapd",
+        /// Reclaimed by a task in direct global reclaim (allocation stalled).
+        DirectGlobal = 6 => "direct_global",
+        /// Reclaimed with no limit involved: proactive reclaim (DAMON's
+        /// kdamond, `memory.reclaim`).
+        Proactive = 7 => "proactive",
+    }
 }
 
 /// Number of [`CacheReason`] values.
-pub const CACHE_REASONS: usize = 8;
+pub const CACHE_REASONS: usize = CacheReason::COUNT;
 
 impl CacheReason {
-    pub const ALL: [Self; CACHE_REASONS] = [
-        Self::Added,
-        Self::Removed,
-        Self::OwnLimit,
-        Self::AncestorLimit,
-        Self::MemcgLimit,
-        Self::Kswapd,
-        Self::DirectGlobal,
-        Self::Proactive,
-    ];
-
-    #[must_use]
-    pub const fn from_u32(value: u32) -> Option<Self> {
-        if (value as usize) < CACHE_REASONS {
-            Some(Self::ALL[value as usize])
-        } else {
-            None
-        }
-    }
-
     /// Whether this is an eviction by reclaim (not an insertion, not a removal).
     #[must_use]
     pub const fn is_reclaim(self) -> bool {
@@ -90,29 +70,17 @@ pub struct FileKey {
 }
 const _: () = assert!(core::mem::size_of::<FileKey>() == 24);
 
-/// Kinds of reclaim a task can be in, between begin and end tracepoints.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ReclaimKind {
-    /// `mm_vmscan_memcg_reclaim_begin/end`: a memcg over its limit (or
-    /// `memory.high`, or `memory.reclaim`).
-    Memcg = 0,
-    /// `mm_vmscan_direct_reclaim_begin/end`: global direct reclaim.
-    Direct = 1,
-    /// Reclaim without a begin/end pair (kswapd, kdamond): shrink counters
-    /// only, no stall times.
-    Background = 2,
-}
-
-impl ReclaimKind {
-    #[must_use]
-    pub const fn from_u32(value: u32) -> Option<Self> {
-        match value {
-            0 => Some(Self::Memcg),
-            1 => Some(Self::Direct),
-            2 => Some(Self::Background),
-            _ => None,
-        }
+crate::code_enum! {
+    /// Kinds of reclaim a task can be in, between begin and end tracepoints.
+    pub enum ReclaimKind: u32 {
+        /// `mm_vmscan_memcg_reclaim_begin/end`: a memcg over its limit (or
+        /// `memory.high`, or `memory.reclaim`).
+        Memcg = 0 => "memcg",
+        /// `mm_vmscan_direct_reclaim_begin/end`: global direct reclaim.
+        Direct = 1 => "direct",
+        /// Reclaim without a begin/end pair (kswapd, kdamond): shrink
+        /// counters only, no stall times.
+        Background = 2 => "background",
     }
 }
 
@@ -288,41 +256,31 @@ pub const fn stall_bucket_floor(bucket: usize) -> u64 {
     }
 }
 
-/// Memory types whose charges the memcg stat tracepoints report, and the
-/// refault counters (index into `Offsets::memcg_stat_items`).
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ChargeKind {
-    /// `NR_ANON_MAPPED`.
-    Anon = 0,
-    /// `NR_FILE_PAGES` (page cache, shmem included).
-    File = 1,
-    /// `NR_SHMEM`.
-    Shmem = 2,
-    /// `MEMCG_KMEM`: kernel memory (slab, page tables, stacks...).
-    Kernel = 3,
-    /// `MEMCG_SOCK`: network socket buffers.
-    Sock = 4,
-    /// `WORKINGSET_REFAULT_ANON`: evicted anon pages faulted back in.
-    RefaultAnon = 5,
-    /// `WORKINGSET_REFAULT_FILE`: evicted page-cache pages read again.
-    RefaultFile = 6,
+crate::code_enum! {
+    /// Memory types whose charges the memcg stat tracepoints report, and
+    /// the refault counters (index into `Offsets::memcg_stat_items`).
+    pub enum ChargeKind: u32 {
+        /// `NR_ANON_MAPPED`.
+        Anon = 0 => "anon",
+        /// `NR_FILE_PAGES` (page cache, shmem included).
+        File = 1 => "file",
+        /// `NR_SHMEM`.
+        Shmem = 2 => "shmem",
+        /// `MEMCG_KMEM`: kernel memory (slab, page tables, stacks...).
+        Kernel = 3 => "kernel",
+        /// `MEMCG_SOCK`: network socket buffers.
+        Sock = 4 => "sock",
+        /// `WORKINGSET_REFAULT_ANON`: evicted anon pages faulted back in.
+        RefaultAnon = 5 => "refault_anon",
+        /// `WORKINGSET_REFAULT_FILE`: evicted page-cache pages read again.
+        RefaultFile = 6 => "refault_file",
+    }
 }
 
 /// Number of [`ChargeKind`] values.
-pub const CHARGE_KINDS: usize = 7;
+pub const CHARGE_KINDS: usize = ChargeKind::COUNT;
 
 impl ChargeKind {
-    pub const ALL: [Self; CHARGE_KINDS] = [
-        Self::Anon,
-        Self::File,
-        Self::Shmem,
-        Self::Kernel,
-        Self::Sock,
-        Self::RefaultAnon,
-        Self::RefaultFile,
-    ];
-
     /// The kernel enum value each kind stands for (read from BTF).
     pub const KERNEL_NAMES: [&'static str; CHARGE_KINDS] = [
         "NR_ANON_MAPPED",
@@ -333,15 +291,6 @@ impl ChargeKind {
         "WORKINGSET_REFAULT_ANON",
         "WORKINGSET_REFAULT_FILE",
     ];
-
-    #[must_use]
-    pub const fn from_u32(value: u32) -> Option<Self> {
-        if (value as usize) < CHARGE_KINDS {
-            Some(Self::ALL[value as usize])
-        } else {
-            None
-        }
-    }
 }
 
 /// Key of the per-CPU charge counters.

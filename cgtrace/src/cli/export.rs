@@ -25,7 +25,7 @@ use crate::{
     system::Clock,
     trace::{file::Ending, record::ChargesFrom},
     view::{
-        cache::{StallRow, cgroup_name, charge_name, reason_name, stall_json},
+        cache::{StallRow, cgroup_name, stall_json},
         format::rfc3339,
         oom, throttle,
     },
@@ -149,7 +149,7 @@ fn charges_json(charges: impl Iterator<Item = (ChargeKind, (u64, u64))>) -> Valu
     let mut map = serde_json::Map::new();
     for (kind, (charged, uncharged)) in charges.filter(|(_, (c, u))| c + u > 0) {
         map.insert(
-            charge_name(kind).to_owned(),
+            kind.name().to_owned(),
             json!({"charged_pages": charged, "uncharged_pages": uncharged}),
         );
     }
@@ -166,7 +166,7 @@ fn counters_json(counters: &ProbeCounters, cx: &mut Context) -> Value {
             json!({
                 "owner": name(cx, flow.owner),
                 "actor": name(cx, flow.actor),
-                "reason": reason_name(flow.reason),
+                "reason": flow.reason.name(),
                 "bytes": flow.pages * cx.page_size,
             })
         })
@@ -182,7 +182,7 @@ fn counters_json(counters: &ProbeCounters, cx: &mut Context) -> Value {
             .map(|c| {
                 json!({
                     "cgroup": name(cx, c.cgroup),
-                    "kind": charge_name(c.kind),
+                    "kind": c.kind.name(),
                     "charged_pages": c.charged,
                     "uncharged_pages": c.uncharged,
                 })
@@ -325,7 +325,7 @@ impl ChromeTrace {
                         self.pid_of(&name(flow.owner).unwrap_or_else(|| "(uncharged)".into()));
                     self.events.push(json!({
                         "ph": "C", "name": "page cache evicted (bytes)", "pid": pid, "ts": micros(counters.end_ns),
-                        "args": {reason_name(flow.reason): flow.pages * cx.page_size},
+                        "args": {flow.reason.name(): flow.pages * cx.page_size},
                     }));
                 }
             }

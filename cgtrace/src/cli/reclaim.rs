@@ -17,8 +17,8 @@ use super::{
 };
 use crate::view::{
     cache::{
-        CacheRow, StallRow, activity_json, events_note, pressure_json, reason_name, stall_header,
-        stall_json, stall_line,
+        CacheRow, StallRow, activity_json, events_note, pressure_json, stall_header, stall_json,
+        stall_line,
     },
     format::{bytes, rfc3339, tail},
     interval::Named,
@@ -110,7 +110,7 @@ impl Report<'_> {
                     "victim_workload": victim.workload.to_json(),
                     "reclaimer": reclaimer.path,
                     "reclaimer_workload": reclaimer.workload.to_json(),
-                    "reason": reason_name(*reason),
+                    "reason": reason.name(),
                     "bytes": b,
                 })
             })
@@ -157,7 +157,7 @@ impl Report<'_> {
                     "{:<30} {:<30} {:<15} {:>9}",
                     tail(&victim.label(), 30),
                     tail(&reclaimer.label(), 30),
-                    reason_name(*reason),
+                    reason.name(),
                     bytes(*b)
                 )?;
             }

@@ -22,7 +22,6 @@ use crate::{
     probe::ProbeStats,
     session::{CgroupNames, Context, End, Flow, Sink},
     trace::record::ChargesFrom,
-    view::cache::reason_name,
 };
 
 /// A cgroup's memory at the end of one interval.
@@ -276,7 +275,7 @@ impl Summary {
             for reason in CacheReason::ALL {
                 let pages = activity.evicted[reason as usize];
                 if pages > 0 {
-                    *totals.evicted.entry(reason_name(reason)).or_default() += pages;
+                    *totals.evicted.entry(reason.name()).or_default() += pages;
                 }
             }
             for (actor, pages) in actors {

@@ -19,7 +19,7 @@ use crate::{
         record::ChargesFrom,
     },
     view::{
-        cache::{EVICTION_REASONS, charge_name, duration, kind_name, reason_name},
+        cache::{EVICTION_REASONS, duration},
         format::{bytes, rfc3339, tail},
         oom,
     },
@@ -335,8 +335,8 @@ fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
     let evicted: serde_json::Map<String, Value> = EVICTION_REASONS
         .iter()
         .map(|r| {
-            let pages = c.evicted.get(reason_name(*r)).copied().unwrap_or(0);
-            (reason_name(*r).to_owned(), json!(pages * page))
+            let pages = c.evicted.get(r.name()).copied().unwrap_or(0);
+            (r.name().to_owned(), json!(pages * page))
         })
         .collect();
     let by: Vec<Value> = c
@@ -351,7 +351,7 @@ fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
         .iter()
         .map(|(kind, s)| {
             json!({
-                "kind": kind_name(*kind),
+                "kind": kind.name(),
                 "count": s.count,
                 "total_ns": s.total_ns,
                 "p50_ns": s.quantile_ns(0.5),
@@ -367,7 +367,7 @@ fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
         .map(|kind| {
             let (charged, uncharged) = c.charges[*kind as usize];
             (
-                charge_name(*kind).to_owned(),
+                kind.name().to_owned(),
                 json!({"charged_pages": charged, "uncharged_pages": uncharged}),
             )
         })

@@ -24,29 +24,6 @@ pub const EVICTION_REASONS: [CacheReason; 6] = [
     CacheReason::Proactive,
 ];
 
-#[must_use]
-pub fn reason_name(reason: CacheReason) -> &'static str {
-    match reason {
-        CacheReason::Added => "added",
-        CacheReason::Removed => "removed",
-        CacheReason::OwnLimit => "own_limit",
-        CacheReason::AncestorLimit => "ancestor_limit",
-        CacheReason::MemcgLimit => "memcg_limit",
-        CacheReason::Kswapd => "kswapd",
-        CacheReason::DirectGlobal => "direct_global",
-        CacheReason::Proactive => "proactive",
-    }
-}
-
-#[must_use]
-pub fn kind_name(kind: ReclaimKind) -> &'static str {
-    match kind {
-        ReclaimKind::Memcg => "memcg",
-        ReclaimKind::Direct => "direct",
-        ReclaimKind::Background => "background",
-    }
-}
-
 /// A cgroup as the views print it.
 #[must_use]
 pub fn cgroup_name(path: Option<&str>, cgroup: Option<CgroupRef>) -> String {
@@ -168,7 +145,7 @@ pub fn cache_line(row: &CacheRow, seconds: f64, page_size: u64) -> String {
                     .first()
                     .zip(row.reclaimer_workloads.first())
                     .map_or_else(|| "?".to_owned(), |(name, w)| w.label(name)),
-                reason_name(*reason),
+                reason.name(),
                 total(*pages)
             )
         });
@@ -217,7 +194,7 @@ pub fn activity_json(row: &CacheRow, page_size: u64) -> (Value, Value, Value) {
         for kind in [ChargeKind::Anon, ChargeKind::File, ChargeKind::Shmem, ChargeKind::Kernel, ChargeKind::Sock] {
             let (charged, uncharged) = c[kind as usize];
             map.insert(
-                charge_name(kind).into(),
+                kind.name().into(),
                 json!({"charged_bytes": charged * page_size, "uncharged_bytes": uncharged * page_size}),
             );
         }
@@ -234,19 +211,6 @@ pub fn activity_json(row: &CacheRow, page_size: u64) -> (Value, Value, Value) {
         json!({"source": source, "high": e.high, "max": e.max, "oom": e.oom, "oom_kill": e.oom_kill})
     });
     (charges, refaults, events)
-}
-
-#[must_use]
-pub fn charge_name(kind: ChargeKind) -> &'static str {
-    match kind {
-        ChargeKind::Anon => "anon",
-        ChargeKind::File => "file",
-        ChargeKind::Shmem => "shmem",
-        ChargeKind::Kernel => "kernel",
-        ChargeKind::Sock => "sock",
-        ChargeKind::RefaultAnon => "refault_anon",
-        ChargeKind::RefaultFile => "refault_file",
-    }
 }
 
 fn per_second(value: u64, seconds: f64) -> String {
@@ -270,7 +234,7 @@ pub fn cache_json(row: &CacheRow, page_size: u64) -> Value {
     let mut evicted = Map::new();
     for reason in EVICTION_REASONS {
         evicted.insert(
-            reason_name(reason).into(),
+            reason.name().into(),
             json!(a.evicted[reason as usize] * page_size),
         );
     }
@@ -279,7 +243,7 @@ pub fn cache_json(row: &CacheRow, page_size: u64) -> Value {
         .iter()
         .zip(row.reclaimer_names.iter().zip(&row.reclaimer_workloads))
         .map(|((_, reason, pages), (name, workload))| {
-            json!({"cgroup": name, "workload": workload.to_json(), "reason": reason_name(*reason), "bytes": pages * page_size})
+            json!({"cgroup": name, "workload": workload.to_json(), "reason": reason.name(), "bytes": pages * page_size})
         })
         .collect();
     let (charges, refaults, events) = activity_json(row, page_size);
@@ -394,7 +358,7 @@ pub fn stall_line(row: &StallRow<'_>, page_size: u64) -> String {
     format!(
         "{:<w$} {:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
         tail(&row.workload.label(&row.name), NAME_WIDTH),
-        kind_name(kind),
+        kind.name(),
         if timed {
             s.count.to_string()
         } else {
@@ -418,7 +382,7 @@ pub fn stall_json(row: &StallRow<'_>, page_size: u64) -> Value {
     json!({
         "cgroup": row.name,
         "workload": row.workload.to_json(),
-        "kind": kind_name(row.stall.kind),
+        "kind": row.stall.kind.name(),
         "count": s.count,
         "total_ns": s.total_ns,
         "p50_ns": s.quantile_ns(0.5),
