@@ -39,5 +39,6 @@ pub mod report;
 pub mod session;
 pub mod system;
 pub mod trace;
+pub mod units;
 pub mod view;
 pub mod workload;

@@ -66,7 +66,8 @@ impl Privileges {
 
     /// The user-facing explanation when tracing is not possible.
     #[must_use]
-    pub fn missing(&self) -> String {
+    /// The capabilities it lacks to trace.
+    pub fn missing(&self) -> Vec<&'static str> {
         let mut missing = Vec::new();
         if !self.cap_bpf {
             missing.push("CAP_BPF");
@@ -74,10 +75,7 @@ impl Privileges {
         if !self.cap_perfmon {
             missing.push("CAP_PERFMON");
         }
-        format!(
-            "cgtrace needs root to load its eBPF programs (missing {}; CAP_SYS_ADMIN would also do): run it with sudo",
-            missing.join(" and ")
-        )
+        missing
     }
 }
 
@@ -152,8 +150,12 @@ mod tests {
         assert!(root.can_trace());
         let nobody = Privileges::from_parts(65534, 0);
         assert!(!nobody.can_trace());
-        assert!(nobody.missing().contains("CAP_BPF and CAP_PERFMON"));
-        assert!(nobody.missing().contains("sudo"));
+        let refusal = crate::probe::ProbeError::NotPrivileged {
+            missing: nobody.missing(),
+        }
+        .to_string();
+        assert!(refusal.contains("CAP_BPF and CAP_PERFMON"));
+        assert!(refusal.contains("sudo"));
         let bpf_only = Privileges::from_parts(1000, 1 << 39);
         assert!(!bpf_only.can_trace());
         assert!(Privileges::from_parts(1000, (1 << 39) | (1 << 38)).can_trace());

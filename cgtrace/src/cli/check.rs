@@ -205,7 +205,10 @@ fn feature_row(
                 feature: feature.name,
                 status: "not verified",
                 variant: None,
-                detail: privileges.missing(),
+                detail: crate::probe::ProbeError::NotPrivileged {
+                    missing: privileges.missing(),
+                }
+                .to_string(),
             },
         };
     }

@@ -25,7 +25,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 pub struct IntervalArgs {
     /// Time between reports: `1s`, `500ms`, `2m`, or plain seconds (default
     /// 1s; a replay keeps the recorded intervals unless given one).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::units::parse_duration)]
     pub interval: Option<Duration>,
     /// Stop after this many reports (default: run until Ctrl-C).
     #[arg(long)]
@@ -35,29 +35,6 @@ pub struct IntervalArgs {
     pub json: bool,
     #[command(flatten)]
     pub select: SelectArgs,
-}
-
-/// Parses `1s`, `250ms`, `2m`, `1.5` (seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (text, 1.0)
-    };
-    let seconds: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (try 1s, 500ms, 2m)"))?;
-    let seconds = seconds * scale;
-    if !(0.01..=86_400.0).contains(&seconds) {
-        return Err(format!("`{text}` is outside 10ms..24h"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Runs a view: live (attach the probes, then every interval fold a sample
@@ -143,22 +120,4 @@ fn watch(
     let mut view = IntervalView::new(page_size, render, None, args.count, args.json);
     session::run(&mut source, &mut cx, &mut [&mut view])?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::parse_duration;
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_mins(2)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("").is_err());
-    }
 }

@@ -39,20 +39,10 @@ pub struct OomArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "follow")]
     pub input: Option<std::path::PathBuf>,
     /// Ring-buffer size in bytes (a power of two, at least a page).
-    #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_name = "BYTES", value_parser = parse_ring_buffer_bytes)]
+    #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_name = "BYTES", value_parser = crate::units::parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
     #[command(flatten)]
     pub select: SelectArgs,
-}
-
-/// The kernel wants a ring buffer of a power-of-two number of pages.
-fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
-    let bytes: u32 = text.parse().map_err(|e| format!("{e}"))?;
-    if bytes >= 4096 && bytes.is_power_of_two() {
-        Ok(bytes)
-    } else {
-        Err("must be a power of two of at least 4096".to_owned())
-    }
 }
 
 pub fn run(args: &OomArgs) -> anyhow::Result<Outcome> {

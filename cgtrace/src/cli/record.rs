@@ -20,7 +20,7 @@ use anyhow::{Context as _, bail};
 use cgtrace_common::cgroup::CgroupRef;
 use clap::Args;
 
-use super::{interval::parse_duration, oom::filter_note};
+use super::oom::filter_note;
 use crate::{
     cgroup::{
         Hierarchies, Resolver,
@@ -42,13 +42,13 @@ pub struct RecordArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Stop after this long (default: when the command exits, or Ctrl-C).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::units::parse_duration)]
     pub duration: Option<Duration>,
     /// How often page-cache flows are sampled and the file is flushed.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::units::parse_duration)]
     pub interval: Duration,
     /// Memory limit for the command's cgroup: bytes, or with K, M, G.
-    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    #[arg(long, value_parser = crate::units::parse_size, value_name = "SIZE")]
     pub memory_limit: Option<u64>,
     /// CPU limit for the command's cgroup, in cores (0.5 = half a core).
     #[arg(long, value_name = "CORES")]
@@ -60,35 +60,6 @@ pub struct RecordArgs {
     /// The command to run and record.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
-}
-
-/// `512M`, `2G`, `1048576`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((at, _)) => (&text[..at], &text[at..]),
-        None => (text, ""),
-    };
-    let scale: u64 = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        _ => return Err(format!("`{text}`: unknown unit (use K, M, G or T)")),
-    };
-    let value: u64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (try 512M)"))?;
-    value
-        .checked_mul(scale)
-        .filter(|bytes| *bytes >= 4096)
-        .ok_or_else(|| format!("`{text}` is not a usable memory limit"))
 }
 
 /// The CFS period `--cpu-limit` uses (the kernel's and Kubernetes' default).
@@ -278,20 +249,4 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     drop(source);
     drop(cgroups);
     Ok(ExitCode::from(status.map_or(0, exit_code)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn parses_sizes() {
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert!(parse_size("12").is_err(), "below a page");
-        assert!(parse_size("5X").is_err());
-        assert!(parse_size("lots").is_err());
-    }
 }

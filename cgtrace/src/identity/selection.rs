@@ -91,8 +91,7 @@ impl Selection {
             &args.pods,
             &args.namespaces,
             &args.containers,
-        )
-        .map_err(anyhow::Error::msg)?;
+        )?;
         Ok(Self {
             identities: Identities::new(NameSources {
                 pod_logs: args.pod_logs.clone(),

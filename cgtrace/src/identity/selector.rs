@@ -22,6 +22,15 @@ pub struct Selector {
     containers: Vec<String>,
 }
 
+/// Why a filter on the command line cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SelectorError {
+    #[error("--cgroup needs a path or pattern such as /kubepods")]
+    EmptyCgroup,
+    #[error("--cgroup {pattern}: unbalanced [ ]")]
+    UnbalancedBrackets { pattern: String },
+}
+
 impl Selector {
     /// A selector from the command-line options (empty lists select all).
     pub fn new(
@@ -29,13 +38,15 @@ impl Selector {
         pods: &[String],
         namespaces: &[String],
         containers: &[String],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SelectorError> {
         for pattern in cgroups {
             if pattern.trim().is_empty() {
-                return Err("--cgroup needs a path or pattern such as /kubepods".to_owned());
+                return Err(SelectorError::EmptyCgroup);
             }
             if pattern.matches('[').count() != pattern.matches(']').count() {
-                return Err(format!("--cgroup {pattern}: unbalanced [ ]"));
+                return Err(SelectorError::UnbalancedBrackets {
+                    pattern: pattern.clone(),
+                });
             }
         }
         Ok(Self {

@@ -42,8 +42,11 @@ pub const DEFAULT_RING_BUFFER_BYTES: u32 = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("{0}")]
-    NotPrivileged(String),
+    #[error(
+        "cgtrace needs root to load its eBPF programs (missing {}; CAP_SYS_ADMIN would also do): run it with sudo",
+        .missing.join(" and ")
+    )]
+    NotPrivileged { missing: Vec<&'static str> },
     #[error(transparent)]
     Btf(#[from] BtfError),
     #[error("cannot read kernel BTF for aya")]
@@ -59,9 +62,10 @@ pub enum ProbeError {
     Attach {
         program: &'static str,
         hook: &'static str,
-        /// The kernel's errno, or aya's message.
-        reason: String,
-        /// The end of the verifier's log, when it rejected the program.
+        #[source]
+        reason: AttachReason,
+        /// The end of the verifier's log (the kernel's words), when it
+        /// rejected the program.
         verifier: String,
     },
     #[error("eBPF map {name} cannot be used")]
@@ -70,6 +74,46 @@ pub enum ProbeError {
         #[source]
         source: aya::maps::MapError,
     },
+}
+
+/// Why a program could not be attached.
+#[derive(Debug)]
+pub enum AttachReason {
+    /// The hook's function is not in the kernel's BTF (inlined, renamed).
+    NotInBtf { function: &'static str },
+    /// The kernel or aya refused (boxed: aya's error is large).
+    Refused(Box<ProgramError>),
+}
+
+impl std::fmt::Display for AttachReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotInBtf { function } => {
+                write!(f, "{function} is not in this kernel's BTF (inlined?)")
+            }
+            // The innermost cause says it best (the kernel's errno, the
+            // verifier's verdict).
+            Self::Refused(error) => {
+                let mut current: &dyn std::error::Error = &**error;
+                if let ProgramError::LoadError { io_error, .. } = &**error {
+                    return write!(f, "{io_error}");
+                }
+                while let Some(source) = current.source() {
+                    current = source;
+                }
+                write!(f, "{current}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AttachReason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::NotInBtf { .. } => None,
+            Self::Refused(error) => Some(&**error),
+        }
+    }
 }
 
 /// Which way to find the memcg whose limit an OOM kill hit.
@@ -228,7 +272,9 @@ impl Probe {
     pub fn load(options: &ProbeOptions) -> Result<Self, ProbeError> {
         let privileges = Privileges::current();
         if !privileges.can_trace() {
-            return Err(ProbeError::NotPrivileged(privileges.missing()));
+            return Err(ProbeError::NotPrivileged {
+                missing: privileges.missing(),
+            });
         }
         // `EbpfLoader::new` parses the kernel's BTF itself; drop that copy
         // before making ours, so only one parsed copy is ever alive. The
@@ -433,7 +479,7 @@ impl Probe {
     /// when something is throttled and is never gated.
     pub fn gate_throttle(&mut self, wanted: bool) -> Result<Option<bool>, ProbeError> {
         let state = std::mem::replace(&mut self.throttle_switch, SwitchProgram::NotUsed);
-        let fail = |e: ProgramError| attach_error("throttle_switch", "tp_btf sched_switch", &e);
+        let fail = |e: ProgramError| attach_error("throttle_switch", "tp_btf sched_switch", e);
         let (state, changed) = match (wanted, state) {
             (true, SwitchProgram::Detached) => {
                 let program: &mut BtfTracePoint = program(&mut self.ebpf, "throttle_switch")?;
@@ -583,7 +629,7 @@ fn attach_group(
         let result = program::<BtfTracePoint>(ebpf, name).and_then(|p| {
             p.load(tracepoint, aya_btf)
                 .and_then(|()| p.attach().map(drop))
-                .map_err(|e| attach_error(name, tracepoint, &e))
+                .map_err(|e| attach_error(name, tracepoint, e))
         });
         match result {
             Ok(()) => attached += 1,
@@ -633,7 +679,7 @@ fn attach_throttle(
                 return Err(ProbeError::Attach {
                     program: name,
                     hook: "fentry",
-                    reason: format!("{function} is not in this kernel's BTF (inlined?)"),
+                    reason: AttachReason::NotInBtf { function },
                     verifier: String::new(),
                 });
             }
@@ -641,7 +687,7 @@ fn attach_throttle(
             program
                 .load(function, aya_btf)
                 .and_then(|()| program.attach().map(drop))
-                .map_err(|e| attach_error(name, "fentry", &e))
+                .map_err(|e| attach_error(name, "fentry", e))
         });
         match result {
             Ok(()) => {
@@ -659,7 +705,7 @@ fn attach_throttle(
                     }
                 }
                 refused = Some(match e {
-                    ProbeError::Attach { reason, .. } => reason,
+                    ProbeError::Attach { reason, .. } => reason.to_string(),
                     other => other.to_string(),
                 });
             }
@@ -670,7 +716,7 @@ fn attach_throttle(
     let link = program
         .load("sched_switch", aya_btf)
         .and_then(|()| program.attach())
-        .map_err(|e| attach_error("throttle_switch", "tp_btf sched_switch", &e))?;
+        .map_err(|e| attach_error("throttle_switch", "tp_btf sched_switch", e))?;
     let status = FeatureStatus {
         feature: "throttle",
         variant: Some("tp_btf sched_switch".to_owned()),
@@ -697,7 +743,7 @@ fn attach_oom(
         match attach_oom_fentry(ebpf, btf) {
             Ok(()) => {}
             Err(ProbeError::Attach { reason, .. }) if variant == OomVariant::Auto => {
-                fentry_refused = Some(reason);
+                fentry_refused = Some(reason.to_string());
             }
             Err(e) => return Err(e),
         }
@@ -706,7 +752,7 @@ fn attach_oom(
     program
         .load("mark_victim", btf)
         .and_then(|()| program.attach().map(drop))
-        .map_err(|e| attach_error("mark_victim", "tp_btf oom/mark_victim", &e))?;
+        .map_err(|e| attach_error("mark_victim", "tp_btf oom/mark_victim", e))?;
     let mut detail = match (variant, &fentry_refused) {
         (OomVariant::TpBtf, _) => {
             "requested; constraining memcg found by limit walk (lowest memcg at its limit)"
@@ -738,12 +784,12 @@ fn attach_oom_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProbeError> 
     enter
         .load("out_of_memory", btf)
         .and_then(|()| enter.attach().map(drop))
-        .map_err(|e| attach_error("oom_enter", "fentry out_of_memory", &e))?;
+        .map_err(|e| attach_error("oom_enter", "fentry out_of_memory", e))?;
     let exit: &mut FExit = program(ebpf, "oom_exit")?;
     let result = exit
         .load("out_of_memory", btf)
         .and_then(|()| exit.attach().map(drop))
-        .map_err(|e| attach_error("oom_exit", "fexit out_of_memory", &e));
+        .map_err(|e| attach_error("oom_exit", "fexit out_of_memory", e));
     if result.is_err() {
         // Without fexit the in-progress map would keep stale entries.
         let enter: &mut FEntry = program(ebpf, "oom_enter")?;
@@ -766,19 +812,10 @@ where
 
 /// A load or attach failure as the user should see it: the kernel's errno,
 /// plus the last lines of the verifier's log when it rejected the program.
-fn attach_error(program: &'static str, hook: &'static str, error: &ProgramError) -> ProbeError {
-    let (reason, log) = match error {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => (io_error.to_string(), verifier_log.to_string()),
-        other => {
-            let mut current: &dyn std::error::Error = other;
-            while let Some(source) = current.source() {
-                current = source;
-            }
-            (current.to_string(), String::new())
-        }
+fn attach_error(program: &'static str, hook: &'static str, error: ProgramError) -> ProbeError {
+    let log = match &error {
+        ProgramError::LoadError { verifier_log, .. } => verifier_log.to_string(),
+        _ => String::new(),
     };
     let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
     let verifier = if tail.is_empty() {
@@ -790,7 +827,7 @@ fn attach_error(program: &'static str, hook: &'static str, error: &ProgramError)
     ProbeError::Attach {
         program,
         hook,
-        reason,
+        reason: AttachReason::Refused(Box::new(error)),
         verifier,
     }
 }
