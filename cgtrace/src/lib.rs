@@ -35,7 +35,6 @@ pub mod identity;
 pub mod kmsg;
 pub mod model;
 pub mod probe;
-pub mod report;
 pub mod session;
 pub mod system;
 pub mod trace;

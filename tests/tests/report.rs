@@ -373,10 +373,10 @@ fn html_report_draws_its_plots_in_a_real_browser(run: &Recorded) {
         "the workload's line ({colour}) is drawn in {drawn} charts, not 4"
     );
     // The OOM kill: a dashed marker in each chart and a mark on the timeline.
-    let oom = bands(&shot, rgb(cgtrace::report::svg::OOM_COLOUR), 60);
+    let oom = bands(&shot, rgb(cgtrace::view::report::svg::OOM_COLOUR), 60);
     assert!(oom >= 5, "the OOM kill is marked {oom} times, not 5");
     // Throttle spans on the timeline.
-    let spans = bands(&shot, rgb(cgtrace::report::svg::THROTTLE_COLOUR), 300);
+    let spans = bands(&shot, rgb(cgtrace::view::report::svg::THROTTLE_COLOUR), 300);
     assert!(spans >= 1, "no throttle spans drawn on the timeline");
 }
 

@@ -17,14 +17,14 @@ use clap::Args;
 use super::Outcome;
 use crate::{
     identity::selection::{SelectArgs, Selection},
-    report::{
+    session::{self, TraceSource},
+    system::Clock,
+    trace::file::{Ending, TraceInfo},
+    view::report::{
         html,
         summary::Summary,
         text::{self, Context},
     },
-    session::{self, TraceSource},
-    system::Clock,
-    trace::file::{Ending, TraceInfo},
 };
 
 #[derive(Debug, Args)]

@@ -1,4 +1,7 @@
-//! Page-cache and reclaim views: aligned tables per interval, and JSON.
+//! The page-cache view (`cgtrace cache`) and the rows it shares with the
+//! reclaim view: aligned tables per interval, and JSON.
+
+use std::io::{self, Write as _};
 
 use cgtrace_common::{
     cgroup::CgroupRef,
@@ -6,7 +9,10 @@ use cgtrace_common::{
 };
 use serde_json::{Map, Value, json};
 
-use super::format::{bytes, tail};
+use super::{
+    format::{bytes, rfc3339, tail},
+    interval::IntervalContext,
+};
 use crate::{
     cgroup::stat::MemoryEvents, event::Stall as StallDelta, identity::Identity,
     model::cache::OwnerActivity, model::pressure::Stalled,
@@ -393,6 +399,123 @@ pub fn stall_json(row: &StallRow<'_>, page_size: u64) -> Value {
         "dirty_bytes": s.dirty * page_size,
         "writeback_bytes": s.writeback * page_size,
     })
+}
+
+/// Files listed per cgroup with `--files`.
+const FILES_PER_CGROUP: usize = 3;
+
+/// The `cache` view: each interval's busiest cgroups as a table or a JSON
+/// object, with `--files` their busiest files.
+pub struct CacheTable {
+    top: usize,
+    files: bool,
+    json: bool,
+    header_printed: bool,
+}
+
+impl CacheTable {
+    #[must_use]
+    pub fn new(top: usize, files: bool, json: bool) -> Self {
+        Self {
+            top,
+            files,
+            json,
+            header_printed: false,
+        }
+    }
+
+    /// Prints one interval.
+    pub fn render(&mut self, context: &mut IntervalContext<'_>) -> io::Result<()> {
+        let rows = context.rows(self.top);
+        let files: Vec<Vec<FileRow>> = if self.files {
+            rows.iter().map(|row| file_rows(context, row)).collect()
+        } else {
+            Vec::new()
+        };
+        let mut out = io::stdout().lock();
+        let time = rfc3339(context.clock.wall_time(context.interval.end_ns));
+        if self.json {
+            let cgroups: Vec<_> = rows
+                .iter()
+                .enumerate()
+                .map(|(index, r)| {
+                    let mut value = cache_json(r, context.page_size);
+                    if let Some(files) = files.get(index) {
+                        value["files"] = files
+                            .iter()
+                            .map(|f| file_json(f, context.page_size))
+                            .collect();
+                    }
+                    value
+                })
+                .collect();
+            let record = json!({
+                "type": "cache",
+                "time": time,
+                "interval_s": context.interval.seconds(),
+                "cgroups": cgroups,
+            });
+            writeln!(out, "{record}")?;
+        } else {
+            if !self.header_printed {
+                writeln!(out, "{}", cache_header())?;
+                self.header_printed = true;
+            }
+            writeln!(out, "-- {time} ({:.2} s)", context.interval.seconds())?;
+            for (index, row) in rows.iter().enumerate() {
+                writeln!(
+                    out,
+                    "{}",
+                    cache_line(row, context.interval.seconds(), context.page_size)
+                )?;
+                for file in files.get(index).into_iter().flatten() {
+                    writeln!(out, "{}", file_line(file, context.page_size))?;
+                }
+            }
+        }
+        out.flush()
+    }
+}
+
+/// A row's busiest files in the interval, named where a process of the
+/// cgroup has them open.
+fn file_rows(context: &mut IntervalContext<'_>, row: &CacheRow) -> Vec<FileRow> {
+    use std::collections::HashMap;
+
+    let Some(flows) = &context.interval.files else {
+        return Vec::new();
+    };
+    let mut by_file: HashMap<(u32, u64), FileRow> = HashMap::new();
+    for flow in flows.iter().filter(|f| f.owner == row.activity.owner) {
+        let entry = by_file
+            .entry((flow.dev, flow.ino))
+            .or_insert_with(|| FileRow {
+                dev: flow.dev,
+                ino: flow.ino,
+                path: None,
+                added: 0,
+                evicted: 0,
+                removed: 0,
+            });
+        match flow.reason {
+            cgtrace_common::pagecache::CacheReason::Added => entry.added += flow.pages,
+            cgtrace_common::pagecache::CacheReason::Removed => entry.removed += flow.pages,
+            _ => entry.evicted += flow.pages,
+        }
+    }
+    let mut files: Vec<FileRow> = by_file.into_values().collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.added + f.evicted + f.removed));
+    files.truncate(FILES_PER_CGROUP);
+    let dir = row.activity.owner.and_then(|c| context.directory(c));
+    if let Some(dir) = dir {
+        let open = crate::cgroup::files::open_files(&dir);
+        for file in &mut files {
+            file.path = open
+                .get(&(file.dev, file.ino))
+                .map(|p| p.display().to_string());
+        }
+    }
+    files
 }
 
 #[cfg(test)]
