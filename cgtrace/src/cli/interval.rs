@@ -12,7 +12,7 @@ use crate::{
     cgroup::{Hierarchies, Resolver},
     identity::selection::{SelectArgs, Selection},
     probe::{FeatureSet, Probe, ProbeOptions},
-    session::{self, Context, FileSamples, LiveOptions, LiveSource, TraceSource},
+    session::{self, Context, FileSamples, LiveOptions, LiveSource, Signals, TraceSource},
     system::Clock,
     view::interval::{IntervalContext, IntervalView},
 };
@@ -88,20 +88,20 @@ fn watch(
     selection: Selection,
     render: &mut dyn FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
 ) -> anyhow::Result<()> {
+    // Caught from now: a Ctrl-C while the probes load ends cleanly.
+    let signals = Signals::install()?;
     let probe = Probe::load(&ProbeOptions {
         features: FeatureSet::CACHE_AND_RECLAIM,
         files,
         filter: !selection.is_everything(),
         ..ProbeOptions::default()
     })?;
-    for feature in probe.features() {
-        crate::note!("cgtrace: {feature}");
-    }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     let page_size = 1 << crate::probe::offsets::page_shift();
     let mut cx = Context::new(selection, Clock::now(), page_size);
     cx.hierarchies = Some(hierarchies.clone());
     let mut source = LiveSource::new(
+        signals,
         probe,
         Resolver::new(hierarchies),
         LiveOptions {
@@ -114,6 +114,10 @@ fn watch(
             ..LiveOptions::default()
         },
     );
+    // Said once counting has started (a test waits for these lines).
+    for feature in source.probe().features() {
+        crate::note!("cgtrace: {feature}");
+    }
     let (probe, resolver) = source.probe_and_resolver();
     let allowed = cx.selection.install(probe, resolver)?;
     super::oom::filter_note(allowed, &cx.selection);

@@ -14,7 +14,7 @@ use crate::{
     cgroup::{Hierarchies, Resolver},
     identity::selection::{SelectArgs, Selection},
     probe::{DEFAULT_RING_BUFFER_BYTES, OomVariant, Probe, ProbeOptions},
-    session::{self, Context, KernelLog, KernelLogSource, LiveOptions, LiveSource, TraceSource},
+    session::{self, Context, KernelLog, KernelLogSource, LiveOptions, LiveSource, Signals, TraceSource},
     system::Clock,
     view::oom::{OomFollow, OomPrinter},
 };
@@ -98,6 +98,8 @@ fn history(selection: Selection, mut printer: OomPrinter) -> anyhow::Result<Outc
 
 /// The kills since boot, then live kills until SIGINT/SIGTERM.
 fn follow(args: &OomArgs, selection: Selection, printer: OomPrinter) -> anyhow::Result<Outcome> {
+    // Caught from now: a Ctrl-C while the probes load ends cleanly.
+    let signals = Signals::install()?;
     let probe = Probe::load(&ProbeOptions {
         ring_buffer_bytes: args.ring_buffer_bytes,
         oom_variant: args.probe_variant,
@@ -105,9 +107,6 @@ fn follow(args: &OomArgs, selection: Selection, printer: OomPrinter) -> anyhow::
         ..ProbeOptions::default()
     })?;
     let attach_ns = Clock::monotonic_now_ns();
-    for feature in probe.features() {
-        crate::note!("cgtrace: {feature}");
-    }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     let kernel_log = match KernelLog::open() {
         Ok(log) => Some(log),
@@ -125,6 +124,7 @@ fn follow(args: &OomArgs, selection: Selection, printer: OomPrinter) -> anyhow::
     );
     cx.hierarchies = Some(hierarchies.clone());
     let mut source = LiveSource::new(
+        signals,
         probe,
         Resolver::new(hierarchies),
         LiveOptions {
@@ -135,6 +135,10 @@ fn follow(args: &OomArgs, selection: Selection, printer: OomPrinter) -> anyhow::
             ..LiveOptions::default()
         },
     );
+    // Said once counting has started (a test waits for these lines).
+    for feature in source.probe().features() {
+        crate::note!("cgtrace: {feature}");
+    }
     let (probe, resolver) = source.probe_and_resolver();
     let allowed = cx.selection.install(probe, resolver)?;
     filter_note(allowed, &cx.selection);

@@ -28,7 +28,7 @@ use crate::{
     },
     identity::selection::{SelectArgs, Selection},
     probe::{FeatureSet, Probe, ProbeOptions},
-    session::{self, Context, FileSamples, LiveOptions, LiveSource},
+    session::{self, Context, FileSamples, LiveOptions, LiveSource, Signals},
     system::{self, Clock},
     trace::{
         file::{TraceHeader, TraceWriter},
@@ -177,14 +177,13 @@ fn start_command(args: &RecordArgs, cgroups: &[ScratchCgroup]) -> anyhow::Result
 pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // Checked before anything is loaded or created, so bad options cost nothing.
     let selection = Selection::new(&args.select)?;
+    // Caught from now: a Ctrl-C while the probes load ends cleanly.
+    let signals = Signals::install()?;
     let probe = Probe::load(&ProbeOptions {
         features: FeatureSet::ALL,
         filter: !selection.is_everything(),
         ..ProbeOptions::default()
     })?;
-    for feature in probe.features() {
-        crate::note!("cgtrace: {feature}");
-    }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     let file = std::fs::File::create(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
@@ -209,6 +208,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         cx.selection.also_keep(cgroup.path());
     }
     let mut source = LiveSource::new(
+        signals,
         probe,
         Resolver::new(hierarchies.clone()),
         LiveOptions {
@@ -223,6 +223,10 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             ..LiveOptions::default()
         },
     );
+    // Said once counting has started (a test waits for these lines).
+    for feature in source.probe().features() {
+        crate::note!("cgtrace: {feature}");
+    }
     let (probe, resolver) = source.probe_and_resolver();
     let allowed = cx.selection.install(probe, resolver)?;
     filter_note(allowed, &cx.selection);

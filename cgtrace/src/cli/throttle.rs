@@ -17,7 +17,7 @@ use crate::{
     cgroup::{Hierarchies, Resolver},
     identity::selection::Selection,
     probe::{FeatureSet, Probe, ProbeOptions, ThrottleVariant},
-    session::{self, Context, FileSamples, LiveOptions, LiveSource, TraceSource},
+    session::{self, Context, FileSamples, LiveOptions, LiveSource, Signals, TraceSource},
     system::Clock,
     view::throttle as view,
 };
@@ -60,15 +60,14 @@ pub fn run(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
 /// The live view: spans from the probe, counters from each group's files.
 fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
     let selection = Selection::new(&args.interval.select)?;
+    // Caught from now: a Ctrl-C while the probes load ends cleanly.
+    let signals = Signals::install()?;
     let probe = Probe::load(&ProbeOptions {
         features: FeatureSet::THROTTLE,
         throttle_variant: args.probe_variant,
         filter: !selection.is_everything(),
         ..ProbeOptions::default()
     })?;
-    for feature in probe.features() {
-        crate::note!("cgtrace: {feature}");
-    }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
     if hierarchies.with_controller("cpu").is_none() {
         anyhow::bail!("no cpu controller is mounted: there is no CFS bandwidth to watch");
@@ -81,6 +80,7 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
     cx.hierarchies = Some(hierarchies.clone());
     let interval = args.interval.interval.unwrap_or(DEFAULT_INTERVAL);
     let mut source = LiveSource::new(
+        signals,
         probe,
         Resolver::new(hierarchies),
         LiveOptions {
@@ -94,6 +94,10 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
             ..LiveOptions::default()
         },
     );
+    // Said once counting has started (a test waits for these lines).
+    for feature in source.probe().features() {
+        crate::note!("cgtrace: {feature}");
+    }
     let (probe, resolver) = source.probe_and_resolver();
     let allowed = cx.selection.install(probe, resolver)?;
     super::oom::filter_note(allowed, &cx.selection);

@@ -63,6 +63,26 @@ pub struct FileSamples {
     pub pressure: bool,
 }
 
+/// SIGINT, SIGTERM and SIGCHLD, caught from the moment this is made: a
+/// live command makes it first thing, so a signal that comes while the
+/// probes load ends the session cleanly instead of killing the process.
+pub struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    child: Signal,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Self> {
+        let _runtime = super::runtime()?.enter();
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            child: signal(SignalKind::child())?,
+        })
+    }
+}
+
 /// What waits for the kernel: created inside the runtime.
 struct Reactor {
     /// A duplicate of the ring buffer's descriptor (the ring buffer itself
@@ -71,9 +91,6 @@ struct Reactor {
     /// The kernel log's descriptor, likewise, when it is read.
     kernel_log: Option<AsyncFd<OwnedFd>>,
     timer: Interval,
-    interrupt: Signal,
-    terminate: Signal,
-    child: Signal,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +104,7 @@ enum State {
 /// A live session's source.
 pub struct LiveSource {
     reactor: Option<Reactor>,
+    signals: Signals,
     probe: Probe,
     resolver: Resolver,
     files: FileSampler,
@@ -106,7 +124,16 @@ pub struct LiveSource {
 impl LiveSource {
     /// Starts counting now: the counters' first sample is the baseline.
     #[must_use]
-    pub fn new(mut probe: Probe, mut resolver: Resolver, mut options: LiveOptions) -> Self {
+    pub fn new(
+        signals: Signals,
+        mut probe: Probe,
+        mut resolver: Resolver,
+        mut options: LiveOptions,
+    ) -> Self {
+        // What moved before now is attach noise; counting starts here,
+        // before anything slower.
+        let _ = probe.sample_counters();
+        let counting_from_ns = Clock::monotonic_now_ns();
         let mut files = FileSampler::new(1 << crate::probe::offsets::page_shift());
         let ids: Vec<(u32, bool, bool)> = resolver
             .hierarchies()
@@ -119,8 +146,6 @@ impl LiveSource {
                 files.prime(&mut resolver, id);
             }
         }
-        // What moved before now is attach noise.
-        let _ = probe.sample_counters();
         let mut pending = VecDeque::new();
         if let Some(log) = &mut options.kernel_log {
             // The kills since boot come first. An unreadable log was
@@ -132,6 +157,7 @@ impl LiveSource {
         }
         Self {
             reactor: None,
+            signals,
             probe,
             resolver,
             files,
@@ -140,7 +166,7 @@ impl LiveSource {
             named: HashSet::new(),
             unnamed: HashSet::new(),
             throttled: HashSet::new(),
-            last_tick_ns: Clock::monotonic_now_ns(),
+            last_tick_ns: counting_from_ns,
             started: Instant::now(),
             state: State::Running,
             exit: None,
@@ -193,7 +219,8 @@ impl LiveSource {
         }
     }
 
-    fn reactor(&mut self) -> anyhow::Result<&mut Reactor> {
+    /// Registers with the runtime what the session waits on (inside it).
+    fn reactor(&mut self) -> anyhow::Result<()> {
         if self.reactor.is_none() {
             let period = self.options.interval.max(Duration::from_millis(10));
             let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -205,15 +232,9 @@ impl LiveSource {
                     None => None,
                 },
                 timer,
-                interrupt: signal(SignalKind::interrupt())?,
-                terminate: signal(SignalKind::terminate())?,
-                child: signal(SignalKind::child())?,
             });
         }
-        Ok(self
-            .reactor
-            .as_mut()
-            .unwrap_or_else(|| unreachable!("set above")))
+        Ok(())
     }
 
     /// Names `cgroup` if no event has yet, and its workload where known.
@@ -520,16 +541,20 @@ impl Source for LiveSource {
                 self.state = State::Finishing;
                 continue;
             }
-            let reactor = self.reactor()?;
+            self.reactor()?;
+            let Some(reactor) = self.reactor.as_mut() else {
+                continue;
+            };
+            let signals = &mut self.signals;
             tokio::select! {
                 ready = reactor.ring.readable() => {
                     ready?.clear_ready();
                     self.drain(cx)?;
                 }
                 _ = reactor.timer.tick() => self.sample(cx)?,
-                _ = reactor.interrupt.recv() => self.state = State::Finishing,
-                _ = reactor.terminate.recv() => self.state = State::Finishing,
-                _ = reactor.child.recv() => {}
+                _ = signals.interrupt.recv() => self.state = State::Finishing,
+                _ = signals.terminate.recv() => self.state = State::Finishing,
+                _ = signals.child.recv() => {}
                 ready = log_readable(reactor.kernel_log.as_ref()) => {
                     ready?;
                     self.read_kernel_log(cx)?;

@@ -17,7 +17,7 @@ use cgtrace_common::cgroup::CgroupRef;
 
 pub use self::{
     kernel_log::{KernelLog, KernelLogSource},
-    live::{FileSamples, LiveOptions, LiveSource},
+    live::{FileSamples, LiveOptions, LiveSource, Signals},
     trace::TraceSource,
 };
 use crate::{
@@ -200,16 +200,25 @@ pub trait Source {
     }
 }
 
-/// Runs a session to its end on a single-threaded runtime.
+/// The process's one single-threaded runtime, made on first use.
+pub fn runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| runtime))
+}
+
+/// Runs a session to its end on the runtime.
 pub fn run<S: Source>(
     source: &mut S,
     cx: &mut Context,
     sinks: &mut [&mut dyn Sink],
 ) -> anyhow::Result<End> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run_async(source, cx, sinks))
+    runtime()?.block_on(run_async(source, cx, sinks))
 }
 
 /// The loop: each event is learnt from, then given to every sink in turn.
