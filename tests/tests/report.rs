@@ -347,7 +347,7 @@ fn html_report_draws_its_plots_in_a_real_browser(run: &Recorded) {
         eprintln!("skipped the HTML screenshot: no browser in this environment");
         return;
     };
-    let output = Command::new(browser)
+    let output = Command::new(&browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -378,6 +378,58 @@ fn html_report_draws_its_plots_in_a_real_browser(run: &Recorded) {
     // Throttle spans on the timeline.
     let spans = bands(&shot, rgb(cgtrace::view::report::svg::THROTTLE_COLOUR), 300);
     assert!(spans >= 1, "no throttle spans drawn on the timeline");
+    // The page fits the window: no table or chart runs past its right
+    // edge (or needs its own scroll bar), down to a 1000-pixel window.
+    for width in [1400, 1000] {
+        let overflow = overflow_at(&browser, &page, &run.trace, width);
+        assert_eq!(
+            overflow, 0,
+            "at {width} px, {overflow} px are past the right edge"
+        );
+    }
+}
+
+/// How many pixels of the page, or of any of its scrolling tables, lie past
+/// the right edge in a window `width` pixels wide: a copy of the page with a
+/// measuring script (the report itself has none), laid out by the browser,
+/// which prints the DOM with the figure in it.
+fn overflow_at(browser: &Path, page: &str, trace: &Path, width: u32) -> u64 {
+    let probe = Scratch(trace.with_extension("measure.html"));
+    let script = "<script>window.addEventListener('load', () => { \
+        const parts = [document.documentElement, ...document.querySelectorAll('.scroll')]; \
+        const over = Math.max(0, ...parts.map(p => p.scrollWidth - p.clientWidth)); \
+        document.body.insertAdjacentHTML('beforeend', `<pre id=\"measured\">${over}</pre>`); \
+        });</script>";
+    std::fs::write(
+        &probe.0,
+        page.replace("</body>", &format!("{script}</body>")),
+    )
+    .unwrap();
+    let output = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            &format!("--window-size={width},900"),
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", probe.0.display()))
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let marker = "<pre id=\"measured\">";
+    let at = dom.rfind(marker).unwrap_or_else(|| {
+        panic!(
+            "nothing measured: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let text = &dom[at + marker.len()..];
+    text[..text.find('<').unwrap_or(text.len())]
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a measure: {text}"))
 }
 
 fn which(program: &str) -> Option<PathBuf> {

@@ -14,7 +14,9 @@ use crate::{
     cgroup::{Hierarchies, Resolver},
     identity::selection::{SelectArgs, Selection},
     probe::{DEFAULT_RING_BUFFER_BYTES, OomVariant, Probe, ProbeOptions},
-    session::{self, Context, KernelLog, KernelLogSource, LiveOptions, LiveSource, Signals, TraceSource},
+    session::{
+        self, Context, KernelLog, KernelLogSource, LiveOptions, LiveSource, Signals, TraceSource,
+    },
     system::Clock,
     view::oom::{OomFollow, OomPrinter},
 };

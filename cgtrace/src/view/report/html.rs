@@ -28,14 +28,18 @@ const SERIES_PER_CHART: usize = 8;
 const TIMELINE_LANES: usize = 16;
 
 const STYLE: &str = "
-body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1100px; }
-.scroll { overflow-x: auto; }
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
+.scroll { overflow-x: auto; max-width: 100%; }
+svg.chart { display: block; width: 100%; max-width: 1800px; height: auto; }
 h1 { font-size: 22px; margin-bottom: 4px; }
 h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
-th, td { padding: 3px 8px; text-align: right; border-bottom: 1px solid #eee; white-space: nowrap; }
+table { border-collapse: collapse; font-size: 12.5px; margin: 8px 0; }
+th, td { padding: 3px 6px; text-align: right; border-bottom: 1px solid #eee; white-space: nowrap; }
+th { white-space: normal; }
 th:first-child, td:first-child { text-align: left; }
-td.name { font-family: ui-monospace, monospace; max-width: 360px; overflow: hidden; text-overflow: ellipsis; }
+td.name { font-family: ui-monospace, monospace; max-width: 24ch; overflow: hidden; text-overflow: ellipsis; }
+td.path { font-family: ui-monospace, monospace; white-space: normal; word-break: break-all; text-align: left; min-width: 12ch; }
+th:last-child, td:last-child { white-space: normal; text-align: left; min-width: 10em; }
 .meta td { text-align: left; }
 .warn { background: #fdecea; border: 1px solid #d62728; padding: 8px 12px; margin: 12px 0; }
 .legend { font-size: 13px; margin: 2px 0 8px 0; }
@@ -510,7 +514,7 @@ fn tables(out: &mut String, cx: &Context<'_>) {
             let memcg = kill.oom_memcg.as_ref();
             let _ = write!(
                 out,
-                r#"<tr><td>{}</td><td>{}[{}]</td><td class="name">{}</td><td class="name">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                r#"<tr><td>{}</td><td>{}[{}]</td><td class="path">{}</td><td class="path">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
                 rfc3339(cx.clock.wall_time(kill.monotonic_ns)),
                 escape(&kill.victim.comm),
                 kill.victim.pid,
