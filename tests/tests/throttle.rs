@@ -6,7 +6,7 @@ use std::{process::Command, time::Instant};
 use cgtrace::{
     cgroup::{Hierarchies, scratch::ScratchCgroup, stat::CpuStat},
     event::{Event, ThrottleSpan},
-    model::throttle::periods,
+    model::throttle::periods_in,
     probe::{FeatureSet, Probe},
 };
 use cgtrace_tests::{ChildGuard, cgtrace_bin, probe_options, require_root};
@@ -69,8 +69,11 @@ fn spin(
     (spans, after.since(&before))
 }
 
+/// The CFS period the tests set (the kernel's and Kubernetes' default).
+const PERIOD_NS: u64 = 100_000_000;
+
 fn compare(spans: &[ThrottleSpan], kernel: &CpuStat) {
-    let counted = periods(spans);
+    let counted = periods_in(spans, Some(PERIOD_NS));
     let time: u64 = spans.iter().map(ThrottleSpan::duration_ns).sum();
     eprintln!(
         "spans {}, throttled periods: cgtrace {counted} / cpu.stat {}; throttled time: cgtrace {} ms / cpu.stat {} ms",

@@ -90,9 +90,12 @@ impl ThrottleModel {
             if !limited && spans.is_empty() {
                 continue;
             }
+            let period_ns = sample
+                .and_then(|s| s.bandwidth)
+                .map(|b| b.period_us.saturating_mul(1000));
             rows.push(GroupInterval {
                 cgroup: *cgroup,
-                spans: span_stats(&spans),
+                spans: span_stats_in(&spans, period_ns),
                 bandwidth: sample.and_then(|s| s.bandwidth),
                 kernel,
                 usage_ns,
@@ -110,23 +113,41 @@ impl ThrottleModel {
 }
 
 /// The number of throttled periods among `spans` (of one group): clusters
-/// of spans that overlap in time.
+/// of spans that overlap in time, each one period.
 #[must_use]
 pub fn periods(spans: &[ThrottleSpan]) -> u64 {
+    periods_in(spans, None)
+}
+
+/// The throttled periods the kernel counts for `spans` (of one group) when
+/// its CFS period is `period_ns`. The kernel counts, at each expiry of the
+/// period timer, the periods that went by while the group was throttled
+/// (`nr_throttled += overrun`), so a throttle that lasts past one refill
+/// (the quota's debt was larger than a period's quota, or the timer fired
+/// late on a busy host) counts once per period it spans; an episode ending
+/// at the first refill after it began counts once. Without the period, an
+/// episode counts once.
+#[must_use]
+pub fn periods_in(spans: &[ThrottleSpan], period_ns: Option<u64>) -> u64 {
     let mut ranges: Vec<(u64, u64)> = spans.iter().map(|s| (s.start_ns, s.end_ns)).collect();
     ranges.sort_unstable();
-    let mut count = 0;
-    let mut cluster_end = None;
+    let mut clusters: Vec<(u64, u64)> = Vec::new();
     for (start, end) in ranges {
-        match cluster_end {
-            Some(current) if start <= current => cluster_end = Some(current.max(end)),
-            _ => {
-                count += 1;
-                cluster_end = Some(end);
-            }
+        match clusters.last_mut() {
+            Some(cluster) if start <= cluster.1 => cluster.1 = cluster.1.max(end),
+            _ => clusters.push((start, end)),
         }
     }
-    count
+    clusters
+        .into_iter()
+        .map(|(start, end)| match period_ns.filter(|p| *p > 0) {
+            // A span ends a moment after the refill that ends it (the next
+            // context switch, for the sched_switch variant): 1 % of a
+            // period of slack keeps that moment from counting a period.
+            Some(period) => 1 + end.saturating_sub(start).saturating_sub(period / 100) / period,
+            None => 1,
+        })
+        .sum()
 }
 
 /// One group's spans summed up: count, throttled periods, total, p99, max.
@@ -141,13 +162,20 @@ pub struct SpanStats {
 
 #[must_use]
 pub fn span_stats(spans: &[ThrottleSpan]) -> SpanStats {
+    span_stats_in(spans, None)
+}
+
+/// [`span_stats`] with the periods counted as the kernel counts them for a
+/// CFS period of `period_ns` (see [`periods_in`]).
+#[must_use]
+pub fn span_stats_in(spans: &[ThrottleSpan], period_ns: Option<u64>) -> SpanStats {
     let mut durations: Vec<u64> = spans.iter().map(ThrottleSpan::duration_ns).collect();
     durations.sort_unstable();
     let p99_ns =
         (!durations.is_empty()).then(|| durations[(durations.len() * 99).div_ceil(100).max(1) - 1]);
     SpanStats {
         spans: durations.len() as u64,
-        periods: periods(spans),
+        periods: periods_in(spans, period_ns),
         total_ns: durations.iter().sum(),
         p99_ns,
         max_ns: durations.last().copied(),
@@ -249,5 +277,19 @@ mod tests {
             span(320, 400, 0),
         ];
         assert_eq!(periods(&spans), 3);
+    }
+
+    #[test]
+    fn a_throttle_across_refills_counts_each_period() {
+        use super::periods_in;
+        let period = Some(100_000_000);
+        // Throttled 20 ms into a period, unthrottled at its end: one.
+        assert_eq!(periods_in(&[span(20, 100, 0)], period), 1);
+        // Unthrottled only at the second refill (or the timer fired late):
+        // the kernel counts two.
+        assert_eq!(periods_in(&[span(20, 200, 0)], period), 2);
+        // A span ending a moment after its refill is still one.
+        assert_eq!(periods_in(&[span(0, 100, 0)], period), 1);
+        assert_eq!(periods_in(&[span(20, 200, 0)], None), 1);
     }
 }

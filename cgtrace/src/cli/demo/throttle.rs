@@ -12,13 +12,15 @@ use anyhow::Context as _;
 use crate::{
     cgroup::{Hierarchies, scratch::ScratchCgroup},
     event::{Event, ThrottleSpan},
-    model::throttle::periods,
+    model::throttle::periods_in,
     probe::Probe,
     view::cache::duration,
 };
 
 const SECONDS: f64 = 5.0;
 const THREADS: usize = 4;
+/// The CFS period (the kernel's default): one core is 100 ms of it.
+const PERIOD_US: u64 = 100_000;
 
 pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
     crate::say!(
@@ -27,7 +29,7 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
     let name = format!("cgtrace-demo-{}-throttle", std::process::id());
     let group = ScratchCgroup::create_for(hierarchies, "cpu", &name)
         .context("cannot create the cpu cgroup")?;
-    group.set_cpu_quota(100_000, 100_000)?;
+    group.set_cpu_quota(100_000, PERIOD_US)?;
     let id = group.id()?;
     probe.drain(|_| {});
     let before = group.cpu_stat()?;
@@ -57,7 +59,7 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
     probe.wait(Duration::from_millis(200))?;
     collect(probe);
 
-    let counted = periods(&spans);
+    let counted = periods_in(&spans, Some(PERIOD_US * 1000));
     let time: u64 = spans.iter().map(ThrottleSpan::duration_ns).sum();
     let cpus: std::collections::BTreeSet<u32> = spans.iter().map(|s| s.cpu).collect();
     crate::say!(

@@ -56,6 +56,8 @@ pub struct CgroupSummary {
     pub peak_watermark_bytes: Option<(u64, u64)>,
     /// Memory events over the trace (each field summed where known).
     pub events: Option<MemoryEvents>,
+    /// The CFS period, where the trace's samples say (format 2).
+    pub period_ns: Option<u64>,
     /// Pressure stalls over the trace, where the kernel has them.
     pub pressure: Option<PressureFacts>,
     /// Memory pressure (`some`) stalled per sample, `(time, µs)`, for the plot.
@@ -78,6 +80,7 @@ impl Default for CgroupSummary {
             limit_bytes: None,
             peak_watermark_bytes: None,
             events: None,
+            period_ns: None,
             pressure: None,
             memory_pressure_series: Vec::new(),
         }
@@ -249,7 +252,13 @@ impl Summary {
                         .push((sample.at_ns, memory.some_us));
                 }
             }
-            Event::WorkloadNamed(_) | Event::Cpu(_) => {}
+            Event::Cpu(sample) => {
+                if let Some(bandwidth) = sample.bandwidth {
+                    self.entry(Some(sample.cgroup)).period_ns =
+                        Some(bandwidth.period_us.saturating_mul(1000));
+                }
+            }
+            Event::WorkloadNamed(_) => {}
         }
     }
 

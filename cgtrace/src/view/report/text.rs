@@ -12,7 +12,7 @@ use super::summary::{CgroupSummary, Summary};
 use crate::{
     identity::Identity,
     model::pressure::{PressureFacts, Stalled},
-    model::throttle::periods,
+    model::throttle::periods_in,
     system::Clock,
     trace::{
         file::{Ending, TraceInfo},
@@ -180,7 +180,7 @@ pub fn cpu_cells(c: &CgroupSummary) -> [String; 4] {
         .max()
         .unwrap_or(0);
     [
-        periods(&c.spans).to_string(),
+        periods_in(&c.spans, c.period_ns).to_string(),
         c.spans.len().to_string(),
         duration(c.throttled_ns()),
         duration(longest),
@@ -377,7 +377,7 @@ fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
         "workload": cx.identity(name).to_json(),
         "oom_kills": c.oom_kills,
         "throttle_spans": c.spans.len(),
-        "throttled_periods": periods(&c.spans),
+        "throttled_periods": periods_in(&c.spans, c.period_ns),
         "throttled_ns": c.throttled_ns(),
         "peak_usage_bytes": c.peak_usage(),
         "limit_bytes": c.limit_bytes,
