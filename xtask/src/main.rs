@@ -1,8 +1,9 @@
-//! Developer tasks: `cargo xtask setup | test | demo`.
+//! Developer tasks: `cargo xtask setup | test | vm-test | demo | bench | fuzz`.
 //!
 //! Every task that builds runs `setup` first, so a fresh machine needs no
 //! other step. Nothing here is needed by cgtrace at run time.
 
+mod fuzz;
 mod setup;
 mod vm;
 
@@ -43,7 +44,17 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Fuzz the parsers of what cgtrace reads from outside (trace files,
+    /// the kernel log, cgroup paths), each target for a while.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
 }
+
+/// Seconds per fuzz target within `cargo xtask test`.
+const TEST_FUZZ_SECONDS: u64 = 60;
 
 fn main() {
     let cli = Cli::parse();
@@ -53,6 +64,7 @@ fn main() {
         Task::VmTest { kernel } => vm_test(&kernel),
         Task::Demo => demo(),
         Task::Bench { quick } => bench(quick),
+        Task::Fuzz { seconds } => setup::run().and_then(|env| fuzz::run_all(&env, seconds)),
     };
     if let Err(error) = result {
         eprintln!("xtask: {error:#}");
@@ -119,12 +131,23 @@ fn test() -> anyhow::Result<()> {
         totals.passed, totals.failed, totals.ignored
     );
     let host_ok = totals.failed == 0 && totals.status_ok;
+    // The parsers of outside input, a minute each (`cargo xtask fuzz` for longer).
+    let fuzz_ok = match fuzz::run_all(&env, TEST_FUZZ_SECONDS) {
+        Ok(()) => true,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            false
+        }
+    };
     if !is_root() {
         eprintln!(
             "xtask: not root: the kernel matrix is skipped (it installs QEMU and busybox; run as root)"
         );
         if !host_ok {
             bail!("{} tests failed", totals.failed);
+        }
+        if !fuzz_ok {
+            bail!("fuzzing found a failure");
         }
         return Ok(());
     }
@@ -137,6 +160,9 @@ fn test() -> anyhow::Result<()> {
     }
     if !matrix_ok {
         bail!("the kernel matrix failed");
+    }
+    if !fuzz_ok {
+        bail!("fuzzing found a failure");
     }
     Ok(())
 }

@@ -92,7 +92,7 @@ fn ensure_rust_src() -> anyhow::Result<()> {
 /// Where bpf-linker and its LLVM symlinks live: `$CGTRACE_TOOLS`, else
 /// `~/.cache/cgtrace/tools`. The linker's RUNPATH points into it, so it
 /// must persist.
-fn tools_dir() -> anyhow::Result<PathBuf> {
+pub fn tools_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("CGTRACE_TOOLS") {
         return Ok(PathBuf::from(dir));
     }

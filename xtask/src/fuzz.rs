@@ -1,0 +1,92 @@
+//! `cargo xtask fuzz`: the cargo-fuzz targets in `fuzz/` (libFuzzer, with
+//! the nightly toolchain and AddressSanitizer), each for a bounded time,
+//! seeded with the project's own fixtures. cargo-fuzz is installed into the
+//! tools directory when missing.
+//!
+//! | target | input |
+//! |---|---|
+//! | `trace_reader` | any bytes as a trace file (format 1 or 2) |
+//! | `kmsg_oom` | any text as `/dev/kmsg` records, through the OOM parser |
+//! | `cgroup_path` | any text as a cgroup path, through the workload parser |
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::{root, run, setup};
+
+/// cargo-fuzz, pinned: the newest release that builds with the toolchains here.
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
+
+/// Each target and the fixture folders that seed it.
+const TARGETS: [(&str, &[&str]); 3] = [
+    (
+        "trace_reader",
+        &[
+            "fuzz/seeds/trace_reader",
+            "cgtrace/tests/fixtures/trace-v1-demo",
+        ],
+    ),
+    ("kmsg_oom", &["cgtrace/tests/fixtures"]),
+    ("cgroup_path", &["fuzz/seeds/cgroup_path"]),
+];
+
+/// Runs every target for `seconds`; fails on the first crash (libFuzzer
+/// leaves the input that crashed in `fuzz/artifacts/<target>/`).
+pub fn run_all(env: &setup::BuildEnv, seconds: u64) -> anyhow::Result<()> {
+    let cargo_fuzz = ensure_cargo_fuzz(env)?;
+    for (target, seeds) in TARGETS {
+        // A fresh corpus of its own: what libFuzzer finds stays out of git.
+        let corpus = root().join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("cannot create {}", corpus.display()))?;
+        let mut command = Command::new(&cargo_fuzz);
+        command
+            .current_dir(root().join("fuzz"))
+            .env("PATH", &env.path)
+            .env("RUSTUP_TOOLCHAIN", "nightly")
+            .args(["fuzz", "run", target])
+            .arg(&corpus);
+        for seed in seeds {
+            command.arg(root().join(seed));
+        }
+        command.args([
+            "--",
+            &format!("-max_total_time={seconds}"),
+            // The fixtures include large files; inputs stay small.
+            "-max_len=65536",
+            "-print_final_stats=1",
+        ]);
+        eprintln!("xtask: fuzzing {target} for {seconds} s");
+        run(&mut command).with_context(|| format!("fuzz target {target} failed"))?;
+    }
+    Ok(())
+}
+
+/// `cargo-fuzz` in the tools directory, installed when missing.
+fn ensure_cargo_fuzz(env: &setup::BuildEnv) -> anyhow::Result<PathBuf> {
+    let tools = setup::tools_dir()?;
+    let binary = tools.join("bin/cargo-fuzz");
+    let current = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION));
+    if !current {
+        eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about two minutes, once)");
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([
+                "install",
+                &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+                "--locked",
+                "--root",
+            ])
+            .arg(&tools)
+            .env("PATH", &env.path)
+            .status()
+            .context("cannot run cargo install")?;
+        if !status.success() {
+            bail!("installing cargo-fuzz failed: {status}");
+        }
+    }
+    Ok(binary)
+}
