@@ -5,14 +5,12 @@
 
 use std::{io, path::Path, time::Duration};
 
-use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    cgroup::{Hierarchies, Resolver},
     identity::selection::{SelectArgs, Selection},
-    probe::{FeatureSet, Probe, ProbeOptions},
-    session::{self, Context, FileSamples, LiveOptions, LiveSource, Signals, TraceSource},
+    probe::{FeatureSet, ProbeOptions},
+    session::{self, Context, FileSamples, LiveOptions, TraceSource},
     system::Clock,
     view::interval::{IntervalContext, IntervalView},
 };
@@ -88,39 +86,26 @@ fn watch(
     selection: Selection,
     render: &mut dyn FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
 ) -> anyhow::Result<()> {
-    // Caught from now: a Ctrl-C while the probes load ends cleanly.
-    let signals = Signals::install()?;
-    let probe = Probe::load(&ProbeOptions {
-        features: FeatureSet::CACHE_AND_RECLAIM,
-        files,
-        filter: !selection.is_everything(),
-        ..ProbeOptions::default()
-    })?;
-    let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
-    let page_size = 1 << crate::probe::offsets::page_shift();
-    let mut cx = Context::new(selection, Clock::now(), page_size);
-    cx.hierarchies = Some(hierarchies.clone());
-    let mut source = LiveSource::new(
-        signals,
-        probe,
-        Resolver::new(hierarchies),
-        LiveOptions {
-            interval: args.interval.unwrap_or(DEFAULT_INTERVAL),
-            files: FileSamples {
-                memory: true,
-                cpu: false,
-                pressure: true,
-            },
-            ..LiveOptions::default()
+    let (mut source, mut cx) = super::live::start(
+        selection,
+        &ProbeOptions {
+            features: FeatureSet::CACHE_AND_RECLAIM,
+            files,
+            ..ProbeOptions::default()
         },
-    );
-    // Said once counting has started (a test waits for these lines).
-    for feature in source.probe().features() {
-        crate::note!("cgtrace: {feature}");
-    }
-    let (probe, resolver) = source.probe_and_resolver();
-    let allowed = cx.selection.install(probe, resolver)?;
-    super::oom::filter_note(allowed, &cx.selection);
+        |_, _| {
+            Ok(LiveOptions {
+                interval: args.interval.unwrap_or(DEFAULT_INTERVAL),
+                files: FileSamples {
+                    memory: true,
+                    cpu: false,
+                    pressure: true,
+                },
+                ..LiveOptions::default()
+            })
+        },
+    )?;
+    let page_size = cx.page_size;
     let mut view = IntervalView::new(page_size, render, None, args.count, args.json);
     session::run(&mut source, &mut cx, &mut [&mut view])?;
     Ok(())

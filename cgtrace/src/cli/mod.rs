@@ -6,6 +6,7 @@ pub mod check;
 pub mod demo;
 pub mod export;
 pub mod interval;
+pub mod live;
 pub mod memhog;
 pub mod oom;
 pub mod reclaim;

@@ -6,17 +6,13 @@
 
 use std::{io, path::Path, time::Duration};
 
-use anyhow::Context as _;
 use clap::Args;
 
 use super::Outcome;
 use crate::{
-    cgroup::{Hierarchies, Resolver},
     identity::selection::{SelectArgs, Selection},
-    probe::{DEFAULT_RING_BUFFER_BYTES, OomVariant, Probe, ProbeOptions},
-    session::{
-        self, Context, KernelLog, KernelLogSource, LiveOptions, LiveSource, Signals, TraceSource,
-    },
+    probe::{DEFAULT_RING_BUFFER_BYTES, OomVariant, ProbeOptions},
+    session::{self, Context, KernelLog, KernelLogSource, LiveOptions, TraceSource},
     system::Clock,
     view::oom::{OomFollow, OomPrinter},
 };
@@ -100,50 +96,33 @@ fn history(selection: Selection, mut printer: OomPrinter) -> anyhow::Result<Outc
 
 /// The kills since boot, then live kills until SIGINT/SIGTERM.
 fn follow(args: &OomArgs, selection: Selection, printer: OomPrinter) -> anyhow::Result<Outcome> {
-    // Caught from now: a Ctrl-C while the probes load ends cleanly.
-    let signals = Signals::install()?;
-    let probe = Probe::load(&ProbeOptions {
-        ring_buffer_bytes: args.ring_buffer_bytes,
-        oom_variant: args.probe_variant,
-        filter: !selection.is_everything(),
-        ..ProbeOptions::default()
-    })?;
     let attach_ns = Clock::monotonic_now_ns();
-    let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
-    let kernel_log = match KernelLog::open() {
-        Ok(log) => Some(log),
-        Err(e) => {
-            crate::note!(
-                "cgtrace: {e:#}; continuing without kills from before now and without the kernel's confirmation"
-            );
-            None
-        }
-    };
-    let mut cx = Context::new(
+    let (mut source, mut cx) = super::live::start(
         selection,
-        Clock::now(),
-        1 << crate::probe::offsets::page_shift(),
-    );
-    cx.hierarchies = Some(hierarchies.clone());
-    let mut source = LiveSource::new(
-        signals,
-        probe,
-        Resolver::new(hierarchies),
-        LiveOptions {
-            // Often enough that a kill held for its kernel-log twin is
-            // reported within a fraction of a second.
-            interval: FOLLOW_TICK,
-            kernel_log,
-            ..LiveOptions::default()
+        &ProbeOptions {
+            ring_buffer_bytes: args.ring_buffer_bytes,
+            oom_variant: args.probe_variant,
+            ..ProbeOptions::default()
         },
-    );
-    // Said once counting has started (a test waits for these lines).
-    for feature in source.probe().features() {
-        crate::note!("cgtrace: {feature}");
-    }
-    let (probe, resolver) = source.probe_and_resolver();
-    let allowed = cx.selection.install(probe, resolver)?;
-    filter_note(allowed, &cx.selection);
+        |_, _| {
+            let kernel_log = match KernelLog::open() {
+                Ok(log) => Some(log),
+                Err(e) => {
+                    crate::note!(
+                        "cgtrace: {e:#}; continuing without kills from before now and without the kernel's confirmation"
+                    );
+                    None
+                }
+            };
+            Ok(LiveOptions {
+                // Often enough that a kill held for its kernel-log twin is
+                // reported within a fraction of a second.
+                interval: FOLLOW_TICK,
+                kernel_log,
+                ..LiveOptions::default()
+            })
+        },
+    )?;
     let stats_every_ns = (args.json && args.stats_interval > 0)
         .then(|| args.stats_interval.saturating_mul(1_000_000_000));
     let mut view = OomFollow::new(printer, attach_ns, stats_every_ns);
@@ -153,13 +132,3 @@ fn follow(args: &OomArgs, selection: Selection, printer: OomPrinter) -> anyhow::
 
 /// How often `--follow` wakes up when nothing happens.
 const FOLLOW_TICK: Duration = Duration::from_millis(250);
-
-/// Says what a filter put in the kernel's allowlist.
-pub fn filter_note(allowed: usize, selection: &Selection) {
-    if !selection.is_everything() {
-        crate::note!(
-            "cgtrace: keeping {} ({allowed} cgroups now, and their descendants as they appear)",
-            selection.describe()
-        );
-    }
-}

@@ -20,15 +20,14 @@ use anyhow::{Context as _, bail};
 use cgtrace_common::cgroup::CgroupRef;
 use clap::Args;
 
-use super::oom::filter_note;
 use crate::{
     cgroup::{
-        Hierarchies, Resolver,
+        Hierarchies,
         scratch::{ScratchCgroup, spawn_into_all},
     },
     identity::selection::{SelectArgs, Selection},
-    probe::{FeatureSet, Probe, ProbeOptions},
-    session::{self, Context, FileSamples, LiveOptions, LiveSource, Signals},
+    probe::{FeatureSet, ProbeOptions},
+    session::{self, FileSamples, LiveOptions},
     system::{self, Clock},
     trace::{
         file::{TraceHeader, TraceWriter},
@@ -177,59 +176,40 @@ fn start_command(args: &RecordArgs, cgroups: &[ScratchCgroup]) -> anyhow::Result
 pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // Checked before anything is loaded or created, so bad options cost nothing.
     let selection = Selection::new(&args.select)?;
-    // Caught from now: a Ctrl-C while the probes load ends cleanly.
-    let signals = Signals::install()?;
-    let probe = Probe::load(&ProbeOptions {
-        features: FeatureSet::ALL,
-        filter: !selection.is_everything(),
-        ..ProbeOptions::default()
-    })?;
-    let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
+    let mut cgroups = Vec::new();
+    let (mut source, mut cx) = super::live::start(
+        selection,
+        &ProbeOptions {
+            features: FeatureSet::ALL,
+            ..ProbeOptions::default()
+        },
+        |hierarchies, selection| {
+            // The command's cgroups are kept whatever the filter says, and
+            // are in the kernel's allowlist before the command starts.
+            if !args.command.is_empty() {
+                cgroups = command_cgroups(args, hierarchies)?;
+            }
+            for cgroup in &cgroups {
+                selection.also_keep(cgroup.path());
+            }
+            Ok(LiveOptions {
+                interval: args.interval,
+                files: FileSamples {
+                    memory: true,
+                    cpu: true,
+                    pressure: true,
+                },
+                watched: memory_refs(&cgroups, hierarchies),
+                duration: args.duration,
+                ..LiveOptions::default()
+            })
+        },
+    )?;
     let file = std::fs::File::create(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let writer = TraceWriter::new(file, &header())
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     let mut sink = TraceSink::new(writer, args.output.clone());
-
-    // The command's cgroups are kept whatever the filter says, and are in
-    // the kernel's allowlist before the command starts.
-    let cgroups = if args.command.is_empty() {
-        Vec::new()
-    } else {
-        command_cgroups(args, &hierarchies)?
-    };
-    let mut cx = Context::new(
-        selection,
-        Clock::now(),
-        1 << crate::probe::offsets::page_shift(),
-    );
-    cx.hierarchies = Some(hierarchies.clone());
-    for cgroup in &cgroups {
-        cx.selection.also_keep(cgroup.path());
-    }
-    let mut source = LiveSource::new(
-        signals,
-        probe,
-        Resolver::new(hierarchies.clone()),
-        LiveOptions {
-            interval: args.interval,
-            files: FileSamples {
-                memory: true,
-                cpu: true,
-                pressure: true,
-            },
-            watched: memory_refs(&cgroups, &hierarchies),
-            duration: args.duration,
-            ..LiveOptions::default()
-        },
-    );
-    // Said once counting has started (a test waits for these lines).
-    for feature in source.probe().features() {
-        crate::note!("cgtrace: {feature}");
-    }
-    let (probe, resolver) = source.probe_and_resolver();
-    let allowed = cx.selection.install(probe, resolver)?;
-    filter_note(allowed, &cx.selection);
     source.sample_watched(&mut cx);
     if let Some(child) = start_command(args, &cgroups)? {
         source.set_command(child);

@@ -6,7 +6,6 @@
 //! Cost: the sched_switch variant runs on every context switch; for a task
 //! of an unlimited group it is a few reads (see BENCHMARKS.md).
 
-use anyhow::Context as _;
 use clap::Args;
 
 use super::{
@@ -14,10 +13,9 @@ use super::{
     interval::{DEFAULT_INTERVAL, IntervalArgs},
 };
 use crate::{
-    cgroup::{Hierarchies, Resolver},
     identity::selection::Selection,
-    probe::{FeatureSet, Probe, ProbeOptions, ThrottleVariant},
-    session::{self, Context, FileSamples, LiveOptions, LiveSource, Signals, TraceSource},
+    probe::{FeatureSet, ProbeOptions, ThrottleVariant},
+    session::{self, Context, FileSamples, LiveOptions, TraceSource},
     system::Clock,
     view::throttle as view,
 };
@@ -60,47 +58,30 @@ pub fn run(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
 /// The live view: spans from the probe, counters from each group's files.
 fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
     let selection = Selection::new(&args.interval.select)?;
-    // Caught from now: a Ctrl-C while the probes load ends cleanly.
-    let signals = Signals::install()?;
-    let probe = Probe::load(&ProbeOptions {
-        features: FeatureSet::THROTTLE,
-        throttle_variant: args.probe_variant,
-        filter: !selection.is_everything(),
-        ..ProbeOptions::default()
-    })?;
-    let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
-    if hierarchies.with_controller("cpu").is_none() {
-        anyhow::bail!("no cpu controller is mounted: there is no CFS bandwidth to watch");
-    }
-    let mut cx = Context::new(
-        selection,
-        Clock::now(),
-        1 << crate::probe::offsets::page_shift(),
-    );
-    cx.hierarchies = Some(hierarchies.clone());
     let interval = args.interval.interval.unwrap_or(DEFAULT_INTERVAL);
-    let mut source = LiveSource::new(
-        signals,
-        probe,
-        Resolver::new(hierarchies),
-        LiveOptions {
-            interval,
-            files: FileSamples {
-                memory: false,
-                cpu: true,
-                pressure: true,
-            },
-            gate_throttle: true,
-            ..LiveOptions::default()
+    let (mut source, mut cx) = super::live::start(
+        selection,
+        &ProbeOptions {
+            features: FeatureSet::THROTTLE,
+            throttle_variant: args.probe_variant,
+            ..ProbeOptions::default()
         },
-    );
-    // Said once counting has started (a test waits for these lines).
-    for feature in source.probe().features() {
-        crate::note!("cgtrace: {feature}");
-    }
-    let (probe, resolver) = source.probe_and_resolver();
-    let allowed = cx.selection.install(probe, resolver)?;
-    super::oom::filter_note(allowed, &cx.selection);
+        |hierarchies, _| {
+            if hierarchies.with_controller("cpu").is_none() {
+                anyhow::bail!("no cpu controller is mounted: there is no CFS bandwidth to watch");
+            }
+            Ok(LiveOptions {
+                interval,
+                files: FileSamples {
+                    memory: false,
+                    cpu: true,
+                    pressure: true,
+                },
+                gate_throttle: true,
+                ..LiveOptions::default()
+            })
+        },
+    )?;
     source.gate_throttle_now()?;
     let mut view = view::ThrottleView::new(
         view::ReplayOptions {
