@@ -170,7 +170,8 @@ impl OomLogParser {
                         .parse::<u64>()
                         .ok()
                 })
-                .map(|kb| kb * 1024)
+                // A figure too large for bytes is not a figure the kernel wrote.
+                .and_then(|kb| kb.checked_mul(1024))
         };
         let episode = &self.episode;
         let in_group = episode.group.is_some() && episode.summary_pid != Some(pid);
@@ -251,8 +252,14 @@ fn usage_and_limit(text: &str) -> (Option<u64>, Option<u64>) {
             .parse::<u64>()
             .ok()
     };
-    let usage = text.split(',').next().and_then(kb).map(|v| v * 1024);
-    let limit = word_after(text, "limit ").and_then(kb).map(|v| v * 1024);
+    let usage = text
+        .split(',')
+        .next()
+        .and_then(kb)
+        .and_then(|v| v.checked_mul(1024));
+    let limit = word_after(text, "limit ")
+        .and_then(kb)
+        .and_then(|v| v.checked_mul(1024));
     (usage, limit)
 }
 
@@ -334,6 +341,32 @@ mod tests {
             .filter_map(parse_record)
             .filter_map(|record| parser.feed(&record))
             .collect()
+    }
+
+    /// Found by the `kmsg_oom` fuzz target: a kB figure whose bytes do not
+    /// fit in 64 bits is unknown, not a panic (nor, in a release build, a
+    /// figure wrapped around).
+    #[test]
+    fn a_figure_too_large_for_bytes_is_unknown() {
+        let path = format!(
+            "{}/tests/fixtures/fuzz/kmsg-overflow.txt",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        // The fuzzer's input, as the target reads it: not all of it UTF-8.
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        let mut parser = OomLogParser::new();
+        let kills: Vec<OomKill> = text
+            .split('\n')
+            .filter_map(parse_record)
+            .filter_map(|record| parser.feed(&record))
+            .collect();
+        assert!(kills.iter().all(|k| {
+            [k.memory.total_vm_bytes, k.memory.anon_rss_bytes]
+                .into_iter()
+                .flatten()
+                .all(|bytes| bytes % 1024 == 0)
+        }));
     }
 
     #[test]

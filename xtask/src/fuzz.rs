@@ -31,10 +31,11 @@ const TARGETS: [(&str, &[&str]); 3] = [
     ("cgroup_path", &["fuzz/seeds/cgroup_path"]),
 ];
 
-/// Runs every target for `seconds`; fails on the first crash (libFuzzer
-/// leaves the input that crashed in `fuzz/artifacts/<target>/`).
+/// Runs every target for `seconds`, each to its end; fails when any found
+/// a crash (libFuzzer leaves the input in `fuzz/artifacts/<target>/`).
 pub fn run_all(env: &setup::BuildEnv, seconds: u64) -> anyhow::Result<()> {
     let cargo_fuzz = ensure_cargo_fuzz(env)?;
+    let mut failed = Vec::new();
     for (target, seeds) in TARGETS {
         // A fresh corpus of its own: what libFuzzer finds stays out of git.
         let corpus = root().join("target/fuzz-corpus").join(target);
@@ -58,7 +59,16 @@ pub fn run_all(env: &setup::BuildEnv, seconds: u64) -> anyhow::Result<()> {
             "-print_final_stats=1",
         ]);
         eprintln!("xtask: fuzzing {target} for {seconds} s");
-        run(&mut command).with_context(|| format!("fuzz target {target} failed"))?;
+        if let Err(error) = run(&mut command) {
+            eprintln!("xtask: fuzz target {target}: {error:#}");
+            failed.push(target);
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "fuzzing found failures in {} (inputs in fuzz/artifacts/)",
+            failed.join(", ")
+        );
     }
     Ok(())
 }
