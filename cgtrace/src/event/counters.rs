@@ -82,16 +82,12 @@ impl ProbeCounters {
         self.start_ns = self.start_ns.min(later.start_ns);
         self.end_ns = self.end_ns.max(later.end_ns);
         let key = |c: Option<CgroupRef>| c.map(|c| (c.hierarchy, c.id));
-        for flow in &later.flows {
-            match self.flows.iter_mut().find(|f| {
-                key(f.owner) == key(flow.owner)
-                    && key(f.actor) == key(flow.actor)
-                    && f.reason == flow.reason
-            }) {
-                Some(same) => same.pages += flow.pages,
-                None => self.flows.push(*flow),
-            }
-        }
+        merge_by_key(
+            &mut self.flows,
+            &later.flows,
+            |f| (key(f.owner), key(f.actor), f.reason),
+            |total, more| total.pages += more.pages,
+        );
         self.flows.sort_by_key(|f| {
             (
                 std::cmp::Reverse(f.pages),
@@ -100,43 +96,30 @@ impl ProbeCounters {
                 f.reason as u32,
             )
         });
-        for stall in &later.stalls {
-            match self
-                .stalls
-                .iter_mut()
-                .find(|s| key(s.cgroup) == key(stall.cgroup) && s.kind == stall.kind)
-            {
-                Some(same) => same.stats.merge(&stall.stats),
-                None => self.stalls.push(stall.clone()),
-            }
-        }
+        merge_by_key(
+            &mut self.stalls,
+            &later.stalls,
+            |s| (key(s.cgroup), s.kind),
+            |total, more| total.stats.merge(&more.stats),
+        );
         if let Some(more) = &later.charges {
-            let charges = self.charges.get_or_insert_with(Vec::new);
-            for charge in more {
-                match charges
-                    .iter_mut()
-                    .find(|c| key(c.cgroup) == key(charge.cgroup) && c.kind == charge.kind)
-                {
-                    Some(same) => {
-                        same.charged += charge.charged;
-                        same.uncharged += charge.uncharged;
-                    }
-                    None => charges.push(*charge),
-                }
-            }
+            merge_by_key(
+                self.charges.get_or_insert_with(Vec::new),
+                more,
+                |c| (key(c.cgroup), c.kind),
+                |total, more| {
+                    total.charged += more.charged;
+                    total.uncharged += more.uncharged;
+                },
+            );
         }
         if let Some(more) = &later.files {
-            let files = self.files.get_or_insert_with(Vec::new);
-            for file in more {
-                match files.iter_mut().find(|f| {
-                    key(f.owner) == key(file.owner)
-                        && (f.dev, f.ino) == (file.dev, file.ino)
-                        && f.reason == file.reason
-                }) {
-                    Some(same) => same.pages += file.pages,
-                    None => files.push(*file),
-                }
-            }
+            merge_by_key(
+                self.files.get_or_insert_with(Vec::new),
+                more,
+                |f| (key(f.owner), f.dev, f.ino, f.reason),
+                |total, more| total.pages += more.pages,
+            );
         }
     }
 
@@ -145,5 +128,29 @@ impl ProbeCounters {
         #[expect(clippy::cast_precision_loss, reason = "durations well below 2^52 ns")]
         let ns = self.end_ns.saturating_sub(self.start_ns) as f64;
         ns / 1e9
+    }
+}
+
+/// Adds `more` into `into`: an item whose key `into` has already is added
+/// to it with `add`, any other is appended.
+fn merge_by_key<T: Clone, K: Eq + std::hash::Hash>(
+    into: &mut Vec<T>,
+    more: &[T],
+    key: impl Fn(&T) -> K,
+    add: impl Fn(&mut T, &T),
+) {
+    let mut at: std::collections::HashMap<K, usize> = into
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (key(item), i))
+        .collect();
+    for item in more {
+        let next = into.len();
+        let i = *at.entry(key(item)).or_insert(next);
+        if i == next {
+            into.push(item.clone());
+        } else {
+            add(&mut into[i], item);
+        }
     }
 }

@@ -26,7 +26,7 @@ use tokio::{
 use super::{Context, KernelLog, Source};
 use crate::{
     cgroup::{Resolver, sampler::FileSampler},
-    event::{CgroupNamed, Event, Health, OomKill, ProbeCounters, Tick, WorkloadNames},
+    event::{CgroupNamed, Event, Health, OomKill, Tick, WorkloadNames},
     identity::path::Workload,
     probe::Probe,
     system::Clock,
@@ -343,16 +343,21 @@ impl LiveSource {
         self.drain(cx)?;
         let now = Clock::monotonic_now_ns();
         let counters = self.probe.sample_counters();
-        if let Some(counters) = &counters {
+        // What the memory samples need of the counters, before they go.
+        let mut memory_cgroups = self.options.watched.clone();
+        let stat_charges = counters.as_ref().is_none_or(|c| c.charges.is_none());
+        if let Some(counters) = counters {
             let cgroups: Vec<CgroupRef> = counters.cgroups().collect();
             for cgroup in cgroups {
                 self.name(Some(cgroup), cx);
             }
-            self.pending
-                .push_back(Event::Counters(Box::new(counters.clone())));
+            memory_cgroups.extend(counters.flows.iter().filter_map(|f| f.owner));
+            memory_cgroups.extend(counters.stalls.iter().filter_map(|s| s.cgroup));
+            memory_cgroups.extend(counters.charges.iter().flatten().filter_map(|c| c.cgroup));
+            self.pending.push_back(Event::Counters(Box::new(counters)));
         }
         let memory = if self.options.files.memory {
-            self.sample_memory(counters.as_ref(), now, cx)
+            self.sample_memory(memory_cgroups, stat_charges, now, cx)
         } else {
             Vec::new()
         };
@@ -389,19 +394,13 @@ impl LiveSource {
     /// ones; returns the cgroups sampled.
     fn sample_memory(
         &mut self,
-        counters: Option<&ProbeCounters>,
+        mut cgroups: Vec<CgroupRef>,
+        stat_charges: bool,
         now: u64,
         cx: &mut Context,
     ) -> Vec<CgroupRef> {
-        let mut cgroups: Vec<CgroupRef> = self.options.watched.clone();
-        if let Some(counters) = counters {
-            cgroups.extend(counters.flows.iter().filter_map(|f| f.owner));
-            cgroups.extend(counters.stalls.iter().filter_map(|s| s.cgroup));
-            cgroups.extend(counters.charges.iter().flatten().filter_map(|c| c.cgroup));
-        }
         cgroups.sort_by_key(|c| (c.hierarchy, c.id));
         cgroups.dedup_by_key(|c| (c.hierarchy, c.id));
-        let stat_charges = counters.is_none_or(|c| c.charges.is_none());
         let mut sampled = Vec::new();
         for cgroup in cgroups {
             self.name(Some(cgroup), cx);

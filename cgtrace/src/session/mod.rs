@@ -22,7 +22,7 @@ pub use self::{
 };
 use crate::{
     cgroup::Hierarchies,
-    event::{CgroupNamed, Event, ProbeStats},
+    event::{CgroupNamed, Event, ProbeCounters, ProbeStats},
     identity::selection::Selection,
     system::Clock,
     trace::file::Ending,
@@ -81,13 +81,6 @@ impl Context {
         if self.selection.is_everything() {
             return Some(Cow::Borrowed(event));
         }
-        let names = &self.names;
-        let selection = &mut self.selection;
-        let mut kept = |cgroup: Option<CgroupRef>| {
-            cgroup
-                .and_then(|c| names.path(c))
-                .is_some_and(|path| selection.keeps(path))
-        };
         let keep_if = |keep: bool| keep.then_some(Cow::Borrowed(event));
         match event {
             Event::CgroupCreated(_)
@@ -101,25 +94,44 @@ impl Context {
                     kill.trigger.as_ref().and_then(|t| t.cgroup_ref),
                     kill.oom_memcg.as_ref().and_then(|m| m.cgroup_ref),
                 ];
-                keep_if(involved.into_iter().any(&mut kept))
+                keep_if(involved.into_iter().any(|c| self.keeps(c)))
             }
-            Event::ThrottleSpan(span) => keep_if(kept(span.cgroup_ref)),
-            Event::Memory(sample) => keep_if(kept(Some(sample.cgroup))),
-            Event::Cpu(sample) => keep_if(kept(Some(sample.cgroup))),
-            Event::Pressure(sample) => keep_if(kept(Some(sample.cgroup))),
+            Event::ThrottleSpan(span) => keep_if(self.keeps(span.cgroup_ref)),
+            Event::Memory(sample) => keep_if(self.keeps(Some(sample.cgroup))),
+            Event::Cpu(sample) => keep_if(self.keeps(Some(sample.cgroup))),
+            Event::Pressure(sample) => keep_if(self.keeps(Some(sample.cgroup))),
             Event::Counters(counters) => {
                 let mut counters = counters.clone();
-                counters.flows.retain(|f| kept(f.owner) || kept(f.actor));
-                counters.stalls.retain(|s| kept(s.cgroup));
-                if let Some(charges) = &mut counters.charges {
-                    charges.retain(|c| kept(c.cgroup));
-                }
-                if let Some(files) = &mut counters.files {
-                    files.retain(|f| kept(f.owner));
-                }
+                self.retain_counters(&mut counters);
                 Some(Cow::Owned(Event::Counters(counters)))
             }
         }
+    }
+
+    /// Drops what involves no kept cgroup from an interval's counters: a
+    /// flow stays when its owner or its actor is kept, a stall, charge or
+    /// file when its cgroup is.
+    pub fn retain_counters(&mut self, counters: &mut ProbeCounters) {
+        if self.selection.is_everything() {
+            return;
+        }
+        counters
+            .flows
+            .retain(|f| self.keeps(f.owner) || self.keeps(f.actor));
+        counters.stalls.retain(|s| self.keeps(s.cgroup));
+        if let Some(charges) = &mut counters.charges {
+            charges.retain(|c| self.keeps(c.cgroup));
+        }
+        if let Some(files) = &mut counters.files {
+            files.retain(|f| self.keeps(f.owner));
+        }
+    }
+
+    /// Whether the selection keeps `cgroup` (an unnamed one is not kept).
+    fn keeps(&mut self, cgroup: Option<CgroupRef>) -> bool {
+        cgroup
+            .and_then(|c| self.names.path(c))
+            .is_some_and(|path| self.selection.keeps(path))
     }
 
     /// A cgroup's path, `id:N` when it was never named, or `(uncharged)`.

@@ -119,31 +119,6 @@ impl<'a> IntervalContext<'a> {
     }
 }
 
-/// Drops what involves no kept cgroup: a flow stays when its owner or its
-/// actor is kept, a stall or charge when its cgroup is.
-pub fn retain(
-    interval: &mut ProbeCounters,
-    facts: &mut dyn CgroupFacts,
-    selection: &mut Selection,
-) {
-    if selection.is_everything() {
-        return;
-    }
-    let mut kept = |cgroup: Option<CgroupRef>| {
-        cgroup
-            .and_then(|c| facts.path(c))
-            .is_some_and(|path| selection.keeps(&path))
-    };
-    interval.flows.retain(|f| kept(f.owner) || kept(f.actor));
-    interval.stalls.retain(|s| kept(s.cgroup));
-    if let Some(charges) = &mut interval.charges {
-        charges.retain(|c| kept(c.cgroup));
-    }
-    if let Some(files) = &mut interval.files {
-        files.retain(|f| kept(f.owner));
-    }
-}
-
 /// The `top` busiest cgroups of an interval, named and completed with what
 /// only the cgroup's files say (memory events, and charges where the
 /// tracepoints are missing).
@@ -339,12 +314,12 @@ impl<'r> IntervalView<'r> {
         if let Some(start_ns) = bucket.start_ns {
             counters.start_ns = start_ns;
         }
+        cx.retain_counters(&mut counters);
         let mut selection = std::mem::replace(&mut cx.selection, Selection::everything());
         let mut facts = Facts {
             cx,
             bucket: &bucket.facts,
         };
-        retain(&mut counters, &mut facts, &mut selection);
         let mut context = IntervalContext::new(
             &counters,
             cx.page_size,
