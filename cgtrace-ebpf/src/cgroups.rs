@@ -13,34 +13,40 @@ use cgtrace_common::{
     RecordHeader, RecordKind,
     cgroup::{CGROUP_PATH_MAX, CgroupCreatedRecord, CgroupRef},
     offsets::{ABSENT, Offsets},
-    stats::LossCounter,
+    stats::{LossCounter, ReadChain},
 };
 
 use crate::{
+    failure::{Chain as _, Failure, finish, note},
     filter,
-    kernel::{at, cgroup_ref, memcg_ref, read},
+    kernel::{ReadError, at, cgroup_ref, memcg_ref, read},
     maps::{EVENTS, count, offsets},
     pagecache::map_memcg,
 };
 
 #[btf_tracepoint(function = "cgroup_mkdir")]
 pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> u32 {
+    finish(&ctx, "cgroup_mkdir", try_cgroup_mkdir(&ctx))
+}
+
+fn try_cgroup_mkdir(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let o = offsets();
     let cgroup: u64 = ctx.arg(0);
     let path: u64 = ctx.arg(1);
-    let Ok(created) = cgroup_ref(o, cgroup) else {
-        count(LossCounter::ReadFailed);
-        return 0;
-    };
-    announce(&created, path);
+    let created = cgroup_ref(o, cgroup).chain(ReadChain::CgroupIdentity)?;
+    // Each step goes on whatever the one before could not do.
+    let announced = announce(&created, path);
     let memcg = new_memcg(o, cgroup);
-    if memcg != 0
-        && let Ok(memcg_cgroup) = memcg_ref(o, memcg)
-    {
-        map_memcg(memcg, memcg_cgroup);
+    if memcg != 0 {
+        match memcg_ref(o, memcg).chain(ReadChain::MemcgIdentity) {
+            Ok(memcg_cgroup) => map_memcg(memcg, memcg_cgroup),
+            Err(failure) => note(ctx, "cgroup_mkdir", failure),
+        }
     }
-    filter::cgroup_created(o, cgroup, &created, memcg);
-    0
+    if let Err(failure) = filter::cgroup_created(o, cgroup, &created, memcg) {
+        note(ctx, "cgroup_mkdir", failure);
+    }
+    announced
 }
 
 /// The new cgroup's memcg, or 0 when it has no memory controller.
@@ -55,13 +61,13 @@ fn new_memcg(o: &Offsets, cgroup: u64) -> u64 {
     }
 }
 
-/// Sends a new cgroup's id and path to the collector.
+/// Sends a new cgroup's id and path to the collector (with the path empty
+/// if it could not be read: the id still names it).
 #[inline(always)]
-fn announce(created: &CgroupRef, path: u64) {
+fn announce(created: &CgroupRef, path: u64) -> Result<(), Failure> {
     // Filled in place: the 256-byte path would crowd the BPF stack.
     let Some(mut slot) = EVENTS.reserve::<CgroupCreatedRecord>(0) else {
-        count(LossCounter::RingBufFull);
-        return;
+        return Err(Failure::RING_BUF_FULL);
     };
     let record = slot.write(CgroupCreatedRecord {
         header: RecordHeader {
@@ -74,9 +80,10 @@ fn announce(created: &CgroupRef, path: u64) {
         path: [0; CGROUP_PATH_MAX],
     });
     // SAFETY: reads a kernel string into the record's own buffer.
-    if unsafe { bpf_probe_read_kernel_str_bytes(path as *const u8, &mut record.path) }.is_err() {
-        count(LossCounter::ReadFailed);
-    }
+    let read = unsafe { bpf_probe_read_kernel_str_bytes(path as *const u8, &mut record.path) }
+        .map(|_| ())
+        .map_err(|errno| ReadError(errno.into()));
     slot.submit(0);
     count(LossCounter::Submitted);
+    read.chain(ReadChain::CgroupPath)
 }

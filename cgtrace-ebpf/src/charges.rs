@@ -11,7 +11,10 @@ use aya_ebpf::{
 };
 use cgtrace_common::pagecache::{CHARGE_KINDS, ChargeKey, ChargeValue};
 
-use crate::maps::{count, offsets};
+use crate::{
+    failure::{Failure, finish},
+    maps::offsets,
+};
 
 /// Pages charged and uncharged per (memcg, kind), per CPU.
 #[map]
@@ -19,18 +22,16 @@ static CHARGES: PerCpuHashMap<ChargeKey, ChargeValue> = PerCpuHashMap::with_max_
 
 #[btf_tracepoint(function = "mod_memcg_state")]
 pub fn memcg_state(ctx: BtfTracePointContext) -> u32 {
-    record(&ctx);
-    0
+    finish(&ctx, "memcg_state", record(&ctx))
 }
 
 #[btf_tracepoint(function = "mod_memcg_lruvec_state")]
 pub fn memcg_lruvec_state(ctx: BtfTracePointContext) -> u32 {
-    record(&ctx);
-    0
+    finish(&ctx, "memcg_lruvec_state", record(&ctx))
 }
 
 #[inline(always)]
-fn record(ctx: &BtfTracePointContext) {
+fn record(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let memcg: u64 = ctx.arg(0);
     let item: i32 = ctx.arg(1);
     let value: i32 = ctx.arg(2);
@@ -42,7 +43,7 @@ fn record(ctx: &BtfTracePointContext) {
         }
     }
     if kind == CHARGE_KINDS || memcg == 0 || value == 0 {
-        return;
+        return Ok(());
     }
     let key = ChargeKey {
         memcg,
@@ -59,12 +60,12 @@ fn record(ctx: &BtfTracePointContext) {
         } else {
             slot.uncharged += pages;
         }
-        return;
+        return Ok(());
     }
     // Only new keys are checked: a key in the map was allowed when it was
     // made, and the allowlist only grows.
     if !crate::filter::memcg_allowed(offsets(), memcg) {
-        return;
+        return Ok(());
     }
     crate::pagecache::remember_memcg(memcg);
     let first = if value > 0 {
@@ -78,7 +79,7 @@ fn record(ctx: &BtfTracePointContext) {
             uncharged: pages,
         }
     };
-    if CHARGES.insert(&key, &first, 0).is_err() {
-        count(cgtrace_common::stats::LossCounter::MapFull);
-    }
+    CHARGES
+        .insert(&key, &first, 0)
+        .map_err(|_| Failure::MAP_FULL)
 }

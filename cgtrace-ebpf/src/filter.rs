@@ -16,12 +16,12 @@ use aya_ebpf::{
 use cgtrace_common::{
     cgroup::{CgroupKey, CgroupRef, FilterVerdict},
     offsets::Offsets,
-    stats::LossCounter,
+    stats::ReadChain,
 };
 
 use crate::{
+    failure::{Chain as _, Failure, count_read},
     kernel::{at, cgroup_ref, memcg_ref, read},
-    maps::count,
 };
 
 /// Whether a filter is in use. Read-only (.rodata): without a filter the
@@ -75,7 +75,15 @@ pub fn memcg_allowed(o: &Offsets, memcg: u64) -> bool {
             return verdict.allowed != 0;
         }
     }
-    let allowed = memcg_ref(o, memcg).is_ok_and(|cgroup| listed(&cgroup));
+    let allowed = match memcg_ref(o, memcg) {
+        Ok(cgroup) => listed(&cgroup),
+        Err(_) => {
+            // Not kept, and said so: a filter must not let through what it
+            // cannot name.
+            count_read(ReadChain::MemcgIdentity);
+            false
+        }
+    };
     let verdict = FilterVerdict {
         generation,
         allowed: u32::from(allowed),
@@ -89,23 +97,24 @@ pub fn memcg_allowed(o: &Offsets, memcg: u64) -> bool {
 /// if it has one: whatever verdict an earlier memcg at that address left is
 /// dropped.
 #[inline(always)]
-pub fn cgroup_created(o: &Offsets, cgroup: u64, created: &CgroupRef, memcg: u64) {
+pub fn cgroup_created(
+    o: &Offsets,
+    cgroup: u64,
+    created: &CgroupRef,
+    memcg: u64,
+) -> Result<(), Failure> {
     if !filtering() {
-        return;
+        return Ok(());
     }
     if memcg != 0 {
         let _ = MEMCG_VERDICTS.remove(memcg);
     }
-    let Ok(parent_css) = read::<u64>(cgroup, at(o.cgroup_self, o.css_parent)) else {
-        return;
-    };
-    let Ok(parent) = read::<u64>(parent_css, o.css_cgroup) else {
-        return;
-    };
-    let Ok(parent) = cgroup_ref(o, parent) else {
-        return;
-    };
+    let parent_css: u64 =
+        read(cgroup, at(o.cgroup_self, o.css_parent)).chain(ReadChain::CgroupParent)?;
+    let parent: u64 = read(parent_css, o.css_cgroup).chain(ReadChain::CgroupParent)?;
+    let parent = cgroup_ref(o, parent).chain(ReadChain::CgroupIdentity)?;
     if listed(&parent) && ALLOWED.insert(&CgroupKey::of(created), &1, 0).is_err() {
-        count(LossCounter::MapFull);
+        return Err(Failure::MAP_FULL);
     }
+    Ok(())
 }

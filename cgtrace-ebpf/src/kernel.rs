@@ -1,6 +1,7 @@
 //! Reads of kernel structures at offsets taken from BTF (see
 //! `cgtrace_common::offsets`). Each read is one `bpf_probe_read_kernel`; an
-//! absent offset or a failed read gives `Err(())` so callers can degrade.
+//! absent offset, a null base or a fault gives a [`ReadError`] saying which,
+//! so callers can degrade and count the chain that failed.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use cgtrace_common::{
@@ -22,22 +23,42 @@ pub fn at(a: u32, b: u32) -> u32 {
     }
 }
 
+/// Why a read of a kernel field failed: [`ReadError::ABSENT`],
+/// [`ReadError::NULL`], or the negative error of `bpf_probe_read_kernel`.
+///
+/// One integer rather than an enum with a payload: LLVM copies an enum's
+/// undefined payload along paths that never set it, and the verifier
+/// rejects a program that reads a register nothing wrote.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ReadError(pub i64);
+
+impl ReadError {
+    /// BTF did not give the offset (a kernel that lacks the member).
+    pub const ABSENT: Self = Self(1);
+    /// The pointer to read through was null.
+    pub const NULL: Self = Self(2);
+}
+
 /// Reads a `T` at `base + offset`.
 #[inline(always)]
-pub fn read<T: Copy>(base: u64, offset: u32) -> Result<T, ()> {
-    if base == 0 || offset == ABSENT {
-        return Err(());
+pub fn read<T: Copy>(base: u64, offset: u32) -> Result<T, ReadError> {
+    if offset == ABSENT {
+        return Err(ReadError::ABSENT);
+    }
+    if base == 0 {
+        return Err(ReadError::NULL);
     }
     // SAFETY: bpf_probe_read_kernel copies through the kernel's fault-safe
     // accessor and never dereferences the address in the program itself.
-    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.map_err(|_| ())
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
+        .map_err(|errno| ReadError(errno.into()))
 }
 
 /// `task->cgroups->subsys[memory_cgrp_id]` as a `struct mem_cgroup *`.
 #[inline(always)]
-pub fn task_memcg(o: &Offsets, task: u64) -> Result<u64, ()> {
+pub fn task_memcg(o: &Offsets, task: u64) -> Result<u64, ReadError> {
     if o.memory_cgrp_id == ABSENT || o.css_set_subsys == ABSENT || o.memcg_css == ABSENT {
-        return Err(());
+        return Err(ReadError::ABSENT);
     }
     let css_set: u64 = read(task, o.task_cgroups)?;
     let css: u64 = read(css_set, o.css_set_subsys + 8 * o.memory_cgrp_id)?;
@@ -46,9 +67,9 @@ pub fn task_memcg(o: &Offsets, task: u64) -> Result<u64, ()> {
 
 /// The `struct mem_cgroup` embedding a `struct cgroup_subsys_state`.
 #[inline(always)]
-fn css_to_memcg(o: &Offsets, css: u64) -> Result<u64, ()> {
+fn css_to_memcg(o: &Offsets, css: u64) -> Result<u64, ReadError> {
     if css == 0 {
-        return Err(());
+        return Err(ReadError::NULL);
     }
     Ok(css - u64::from(o.memcg_css))
 }
@@ -64,9 +85,9 @@ pub fn parent_memcg(o: &Offsets, memcg: u64) -> u64 {
 
 /// The cgroup behind a memcg.
 #[inline(always)]
-pub fn memcg_ref(o: &Offsets, memcg: u64) -> Result<CgroupRef, ()> {
+pub fn memcg_ref(o: &Offsets, memcg: u64) -> Result<CgroupRef, ReadError> {
     if o.memcg_css == ABSENT {
-        return Err(());
+        return Err(ReadError::ABSENT);
     }
     css_ref(o, memcg + u64::from(o.memcg_css))
 }
@@ -74,13 +95,13 @@ pub fn memcg_ref(o: &Offsets, memcg: u64) -> Result<CgroupRef, ()> {
 /// The cgroup behind a `struct cgroup_subsys_state *`: `css->cgroup`, then
 /// its kernfs id, hierarchy and level.
 #[inline(always)]
-pub fn css_ref(o: &Offsets, css: u64) -> Result<CgroupRef, ()> {
+pub fn css_ref(o: &Offsets, css: u64) -> Result<CgroupRef, ReadError> {
     cgroup_ref(o, read(css, o.css_cgroup)?)
 }
 
 /// A `struct cgroup *`'s kernfs id, hierarchy and level.
 #[inline(always)]
-pub fn cgroup_ref(o: &Offsets, cgroup: u64) -> Result<CgroupRef, ()> {
+pub fn cgroup_ref(o: &Offsets, cgroup: u64) -> Result<CgroupRef, ReadError> {
     let kn: u64 = read(cgroup, o.cgroup_kn)?;
     let id: u64 = read(kn, o.kernfs_node_id)?;
     let level: i32 = read(cgroup, o.cgroup_level)?;
@@ -95,7 +116,7 @@ pub fn cgroup_ref(o: &Offsets, cgroup: u64) -> Result<CgroupRef, ()> {
 
 /// A memcg's `memory` page counter (or `memsw` when `memsw` is set): `(max, usage)` in pages.
 #[inline(always)]
-pub fn page_counter(o: &Offsets, memcg: u64, counter_offset: u32) -> Result<(u64, u64), ()> {
+pub fn page_counter(o: &Offsets, memcg: u64, counter_offset: u32) -> Result<(u64, u64), ReadError> {
     let max: u64 = read(memcg, at(counter_offset, o.page_counter_max))?;
     let usage: u64 = read(memcg, at(counter_offset, o.page_counter_usage))?;
     Ok((max, usage))

@@ -1,12 +1,14 @@
 //! cgtrace's eBPF programs: one module per probe family.
 //!
-//! Every program is `fn prog(ctx) -> u32 { try_prog(&ctx)... }`; failures are
-//! counted in the `LOSS` per-CPU array rather than dropped silently.
+//! Every program is `fn prog(ctx) -> u32 { finish(&ctx, "prog", try_prog(&ctx)) }`
+//! (see [`failure`]): what it could not do is counted by cause, never
+//! dropped silently.
 #![no_std]
 #![no_main]
 
 mod cgroups;
 mod charges;
+mod failure;
 mod filter;
 mod kernel;
 mod maps;

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use cgtrace_common::{
     offsets::Offsets,
-    stats::{LOSS_COUNTERS, LossCounter},
+    stats::{LOSS_COUNTERS, LossCounter, READ_CHAINS},
 };
 
 /// Kernel layout values, overridden by the collector at load time.
@@ -33,6 +33,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// Per-CPU loss and delivery counters, indexed by [`LossCounter`].
 #[map]
 pub static LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_COUNTERS, 0);
+
+/// Per-CPU failed reads, indexed by [`cgtrace_common::stats::ReadChain`].
+#[map]
+pub static READ_FAILURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(READ_CHAINS, 0);
 
 /// `struct oom_control *` of each `out_of_memory()` call in progress, keyed
 /// by the allocating task's pid_tgid (fentry variant). OOM kills are

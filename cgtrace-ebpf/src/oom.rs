@@ -17,21 +17,26 @@ use cgtrace_common::{
         ConstraintSource, OOM_FLAG_GROUP_KILL, OOM_FLAG_MEMSW_LIMIT, OOM_FLAG_READ_FAILED,
         OomRecord,
     },
-    stats::LossCounter,
+    stats::{LossCounter, ReadChain},
 };
 
 use crate::{
+    failure::{Chain as _, Failure, finish},
     kernel::{
-        MAX_CGROUP_DEPTH, at, limit_walk, memcg_ref, page_counter, parent_memcg, read, task_memcg,
+        MAX_CGROUP_DEPTH, ReadError, at, limit_walk, memcg_ref, page_counter, parent_memcg, read,
+        task_memcg,
     },
     maps::{EVENTS, OOM_IN_PROGRESS, count, offsets},
 };
+use ReadChain::{OomControl, OomVictim, OomVictimMm};
 
 #[fentry(function = "out_of_memory")]
 pub fn oom_enter(ctx: FEntryContext) -> u32 {
     let oc: u64 = ctx.arg(0);
-    let _ = OOM_IN_PROGRESS.insert(bpf_get_current_pid_tgid(), oc, 0);
-    0
+    let kept = OOM_IN_PROGRESS
+        .insert(bpf_get_current_pid_tgid(), oc, 0)
+        .map_err(|_| Failure::MAP_FULL);
+    finish(&ctx, "oom_enter", kept)
 }
 
 #[fexit(function = "out_of_memory")]
@@ -42,6 +47,13 @@ pub fn oom_exit(_ctx: FExitContext) -> u32 {
 
 #[btf_tracepoint(function = "mark_victim")]
 pub fn mark_victim(ctx: BtfTracePointContext) -> u32 {
+    finish(&ctx, "mark_victim", try_mark_victim(&ctx))
+}
+
+/// Sends the kill, with whatever could not be read left unknown and flagged:
+/// a kill is never dropped for a field.
+#[inline(always)]
+fn try_mark_victim(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let victim: u64 = ctx.arg(0);
     // A filtered view keeps kills whose victim's cgroup is allowed (a kill
     // under a selected pod's limit has its victim inside the pod); a victim
@@ -49,22 +61,21 @@ pub fn mark_victim(ctx: BtfTracePointContext) -> u32 {
     if let Ok(memcg) = task_memcg(offsets(), victim)
         && !crate::filter::memcg_allowed(offsets(), memcg)
     {
-        return 0;
+        return Ok(());
     }
     // Reserve first and fill the record in place: a 200-byte record built on
     // the stack and then copied would not fit the 512-byte BPF stack.
     let Some(mut slot) = EVENTS.reserve::<OomRecord>(0) else {
-        count(LossCounter::RingBufFull);
-        return 0;
+        return Err(Failure::RING_BUF_FULL);
     };
     let record = slot.write(empty_record());
-    if fill_record(offsets(), victim, record).is_err() {
+    let filled = fill_record(offsets(), victim, record);
+    if filled.is_err() {
         record.flags |= OOM_FLAG_READ_FAILED;
-        count(LossCounter::ReadFailed);
     }
     slot.submit(0);
     count(LossCounter::Submitted);
-    0
+    filled
 }
 
 #[inline(always)]
@@ -116,7 +127,7 @@ fn empty_record() -> OomRecord {
 }
 
 #[inline(always)]
-fn fill_record(o: &Offsets, victim: u64, r: &mut OomRecord) -> Result<(), ()> {
+fn fill_record(o: &Offsets, victim: u64, r: &mut OomRecord) -> Result<(), Failure> {
     let pid_tgid = bpf_get_current_pid_tgid();
     r.trigger_tgid = (pid_tgid >> 32) as u32;
     r.trigger_tid = pid_tgid as u32;
@@ -124,29 +135,30 @@ fn fill_record(o: &Offsets, victim: u64, r: &mut OomRecord) -> Result<(), ()> {
     // SAFETY: a helper call with no arguments.
     let current = unsafe { bpf_get_current_task() };
 
-    r.victim_tgid = read::<i32>(victim, o.task_tgid)? as u32;
-    r.victim_tid = read::<i32>(victim, o.task_pid)? as u32;
-    r.victim_comm = read(victim, o.task_comm)?;
+    r.victim_tgid = read::<i32>(victim, o.task_tgid).chain(OomVictim)? as u32;
+    r.victim_tid = read::<i32>(victim, o.task_pid).chain(OomVictim)? as u32;
+    r.victim_comm = read(victim, o.task_comm).chain(OomVictim)?;
 
-    let victim_memcg = task_memcg(o, victim)?;
-    r.victim_memcg = memcg_ref(o, victim_memcg)?;
+    let victim_memcg = task_memcg(o, victim).chain(ReadChain::TaskMemcg)?;
+    r.victim_memcg = memcg_ref(o, victim_memcg).chain(ReadChain::MemcgIdentity)?;
     if o.memcg_event_oom_kill != ABSENT {
         r.victim_memcg_oom_kills = read(
             victim_memcg,
             at(o.memcg_events_local, 8 * o.memcg_event_oom_kill),
-        )?;
+        )
+        .chain(ReadChain::MemcgIdentity)?;
     }
-    let trigger_memcg = task_memcg(o, current)?;
-    r.trigger_memcg = memcg_ref(o, trigger_memcg)?;
+    let trigger_memcg = task_memcg(o, current).chain(ReadChain::TaskMemcg)?;
+    r.trigger_memcg = memcg_ref(o, trigger_memcg).chain(ReadChain::MemcgIdentity)?;
 
     let oom_memcg = match OOM_IN_PROGRESS.get_ptr(pid_tgid) {
         Some(oc) => {
             // SAFETY: the pointer comes from a successful hash map lookup.
             let oc = unsafe { *oc };
             r.constraint_source = ConstraintSource::OomControl as u8;
-            r.oc_totalpages = read(oc, o.oc_totalpages)?;
-            r.oc_constraint = read(oc, o.oc_constraint)?;
-            read::<u64>(oc, o.oc_memcg)?
+            r.oc_totalpages = read(oc, o.oc_totalpages).chain(OomControl)?;
+            r.oc_constraint = read(oc, o.oc_constraint).chain(OomControl)?;
+            read::<u64>(oc, o.oc_memcg).chain(OomControl)?
         }
         None => match limit_walk(o, trigger_memcg, false) {
             Some(hit) => {
@@ -161,9 +173,9 @@ fn fill_record(o: &Offsets, victim: u64, r: &mut OomRecord) -> Result<(), ()> {
         },
     };
     if oom_memcg != 0 {
-        r.oom_memcg = memcg_ref(o, oom_memcg)?;
+        r.oom_memcg = memcg_ref(o, oom_memcg).chain(ReadChain::MemcgIdentity)?;
         if r.constraint_source == ConstraintSource::OomControl as u8 {
-            let (max, usage) = page_counter(o, oom_memcg, o.memcg_memory)?;
+            let (max, usage) = page_counter(o, oom_memcg, o.memcg_memory).chain(OomControl)?;
             r.oom_memcg_limit_pages = max;
             r.oom_memcg_usage_pages = usage;
         }
@@ -175,18 +187,18 @@ fn fill_record(o: &Offsets, victim: u64, r: &mut OomRecord) -> Result<(), ()> {
         r.flags |= OOM_FLAG_GROUP_KILL;
     }
 
-    let cred: u64 = read(victim, o.task_real_cred)?;
-    r.victim_uid = read(cred, o.cred_uid)?;
-    let signal: u64 = read(victim, o.task_signal)?;
-    r.oom_score_adj = read(signal, o.signal_oom_score_adj)?;
+    let cred: u64 = read(victim, o.task_real_cred).chain(OomVictim)?;
+    r.victim_uid = read(cred, o.cred_uid).chain(OomVictim)?;
+    let signal: u64 = read(victim, o.task_signal).chain(OomVictim)?;
+    r.oom_score_adj = read(signal, o.signal_oom_score_adj).chain(OomVictim)?;
 
-    let mm: u64 = read(victim, o.task_mm)?;
-    r.total_vm_pages = read(mm, o.mm_total_vm)?;
-    r.anon_rss_pages = rss(o, mm, o.mm_anonpages)?;
-    r.file_rss_pages = rss(o, mm, o.mm_filepages)?;
-    r.shmem_rss_pages = rss(o, mm, o.mm_shmempages)?;
+    let mm: u64 = read(victim, o.task_mm).chain(OomVictimMm)?;
+    r.total_vm_pages = read(mm, o.mm_total_vm).chain(OomVictimMm)?;
+    r.anon_rss_pages = rss(o, mm, o.mm_anonpages).chain(OomVictimMm)?;
+    r.file_rss_pages = rss(o, mm, o.mm_filepages).chain(OomVictimMm)?;
+    r.shmem_rss_pages = rss(o, mm, o.mm_shmempages).chain(OomVictimMm)?;
     if o.mm_pgtables_bytes != ABSENT {
-        r.pgtables_bytes = read(mm, o.mm_pgtables_bytes)?;
+        r.pgtables_bytes = read(mm, o.mm_pgtables_bytes).chain(OomVictimMm)?;
     }
     Ok(())
 }
@@ -214,9 +226,9 @@ fn group_kill(o: &Offsets, mut memcg: u64, oom_domain: u64) -> bool {
 /// One of the victim's RSS counters (`get_mm_counter()`): the counter's
 /// global value, which is what the kernel's own OOM report prints.
 #[inline(always)]
-fn rss(o: &Offsets, mm: u64, member: u32) -> Result<i64, ()> {
+fn rss(o: &Offsets, mm: u64, member: u32) -> Result<i64, ReadError> {
     if member == ABSENT || o.mm_rss_stride == ABSENT {
-        return Err(());
+        return Err(ReadError::ABSENT);
     }
     read(mm, at(o.mm_rss_first, member * o.mm_rss_stride))
 }

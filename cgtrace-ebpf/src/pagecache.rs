@@ -27,13 +27,14 @@ use cgtrace_common::{
         CacheKey, CacheReason, FileKey, ReclaimContext, ReclaimKind, STALL_BUCKETS, StallKey,
         StallStats, stall_bucket,
     },
-    stats::LossCounter,
+    stats::ReadChain,
 };
 
 use crate::{
+    failure::{Chain as _, Failure, count_read, finish, or_note},
     filter::memcg_allowed,
-    kernel::{limit_walk, memcg_ref, read, task_memcg},
-    maps::{count, offsets},
+    kernel::{ReadError, limit_walk, memcg_ref, read, task_memcg},
+    maps::offsets,
 };
 
 /// `include/linux/sched.h`: set while a task reclaims memory (direct or
@@ -75,70 +76,96 @@ static STALLS_ZERO: PerCpuArray<StallStats> = PerCpuArray::with_max_entries(1, 0
 
 #[btf_tracepoint(function = "mm_filemap_add_to_page_cache")]
 pub fn cache_add(ctx: BtfTracePointContext) -> u32 {
+    finish(&ctx, "cache_add", try_cache_add(&ctx))
+}
+
+#[inline(always)]
+fn try_cache_add(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let o = offsets();
     let folio: u64 = ctx.arg(0);
-    let Ok((owner, pages)) = folio_owner_and_pages(o, folio) else {
-        count(LossCounter::ReadFailed);
-        return 0;
-    };
+    let (owner, pages) = folio_owner_and_pages(o, folio).chain(ReadChain::FolioOwner)?;
     // SAFETY: a helper call with no arguments.
-    let actor = task_memcg(o, unsafe { bpf_get_current_task() }).unwrap_or(0);
+    let actor = current_memcg(ctx, "cache_add", unsafe { bpf_get_current_task() });
     if !(memcg_allowed(o, owner) || memcg_allowed(o, actor)) {
-        return 0;
+        return Ok(());
     }
     add(o, owner, actor, CacheReason::Added, pages);
     if FILES_ENABLED.load() != 0 {
-        add_file(o, folio, owner, CacheReason::Added, pages);
+        add_file(o, folio, owner, CacheReason::Added, pages).chain(ReadChain::FolioFile)?;
     }
-    0
+    Ok(())
 }
 
 #[btf_tracepoint(function = "mm_filemap_delete_from_page_cache")]
 pub fn cache_delete(ctx: BtfTracePointContext) -> u32 {
+    finish(&ctx, "cache_delete", try_cache_delete(&ctx))
+}
+
+#[inline(always)]
+fn try_cache_delete(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let o = offsets();
     let folio: u64 = ctx.arg(0);
-    let Ok((owner, pages)) = folio_owner_and_pages(o, folio) else {
-        count(LossCounter::ReadFailed);
-        return 0;
-    };
+    let (owner, pages) = folio_owner_and_pages(o, folio).chain(ReadChain::FolioOwner)?;
     // SAFETY: a helper call with no arguments.
     let current = unsafe { bpf_get_current_task() };
     let flags: u32 = read(current, o.task_flags).unwrap_or(0);
     let (reason, actor) = if flags & PF_MEMALLOC == 0 {
-        (CacheReason::Removed, task_memcg(o, current).unwrap_or(0))
+        (
+            CacheReason::Removed,
+            current_memcg(ctx, "cache_delete", current),
+        )
     } else if flags & PF_KSWAPD != 0 {
-        (CacheReason::Kswapd, task_memcg(o, current).unwrap_or(0))
+        (
+            CacheReason::Kswapd,
+            current_memcg(ctx, "cache_delete", current),
+        )
     } else {
         match RECLAIMING.get_ptr(bpf_get_current_pid_tgid()) {
             // SAFETY: the pointer comes from a successful hash map lookup.
             Some(context) => reclaim_reason(unsafe { &*context }, owner),
-            None => (CacheReason::Proactive, task_memcg(o, current).unwrap_or(0)),
+            None => (
+                CacheReason::Proactive,
+                current_memcg(ctx, "cache_delete", current),
+            ),
         }
     };
     if !(memcg_allowed(o, owner) || memcg_allowed(o, actor)) {
-        return 0;
+        return Ok(());
     }
     add(o, owner, actor, reason, pages);
     if FILES_ENABLED.load() != 0 {
-        add_file(o, folio, owner, reason, pages);
+        add_file(o, folio, owner, reason, pages).chain(ReadChain::FolioFile)?;
     }
-    0
+    Ok(())
+}
+
+/// The memcg of `task` (the current one), or 0 (no actor) with the failed
+/// read noted.
+#[inline(always)]
+fn current_memcg(ctx: &BtfTracePointContext, program: &'static str, task: u64) -> u64 {
+    or_note(
+        ctx,
+        program,
+        task_memcg(offsets(), task).chain(ReadChain::TaskMemcg),
+        0,
+    )
 }
 
 /// Counts the pages under the folio's file: `folio->mapping->host` gives
 /// the inode, its number and its superblock's device.
 #[inline(always)]
-fn add_file(o: &Offsets, folio: u64, owner: u64, reason: CacheReason, pages: u64) {
-    let Ok(mapping) = read::<u64>(folio, o.folio_mapping) else {
-        return;
-    };
-    let Ok(inode) = read::<u64>(mapping, o.address_space_host) else {
-        return;
-    };
-    let ino: u64 = read(inode, o.inode_ino).unwrap_or(0);
-    let dev: u32 = read::<u64>(inode, o.inode_sb)
-        .and_then(|sb| read(sb, o.super_block_dev))
-        .unwrap_or(0);
+fn add_file(
+    o: &Offsets,
+    folio: u64,
+    owner: u64,
+    reason: CacheReason,
+    pages: u64,
+) -> Result<(), ReadError> {
+    let mapping: u64 = read(folio, o.folio_mapping)?;
+    let inode: u64 = read(mapping, o.address_space_host)?;
+    let ino: u64 = read(inode, o.inode_ino)?;
+    let sb: u64 = read(inode, o.inode_sb)?;
+    let dev: u32 = read(sb, o.super_block_dev)?;
     let key = FileKey {
         owner,
         ino,
@@ -151,6 +178,7 @@ fn add_file(o: &Offsets, folio: u64, owner: u64, reason: CacheReason, pages: u64
     } else {
         let _ = FILES.insert(&key, &pages, 0);
     }
+    Ok(())
 }
 
 /// Whose limit a reclaiming task evicted `owner`'s page under.
@@ -173,7 +201,7 @@ fn reclaim_reason(context: &ReclaimContext, owner: u64) -> (CacheReason, u64) {
 /// The folio's memcg (`memcg_data` without its flag bits) and its size in
 /// pages (`1 << order`; the order of a large folio is in `_flags_1`).
 #[inline(always)]
-fn folio_owner_and_pages(o: &Offsets, folio: u64) -> Result<(u64, u64), ()> {
+fn folio_owner_and_pages(o: &Offsets, folio: u64) -> Result<(u64, u64), ReadError> {
     let memcg_data: u64 = read(folio, o.folio_memcg_data)?;
     let owner = memcg_data & !u64::from(o.memcg_data_flags_mask);
     let flags: u64 = read(folio, o.folio_flags)?;
@@ -218,40 +246,47 @@ fn remember(o: &Offsets, memcg: u64) {
     if memcg == 0 || MEMCG_REFS.get_ptr(memcg).is_some() {
         return;
     }
-    if let Ok(cgroup) = memcg_ref(o, memcg) {
-        let _ = MEMCG_REFS.insert(memcg, cgroup, 0);
+    match memcg_ref(o, memcg) {
+        Ok(cgroup) => {
+            let _ = MEMCG_REFS.insert(memcg, cgroup, 0);
+        }
+        Err(_) => count_read(ReadChain::MemcgIdentity),
     }
 }
 
 #[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_begin")]
-pub fn memcg_reclaim_begin(_ctx: BtfTracePointContext) -> u32 {
-    reclaim_begin(ReclaimKind::Memcg);
-    0
+pub fn memcg_reclaim_begin(ctx: BtfTracePointContext) -> u32 {
+    finish(
+        &ctx,
+        "memcg_reclaim_begin",
+        reclaim_begin(&ctx, ReclaimKind::Memcg),
+    )
 }
 
 #[btf_tracepoint(function = "mm_vmscan_direct_reclaim_begin")]
-pub fn direct_reclaim_begin(_ctx: BtfTracePointContext) -> u32 {
-    reclaim_begin(ReclaimKind::Direct);
-    0
+pub fn direct_reclaim_begin(ctx: BtfTracePointContext) -> u32 {
+    finish(
+        &ctx,
+        "direct_reclaim_begin",
+        reclaim_begin(&ctx, ReclaimKind::Direct),
+    )
 }
 
 #[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_end")]
-pub fn memcg_reclaim_end(_ctx: BtfTracePointContext) -> u32 {
-    reclaim_end();
-    0
+pub fn memcg_reclaim_end(ctx: BtfTracePointContext) -> u32 {
+    finish(&ctx, "memcg_reclaim_end", reclaim_end())
 }
 
 #[btf_tracepoint(function = "mm_vmscan_direct_reclaim_end")]
-pub fn direct_reclaim_end(_ctx: BtfTracePointContext) -> u32 {
-    reclaim_end();
-    0
+pub fn direct_reclaim_end(ctx: BtfTracePointContext) -> u32 {
+    finish(&ctx, "direct_reclaim_end", reclaim_end())
 }
 
 #[inline(always)]
-fn reclaim_begin(kind: ReclaimKind) {
+fn reclaim_begin(ctx: &BtfTracePointContext, kind: ReclaimKind) -> Result<(), Failure> {
     let o = offsets();
     // SAFETY: a helper call with no arguments.
-    let actor = task_memcg(o, unsafe { bpf_get_current_task() }).unwrap_or(0);
+    let actor = current_memcg(ctx, "reclaim_begin", unsafe { bpf_get_current_task() });
     // Memcg reclaim is for the memcg whose charge failed or that is over
     // memory.high: the lowest one at a limit above the task. None at a
     // limit means memory.reclaim or another proactive request.
@@ -270,20 +305,17 @@ fn reclaim_begin(kind: ReclaimKind) {
     };
     remember(o, target);
     remember(o, actor);
-    if RECLAIMING
+    RECLAIMING
         .insert(bpf_get_current_pid_tgid(), context, 0)
-        .is_err()
-    {
-        count(LossCounter::MapFull);
-    }
+        .map_err(|_| Failure::MAP_FULL)
 }
 
 #[inline(always)]
-fn reclaim_end() {
+fn reclaim_end() -> Result<(), Failure> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(context) = RECLAIMING.get_ptr(pid_tgid) else {
         // Began before cgtrace attached.
-        return;
+        return Ok(());
     };
     // SAFETY: the pointer comes from a successful hash map lookup.
     let context = unsafe { *context };
@@ -292,11 +324,9 @@ fn reclaim_end() {
     let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(context.start_ns);
     let key = stall_key(&context);
     if !memcg_allowed(offsets(), key.memcg) {
-        return;
+        return Ok(());
     }
-    let Some(stats) = stall_stats(&key) else {
-        return;
-    };
+    let stats = stall_stats(&key)?;
     // SAFETY: this CPU's slot of a per-CPU map value (see `add`).
     let stats = unsafe { &mut *stats };
     stats.count += 1;
@@ -311,6 +341,7 @@ fn reclaim_end() {
     if bucket < STALL_BUCKETS {
         stats.buckets[bucket] += 1;
     }
+    Ok(())
 }
 
 /// Stalls are charged to the memcg whose limit forced the reclaim, or for
@@ -330,24 +361,28 @@ fn stall_key(context: &ReclaimContext) -> StallKey {
 
 /// This CPU's stats for `key`, created zeroed if new.
 #[inline(always)]
-fn stall_stats(key: &StallKey) -> Option<*mut StallStats> {
+fn stall_stats(key: &StallKey) -> Result<*mut StallStats, Failure> {
     if let Some(stats) = STALLS.get_ptr_mut(key) {
-        return Some(stats);
+        return Ok(stats);
     }
-    let zero = STALLS_ZERO.get_ptr(0)?;
+    let zero = STALLS_ZERO.get_ptr(0).ok_or(Failure::MAP_FULL)?;
     // SAFETY: the pointer comes from a successful array lookup; the map
     // value is never written, so it stays zero.
     if STALLS.insert(key, unsafe { &*zero }, 0).is_err() {
-        count(LossCounter::MapFull);
-        return None;
+        return Err(Failure::MAP_FULL);
     }
-    STALLS.get_ptr_mut(key)
+    STALLS.get_ptr_mut(key).ok_or(Failure::MAP_FULL)
 }
 
 /// `mm_vmscan_lru_shrink_inactive(nid, nr_scanned, nr_reclaimed, stat,
 /// priority, file)`: what one pass over an inactive list did.
 #[btf_tracepoint(function = "mm_vmscan_lru_shrink_inactive")]
 pub fn shrink_inactive(ctx: BtfTracePointContext) -> u32 {
+    finish(&ctx, "shrink_inactive", try_shrink_inactive(&ctx))
+}
+
+#[inline(always)]
+fn try_shrink_inactive(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let o = offsets();
     let scanned: u64 = ctx.arg(1);
     let reclaimed: u64 = ctx.arg(2);
@@ -359,24 +394,24 @@ pub fn shrink_inactive(ctx: BtfTracePointContext) -> u32 {
         // to the reclaiming task's memcg under their own kind.
         None => StallKey {
             // SAFETY: a helper call with no arguments.
-            memcg: task_memcg(o, unsafe { bpf_get_current_task() }).unwrap_or(0),
+            memcg: current_memcg(ctx, "shrink_inactive", unsafe { bpf_get_current_task() }),
             kind: ReclaimKind::Background as u32,
             padding: 0,
         },
     };
     if !memcg_allowed(o, key.memcg) {
-        return 0;
+        return Ok(());
     }
-    let Some(stats) = stall_stats(&key) else {
-        return 0;
-    };
+    let stats = stall_stats(&key)?;
     // SAFETY: this CPU's slot of a per-CPU map value (see `add`).
     let stats = unsafe { &mut *stats };
     stats.scanned += scanned;
     stats.reclaimed += reclaimed;
-    stats.dirty += u64::from(read::<u32>(stat, o.reclaim_stat_nr_dirty).unwrap_or(0));
-    stats.writeback += u64::from(read::<u32>(stat, o.reclaim_stat_nr_writeback).unwrap_or(0));
-    0
+    let dirty: u32 = read(stat, o.reclaim_stat_nr_dirty).chain(ReadChain::ReclaimStat)?;
+    let writeback: u32 = read(stat, o.reclaim_stat_nr_writeback).chain(ReadChain::ReclaimStat)?;
+    stats.dirty += u64::from(dirty);
+    stats.writeback += u64::from(writeback);
+    Ok(())
 }
 
 /// Maps a new memcg's pointer to its cgroup, replacing whatever memcg had

@@ -28,11 +28,12 @@ use cgtrace_common::{
     RecordHeader, RecordKind,
     cgroup::CgroupRef,
     offsets::Offsets,
-    stats::LossCounter,
+    stats::{LossCounter, ReadChain},
     throttle::{OPEN_SLOTS, OpenRunQueues, ThrottleRecord, ThrottleStart},
 };
 
 use crate::{
+    failure::{Chain as _, Failure, count_read, finish},
     kernel::{css_ref, read},
     maps::{EVENTS, count, offsets},
 };
@@ -48,12 +49,16 @@ static THROTTLED: HashMap<u64, ThrottleStart> = HashMap::with_max_entries(16_384
 /// `sched_switch(preempt, prev, next, prev_state)`.
 #[btf_tracepoint(function = "sched_switch")]
 pub fn throttle_switch(ctx: BtfTracePointContext) -> u32 {
+    finish(&ctx, "throttle_switch", try_throttle_switch(&ctx))
+}
+
+#[inline(always)]
+fn try_throttle_switch(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let o = offsets();
     let prev: u64 = ctx.arg(1);
     let next: u64 = ctx.arg(2);
-    walk(o, prev, Side::Prev);
-    walk(o, next, Side::Next);
-    0
+    walk(o, prev, Side::Prev)?;
+    walk(o, next, Side::Next)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,43 +93,46 @@ fn task_se_parent(task: u64) -> Option<u64> {
 
 /// Looks for a newly throttled run queue above a task switched out.
 #[inline(always)]
-fn walk(o: &Offsets, task: u64, side: Side) {
+fn walk(o: &Offsets, task: u64, side: Side) -> Result<(), Failure> {
     if side == Side::Next {
-        end_unthrottled(o);
-        return;
+        return end_unthrottled(o);
     }
     // Tasks of the root group have no bandwidth limit above them.
     let Some(mut se) = task_se_parent(task) else {
-        return;
+        return Ok(());
     };
     if se == 0 {
-        return;
+        return Ok(());
     }
-    let Ok(mut cfs_rq) = read::<u64>(task, o.task_se_cfs_rq) else {
-        return;
-    };
+    let mut cfs_rq: u64 = read(task, o.task_se_cfs_rq).chain(ReadChain::RunQueue)?;
     // Only a task under a throttled group can have just throttled it.
-    if read::<i32>(cfs_rq, o.cfs_rq_throttle_count).unwrap_or(0) == 0 {
-        return;
+    let throttle_count: i32 = read(cfs_rq, o.cfs_rq_throttle_count).chain(ReadChain::RunQueue)?;
+    if throttle_count == 0 {
+        return Ok(());
     }
     // SAFETY: a helper call with no arguments.
     let cpu = unsafe { bpf_get_smp_processor_id() };
+    // A span that could not start does not stop the walk: the levels above
+    // may still start theirs.
+    let mut outcome = Ok(());
     for _ in 0..MAX_LEVELS {
         if cfs_rq == 0 {
-            return;
+            break;
         }
         if read::<i32>(cfs_rq, o.cfs_rq_runtime_enabled).unwrap_or(0) != 0
             && is_throttled(o, cfs_rq)
             && THROTTLED.get_ptr(cfs_rq).is_none()
+            && let Err(failure) = start(o, cfs_rq, task, cpu)
         {
-            start(o, cfs_rq, task, cpu);
+            outcome = Err(failure);
         }
         if se == 0 {
-            return;
+            break;
         }
         cfs_rq = read(se, o.se_cfs_rq).unwrap_or(0);
         se = read(se, o.se_parent).unwrap_or(0);
     }
+    outcome
 }
 
 /// This CPU's throttled run queues (sched_switch variant only).
@@ -139,17 +147,16 @@ fn is_throttled(o: &Offsets, cfs_rq: u64) -> bool {
 
 /// Records the start of a span and remembers its run queue on this CPU.
 #[inline(always)]
-fn start(o: &Offsets, cfs_rq: u64, task: u64, cpu: u32) {
+fn start(o: &Offsets, cfs_rq: u64, task: u64, cpu: u32) -> Result<(), Failure> {
     let Some(open) = OPEN.get_ptr_mut(0) else {
-        return;
+        return Ok(());
     };
     // SAFETY: this CPU's slot of a per-CPU array; only programs on this CPU
     // write it, one at a time.
     let open = unsafe { &mut *open };
     let Some(free) = open.slots.iter().position(|slot| *slot == 0) else {
         // More run queues throttled at once on one CPU than slots: say so.
-        count(LossCounter::MapFull);
-        return;
+        return Err(Failure::MAP_FULL);
     };
     let mut comm = [0u8; 16];
     // SAFETY: a fault-safe copy of the task's comm into a local.
@@ -166,27 +173,28 @@ fn start(o: &Offsets, cfs_rq: u64, task: u64, cpu: u32) {
         comm,
     };
     if THROTTLED.insert(cfs_rq, begun, 0).is_err() {
-        count(LossCounter::MapFull);
-        return;
+        return Err(Failure::MAP_FULL);
     }
     if free < OPEN_SLOTS {
         open.slots[free] = cfs_rq;
         open.count += 1;
     }
+    Ok(())
 }
 
 /// Ends the spans of this CPU's run queues that are running again. Any
 /// switch on the CPU does it: the group's tasks may have moved elsewhere.
 #[inline(always)]
-fn end_unthrottled(o: &Offsets) {
+fn end_unthrottled(o: &Offsets) -> Result<(), Failure> {
     let Some(open) = OPEN.get_ptr_mut(0) else {
-        return;
+        return Ok(());
     };
     // SAFETY: as in `start`.
     let open = unsafe { &mut *open };
     if open.count == 0 {
-        return;
+        return Ok(());
     }
+    let mut outcome = Ok(());
     for index in 0..OPEN_SLOTS {
         let cfs_rq = open.slots[index];
         if cfs_rq == 0 || is_throttled(o, cfs_rq) {
@@ -198,26 +206,36 @@ fn end_unthrottled(o: &Offsets) {
             // SAFETY: the pointer comes from a successful hash map lookup.
             let begun = unsafe { *begun };
             let _ = THROTTLED.remove(cfs_rq);
-            send(o, cfs_rq, &begun);
+            if let Err(failure) = send(o, cfs_rq, &begun) {
+                outcome = Err(failure);
+            }
         }
     }
+    outcome
 }
 
-/// Sends a finished span.
+/// Sends a finished span. A span whose cgroup cannot be read still goes
+/// out, with cgroup id 0, and the failed read is counted.
 #[inline(always)]
-fn send(o: &Offsets, cfs_rq: u64, start: &ThrottleStart) {
-    let task_group: u64 = read(cfs_rq, o.cfs_rq_tg).unwrap_or(0);
-    let cgroup = css_ref(o, task_group + u64::from(o.tg_css)).unwrap_or(CgroupRef {
-        id: 0,
-        hierarchy: 0,
-        level: 0,
+fn send(o: &Offsets, cfs_rq: u64, start: &ThrottleStart) -> Result<(), Failure> {
+    let group = read::<u64>(cfs_rq, o.cfs_rq_tg)
+        .and_then(|task_group| Ok((task_group, css_ref(o, task_group + u64::from(o.tg_css))?)));
+    let (task_group, cgroup) = group.unwrap_or_else(|_| {
+        count_read(ReadChain::RunQueueGroup);
+        (
+            0,
+            CgroupRef {
+                id: 0,
+                hierarchy: 0,
+                level: 0,
+            },
+        )
     });
     if !crate::filter::cgroup_allowed(&cgroup) {
-        return;
+        return Ok(());
     }
     let Some(mut slot) = EVENTS.reserve::<ThrottleRecord>(0) else {
-        count(LossCounter::RingBufFull);
-        return;
+        return Err(Failure::RING_BUF_FULL);
     };
     slot.write(ThrottleRecord {
         header: RecordHeader {
@@ -237,6 +255,7 @@ fn send(o: &Offsets, cfs_rq: u64, start: &ThrottleStart) {
     });
     slot.submit(0);
     count(LossCounter::Submitted);
+    Ok(())
 }
 
 /// `throttle_cfs_rq(cfs_rq)`: the quota ran out, usually in the context of
@@ -253,22 +272,21 @@ pub fn throttle_enter(ctx: FEntryContext) -> u32 {
         cpu: unsafe { bpf_get_smp_processor_id() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if THROTTLED.insert(cfs_rq, start, 0).is_err() {
-        count(LossCounter::MapFull);
-    }
-    0
+    let kept = THROTTLED
+        .insert(cfs_rq, start, 0)
+        .map_err(|_| Failure::MAP_FULL);
+    finish(&ctx, "throttle_enter", kept)
 }
 
 /// `unthrottle_cfs_rq(cfs_rq)`: the period timer refilled the quota.
 #[fentry(function = "unthrottle_cfs_rq")]
 pub fn unthrottle_enter(ctx: FEntryContext) -> u32 {
     let cfs_rq: u64 = ctx.arg(0);
-    let o = offsets();
-    if let Some(start) = THROTTLED.get_ptr(cfs_rq) {
-        // SAFETY: the pointer comes from a successful hash map lookup.
-        let start = unsafe { *start };
-        let _ = THROTTLED.remove(cfs_rq);
-        send(o, cfs_rq, &start);
-    }
-    0
+    let Some(start) = THROTTLED.get_ptr(cfs_rq) else {
+        return 0;
+    };
+    // SAFETY: the pointer comes from a successful hash map lookup.
+    let start = unsafe { *start };
+    let _ = THROTTLED.remove(cfs_rq);
+    finish(&ctx, "unthrottle_enter", send(offsets(), cfs_rq, &start))
 }

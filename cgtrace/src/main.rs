@@ -9,6 +9,8 @@ use clap::Parser as _;
 fn main() -> ExitCode {
     keep_large_allocations_out_of_the_heap();
     let cli = Cli::parse();
+    cgtrace::probe::log::request(cli.probe_log);
+    cgtrace::probe::offsets::pretend_absent(&cli.pretend_absent);
     if let Command::Record(args) = &cli.command {
         // A recorded command's exit code is cgtrace's.
         return cli::record::run(args).unwrap_or_else(|error| {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cli::demo::run(args),
         Command::Memhog(args) => cli::memhog::run(args),
         Command::Spin(args) => cli::memhog::spin(args),
+        Command::PageCache(args) => cli::memhog::page_cache(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -140,6 +140,62 @@ fn check_describes_this_kernel_and_exits_zero() {
     );
 }
 
+/// `check --probe-log --json` with these extra arguments: what the probes
+/// did on check's own workload.
+fn probe_log(extra: &[&str]) -> serde_json::Value {
+    let output = Command::new(cgtrace_bin())
+        .args(["check", "--probe-log", "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    report["probe_log"]["Ok"].clone()
+}
+
+#[test]
+fn the_probe_log_names_the_chain_that_failed_and_why() {
+    if !require_root("the_probe_log_names_the_chain_that_failed_and_why") {
+        return;
+    }
+    // On the kernel as it is, the workload reaches the page-cache, reclaim
+    // and throttle programs, and every field they read is read.
+    let clean = probe_log(&[]);
+    let ran: Vec<&str> = clean["programs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no probe log: {clean}"))
+        .iter()
+        .filter_map(|p| p["program"].as_str())
+        .collect();
+    for program in ["cache_add", "cache_delete", "cgroup_mkdir", "memcg_reclaim_begin"] {
+        assert!(ran.contains(&program), "{program} did not run: {clean}");
+    }
+    assert_eq!(clean["read_failures"], serde_json::json!([]), "{clean}");
+    assert_eq!(clean["log"], serde_json::json!([]), "{clean}");
+
+    // A kernel without `folio.memcg_data`, shown on this one: every page-cache
+    // event fails on that chain, is counted under it, and the programs say so.
+    let absent = probe_log(&["--pretend-absent", "folio.memcg_data"]);
+    let failures = absent["read_failures"].as_array().unwrap();
+    let folio_owner = failures
+        .iter()
+        .find(|f| f["chain"] == "folio_owner")
+        .unwrap_or_else(|| panic!("no folio_owner failures: {absent}"));
+    assert!(folio_owner["failures"].as_u64().unwrap() > 0);
+    assert_eq!(failures.len(), 1, "only that chain fails: {absent}");
+    let log: Vec<&str> = absent["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert!(
+        log.iter().any(|line| line
+            .starts_with("cache_add: folio->memcg_data / flags: an offset BTF did not give")),
+        "{log:?}"
+    );
+}
+
 #[test]
 fn without_root_the_error_says_what_is_missing() {
     if !require_root("without_root_the_error_says_what_is_missing") {

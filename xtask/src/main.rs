@@ -188,12 +188,16 @@ fn summarise(outcomes: &[vm::Outcome]) -> bool {
         let passed = outcome.finished && outcome.failed == 0 && outcome.passed > 0;
         ok &= passed;
         println!(
-            "tests on Linux {}: {} passed, {} failed{} in {:.0} s",
+            "tests on Linux {}: {} passed, {} failed{} in {:.0} s{}",
             outcome.kernel,
             outcome.passed,
             outcome.failed,
             if outcome.finished { "" } else { ", UNFINISHED" },
-            outcome.seconds
+            outcome.seconds,
+            outcome
+                .retried
+                .as_ref()
+                .map_or_else(String::new, |why| format!(" (booted twice: {why})"))
         );
     }
     ok

@@ -302,38 +302,63 @@ pub fn spawn_into_all(
     cgroups: &[&ScratchCgroup],
     command: &mut Command,
 ) -> Result<std::process::Child, ScratchError> {
-    let mut files = Vec::new();
-    for cgroup in cgroups {
-        let procs = cgroup.dir.join("cgroup.procs");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&procs)
-            .map_err(|source| cgroup.io_error("open", &procs, source))?;
-        files.push(file);
-    }
-    let fds: Vec<i32> = files.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-    // SAFETY: the closure only calls write(2), which is async-signal-safe,
-    // on descriptors that stay open until spawn returns; it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            for fd in &fds {
-                // SAFETY: `files` keeps each descriptor open until spawn returns.
-                let fd = std::os::fd::BorrowedFd::borrow_raw(*fd);
-                if rustix::io::write(fd, b"0")? != 1 {
-                    return Err(io::Error::from(io::ErrorKind::WriteZero));
-                }
-            }
-            Ok(())
-        });
-    }
-    let dir = cgroups.first().map(|c| c.dir.clone()).unwrap_or_default();
-    let child = command.spawn().map_err(|source| ScratchError::Io {
-        action: "start a process in",
-        path: dir,
-        source,
-    })?;
-    drop(files);
+    let joining = JoinOnExec::new(cgroups, command)?;
+    let child = command
+        .spawn()
+        .map_err(|source| joining.spawn_error(source))?;
+    drop(joining);
     Ok(child)
+}
+
+/// `command` made to join cgroups between fork and exec, with the
+/// `cgroup.procs` files it writes held open until it has been spawned
+/// (by [`Command::spawn`], or by an async runtime's spawn of the same
+/// command).
+pub struct JoinOnExec {
+    /// The `cgroup.procs` files the child writes: open until this drops.
+    _procs: Vec<std::fs::File>,
+    dir: PathBuf,
+}
+
+impl JoinOnExec {
+    pub fn new(cgroups: &[&ScratchCgroup], command: &mut Command) -> Result<Self, ScratchError> {
+        let mut files = Vec::new();
+        for cgroup in cgroups {
+            let procs = cgroup.dir.join("cgroup.procs");
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&procs)
+                .map_err(|source| cgroup.io_error("open", &procs, source))?;
+            files.push(file);
+        }
+        let fds: Vec<i32> = files.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        // SAFETY: the closure only calls write(2), which is async-signal-safe,
+        // on descriptors that stay open until spawn returns; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                for fd in &fds {
+                    // SAFETY: `files` keeps each descriptor open until spawn returns.
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(*fd);
+                    if rustix::io::write(fd, b"0")? != 1 {
+                        return Err(io::Error::from(io::ErrorKind::WriteZero));
+                    }
+                }
+                Ok(())
+            });
+        }
+        let dir = cgroups.first().map(|c| c.dir.clone()).unwrap_or_default();
+        Ok(Self { _procs: files, dir })
+    }
+
+    /// The error for a spawn that failed.
+    #[must_use]
+    pub fn spawn_error(&self, source: io::Error) -> ScratchError {
+        ScratchError::Io {
+            action: "start a process in",
+            path: self.dir.clone(),
+            source,
+        }
+    }
 }
 
 fn read_pids(dir: &Path) -> Vec<i32> {

@@ -1,6 +1,8 @@
 //! Workload subcommands for the scenarios and tests: `__memhog SIZE`
 //! allocates SIZE mebibytes and touches every page (charged to the caller's
-//! memory cgroup); `__spin SECONDS THREADS` keeps threads busy on the CPU.
+//! memory cgroup); `__spin SECONDS THREADS` keeps threads busy on the CPU;
+//! `__pagecache FILE SIZE` writes, reads back and removes a file of SIZE
+//! mebibytes (page cache added, reclaimed under a limit, and removed).
 
 use std::io::Write as _;
 
@@ -52,5 +54,27 @@ pub fn spin(args: &SpinArgs) -> anyhow::Result<super::Outcome> {
     for worker in workers {
         let _ = worker.join();
     }
+    Ok(super::Outcome::Success)
+}
+
+/// `cgtrace __pagecache FILE MEBIBYTES`.
+#[derive(Debug, Args)]
+pub struct PageCacheArgs {
+    pub file: std::path::PathBuf,
+    pub mebibytes: usize,
+}
+
+pub fn page_cache(args: &PageCacheArgs) -> anyhow::Result<super::Outcome> {
+    use std::io::Read as _;
+    let chunk = vec![1u8; 1 << 20];
+    let mut file = std::fs::File::create(&args.file)?;
+    for _ in 0..args.mebibytes {
+        file.write_all(&chunk)?;
+    }
+    drop(file);
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut file = std::fs::File::open(&args.file)?;
+    while file.read(&mut buffer)? > 0 {}
+    std::fs::remove_file(&args.file)?;
     Ok(super::Outcome::Success)
 }

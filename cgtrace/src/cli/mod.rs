@@ -23,6 +23,15 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Have the probes say which kernel field they failed to read, and
+    /// why (on stderr): for a kernel cgtrace has not met. Off, the verifier
+    /// removes the log code and the probes cost nothing more.
+    #[arg(long, global = true)]
+    pub probe_log: bool,
+    /// Treat an optional kernel struct member (`folio.memcg_data`) as
+    /// absent: shows on this kernel what a kernel without it gives.
+    #[arg(long, global = true, hide = true, value_name = "STRUCT.MEMBER")]
+    pub pretend_absent: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +64,9 @@ pub enum Command {
     /// Keep threads busy (the throttling scenario's and tests' workload).
     #[command(name = "__spin", hide = true)]
     Spin(memhog::SpinArgs),
+    /// Write, read back and remove a file (`cgtrace check --probe-log`'s workload).
+    #[command(name = "__pagecache", hide = true)]
+    PageCache(memhog::PageCacheArgs),
 }
 
 /// How a subcommand ended, for the process exit code.

@@ -12,7 +12,7 @@
 use std::{
     os::unix::process::ExitStatusExt as _,
     path::PathBuf,
-    process::{Child, Command, ExitCode},
+    process::ExitCode,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -23,7 +23,7 @@ use clap::Args;
 use crate::{
     cgroup::{
         Hierarchies,
-        scratch::{ScratchCgroup, spawn_into_all},
+        scratch::{JoinOnExec, ScratchCgroup},
     },
     identity::selection::{SelectArgs, Selection},
     probe::{FeatureSet, ProbeOptions},
@@ -150,26 +150,36 @@ fn memory_refs(cgroups: &[ScratchCgroup], hierarchies: &Hierarchies) -> Vec<Cgro
         .collect()
 }
 
-/// Starts the command, if any, in its fresh cgroups.
-fn start_command(args: &RecordArgs, cgroups: &[ScratchCgroup]) -> anyhow::Result<Option<Child>> {
+/// Starts the command, if any, in its fresh cgroups, on the session's
+/// runtime (which reaps it).
+fn start_command(
+    args: &RecordArgs,
+    cgroups: &[ScratchCgroup],
+) -> anyhow::Result<Option<tokio::process::Child>> {
     let Some((program, rest)) = args.command.split_first() else {
         return Ok(None);
     };
-    let mut command = Command::new(program);
+    let mut command = tokio::process::Command::new(program);
     command.args(rest);
     // If the recorder is killed (SIGKILL cannot be caught), the command must
     // not run on unrecorded in its limited cgroups.
     // SAFETY: prctl(2) is async-signal-safe and allocates nothing.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+        command.pre_exec(|| {
             Ok(rustix::process::set_parent_process_death_signal(Some(
                 rustix::process::Signal::KILL,
             ))?)
         });
     }
     let refs: Vec<&ScratchCgroup> = cgroups.iter().collect();
-    let child =
-        spawn_into_all(&refs, &mut command).with_context(|| format!("cannot run {program}"))?;
+    let joining = JoinOnExec::new(&refs, command.as_std_mut())
+        .with_context(|| format!("cannot run {program}"))?;
+    let _runtime = crate::session::runtime()?.enter();
+    let child = command
+        .spawn()
+        .map_err(|source| joining.spawn_error(source))
+        .with_context(|| format!("cannot run {program}"))?;
+    drop(joining);
     Ok(Some(child))
 }
 

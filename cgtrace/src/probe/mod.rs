@@ -10,6 +10,7 @@
 pub mod allowlist;
 pub mod decode;
 pub mod features;
+pub mod log;
 pub mod offsets;
 pub mod prog_info;
 pub mod sampler;
@@ -21,7 +22,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, ProgramError, tp_btf::BtfTracePointLinkId},
 };
-use cgtrace_common::stats::LossCounter;
+use cgtrace_common::stats::{LossCounter, ReadChain};
 use serde::Serialize;
 
 pub use crate::event::ProbeStats;
@@ -73,6 +74,11 @@ pub enum ProbeError {
         name: &'static str,
         #[source]
         source: aya::maps::MapError,
+    },
+    #[error("the probe log cannot be read")]
+    Log {
+        #[source]
+        source: aya_log::Error,
     },
 }
 
@@ -192,6 +198,9 @@ pub struct ProbeOptions {
     /// Keep only the cgroups put in the allowlist ([`Probe::allow`]) and
     /// their descendants; everything else is dropped in the kernel.
     pub filter: bool,
+    /// The programs log each failed read ([`Probe::take_log_lines`]); off,
+    /// the verifier removes the log code.
+    pub log: bool,
 }
 
 /// How to see CFS throttling.
@@ -215,6 +224,7 @@ impl Default for ProbeOptions {
             files: false,
             throttle_variant: ThrottleVariant::Auto,
             filter: false,
+            log: log::requested(),
         }
     }
 }
@@ -256,6 +266,9 @@ pub struct Probe {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
     loss: PerCpuArray<MapData, u64>,
+    read_failures: PerCpuArray<MapData, u64>,
+    /// The programs' log, when loaded with it.
+    log: Option<log::ProbeLog>,
     features: Vec<FeatureStatus>,
     cache_maps: Option<(sampler::CacheMaps, sampler::CounterDiffer)>,
     /// The filter's allowlist, when loaded with one.
@@ -286,18 +299,8 @@ impl Probe {
         // aya parses the bytes our own reader already holds: the file is read once.
         let aya_btf =
             aya::Btf::parse(btf.raw(), aya::Endianness::default()).map_err(ProbeError::AyaBtf)?;
-        let files_enabled = u32::from(options.files);
-        let filter_enabled = u32::from(options.filter);
-        let task_se_parent = layout.offsets.task_se_parent;
-        let mut ebpf = loader
-            .btf(Some(&aya_btf))
-            .override_global("OFFSETS", &layout.offsets, true)
-            .override_global("FILES_ENABLED", &files_enabled, true)
-            .override_global("FILTER_ENABLED", &filter_enabled, true)
-            .override_global("TASK_SE_PARENT", &task_se_parent, true)
-            .map_max_entries("EVENTS", options.ring_buffer_bytes)
-            .load(EBPF_OBJECT)
-            .map_err(ProbeError::Load)?;
+        let switches = Switches::new(options, &layout);
+        let mut ebpf = load_object(loader.btf(Some(&aya_btf)), &switches, &layout, options)?;
 
         let mut features = Vec::new();
         // Every view names cgroups created while it runs, and a filter
@@ -353,11 +356,13 @@ impl Probe {
             name: "EVENTS",
             source,
         })?;
-        let loss = take_map(&mut ebpf, "LOSS")?;
-        let loss = PerCpuArray::try_from(loss).map_err(|source| ProbeError::Map {
-            name: "LOSS",
-            source,
-        })?;
+        let loss = take_per_cpu_array(&mut ebpf, "LOSS")?;
+        let read_failures = take_per_cpu_array(&mut ebpf, "READ_FAILURES")?;
+        let log = if options.log {
+            Some(log::ProbeLog::take(&mut ebpf).map_err(|source| ProbeError::Log { source })?)
+        } else {
+            None
+        };
         let allowlist = if options.filter {
             Some(allowlist::KernelAllowlist::take(&mut ebpf)?)
         } else {
@@ -367,6 +372,8 @@ impl Probe {
             ebpf,
             events,
             loss,
+            read_failures,
+            log,
             features,
             cache_maps,
             allowlist,
@@ -447,6 +454,38 @@ impl Probe {
         }
     }
 
+    /// Failed reads of kernel fields since attach, by the chain that
+    /// failed; chains that never failed are left out.
+    #[must_use]
+    pub fn read_failures_by_chain(&self) -> Vec<(ReadChain, u64)> {
+        ReadChain::ALL
+            .into_iter()
+            .filter_map(|chain| {
+                let failed: u64 = self
+                    .read_failures
+                    .get(&(chain as u32), 0)
+                    .map_or(0, |values| values.iter().sum());
+                (failed > 0).then_some((chain, failed))
+            })
+            .collect()
+    }
+
+    /// Reads the programs' log so far (kept for [`Probe::take_log_lines`]).
+    pub fn flush_log(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.flush();
+        }
+    }
+
+    /// What the programs logged since the last call (nothing unless loaded
+    /// with [`ProbeOptions::log`]).
+    pub fn take_log_lines(&mut self) -> Vec<String> {
+        self.log
+            .as_mut()
+            .map(log::ProbeLog::take_lines)
+            .unwrap_or_default()
+    }
+
     /// Current loss and delivery counters.
     #[must_use]
     pub fn stats(&self) -> ProbeStats {
@@ -463,7 +502,7 @@ impl Probe {
         ProbeStats {
             records: sum(LossCounter::Submitted),
             ring_buffer_drops: sum(LossCounter::RingBufFull),
-            read_failures: sum(LossCounter::ReadFailed),
+            read_failures: self.read_failures_by_chain().iter().map(|(_, n)| n).sum(),
             map_full: sum(LossCounter::MapFull),
             recursion_misses,
             decode_errors: self.decode_errors,
@@ -657,6 +696,59 @@ pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps:
     ebpf.take_map(name)
         .ok_or(ProbeError::Missing { kind: "map", name })
 }
+
+/// The values of the object's read-only switches: the verifier treats them
+/// as constants and removes the code they turn off.
+struct Switches {
+    files: u32,
+    filter: u32,
+    task_se_parent: u32,
+    log_level: u8,
+}
+
+impl Switches {
+    fn new(options: &ProbeOptions, layout: &offsets::KernelLayout) -> Self {
+        Self {
+            files: u32::from(options.files),
+            filter: u32::from(options.filter),
+            task_se_parent: layout.offsets.task_se_parent,
+            log_level: log::level(options.log),
+        }
+    }
+}
+
+/// Loads the eBPF object with this kernel's layout and the switches in its
+/// globals.
+fn load_object<'a>(
+    loader: &mut EbpfLoader<'a>,
+    switches: &'a Switches,
+    layout: &'a offsets::KernelLayout,
+    options: &ProbeOptions,
+) -> Result<Ebpf, ProbeError> {
+    loader
+        .override_global("OFFSETS", &layout.offsets, true)
+        .override_global("FILES_ENABLED", &switches.files, true)
+        .override_global("FILTER_ENABLED", &switches.filter, true)
+        .override_global("TASK_SE_PARENT", &switches.task_se_parent, true)
+        .override_global(aya_log::LEVEL, &switches.log_level, true)
+        .map_max_entries("EVENTS", options.ring_buffer_bytes)
+        // Without the log nothing is written to its ring buffer: one
+        // page of kernel memory instead of 1 MiB.
+        .map_max_entries(LOG_MAP, if options.log { 1 << 20 } else { 4096 })
+        .load(EBPF_OBJECT)
+        .map_err(ProbeError::Load)
+}
+
+/// A per-CPU array of counters, taken out of the object.
+fn take_per_cpu_array(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<PerCpuArray<MapData, u64>, ProbeError> {
+    PerCpuArray::try_from(take_map(ebpf, name)?).map_err(|source| ProbeError::Map { name, source })
+}
+
+/// The ring buffer aya-log writes to.
+const LOG_MAP: &str = "AYA_LOGS";
 
 /// Attaches the throttle feature: fentry on `throttle_cfs_rq` and
 /// `unthrottle_cfs_rq` where allowed (and wanted), else tp_btf

@@ -21,6 +21,18 @@ pub struct KernelLayout {
     pub oom_constraints: Vec<(i64, &'static str)>,
 }
 
+/// Optional members to treat as absent whatever BTF says
+/// (`--pretend-absent`): how a test shows a kernel that lacks one, on this
+/// kernel, down to the programs' failed reads and their log.
+static PRETEND_ABSENT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Treats these optional members (`struct.member`) as absent from now on.
+pub fn pretend_absent(members: &[String]) {
+    *PRETEND_ABSENT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = members.to_vec();
+}
+
 /// Resolves every offset cgtrace uses. Fails only when a required member is
 /// missing.
 #[expect(
@@ -43,11 +55,18 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
             absent.push("cfs_rq.throttled".to_owned());
             (ABSENT, 0)
         };
+    let pretended = PRETEND_ABSENT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let mut optional = |result: Result<u32, BtfError>, name: &str| -> u32 {
-        result.unwrap_or_else(|_| {
-            absent.push(name.to_owned());
-            ABSENT
-        })
+        match result {
+            Ok(offset) if !pretended.iter().any(|p| p == name) => offset,
+            _ => {
+                absent.push(name.to_owned());
+                ABSENT
+            }
+        }
     };
     let enum_u32 = |name: &str| -> Result<u32, BtfError> {
         let value = btf.enum_value(name)?;

@@ -29,6 +29,9 @@ pub struct ProgramCounters {
     /// Runs and total run time, counted only while statistics are enabled.
     pub run_count: u64,
     pub run_time_ns: u64,
+    /// The program's size after the verifier (which removes dead code) and
+    /// its rewrites, in bytes.
+    pub xlated_bytes: u32,
 }
 
 /// Reads a loaded program's counters.
@@ -59,5 +62,6 @@ pub fn counters(fd: BorrowedFd<'_>) -> io::Result<ProgramCounters> {
         recursion_misses: info.recursion_misses,
         run_count: info.run_cnt,
         run_time_ns: info.run_time_ns,
+        xlated_bytes: info.xlated_prog_len,
     })
 }

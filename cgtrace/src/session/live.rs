@@ -12,13 +12,14 @@
 use std::{
     collections::{HashSet, VecDeque},
     os::fd::OwnedFd,
-    process::{Child, ExitStatus},
+    process::ExitStatus,
     time::{Duration, Instant},
 };
 
 use cgtrace_common::cgroup::CgroupRef;
 use tokio::{
     io::{Interest, unix::AsyncFd},
+    process::Child,
     signal::unix::{Signal, SignalKind, signal},
     time::{Interval, MissedTickBehavior},
 };
@@ -46,7 +47,7 @@ pub struct LiveOptions {
     pub watched: Vec<CgroupRef>,
     /// Stop after this long.
     pub duration: Option<Duration>,
-    /// Stop when this process exits.
+    /// Stop when this process (spawned on the session's runtime) exits.
     pub command: Option<Child>,
     /// OOM kills from the kernel log too (from boot, then as they come).
     pub kernel_log: Option<KernelLog>,
@@ -63,13 +64,12 @@ pub struct FileSamples {
     pub pressure: bool,
 }
 
-/// SIGINT, SIGTERM and SIGCHLD, caught from the moment this is made: a
-/// live command makes it first thing, so a signal that comes while the
-/// probes load ends the session cleanly instead of killing the process.
+/// SIGINT and SIGTERM, caught from the moment this is made: a live command
+/// makes it first thing, so a signal that comes while the probes load ends
+/// the session cleanly instead of killing the process.
 pub struct Signals {
     interrupt: Signal,
     terminate: Signal,
-    child: Signal,
 }
 
 impl Signals {
@@ -78,7 +78,6 @@ impl Signals {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
-            child: signal(SignalKind::child())?,
         })
     }
 }
@@ -210,10 +209,15 @@ impl LiveSource {
     /// Stops the recorded command (if it still runs) and waits for it.
     pub fn stop_command(&mut self) {
         if let Some(mut child) = self.options.command.take() {
-            if self.exit.is_none() {
-                let _ = child.kill();
-            }
-            if let Ok(status) = child.wait() {
+            let ended = super::runtime().and_then(|runtime| {
+                runtime.block_on(async {
+                    if self.exit.is_none() {
+                        child.start_kill()?;
+                    }
+                    child.wait().await
+                })
+            });
+            if let Ok(status) = ended {
                 self.exit.get_or_insert(status);
             }
         }
@@ -341,6 +345,9 @@ impl LiveSource {
     /// The interval's samples, then its tick.
     fn sample(&mut self, cx: &mut Context) -> anyhow::Result<()> {
         self.drain(cx)?;
+        for line in self.probe.take_log_lines() {
+            crate::note!("cgtrace: probe log: {line}");
+        }
         let now = Clock::monotonic_now_ns();
         let counters = self.probe.sample_counters();
         // What the memory samples need of the counters, before they go.
@@ -485,24 +492,20 @@ impl LiveSource {
         Ok(sampled)
     }
 
-    /// Whether the recorded command has exited (reaping it if so).
-    fn command_exited(&mut self) -> anyhow::Result<bool> {
-        if let Some(child) = &mut self.options.command
-            && let Some(status) = child.try_wait()?
-        {
-            self.exit = Some(status);
-            self.options.command = None;
-            return Ok(true);
-        }
-        Ok(self.exit.is_some())
-    }
-
-    fn due_to_stop(&mut self) -> anyhow::Result<bool> {
+    fn due_to_stop(&self) -> bool {
         let timed_out = self
             .options
             .duration
             .is_some_and(|d| self.started.elapsed() >= d);
-        Ok(timed_out || self.command_exited()?)
+        timed_out || self.exit.is_some()
+    }
+}
+
+/// Waits for the recorded command to end, or forever without one.
+async fn command_ended(command: Option<&mut Child>) -> std::io::Result<ExitStatus> {
+    match command {
+        Some(child) => child.wait().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -536,7 +539,7 @@ impl Source for LiveSource {
                 }
                 State::Running => {}
             }
-            if self.due_to_stop()? {
+            if self.due_to_stop() {
                 self.state = State::Finishing;
                 continue;
             }
@@ -545,6 +548,7 @@ impl Source for LiveSource {
                 continue;
             };
             let signals = &mut self.signals;
+            let command = self.options.command.as_mut();
             tokio::select! {
                 ready = reactor.ring.readable() => {
                     ready?.clear_ready();
@@ -553,7 +557,10 @@ impl Source for LiveSource {
                 _ = reactor.timer.tick() => self.sample(cx)?,
                 _ = signals.interrupt.recv() => self.state = State::Finishing,
                 _ = signals.terminate.recv() => self.state = State::Finishing,
-                _ = signals.child.recv() => {}
+                status = command_ended(command) => {
+                    self.exit = Some(status?);
+                    self.options.command = None;
+                }
                 ready = log_readable(reactor.kernel_log.as_ref()) => {
                     ready?;
                     self.read_kernel_log(cx)?;

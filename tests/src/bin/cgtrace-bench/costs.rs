@@ -15,6 +15,8 @@ pub struct ProgramCost {
     pub name: String,
     pub runs: u64,
     pub total_ns: u64,
+    /// Its size after the verifier, in bytes.
+    pub xlated_bytes: u32,
 }
 
 impl ProgramCost {
@@ -52,6 +54,7 @@ pub fn measure(
                 name,
                 runs,
                 total_ns: counters.run_time_ns - ns0,
+                xlated_bytes: counters.xlated_bytes,
             })
         })
         .collect();

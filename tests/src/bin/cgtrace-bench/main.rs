@@ -6,13 +6,14 @@
 //!
 //! Workloads: W and W0 (page-cache churn with and without readahead), an
 //! OOM storm, busy threads under a CFS quota, a pipe ping-pong for
-//! context-switch cost, cgroup creation for ring-buffer throughput, and the
-//! trace writer on its own.
+//! context-switch cost, cgroup creation for ring-buffer throughput, the
+//! trace writer on its own, and the probe log switch.
 
 mod bpftrace;
 mod compare;
 mod costs;
 mod footprint;
+mod log_switch;
 mod rare;
 mod stats;
 mod tracer;
@@ -226,6 +227,9 @@ fn main() {
         footprint::probe_costs(&options, "W0", w0.untraced_median(), uncache, || {
             workloads::random_reads_twice(&file, limit, "cost");
         });
+    let log_section = log_switch::log_switch(&options, uncache, || {
+        workloads::random_reads_twice(&file, limit, "log");
+    });
     let oom_section = rare::oom_storm(&options);
     let throttle_section = rare::throttle(&options);
     let ring_section = rare::ring_buffer(&options);
@@ -256,6 +260,7 @@ fn main() {
         churn_section,
         cat_costs,
         random_costs,
+        log_section,
         oom_section,
         throttle_section,
         ring_section,

@@ -1,6 +1,9 @@
 //! `cgtrace check`: what this kernel supports and which probe variant each
 //! feature uses. It loads the real probes (as root), so "ready" means the
-//! verifier accepted them and they attached here.
+//! verifier accepted them and they attached here. With `--probe-log` the
+//! probes also run on a workload of check's own ([`exercise`]).
+
+mod exercise;
 
 use std::fmt::Write as _;
 
@@ -37,6 +40,9 @@ struct Report {
     fentry: String,
     features: Vec<FeatureRow>,
     can_run: bool,
+    /// With `--probe-log`: the probes on check's workload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probe_log: Option<Result<exercise::Exercised, String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,7 +81,7 @@ fn gather() -> Report {
     let privileges = Privileges::current();
 
     // Loading the probe is the only honest test of what the kernel accepts.
-    let probe = if privileges.can_trace() && btf.is_ok() {
+    let mut probe = if privileges.can_trace() && btf.is_ok() {
         Some(Probe::load(&ProbeOptions {
             features: FeatureSet::ALL,
             ..ProbeOptions::default()
@@ -119,6 +125,12 @@ fn gather() -> Report {
         .collect();
 
     let can_run = btf.is_ok() && privileges.can_trace() && matches!(probe, Some(Ok(_)));
+    let probe_log = match &mut probe {
+        Some(Ok(probe)) if crate::probe::log::requested() => {
+            Some(exercise::exercise(probe).map_err(|e| format!("{e:#}")))
+        }
+        _ => None,
+    };
     Report {
         kernel: system::kernel_release(),
         btf: btf.as_ref().map(Btf::len).map_err(ToString::to_string),
@@ -146,6 +158,7 @@ fn gather() -> Report {
         fentry,
         features,
         can_run,
+        probe_log,
     }
 }
 
@@ -307,6 +320,13 @@ fn render(report: &Report) -> String {
             f.detail
         );
     }
+    match &report.probe_log {
+        Some(Ok(exercised)) => render_exercised(&mut out, exercised),
+        Some(Err(e)) => {
+            let _ = writeln!(out, "\nprobe log: the workload could not run: {e}");
+        }
+        None => {}
+    }
     if !report.can_run {
         let _ = writeln!(
             out,
@@ -314,4 +334,34 @@ fn render(report: &Report) -> String {
         );
     }
     out
+}
+
+fn render_exercised(out: &mut String, exercised: &exercise::Exercised) {
+    let _ = writeln!(
+        out,
+        "\nprobe log: a 48 MiB file written and read under a 16 MiB limit, and a spinner under a 0.1-core quota"
+    );
+    for run in &exercised.programs {
+        let _ = writeln!(out, "  ran      {:<24} {:>9} times", run.program, run.runs);
+    }
+    if !exercised.not_run.is_empty() {
+        let _ = writeln!(
+            out,
+            "  not run  {} (nothing in the workload reaches them)",
+            exercised.not_run.join(", ")
+        );
+    }
+    if exercised.read_failures.is_empty() {
+        let _ = writeln!(out, "  every kernel field the programs read was read");
+    }
+    for failed in &exercised.read_failures {
+        let _ = writeln!(
+            out,
+            "  FAILED   {:<24} {:>9} reads",
+            failed.chain, failed.failures
+        );
+    }
+    for line in &exercised.log {
+        let _ = writeln!(out, "  log      {line}");
+    }
 }
