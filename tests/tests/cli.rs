@@ -167,7 +167,12 @@ fn the_probe_log_names_the_chain_that_failed_and_why() {
         .iter()
         .filter_map(|p| p["program"].as_str())
         .collect();
-    for program in ["cache_add", "cache_delete", "cgroup_mkdir", "memcg_reclaim_begin"] {
+    for program in [
+        "cache_add",
+        "cache_delete",
+        "cgroup_mkdir",
+        "memcg_reclaim_begin",
+    ] {
         assert!(ran.contains(&program), "{program} did not run: {clean}");
     }
     assert_eq!(clean["read_failures"], serde_json::json!([]), "{clean}");

@@ -100,16 +100,30 @@ fn replays_agree(path: &std::path::Path, kill: &serde_json::Value, group: &str, 
     assert_eq!(replayed[0]["victim"], kill["victim"]);
     assert_eq!(replayed[0]["oom_memcg"], kill["oom_memcg"]);
     assert_eq!(replayed[0]["time"], kill["time"]);
-    let periods: u64 = input("throttle")
+    let rows: Vec<serde_json::Value> = input("throttle")
         .iter()
         .flat_map(|v| v["cgroups"].as_array().cloned().unwrap_or_default())
         // Other tests' groups throttle meanwhile, and the recorder sees them too.
         .filter(|row| row["cgroup"] == group)
+        .collect();
+    let periods: u64 = rows
+        .iter()
         .map(|row| row["throttled_periods"].as_u64().unwrap())
         .sum();
     assert!(
         (throttled..=throttled + 2).contains(&periods),
         "replayed {periods}, reported {throttled}"
+    );
+    // The kernel's own count, from the recorded cpu.stat samples, replayed
+    // interval by interval: the same periods, the last interval's (where
+    // the group is removed) included.
+    let kernel: u64 = rows
+        .iter()
+        .filter_map(|row| row["kernel_throttled_periods"].as_u64())
+        .sum();
+    assert!(
+        kernel.abs_diff(throttled) <= 2,
+        "the kernel's throttled periods, replayed: {kernel}; cgtrace's: {throttled}"
     );
 }
 

@@ -21,10 +21,7 @@ use cgtrace_common::cgroup::CgroupRef;
 use clap::Args;
 
 use crate::{
-    cgroup::{
-        Hierarchies,
-        scratch::{JoinOnExec, ScratchCgroup},
-    },
+    cgroup::{Hierarchies, scratch::ScratchCgroup},
     identity::selection::{SelectArgs, Selection},
     probe::{FeatureSet, ProbeOptions},
     session::{self, FileSamples, LiveOptions},
@@ -172,14 +169,7 @@ fn start_command(
         });
     }
     let refs: Vec<&ScratchCgroup> = cgroups.iter().collect();
-    let joining = JoinOnExec::new(&refs, command.as_std_mut())
-        .with_context(|| format!("cannot run {program}"))?;
-    let _runtime = crate::session::runtime()?.enter();
-    let child = command
-        .spawn()
-        .map_err(|source| joining.spawn_error(source))
-        .with_context(|| format!("cannot run {program}"))?;
-    drop(joining);
+    let child = session::spawn_in(&refs, command)?;
     Ok(Some(child))
 }
 

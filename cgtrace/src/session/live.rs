@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use cgtrace_common::cgroup::CgroupRef;
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -26,7 +27,11 @@ use tokio::{
 
 use super::{Context, KernelLog, Source};
 use crate::{
-    cgroup::{Resolver, sampler::FileSampler},
+    cgroup::{
+        Resolver,
+        sampler::FileSampler,
+        scratch::{JoinOnExec, ScratchCgroup},
+    },
     event::{CgroupNamed, Event, Health, OomKill, Tick, WorkloadNames},
     identity::path::Workload,
     probe::Probe,
@@ -118,6 +123,8 @@ pub struct LiveSource {
     started: Instant,
     state: State,
     exit: Option<ExitStatus>,
+    /// A SIGINT or SIGTERM ended the session.
+    interrupted: bool,
 }
 
 impl LiveSource {
@@ -169,6 +176,7 @@ impl LiveSource {
             started: Instant::now(),
             state: State::Running,
             exit: None,
+            interrupted: false,
         }
     }
 
@@ -187,6 +195,23 @@ impl LiveSource {
     /// Stop when `command` exits.
     pub fn set_command(&mut self, command: Child) {
         self.options.command = Some(command);
+    }
+
+    /// Whether SIGINT or SIGTERM ended the session.
+    #[must_use]
+    pub fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+
+    fn interrupt(&mut self) {
+        self.interrupted = true;
+        self.state = State::Finishing;
+    }
+
+    /// The signals and the probe back, for another session.
+    #[must_use]
+    pub fn into_parts(self) -> (Signals, Probe) {
+        (self.signals, self.probe)
     }
 
     /// The probe and the resolver, to fill the kernel's allowlist.
@@ -501,6 +526,28 @@ impl LiveSource {
     }
 }
 
+/// Starts `command` inside every one of `cgroups` on the session's runtime,
+/// which reaps it: a session waits for it with [`LiveSource::set_command`].
+pub fn spawn_in(
+    cgroups: &[&ScratchCgroup],
+    mut command: tokio::process::Command,
+) -> anyhow::Result<Child> {
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    let joining = JoinOnExec::new(cgroups, command.as_std_mut())
+        .with_context(|| format!("cannot run {program}"))?;
+    let _runtime = super::runtime()?.enter();
+    let child = command
+        .spawn()
+        .map_err(|source| joining.spawn_error(source))
+        .with_context(|| format!("cannot run {program}"))?;
+    drop(joining);
+    Ok(child)
+}
+
 /// Waits for the recorded command to end, or forever without one.
 async fn command_ended(command: Option<&mut Child>) -> std::io::Result<ExitStatus> {
     match command {
@@ -555,8 +602,8 @@ impl Source for LiveSource {
                     self.drain(cx)?;
                 }
                 _ = reactor.timer.tick() => self.sample(cx)?,
-                _ = signals.interrupt.recv() => self.state = State::Finishing,
-                _ = signals.terminate.recv() => self.state = State::Finishing,
+                _ = signals.interrupt.recv() => self.interrupt(),
+                _ = signals.terminate.recv() => self.interrupt(),
                 status = command_ended(command) => {
                     self.exit = Some(status?);
                     self.options.command = None;

@@ -17,7 +17,7 @@ use cgtrace_common::cgroup::CgroupRef;
 
 pub use self::{
     kernel_log::{KernelLog, KernelLogSource},
-    live::{FileSamples, LiveOptions, LiveSource, Signals},
+    live::{FileSamples, LiveOptions, LiveSource, Signals, spawn_in},
     trace::TraceSource,
 };
 use crate::{

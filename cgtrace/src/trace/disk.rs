@@ -48,24 +48,52 @@ const KIND_TICK: u8 = 11;
 
 /// Appends `event` as one record (kind, length, body) to `out`.
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
-    let (kind, body) = match event {
-        Event::CgroupCreated(named) => (KIND_CGROUP_CREATED, to_vec(&DiskNamed::from(named))),
-        Event::CgroupNamed(named) => (KIND_CGROUP_NAMED, to_vec(&DiskNamed::from(named))),
-        Event::WorkloadNamed(names) => (KIND_WORKLOAD_NAMED, to_vec(&DiskWorkload::from(names))),
-        Event::OomKill(kill) => (KIND_OOM_KILL, to_vec(&DiskOomKill::from(&**kill))),
-        Event::ThrottleSpan(span) => (KIND_THROTTLE_SPAN, to_vec(&DiskSpan::from(span))),
-        Event::Counters(counters) => (KIND_COUNTERS, to_vec(&DiskCounters::from(&**counters))),
-        Event::Memory(sample) => (KIND_MEMORY, to_vec(&DiskMemory::from(sample))),
-        Event::Cpu(sample) => (KIND_CPU, to_vec(&DiskCpu::from(sample))),
-        Event::Pressure(sample) => (KIND_PRESSURE, to_vec(&DiskPressureSample::from(sample))),
-        Event::Health(health) => (KIND_HEALTH, to_vec(&DiskHealth::from(health))),
-        Event::Tick(tick) => (KIND_TICK, to_vec(&(tick.start_ns, tick.end_ns))),
-    };
-    let mut prefix = Encoder::default();
-    prefix.u8(kind);
-    prefix.u64(body.len() as u64);
-    out.extend_from_slice(&prefix.bytes);
-    out.extend_from_slice(&body);
+    thread_local! {
+        /// The body of the record being encoded: its length goes before it,
+        /// so it is serialized apart first. Kept, so encoding allocates
+        /// nothing once it has grown to the largest body.
+        static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BODY.with_borrow_mut(|body| {
+        body.clear();
+        let kind = match event {
+            Event::CgroupCreated(named) => {
+                serialize(KIND_CGROUP_CREATED, &DiskNamed::from(named), body)
+            }
+            Event::CgroupNamed(named) => {
+                serialize(KIND_CGROUP_NAMED, &DiskNamed::from(named), body)
+            }
+            Event::WorkloadNamed(names) => {
+                serialize(KIND_WORKLOAD_NAMED, &DiskWorkload::from(names), body)
+            }
+            Event::OomKill(kill) => serialize(KIND_OOM_KILL, &DiskOomKill::from(&**kill), body),
+            Event::ThrottleSpan(span) => serialize(KIND_THROTTLE_SPAN, &DiskSpan::from(span), body),
+            Event::Counters(counters) => {
+                serialize(KIND_COUNTERS, &DiskCounters::from(&**counters), body)
+            }
+            Event::Memory(sample) => serialize(KIND_MEMORY, &DiskMemory::from(sample), body),
+            Event::Cpu(sample) => serialize(KIND_CPU, &DiskCpu::from(sample), body),
+            Event::Pressure(sample) => {
+                serialize(KIND_PRESSURE, &DiskPressureSample::from(sample), body)
+            }
+            Event::Health(health) => serialize(KIND_HEALTH, &DiskHealth::from(health), body),
+            Event::Tick(tick) => serialize(KIND_TICK, &(tick.start_ns, tick.end_ns), body),
+        };
+        let mut prefix = Encoder::default();
+        prefix.u8(kind);
+        prefix.u64(body.len() as u64);
+        out.extend_from_slice(&prefix.bytes);
+        out.extend_from_slice(body);
+    });
+}
+
+/// Serializes `value` into `body` (empty); returns `kind`.
+fn serialize<T: Serialize>(kind: u8, value: &T, body: &mut Vec<u8>) -> u8 {
+    // Serializing these plain structs into a Vec cannot fail.
+    if let Ok(filled) = postcard::to_extend(value, std::mem::take(body)) {
+        *body = filled;
+    }
+    kind
 }
 
 /// Decodes one record body of `kind`; `Ok(None)` for a kind this reader
@@ -102,11 +130,6 @@ pub fn decode(kind: u8, body: &[u8]) -> Result<Option<Event>, DiskError> {
         _ => return Ok(None),
     };
     Ok(Some(event))
-}
-
-fn to_vec<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serializing these plain structs into a Vec cannot fail.
-    postcard::to_stdvec(value).unwrap_or_default()
 }
 
 fn from_slice<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DiskError> {

@@ -3,47 +3,52 @@
 //! neighbour evicting a sibling's cache under their parent's limit. Each is
 //! checked against the kernel's own `memory.stat`.
 
+use std::process::{Command, Stdio};
+
 use anyhow::{Context as _, bail};
 use cgtrace_common::{
     cgroup::CgroupRef,
     pagecache::{CacheReason, ReclaimKind},
 };
 
+use super::session::DemoProbe;
 use crate::{
-    cgroup::{Hierarchies, scratch::ScratchCgroup, stat},
+    cgroup::{scratch::ScratchCgroup, stat},
+    event::Event,
     model::cache::{CacheModel, Totals},
-    probe::Probe,
+    session::{Context, End, Flow, Sink},
     view::{cache::duration, format::bytes},
-    workload::{UncachedFile, read_in},
+    workload::UncachedFile,
 };
 
 const MIB: u64 = 1 << 20;
 
-/// What the probe saw between `new` and `finish`.
-struct Watch<'a> {
-    probe: &'a mut Probe,
+/// The probe's page-cache counters over the sessions it is given to.
+#[derive(Default)]
+struct Flows {
+    totals: Totals,
+    model: CacheModel,
 }
 
-impl<'a> Watch<'a> {
-    fn new(probe: &'a mut Probe) -> anyhow::Result<Self> {
-        // Counts from now: what moved before is left out.
-        probe
-            .sample_counters()
-            .context("page-cache probes not attached")?;
-        Ok(Self { probe })
+impl Sink for Flows {
+    fn event(&mut self, event: &Event, _cx: &mut Context) -> anyhow::Result<Flow> {
+        if let Event::Counters(counters) = event {
+            self.totals.add(counters);
+            self.model.add(counters);
+        }
+        Ok(Flow::Continue)
     }
 
-    fn finish(self) -> anyhow::Result<(Totals, CacheModel)> {
-        let counters = self
-            .probe
-            .sample_counters()
-            .context("page-cache probes not attached")?;
-        let mut totals = Totals::default();
-        totals.add(&counters);
-        let mut model = CacheModel::new();
-        model.add(&counters);
-        Ok((totals, model))
+    fn finish(&mut self, _cx: &mut Context, _end: &End) -> anyhow::Result<()> {
+        Ok(())
     }
+}
+
+/// `cat FILES > /dev/null`: each file read once, in turn.
+fn cat(files: &[&std::path::Path]) -> Command {
+    let mut command = Command::new("cat");
+    command.args(files).stdout(Stdio::null());
+    command
 }
 
 fn page_size() -> u64 {
@@ -84,31 +89,26 @@ struct ThrashRun {
 }
 
 fn thrash_run(
-    probe: &mut Probe,
-    hierarchies: &Hierarchies,
+    demo: &mut DemoProbe,
     file: &UncachedFile,
     limit: u64,
     label: &str,
 ) -> anyhow::Result<ThrashRun> {
     file.drop_cache()?;
-    let watch = Watch::new(probe)?;
     let name = format!("cgtrace-demo-{}-{label}", std::process::id());
-    let group = ScratchCgroup::create(hierarchies, &name)?;
+    let group = ScratchCgroup::create(demo.hierarchies(), &name)?;
     group.set_memory_limit(limit)?;
     let id = group.id()?;
-    let mut seconds = 0.0;
-    for _ in 0..2 {
-        let (status, took) = read_in(&group, &[&file.path])?;
-        if !status.success() {
-            bail!("cat failed: {status}");
-        }
-        seconds += took.as_secs_f64();
+    let mut flows = Flows::default();
+    let ran = demo.run(&[&group], cat(&[&file.path, &file.path]), &mut [&mut flows])?;
+    if !ran.status.success() {
+        bail!("cat failed: {}", ran.status);
     }
-    let (totals, model) = watch.finish()?;
+    let Flows { totals, model } = flows;
     let page = page_size();
     let derived = u64::try_from(model.net_pages(cgroup_ref(&group)?)).unwrap_or(0) * page;
     Ok(ThrashRun {
-        seconds,
+        seconds: ran.took.as_secs_f64(),
         added: totals.owned(id, CacheReason::Added) * page,
         evicted: totals.evicted(id) * page,
         own_limit: totals.owned(id, CacheReason::OwnLimit) * page,
@@ -118,15 +118,15 @@ fn thrash_run(
     })
 }
 
-pub fn thrash(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
+pub fn thrash(demo: &mut DemoProbe) -> anyhow::Result<bool> {
     const FILE_MIB: usize = 512;
     crate::say!(
         "\n== cache-thrash: a {FILE_MIB} MiB file read twice, under a 128 MiB limit and under a 1 GiB limit that fits =="
     );
     let file = UncachedFile::create("cgtrace-demo-thrash", FILE_MIB)
         .context("cannot write the demo file")?;
-    let small = thrash_run(probe, hierarchies, &file, 128 * MIB, "thrash-small")?;
-    let fits = thrash_run(probe, hierarchies, &file, 1024 * MIB, "thrash-fits")?;
+    let small = thrash_run(demo, &file, 128 * MIB, "thrash-small")?;
+    let fits = thrash_run(demo, &file, 1024 * MIB, "thrash-fits")?;
     let mut agree = true;
     for (label, run) in [("limit 128M", &small), ("limit 1G  ", &fits)] {
         let stalls = run.stalls.as_ref().map_or_else(
@@ -176,7 +176,7 @@ pub fn thrash(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bo
     Ok(agree)
 }
 
-pub fn noisy_neighbour(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
+pub fn noisy_neighbour(demo: &mut DemoProbe) -> anyhow::Result<bool> {
     crate::say!(
         "\n== noisy-neighbour: children quiet and noisy of a parent limited to 192 MiB; \
          quiet caches 128 MiB, then noisy reads 256 MiB =="
@@ -185,13 +185,13 @@ pub fn noisy_neighbour(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::
         UncachedFile::create("cgtrace-demo-quiet", 128).context("cannot write the demo file")?;
     let noisy_file =
         UncachedFile::create("cgtrace-demo-noisy", 256).context("cannot write the demo file")?;
-    let watch = Watch::new(probe)?;
     let name = format!("cgtrace-demo-{}-neighbours", std::process::id());
-    let mut parent = ScratchCgroup::create(hierarchies, &name)?;
+    let mut parent = ScratchCgroup::create(demo.hierarchies(), &name)?;
     parent.set_memory_limit(192 * MIB)?;
+    let mut flows = Flows::default();
     let (quiet_id, quiet_path, quiet_before) = {
         let quiet = parent.child("quiet")?;
-        read_in(quiet, &[&quiet_file.path])?;
+        demo.run(&[quiet], cat(&[&quiet_file.path]), &mut [&mut flows])?;
         (
             quiet.id()?,
             quiet.path().to_owned(),
@@ -200,11 +200,12 @@ pub fn noisy_neighbour(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::
     };
     let (noisy_id, noisy_path) = {
         let noisy = parent.child("noisy")?;
-        read_in(noisy, &[&noisy_file.path])?;
+        demo.run(&[noisy], cat(&[&noisy_file.path]), &mut [&mut flows])?;
         (noisy.id()?, noisy.path().to_owned())
     };
     let quiet_after = {
-        let dir = hierarchies
+        let dir = demo
+            .hierarchies()
             .with_controller("memory")
             .context("no memory hierarchy")?
             .mount
@@ -212,7 +213,7 @@ pub fn noisy_neighbour(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::
         let text = std::fs::read_to_string(dir.join("memory.stat"))?;
         stat::page_cache_bytes(&stat::parse(&text), parent.version()).unwrap_or(0)
     };
-    let (totals, _) = watch.finish()?;
+    let totals = flows.totals;
     let page = page_size();
     let evicted = totals.evicted(quiet_id) * page;
     let by_noisy = totals.between(quiet_id, noisy_id, CacheReason::AncestorLimit) * page;

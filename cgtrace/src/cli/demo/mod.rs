@@ -7,6 +7,7 @@
 mod cache;
 mod oom;
 mod recording;
+mod session;
 mod throttle;
 
 use std::path::PathBuf;
@@ -52,7 +53,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     } else {
         args.scenarios.clone()
     };
-    let mut probe = Probe::load(&ProbeOptions {
+    // Caught from now: a Ctrl-C ends the scenario's session cleanly.
+    let signals = crate::session::Signals::install()?;
+    let probe = Probe::load(&ProbeOptions {
         features: FeatureSet::ALL,
         ..ProbeOptions::default()
     })?;
@@ -60,6 +63,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         crate::say!("probe {feature}");
     }
     let hierarchies = Hierarchies::discover().context("cannot read the cgroup mounts")?;
+    let mut demo = session::DemoProbe::new(signals, probe, hierarchies);
     let recording = if args.no_record {
         None
     } else {
@@ -71,13 +75,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let mut all_agree = true;
     for scenario in scenarios {
         let agrees = match scenario {
-            Scenario::Oom => oom::run(&mut probe, &hierarchies)?,
-            Scenario::CacheThrash => cache::thrash(&mut probe, &hierarchies)?,
-            Scenario::NoisyNeighbour => cache::noisy_neighbour(&mut probe, &hierarchies)?,
-            Scenario::Throttle => throttle::run(&mut probe, &hierarchies)?,
+            Scenario::Oom => oom::run(&mut demo)?,
+            Scenario::CacheThrash => cache::thrash(&mut demo)?,
+            Scenario::NoisyNeighbour => cache::noisy_neighbour(&mut demo)?,
+            Scenario::Throttle => throttle::run(&mut demo)?,
         };
         all_agree &= agrees;
     }
+    let probe = demo.probe()?;
     let stats = probe.stats();
     crate::say!(
         "\nprobe totals: {} records, {} ring-buffer drops, {} recursion misses, {} read failures, {} map-full",
@@ -87,6 +92,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         stats.read_failures,
         stats.map_full
     );
+    for (chain, failures) in probe.read_failures_by_chain() {
+        crate::say!(
+            "probe read failures: {failures} of {} (cgtrace check --probe-log says why)",
+            chain.name()
+        );
+    }
     for (name, counters) in probe.program_counters() {
         if counters.run_count > 0 {
             crate::say!(

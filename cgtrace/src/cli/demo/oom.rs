@@ -1,27 +1,42 @@
 //! The OOM scenario: a process allocating 200 MiB in a cgroup limited to
 //! 100 MiB, next to the kernel's own `oom_kill` counter.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
+use super::session::DemoProbe;
 use crate::{
-    cgroup::{Hierarchies, Resolver, Version, scratch::ScratchCgroup},
+    cgroup::{Resolver, Version, scratch::ScratchCgroup},
     event::{Event, OomKill},
     model::oom::OomCorrelator,
-    probe::Probe,
-    session::live::resolve_paths,
+    session::{Context, End, Flow, Sink, live::resolve_paths},
     system::Clock,
     view::{self, format::bytes},
 };
 
-/// How long the scenario waits for the kernel and the probe to agree.
-const DEADLINE: Duration = Duration::from_secs(20);
+/// The kills the probe reported, through the model every OOM view uses.
+struct Kills {
+    model: OomCorrelator,
+    kills: Vec<OomKill>,
+}
 
-pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
+impl Sink for Kills {
+    fn event(&mut self, event: &Event, _cx: &mut Context) -> anyhow::Result<Flow> {
+        if let Event::OomKill(kill) = event {
+            let now = Clock::monotonic_now_ns();
+            self.kills.extend(self.model.probe((**kill).clone(), now));
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self, _cx: &mut Context, _end: &End) -> anyhow::Result<()> {
+        self.kills.extend(self.model.flush());
+        Ok(())
+    }
+}
+
+pub fn run(demo: &mut DemoProbe) -> anyhow::Result<bool> {
     const LIMIT: u64 = 100 << 20;
     const ALLOCATE_MIB: u32 = 200;
     crate::say!(
@@ -29,8 +44,8 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
         bytes(LIMIT)
     );
     let name = format!("cgtrace-demo-{}-oom", std::process::id());
-    let cgroup =
-        ScratchCgroup::create(hierarchies, &name).context("cannot create the scratch cgroup")?;
+    let cgroup = ScratchCgroup::create(demo.hierarchies(), &name)
+        .context("cannot create the scratch cgroup")?;
     cgroup.set_memory_limit(LIMIT)?;
     let cgroup_id = cgroup.id()?;
     crate::say!(
@@ -42,46 +57,29 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
         },
         bytes(LIMIT)
     );
-    // Ignore records from before this scenario.
-    probe.drain(|_| {});
 
     let exe = std::env::current_exe().context("cannot find the cgtrace binary")?;
     let mut command = Command::new(exe);
-    command.args(["__memhog", &ALLOCATE_MIB.to_string()]);
-    command.stdout(std::process::Stdio::null());
-    let started = Instant::now();
-    let mut child = cgroup.spawn_into(&mut command)?;
-    let child_pid = child.id();
-    let status = child.wait().context("waiting for the workload")?;
+    command
+        .args(["__memhog", &ALLOCATE_MIB.to_string()])
+        .stdout(Stdio::null());
+    let mut collected = Kills {
+        model: OomCorrelator::new(Some(Clock::monotonic_now_ns()), 0),
+        kills: Vec::new(),
+    };
+    // The kernel counts the kill and the probe records it before the victim
+    // dies: when the session sees the workload end, both have it.
+    let ran = demo.run(&[&cgroup], command, &mut [&mut collected])?;
     crate::say!(
-        "workload pid {child_pid} ended after {:.2} s: {status}",
-        started.elapsed().as_secs_f64()
+        "workload pid {} ended after {:.2} s: {}",
+        ran.pid,
+        ran.took.as_secs_f64(),
+        ran.status
     );
-
+    let kernel_count = cgroup.oom_kill_count()?;
     let clock = Clock::now();
-    let mut resolver = Resolver::new(hierarchies.clone());
-    let mut kills: Vec<OomKill> = Vec::new();
-    let mut model = OomCorrelator::new(Some(Clock::monotonic_now_ns()), 0);
-    let deadline = Instant::now() + DEADLINE;
-    let mut kernel_count = cgroup.oom_kill_count()?;
-    while Instant::now() < deadline {
-        let mut fresh = Vec::new();
-        probe.drain(|event| {
-            if let Event::OomKill(kill) = event {
-                fresh.push(kill);
-            }
-        });
-        for kill in fresh {
-            model.probe(*kill, Clock::monotonic_now_ns());
-        }
-        kills.extend(model.expire(Clock::monotonic_now_ns()));
-        kernel_count = cgroup.oom_kill_count()?;
-        let seen = in_cgroup(&kills, cgroup_id).count();
-        if kernel_count > 0 && u64::try_from(seen).unwrap_or(0) >= kernel_count {
-            break;
-        }
-        probe.wait(Duration::from_millis(100))?;
-    }
+    let mut resolver = Resolver::new(demo.hierarchies().clone());
+    let mut kills = collected.kills;
     for kill in &mut kills {
         resolve_paths(kill, &mut resolver);
     }
@@ -106,7 +104,7 @@ pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool>
     };
     crate::say!("\nkernel's own count ({counter_file} oom_kill): {kernel_count}");
     crate::say!("cgtrace's count of OOM kills in the cgroup:    {counted}");
-    let problems = oom_problems(&ours, counted, kernel_count, child_pid, LIMIT);
+    let problems = oom_problems(&ours, counted, kernel_count, ran.pid, LIMIT);
     drop(cgroup);
     if problems.is_empty() {
         crate::say!("verdict: cgtrace agrees with the kernel (victim, cgroup, limit and count)");

@@ -2,18 +2,16 @@
 //! core, throttled in nearly every period, next to the kernel's own
 //! `cpu.stat` delta.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::process::Command;
 
 use anyhow::Context as _;
 
+use super::session::DemoProbe;
 use crate::{
-    cgroup::{Hierarchies, scratch::ScratchCgroup},
+    cgroup::scratch::ScratchCgroup,
     event::{Event, ThrottleSpan},
     model::throttle::periods_in,
-    probe::Probe,
+    session::{Context, End, Flow, Sink},
     view::cache::duration,
 };
 
@@ -22,42 +20,46 @@ const THREADS: usize = 4;
 /// The CFS period (the kernel's default): one core is 100 ms of it.
 const PERIOD_US: u64 = 100_000;
 
-pub fn run(probe: &mut Probe, hierarchies: &Hierarchies) -> anyhow::Result<bool> {
+/// The spans of one cgroup.
+struct Spans {
+    cgroup_id: u64,
+    spans: Vec<ThrottleSpan>,
+}
+
+impl Sink for Spans {
+    fn event(&mut self, event: &Event, _cx: &mut Context) -> anyhow::Result<Flow> {
+        if let Event::ThrottleSpan(span) = event
+            && span.cgroup_ref.is_some_and(|c| c.id == self.cgroup_id)
+        {
+            self.spans.push(span.clone());
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self, _cx: &mut Context, _end: &End) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn run(demo: &mut DemoProbe) -> anyhow::Result<bool> {
     crate::say!(
         "\n== throttle: {THREADS} busy threads for {SECONDS} s in a group limited to one core (100 ms periods) =="
     );
     let name = format!("cgtrace-demo-{}-throttle", std::process::id());
-    let group = ScratchCgroup::create_for(hierarchies, "cpu", &name)
+    let group = ScratchCgroup::create_for(demo.hierarchies(), "cpu", &name)
         .context("cannot create the cpu cgroup")?;
     group.set_cpu_quota(100_000, PERIOD_US)?;
-    let id = group.id()?;
-    probe.drain(|_| {});
+    let mut collected = Spans {
+        cgroup_id: group.id()?,
+        spans: Vec::new(),
+    };
     let before = group.cpu_stat()?;
     let exe = std::env::current_exe().context("cannot find the cgtrace binary")?;
     let mut command = Command::new(exe);
     command.args(["__spin", &SECONDS.to_string(), &THREADS.to_string()]);
-    let mut child = group.spawn_into(&mut command)?;
-    let mut spans: Vec<ThrottleSpan> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs_f64(SECONDS + 20.0);
-    let mut collect = |probe: &mut Probe| {
-        probe.drain(|event| {
-            if let Event::ThrottleSpan(span) = event
-                && span.cgroup_ref.is_some_and(|c| c.id == id)
-            {
-                spans.push(span);
-            }
-        });
-    };
-    while child.try_wait()?.is_none() && Instant::now() < deadline {
-        collect(probe);
-        probe.wait(Duration::from_millis(100))?;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    demo.run(&[&group], command, &mut [&mut collected])?;
     let kernel = group.cpu_stat()?.since(&before);
-    // The last span ends at the first switch after the last unthrottle.
-    probe.wait(Duration::from_millis(200))?;
-    collect(probe);
+    let spans = collected.spans;
 
     let counted = periods_in(&spans, Some(PERIOD_US * 1000));
     let time: u64 = spans.iter().map(ThrottleSpan::duration_ns).sum();
