@@ -29,6 +29,7 @@ pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> u32 {
     finish(&ctx, "cgroup_mkdir", try_cgroup_mkdir(&ctx))
 }
 
+#[inline(always)]
 fn try_cgroup_mkdir(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let o = offsets();
     let cgroup: u64 = ctx.arg(0);

@@ -117,6 +117,15 @@ fn check_describes_this_kernel_and_exits_zero() {
         .find(|f| f["feature"] == "oom")
         .unwrap();
     assert_eq!(oom["status"], "ready");
+    // Every kernel cgtrace supports has the cgroup_mkdir tracepoint: its
+    // program must pass this kernel's verifier.
+    let names = report["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == "cgroup names")
+        .unwrap();
+    assert_eq!(names["status"], "ready", "{names}");
     let variant = oom["variant"].as_str().unwrap();
     // Which variant depends on whether the kernel allows fentry; either way
     // it must name the tp_btf hook it attached.

@@ -109,6 +109,14 @@ pub const FEATURES: &[Feature] = &[
         implemented: true,
         fallback: Some("memory.stat / memory.events deltas"),
     },
+    Feature {
+        name: "cgroup names",
+        variants: &[("tp_btf cgroup_mkdir", &[tp_btf("cgroup_mkdir")])],
+        implemented: true,
+        fallback: Some(
+            "paths read from cgroupfs when an event names a cgroup (one removed before that is id:N)",
+        ),
+    },
 ];
 
 /// Whether the kernel's BTF has a hook.
