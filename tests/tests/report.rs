@@ -233,6 +233,24 @@ fn report_and_replays_agree_with_the_kernel(run: &Recorded) {
     }
 }
 
+/// The y coordinates of the polyline drawn in `colour` in an SVG chart.
+fn polyline_heights(svg: &str, colour: &str) -> Vec<f64> {
+    let stroke = format!("stroke=\"{colour}\"");
+    let line = svg
+        .split("<polyline ")
+        .skip(1)
+        .find(|element| element[..element.find('>').unwrap_or(element.len())].contains(&stroke))
+        .unwrap_or_else(|| panic!("no {colour} line in the chart"));
+    let points = line
+        .split_once("points=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or("", |(points, _)| points);
+    points
+        .split_whitespace()
+        .filter_map(|point| point.split_once(',')?.1.parse().ok())
+        .collect()
+}
+
 /// An RGB colour from `#rrggbb`.
 fn rgb(hex: &str) -> [u8; 3] {
     let channel = |at: usize| u8::from_str_radix(&hex[at..at + 2], 16).expect("hex colour");
@@ -336,6 +354,17 @@ fn html_report_draws_its_plots_in_a_real_browser(run: &Recorded) {
         .find(&legend)
         .unwrap_or_else(|| panic!("{} is not in a legend", run.group));
     let colour = &page[at - 7..at];
+    // The eviction chart plots the workload's evictions: its line rises
+    // off the baseline (the reads evicted hundreds of MiB under 64M).
+    let chart = &page[page
+        .find("Page cache evicted per cgroup")
+        .expect("an eviction chart")..];
+    let chart = &chart[..chart.find("</svg>").expect("the chart's end")];
+    let heights = polyline_heights(chart, colour);
+    assert!(
+        heights.iter().any(|y| (y - heights[0]).abs() > 1.0),
+        "the workload's evictions draw as a flat line: {heights:?}"
+    );
 
     let Some(browser) = which("chromium") else {
         // The kernel-matrix guests (`cargo xtask vm-test`) carry no browser;
