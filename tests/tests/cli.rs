@@ -110,21 +110,20 @@ fn check_describes_this_kernel_and_exits_zero() {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(report["kernel"], release.trim());
     assert_eq!(report["can_run"], true);
-    let oom = report["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["feature"] == "oom")
-        .unwrap();
+    let feature = |name: &str| {
+        report["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["feature"] == name)
+            .unwrap()
+            .clone()
+    };
+    let oom = feature("oom");
     assert_eq!(oom["status"], "ready");
     // Every kernel cgtrace supports has the cgroup_mkdir tracepoint: its
     // program must pass this kernel's verifier.
-    let names = report["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["feature"] == "cgroup names")
-        .unwrap();
+    let names = feature("cgroup names");
     assert_eq!(names["status"], "ready", "{names}");
     let variant = oom["variant"].as_str().unwrap();
     // Which variant depends on whether the kernel allows fentry; either way

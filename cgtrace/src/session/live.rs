@@ -374,7 +374,14 @@ impl LiveSource {
             crate::note!("cgtrace: probe log: {line}");
         }
         let now = Clock::monotonic_now_ns();
-        let counters = self.probe.sample_counters();
+        // The counters cover the interval the tick below closes: one clock
+        // reading for both, so every consumer finds an interval's counters
+        // by its tick (the probe's own reading comes a moment later).
+        let counters = self.probe.sample_counters().map(|mut counters| {
+            counters.start_ns = self.last_tick_ns;
+            counters.end_ns = now;
+            counters
+        });
         // What the memory samples need of the counters, before they go.
         let mut memory_cgroups = self.options.watched.clone();
         let stat_charges = counters.as_ref().is_none_or(|c| c.charges.is_none());

