@@ -35,6 +35,10 @@ enum Task {
         /// `6.1`, `6.12` or `all`.
         #[arg(long, default_value = "all")]
         kernel: String,
+        /// Run only these test suites (`report`, `oom`, …); the kernel
+        /// table is written only when every suite runs.
+        #[arg(long)]
+        suite: Vec<String>,
     },
     /// Build cgtrace and run its built-in scenarios.
     Demo,
@@ -61,7 +65,7 @@ fn main() {
     let result = match cli.task {
         Task::Setup => setup::run().map(drop),
         Task::Test => test(),
-        Task::VmTest { kernel } => vm_test(&kernel),
+        Task::VmTest { kernel, suite } => vm_test(&kernel, &suite),
         Task::Demo => demo(),
         Task::Bench { quick } => bench(quick),
         Task::Fuzz { seconds } => setup::run().and_then(|env| fuzz::run_all(&env, seconds)),
@@ -151,7 +155,7 @@ fn test() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let outcomes = vm::run_matrix(&env, "all")?;
+    let outcomes = vm::run_matrix(&env, "all", &[])?;
     let host = vm::host_outcome(totals.passed, totals.failed);
     vm::write_table(Some(&host), &outcomes, &today())?;
     let matrix_ok = summarise(&outcomes);
@@ -168,11 +172,11 @@ fn test() -> anyhow::Result<()> {
 }
 
 /// `cargo xtask vm-test`: the matrix alone.
-fn vm_test(kernel: &str) -> anyhow::Result<()> {
+fn vm_test(kernel: &str, suites: &[String]) -> anyhow::Result<()> {
     let env = setup::run()?;
     setup::ensure_packages(is_root(), "the tests", &setup::TEST_PACKAGES)?;
-    let outcomes = vm::run_matrix(&env, kernel)?;
-    if kernel == "all" {
+    let outcomes = vm::run_matrix(&env, kernel, suites)?;
+    if kernel == "all" && suites.is_empty() {
         vm::write_table(None, &outcomes, &today())?;
     }
     if !summarise(&outcomes) {

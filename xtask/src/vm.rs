@@ -52,6 +52,7 @@ const GUEST_DEADLINE: Duration = Duration::from_mins(15);
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// What one guest run found.
+#[derive(Default)]
 pub struct Outcome {
     pub kernel: String,
     /// `cgtrace check --json` in the guest.
@@ -67,9 +68,10 @@ pub struct Outcome {
     pub retried: Option<String>,
 }
 
-/// Runs the matrix for `which` (`all` or a kernel name); `Ok` holds every
-/// kernel's outcome, failing or not.
-pub fn run_matrix(env: &BuildEnv, which: &str) -> anyhow::Result<Vec<Outcome>> {
+/// Runs the matrix for `which` (`all` or a kernel name), with every test
+/// suite or only those named in `suites`; `Ok` holds every kernel's
+/// outcome, failing or not.
+pub fn run_matrix(env: &BuildEnv, which: &str, suites: &[String]) -> anyhow::Result<Vec<Outcome>> {
     let kernels: Vec<&Kernel> = KERNELS
         .iter()
         .filter(|k| which == "all" || k.name == which)
@@ -81,7 +83,15 @@ pub fn run_matrix(env: &BuildEnv, which: &str) -> anyhow::Result<Vec<Outcome>> {
             names.join(", ")
         );
     }
-    let binaries = build(env)?;
+    let mut binaries = build(env)?;
+    if !suites.is_empty() {
+        binaries
+            .tests
+            .retain(|test| suites.contains(&suite_name(test)));
+        if binaries.tests.is_empty() {
+            bail!("no test suite named {}", suites.join(", "));
+        }
+    }
     let mut outcomes = Vec::new();
     for kernel in kernels {
         let files = fetch(kernel)?;
@@ -324,11 +334,21 @@ for t in /tests/*; do
 done
 # The suites above ran the best variant (fentry here); these again with tp_btf.
 for t in oom throttle; do
+  [ -x /tests/$t ] || continue
   run "$t (tp_btf variants)" env CGTRACE_TEST_VARIANT=tp-btf /tests/$t --test-threads=1
 done
 echo "== exit $failed"
 poweroff -f
 "#;
+
+/// A test binary's suite: `cache-50e6…` → `cache` (the guest prints it).
+fn suite_name(test: &Path) -> String {
+    let name = test
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    name.split('-').next().unwrap_or(&name).to_owned()
+}
 
 /// Packs the initramfs (an uncompressed newc cpio archive, which every
 /// kernel unpacks) for `kernel`.
@@ -353,13 +373,7 @@ fn pack(kernel: &Kernel, files: &KernelFiles, binaries: &Binaries) -> anyhow::Re
     }
     archive.file("bin/cgtrace", 0o755, &std::fs::read(&binaries.cgtrace)?);
     for test in &binaries.tests {
-        let name = test
-            .file_name()
-            .context("test binary name")?
-            .to_string_lossy()
-            .to_string();
-        // `cache-50e6…` → `cache`: the guest prints the suite's name.
-        let suite = name.split('-').next().unwrap_or(&name).to_owned();
+        let suite = suite_name(test);
         archive.file(&format!("tests/{suite}"), 0o755, &std::fs::read(test)?);
     }
     let brd = if files.brd.extension().is_some_and(|e| e == "xz") {
@@ -491,13 +505,7 @@ fn boot(kernel: &Kernel, files: &KernelFiles, initramfs: &Path) -> anyhow::Resul
     });
     let mut outcome = Outcome {
         kernel: kernel.name.to_owned(),
-        check: None,
-        passed: 0,
-        failed: 0,
-        failures: Vec::new(),
-        finished: false,
-        seconds: 0.0,
-        retried: None,
+        ..Outcome::default()
     };
     let stdout = child.stdout.take().context("qemu's console")?;
     for line in BufReader::new(stdout).split(b'\n') {
@@ -521,8 +529,8 @@ fn boot(kernel: &Kernel, files: &KernelFiles, initramfs: &Path) -> anyhow::Resul
 /// Takes in one console line: echoes the interesting ones and adds up results.
 fn read_console_line(line: &str, kernel: &str, outcome: &mut Outcome) {
     // The console mixes in terminal escapes; the markers follow them.
-    let at = line.find("== ").or_else(|| line.find("test "));
-    let text = at.map_or(line, |at| &line[at..]);
+    let plain = strip_escapes(line);
+    let text = plain.trim();
     if let Some(json) = text.strip_prefix("== check ") {
         outcome.check = serde_json::from_str(json).ok();
     } else if let Some(marker) = text.strip_prefix("== ") {
@@ -538,10 +546,44 @@ fn read_console_line(line: &str, kernel: &str, outcome: &mut Outcome) {
     {
         outcome.failures.push(name.to_owned());
         eprintln!("[{kernel}] FAILED {name}");
+    } else if is_failure_detail(text) {
+        // Why a test failed, so that a CI log alone can tell.
+        eprintln!("[{kernel}]   {text}");
     }
     if text.starts_with("== exit ") {
         outcome.finished = true;
     }
+}
+
+/// A line of a failing test's panic report: where, what, and the values.
+fn is_failure_detail(text: &str) -> bool {
+    text.contains("panicked at")
+        || text.starts_with("assertion")
+        || text.starts_with("left:")
+        || text.starts_with("right:")
+}
+
+/// `line` without ANSI escape sequences (CSI `ESC [ … final`) and carriage
+/// returns.
+fn strip_escapes(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.next() == Some('[') {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => {}
+            c => plain.push(c),
+        }
+    }
+    plain
 }
 
 /// `docs/kernels.md`: which variant each feature uses on each kernel, and
@@ -669,5 +711,36 @@ pub fn host_outcome(passed: u64, failed: u64) -> Outcome {
         finished: true,
         seconds: 0.0,
         retried: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_markers_are_read_through_escapes() {
+        let mut outcome = Outcome::default();
+        read_console_line("\u{1b}[0m\u{1b}[1;32m== exit 0\r", "6.1", &mut outcome);
+        assert!(outcome.finished);
+        read_console_line(
+            "test result: ok. 3 passed; 1 failed; 0 ignored",
+            "6.1",
+            &mut outcome,
+        );
+        assert_eq!((outcome.passed, outcome.failed), (3, 1));
+    }
+
+    #[test]
+    fn an_assertion_message_is_not_a_marker() {
+        let mut outcome = Outcome::default();
+        read_console_line(
+            "assertion `left == right` failed: peak",
+            "6.1",
+            &mut outcome,
+        );
+        assert!(!outcome.finished);
+        assert!(is_failure_detail("assertion `left == right` failed: peak"));
+        assert!(is_failure_detail("left: Some(1)"));
     }
 }

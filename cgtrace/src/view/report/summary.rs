@@ -94,16 +94,21 @@ impl CgroupSummary {
     }
 
     /// The highest usage during the trace: the kernel's own watermark where
-    /// it rose while recording (it sees the moments between samples, such
-    /// as an OOM victim charging past the limit as it exits), else the
-    /// highest sample (a watermark that never rose may predate the trace).
+    /// it rose while recording, else the highest sample (a watermark that
+    /// never rose may predate the trace).
+    ///
+    /// Where the watermark rose it alone counts. It sees the moments
+    /// between samples (an OOM victim charging past the limit as it
+    /// exits), and a sample can see what it rightly leaves out: a charge
+    /// that would pass the limit is added to the usage and backed out
+    /// again (`page_counter_try_charge`), so `memory.current` read in that
+    /// instant shows up to a charge batch more than the group ever held.
     #[must_use]
     pub fn peak_usage(&self) -> Option<u64> {
-        let sampled = self.memory.iter().filter_map(|p| p.usage_bytes).max();
         let watermark = self
             .peak_watermark_bytes
             .and_then(|(first, highest)| (highest > first).then_some(highest));
-        watermark.max(sampled)
+        watermark.or_else(|| self.memory.iter().filter_map(|p| p.usage_bytes).max())
     }
 
     #[must_use]
@@ -476,5 +481,13 @@ mod tests {
             memory(0, 67 << 20),
         ]);
         assert_eq!(summary.cgroups["id:9"].peak_usage(), Some(67 << 20));
+        // A sample read while a failing charge was briefly added to the
+        // usage (the kernel backs it out): above what the group held.
+        let summary = summarize(&[
+            memory(1 << 20, 2 << 20),
+            memory((64 << 20) + (256 << 10), 64 << 20),
+            memory(0, 64 << 20),
+        ]);
+        assert_eq!(summary.cgroups["id:9"].peak_usage(), Some(64 << 20));
     }
 }
