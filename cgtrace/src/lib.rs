@@ -30,6 +30,7 @@ macro_rules! say {
 pub mod btf;
 pub mod cgroup;
 pub mod cli;
+pub mod endpoint;
 pub mod event;
 pub mod identity;
 pub mod kmsg;

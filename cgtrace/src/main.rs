@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Export(args) => cli::export::run(args),
         Command::Record(_) => unreachable!("handled above"),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Serve(args) => cli::serve::run(args),
         Command::Memhog(args) => cli::memhog::run(args),
         Command::Spin(args) => cli::memhog::spin(args),
         Command::PageCache(args) => cli::memhog::page_cache(args),

@@ -12,6 +12,7 @@ pub mod oom;
 pub mod reclaim;
 pub mod record;
 pub mod report;
+pub mod serve;
 pub mod throttle;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,9 @@ pub enum Command {
     /// Run the built-in scenarios in scratch cgroups, traced, next to the
     /// kernel's own counters.
     Demo(demo::DemoArgs),
+    /// Every probe family at once until SIGTERM, with a Prometheus
+    /// endpoint (`/metrics`, `/healthz`): the node agent.
+    Serve(serve::ServeArgs),
     /// Allocate and touch memory (the demo's and tests' workload).
     #[command(name = "__memhog", hide = true)]
     Memhog(memhog::MemhogArgs),

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod export;
 pub mod format;
 pub mod interval;
+pub mod metrics;
 pub mod oom;
 pub mod reclaim;
 pub mod report;

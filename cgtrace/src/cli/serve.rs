@@ -1,0 +1,79 @@
+//! `cgtrace serve`: every probe family at once, in one process, until
+//! SIGTERM, with a Prometheus endpoint on the session's runtime. The
+//! metrics are one more sink on the same live source every view uses.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use clap::Args;
+
+use super::{Outcome, interval::DEFAULT_INTERVAL};
+use crate::{
+    endpoint::{self, Endpoint},
+    identity::selection::{SelectArgs, Selection},
+    probe::{FeatureSet, ProbeOptions},
+    session::{self, FileSamples, LiveOptions},
+    view::metrics::Metrics,
+};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the endpoint listens: loopback unless told otherwise
+    /// (`0.0.0.0:9417` takes scrapes from other hosts).
+    #[arg(long, default_value = "127.0.0.1:9417", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// How often the probe's counters and the cgroups' files are sampled.
+    #[arg(long, value_parser = crate::units::parse_duration)]
+    pub interval: Option<Duration>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<Outcome> {
+    let selection = Selection::new(&args.select)?;
+    let runtime = session::runtime()?;
+    // Bound before the probes load: a port in use fails at once.
+    let listener = runtime.block_on(endpoint::bind(args.listen))?;
+    let interval = args.interval.unwrap_or(DEFAULT_INTERVAL);
+    let (mut source, mut cx) = super::live::start(
+        selection,
+        &ProbeOptions {
+            features: FeatureSet::ALL,
+            ..ProbeOptions::default()
+        },
+        |_, _| {
+            Ok(LiveOptions {
+                interval,
+                files: FileSamples {
+                    memory: true,
+                    cpu: true,
+                    pressure: true,
+                },
+                gate_throttle: true,
+                ..LiveOptions::default()
+            })
+        },
+    )?;
+    let mut metrics = Metrics::new();
+    let endpoint = Endpoint {
+        registry: metrics.registry(),
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    let ready = Arc::clone(&endpoint.ready);
+    let server = runtime.spawn(endpoint::serve(listener, endpoint));
+    crate::note!(
+        "cgtrace: serving /metrics and /healthz on http://{}",
+        args.listen
+    );
+    let result = session::run(&mut source, &mut cx, &mut [&mut metrics]);
+    ready.store(false, Ordering::Relaxed);
+    server.abort();
+    result?;
+    Ok(Outcome::Success)
+}

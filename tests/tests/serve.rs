@@ -1,0 +1,89 @@
+//! `cgtrace serve` against the real kernel: its endpoint answers, and its
+//! OOM counter is the kernel's.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    process::{Command, Stdio},
+};
+
+use cgtrace_tests::{ChildGuard, cgtrace_bin, memhog, require_root, scratch, wait_until};
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `GET path` with these headers; the status code and the body.
+fn get(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// The value of the sample line starting with `series`.
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn an_oom_kill_is_counted_with_the_limit_that_was_hit() {
+    if !require_root("an_oom_kill_is_counted_with_the_limit_that_was_hit") {
+        return;
+    }
+    let port = free_port();
+    let _serve = ChildGuard(
+        Command::new(cgtrace_bin())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cgtrace serve"),
+    );
+    wait_until("serve to be ready", || {
+        get(port, "/healthz", "").is_some_and(|(status, _)| status == 200)
+    });
+    let group = scratch("serve-oom", Some(64 << 20));
+    memhog(&group, 128).wait();
+    let kernel = group.oom_kill_count().expect("the kernel's oom_kill");
+    assert!(kernel >= 1, "the kernel killed the memory hog");
+    let series = format!(
+        "cgtrace_oom_kills_total{{cgroup=\"{}\",limit=\"own\"}}",
+        group.path()
+    );
+    wait_until("the kill on /metrics", || {
+        get(port, "/metrics", "")
+            .and_then(|(_, text)| sample(&text, &series))
+            .is_some_and(|counted| counted == kernel)
+    });
+    // OpenMetrics when asked for, with its terminator.
+    let (status, openmetrics) = get(
+        port,
+        "/metrics",
+        "Accept: application/openmetrics-text;version=1.0.0\r\n",
+    )
+    .expect("an OpenMetrics scrape");
+    assert_eq!(status, 200);
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    assert_eq!(sample(&openmetrics, &series), Some(kernel));
+    assert_eq!(
+        sample(&openmetrics, "cgtrace_probe_ring_buffer_drops_total"),
+        Some(0)
+    );
+    assert_eq!(
+        get(port, "/nothing", "").map(|(status, _)| status),
+        Some(404)
+    );
+}
