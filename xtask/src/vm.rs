@@ -300,6 +300,7 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tracefs nodev /sys/kernel/tracing
 mount -t tmpfs tmp /tmp
+ip link set lo up
 insmod /lib/brd.ko rd_nr=1 rd_size=1048576
 mke2fs -q /dev/ram0 >/dev/null 2>&1 && mount -t ext2 /dev/ram0 /var/tmp
 mount -t cgroup2 none /sys/fs/cgroup
