@@ -7,6 +7,7 @@ use std::{
     process::{Command, Stdio},
 };
 
+use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
 use cgtrace_tests::{ChildGuard, cgtrace_bin, memhog, require_root, scratch, wait_until};
 
 /// A port nothing listens on now.
@@ -38,15 +39,18 @@ fn sample(text: &str, series: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
-#[test]
-fn an_oom_kill_is_counted_with_the_limit_that_was_hit() {
-    if !require_root("an_oom_kill_is_counted_with_the_limit_that_was_hit") {
-        return;
-    }
+/// `cgtrace serve` on a free loopback port, once it answers ready.
+fn serve() -> (ChildGuard, u16) {
     let port = free_port();
-    let _serve = ChildGuard(
+    let serve = ChildGuard(
         Command::new(cgtrace_bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--interval",
+                "200ms",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -55,6 +59,41 @@ fn an_oom_kill_is_counted_with_the_limit_that_was_hit() {
     wait_until("serve to be ready", || {
         get(port, "/healthz", "").is_some_and(|(status, _)| status == 200)
     });
+    (serve, port)
+}
+
+#[test]
+fn a_throttled_group_has_the_kernels_throttled_periods() {
+    if !require_root("a_throttled_group_has_the_kernels_throttled_periods") {
+        return;
+    }
+    let (_serve, port) = serve();
+    let hierarchies = Hierarchies::discover().expect("cgroup mounts");
+    let name = format!("cgtrace-test-serve-cpu-{}", std::process::id());
+    let group = ScratchCgroup::create_for(&hierarchies, "cpu", &name).expect("a cpu cgroup");
+    group.set_cpu_quota(20_000, 100_000).expect("a quota");
+    let mut spin = Command::new(cgtrace_bin());
+    spin.args(["__spin", "2", "1"]);
+    ChildGuard(group.spawn_into(&mut spin).expect("start the spinner")).wait();
+    let kernel = group.cpu_stat().expect("cpu.stat").nr_throttled;
+    assert!(kernel > 5, "the kernel throttled the spinner: {kernel}");
+    let series = |family: &str| format!("{family}{{cgroup=\"{}\"}}", group.path());
+    wait_until("the kernel's throttled periods on /metrics", || {
+        get(port, "/metrics", "")
+            .and_then(|(_, text)| sample(&text, &series("cgtrace_cpu_throttled_periods_total")))
+            .is_some_and(|periods| periods == kernel)
+    });
+    let (_, text) = get(port, "/metrics", "").expect("a scrape");
+    let spans = sample(&text, &series("cgtrace_throttle_spans_total")).unwrap_or(0);
+    assert!(spans > 0, "cgtrace saw the spans: {text}");
+}
+
+#[test]
+fn an_oom_kill_is_counted_with_the_limit_that_was_hit() {
+    if !require_root("an_oom_kill_is_counted_with_the_limit_that_was_hit") {
+        return;
+    }
+    let (_serve, port) = serve();
     let group = scratch("serve-oom", Some(64 << 20));
     memhog(&group, 128).wait();
     let kernel = group.oom_kill_count().expect("the kernel's oom_kill");
