@@ -2,9 +2,10 @@
 //! OOM counter is the kernel's.
 
 use std::{
-    io::{Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
     process::{Command, Stdio},
+    sync::mpsc::Receiver,
 };
 
 use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
@@ -39,10 +40,11 @@ fn sample(text: &str, series: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
-/// `cgtrace serve` on a free loopback port, once it answers ready.
-fn serve() -> (ChildGuard, u16) {
+/// `cgtrace serve` on a free loopback port, once it answers ready, and
+/// the lines it prints on stdout.
+fn serve() -> (ChildGuard, u16, Receiver<String>) {
     let port = free_port();
-    let serve = ChildGuard(
+    let mut serve = ChildGuard(
         Command::new(cgtrace_bin())
             .args([
                 "serve",
@@ -51,15 +53,24 @@ fn serve() -> (ChildGuard, u16) {
                 "--interval",
                 "200ms",
             ])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start cgtrace serve"),
     );
+    let stdout = serve.0.stdout.take().expect("serve's stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
     wait_until("serve to be ready", || {
         get(port, "/healthz", "").is_some_and(|(status, _)| status == 200)
     });
-    (serve, port)
+    (serve, port, received)
 }
 
 #[test]
@@ -67,7 +78,7 @@ fn a_throttled_group_has_the_kernels_throttled_periods() {
     if !require_root("a_throttled_group_has_the_kernels_throttled_periods") {
         return;
     }
-    let (_serve, port) = serve();
+    let (_serve, port, _) = serve();
     let hierarchies = Hierarchies::discover().expect("cgroup mounts");
     let name = format!("cgtrace-test-serve-cpu-{}", std::process::id());
     let group = ScratchCgroup::create_for(&hierarchies, "cpu", &name).expect("a cpu cgroup");
@@ -93,7 +104,7 @@ fn an_oom_kill_is_counted_with_the_limit_that_was_hit() {
     if !require_root("an_oom_kill_is_counted_with_the_limit_that_was_hit") {
         return;
     }
-    let (_serve, port) = serve();
+    let (_serve, port, _) = serve();
     let group = scratch("serve-oom", Some(64 << 20));
     memhog(&group, 128).wait();
     let kernel = group.oom_kill_count().expect("the kernel's oom_kill");

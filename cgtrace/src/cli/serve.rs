@@ -1,6 +1,7 @@
 //! `cgtrace serve`: every probe family at once, in one process, until
-//! SIGTERM, with a Prometheus endpoint on the session's runtime. The
-//! metrics are one more sink on the same live source every view uses.
+//! SIGTERM, with a Prometheus endpoint on the session's runtime and each
+//! OOM kill as a JSON line on stdout. The metrics and the kill lines are
+//! sinks on the same live source every view uses.
 
 use std::{
     net::SocketAddr,
@@ -19,7 +20,11 @@ use crate::{
     identity::selection::{SelectArgs, Selection},
     probe::{FeatureSet, ProbeOptions},
     session::{self, FileSamples, LiveOptions},
-    view::metrics::Metrics,
+    system::Clock,
+    view::{
+        metrics::Metrics,
+        oom::{OomFollow, OomPrinter},
+    },
 };
 
 #[derive(Debug, Args)]
@@ -71,7 +76,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<Outcome> {
         "cgtrace: serving /metrics and /healthz on http://{}",
         args.listen
     );
-    let result = session::run(&mut source, &mut cx, &mut [&mut metrics]);
+    // Each kill also as one JSON line on stdout (the `oom --json` schema),
+    // for a node's log shipper.
+    let mut kill_lines = OomFollow::new(OomPrinter::new(true), Clock::monotonic_now_ns(), None);
+    let result = session::run(&mut source, &mut cx, &mut [&mut metrics, &mut kill_lines]);
     ready.store(false, Ordering::Relaxed);
     server.abort();
     result?;
