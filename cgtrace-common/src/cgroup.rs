@@ -40,6 +40,15 @@ pub struct CgroupCreatedRecord {
 }
 const _: () = assert!(core::mem::size_of::<CgroupCreatedRecord>() == 288);
 
+/// A cgroup was removed (`cgroup_rmdir`): its series and names may go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupRemovedRecord {
+    pub header: crate::RecordHeader,
+    pub cgroup: CgroupRef,
+}
+const _: () = assert!(core::mem::size_of::<CgroupRemovedRecord>() == 32);
+
 /// Key of the allowlist of cgroups a filtered view keeps (`ALLOWED`): the
 /// id and the hierarchy, without the level, which the key already fixes.
 #[repr(C)]

@@ -23,6 +23,7 @@ code_enum! {
         OomKill = 1 => "oom_kill",
         ThrottleSpan = 2 => "throttle_span",
         CgroupCreated = 3 => "cgroup_created",
+        CgroupRemoved = 4 => "cgroup_removed",
     }
 }
 
@@ -49,6 +50,7 @@ mod pod {
     unsafe impl aya::Pod for super::oom::OomRecord {}
     unsafe impl aya::Pod for super::cgroup::CgroupRef {}
     unsafe impl aya::Pod for super::cgroup::CgroupCreatedRecord {}
+    unsafe impl aya::Pod for super::cgroup::CgroupRemovedRecord {}
     unsafe impl aya::Pod for super::cgroup::CgroupKey {}
     unsafe impl aya::Pod for super::cgroup::FilterVerdict {}
     unsafe impl aya::Pod for super::pagecache::CacheKey {}

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use cgtrace_common::{
     RecordHeader, RecordKind,
-    cgroup::{CGROUP_PATH_MAX, CgroupCreatedRecord, CgroupRef},
+    cgroup::{CGROUP_PATH_MAX, CgroupCreatedRecord, CgroupRef, CgroupRemovedRecord},
     offsets::{ABSENT, Offsets},
     stats::{LossCounter, ReadChain},
 };
@@ -48,6 +48,36 @@ fn try_cgroup_mkdir(ctx: &BtfTracePointContext) -> Result<(), Failure> {
         note(ctx, "cgroup_mkdir", failure);
     }
     announced
+}
+
+#[btf_tracepoint(function = "cgroup_rmdir")]
+pub fn cgroup_rmdir(ctx: BtfTracePointContext) -> u32 {
+    finish(&ctx, "cgroup_rmdir", try_cgroup_rmdir(&ctx))
+}
+
+/// Says which cgroup went, if the filter keeps it.
+#[inline(always)]
+fn try_cgroup_rmdir(ctx: &BtfTracePointContext) -> Result<(), Failure> {
+    let cgroup: u64 = ctx.arg(0);
+    let removed = cgroup_ref(offsets(), cgroup).chain(ReadChain::CgroupIdentity)?;
+    if !filter::cgroup_allowed(&removed) {
+        return Ok(());
+    }
+    let Some(mut slot) = EVENTS.reserve::<CgroupRemovedRecord>(0) else {
+        return Err(Failure::RING_BUF_FULL);
+    };
+    slot.write(CgroupRemovedRecord {
+        header: RecordHeader {
+            kind: RecordKind::CgroupRemoved as u32,
+            size: core::mem::size_of::<CgroupRemovedRecord>() as u32,
+            // SAFETY: a helper call with no arguments.
+            monotonic_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        cgroup: removed,
+    });
+    slot.submit(0);
+    count(LossCounter::Submitted);
+    Ok(())
 }
 
 /// The new cgroup's memcg, or 0 when it has no memory controller.

@@ -22,7 +22,7 @@ use crate::{
     session::{self, FileSamples, LiveOptions},
     system::Clock,
     view::{
-        metrics::Metrics,
+        metrics::{DEFAULT_SERIES_TTL, Metrics},
         oom::{OomFollow, OomPrinter},
     },
 };
@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// How often the probe's counters and the cgroups' files are sampled.
     #[arg(long, value_parser = crate::units::parse_duration)]
     pub interval: Option<Duration>,
+    /// How long a removed cgroup's series are still served (default 5m):
+    /// an OOM-killed container's kill is scraped after it is gone.
+    #[arg(long, value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    pub series_ttl: Option<Duration>,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -65,7 +69,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<Outcome> {
             })
         },
     )?;
-    let mut metrics = Metrics::new();
+    let mut metrics = Metrics::new(args.series_ttl.unwrap_or(DEFAULT_SERIES_TTL));
     let endpoint = Endpoint {
         registry: metrics.registry(),
         ready: Arc::new(AtomicBool::new(true)),

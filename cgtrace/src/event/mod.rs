@@ -36,6 +36,8 @@ pub enum Event {
     CgroupCreated(CgroupNamed),
     /// The path of a cgroup that existed before, read from cgroupfs.
     CgroupNamed(CgroupNamed),
+    /// A cgroup was removed (`cgroup_rmdir`).
+    CgroupRemoved(CgroupRemoved),
     /// The names of the workload at a cgroup path, learnt from the node's
     /// files (pod logs, Docker state).
     WorkloadNamed(WorkloadNames),
@@ -58,6 +60,13 @@ pub enum Event {
 pub struct CgroupNamed {
     pub cgroup: CgroupRef,
     pub path: String,
+}
+
+/// A cgroup that was removed, and when (`CLOCK_MONOTONIC` nanoseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupRemoved {
+    pub at_ns: u64,
+    pub cgroup: CgroupRef,
 }
 
 /// Workload names of the cgroup at `path`.

@@ -3,7 +3,7 @@
 
 use cgtrace_common::{
     RecordHeader, RecordKind,
-    cgroup::CgroupCreatedRecord,
+    cgroup::{CgroupCreatedRecord, CgroupRemovedRecord},
     oom::{
         ConstraintSource, OOM_FLAG_GROUP_KILL, OOM_FLAG_MEMSW_LIMIT, OOM_FLAG_READ_FAILED,
         OomRecord,
@@ -75,6 +75,13 @@ pub fn decode(bytes: &[u8], context: &DecodeContext) -> Result<Event, DecodeErro
             Ok(Event::CgroupCreated(crate::event::CgroupNamed {
                 cgroup: r.cgroup,
                 path: String::from_utf8_lossy(&r.path[..len]).into_owned(),
+            }))
+        }
+        RecordKind::CgroupRemoved => {
+            let r: CgroupRemovedRecord = read_exact(bytes, kind)?;
+            Ok(Event::CgroupRemoved(crate::event::CgroupRemoved {
+                at_ns: r.header.monotonic_ns,
+                cgroup: r.cgroup,
             }))
         }
     }

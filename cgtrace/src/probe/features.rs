@@ -111,7 +111,10 @@ pub const FEATURES: &[Feature] = &[
     },
     Feature {
         name: "cgroup names",
-        variants: &[("tp_btf cgroup_mkdir", &[tp_btf("cgroup_mkdir")])],
+        variants: &[(
+            "tp_btf cgroup_mkdir/rmdir",
+            &[tp_btf("cgroup_mkdir"), tp_btf("cgroup_rmdir")],
+        )],
         implemented: true,
         fallback: Some(
             "paths read from cgroupfs when an event names a cgroup (one removed before that is id:N)",

@@ -304,7 +304,8 @@ impl Probe {
 
         let mut features = Vec::new();
         // Every view names cgroups created while it runs, and a filter
-        // follows them; cgroup_mkdir runs only when a cgroup is created.
+        // follows them; cgroup_mkdir and cgroup_rmdir run only when a cgroup
+        // is created or removed.
         features.push(attach_group(&mut ebpf, &aya_btf, &btf, &CGROUP_PROGRAMS));
         if options.features.oom {
             features.push(attach_oom(
@@ -624,8 +625,11 @@ const PAGE_CACHE_PROGRAMS: TpBtfGroup = TpBtfGroup {
 
 const CGROUP_PROGRAMS: TpBtfGroup = TpBtfGroup {
     feature: "cgroup names",
-    variant: "tp_btf cgroup_mkdir",
-    programs: &[("cgroup_mkdir", "cgroup_mkdir")],
+    variant: "tp_btf cgroup_mkdir/rmdir",
+    programs: &[
+        ("cgroup_mkdir", "cgroup_mkdir"),
+        ("cgroup_rmdir", "cgroup_rmdir"),
+    ],
 };
 
 const RECLAIM_PROGRAMS: TpBtfGroup = TpBtfGroup {

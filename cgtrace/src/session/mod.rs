@@ -88,6 +88,7 @@ impl Context {
             | Event::WorkloadNamed(_)
             | Event::Health(_)
             | Event::Tick(_) => Some(Cow::Borrowed(event)),
+            Event::CgroupRemoved(removed) => keep_if(self.keeps(Some(removed.cgroup))),
             Event::OomKill(kill) => {
                 let involved = [
                     kill.victim.cgroup_ref,

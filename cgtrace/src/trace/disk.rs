@@ -45,6 +45,7 @@ const KIND_CPU: u8 = 8;
 const KIND_PRESSURE: u8 = 9;
 const KIND_HEALTH: u8 = 10;
 const KIND_TICK: u8 = 11;
+const KIND_CGROUP_REMOVED: u8 = 12;
 
 /// Appends `event` as one record (kind, length, body) to `out`.
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
@@ -78,6 +79,11 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
             }
             Event::Health(health) => serialize(KIND_HEALTH, &DiskHealth::from(health), body),
             Event::Tick(tick) => serialize(KIND_TICK, &(tick.start_ns, tick.end_ns), body),
+            Event::CgroupRemoved(removed) => serialize(
+                KIND_CGROUP_REMOVED,
+                &(removed.at_ns, DiskCgroup::from(removed.cgroup)),
+                body,
+            ),
         };
         let mut prefix = Encoder::default();
         prefix.u8(kind);
@@ -126,6 +132,13 @@ pub fn decode(kind: u8, body: &[u8]) -> Result<Option<Event>, DiskError> {
         KIND_TICK => {
             let (start_ns, end_ns) = from_slice::<(u64, u64)>(body)?;
             Event::Tick(Tick { start_ns, end_ns })
+        }
+        KIND_CGROUP_REMOVED => {
+            let (at_ns, cgroup) = from_slice::<(u64, DiskCgroup)>(body)?;
+            Event::CgroupRemoved(crate::event::CgroupRemoved {
+                at_ns,
+                cgroup: cgroup.into(),
+            })
         }
         _ => return Ok(None),
     };

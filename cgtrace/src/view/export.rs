@@ -173,6 +173,9 @@ fn jsonl(
         Event::WorkloadNamed(w) => {
             json!({"type": "workload", "path": w.path, "namespace": w.namespace, "pod": w.pod, "container": w.container})
         }
+        Event::CgroupRemoved(removed) => {
+            json!({"type": "cgroup_removed", "time": time(cx, removed.at_ns), "hierarchy": removed.cgroup.hierarchy, "id": removed.cgroup.id, "path": name(cx, Some(removed.cgroup))})
+        }
         Event::OomKill(kill) => oom::json(kill, &cx.clock, &mut |p| cx.selection.identify(p)),
         Event::ThrottleSpan(span) => {
             let mut span = span.clone();

@@ -263,7 +263,7 @@ impl Summary {
                         Some(bandwidth.period_us.saturating_mul(1000));
                 }
             }
-            Event::WorkloadNamed(_) => {}
+            Event::WorkloadNamed(_) | Event::CgroupRemoved(_) => {}
         }
     }
 

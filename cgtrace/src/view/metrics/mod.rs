@@ -8,11 +8,12 @@
 use std::{
     collections::HashMap,
     sync::{Arc, atomic::AtomicU64},
+    time::Duration,
 };
 
 use cgtrace_common::{cgroup::CgroupRef, pagecache::CacheReason};
 use prometheus_client::{
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
 };
 
@@ -26,9 +27,14 @@ use crate::{
     session::{Context, End, Flow, Sink},
 };
 
-type BytesGauge = Family<Labels, Gauge>;
-type SecondsCounter = Family<Labels, Counter<f64, AtomicU64>>;
-type FloatGauge = Family<Labels, Gauge<f64, AtomicU64>>;
+mod tracked;
+
+use tracked::Tracked;
+
+type Count = Tracked<Counter>;
+type Bytes = Tracked<Gauge>;
+type Seconds = Tracked<Counter<f64, AtomicU64>>;
+type Fraction = Tracked<Gauge<f64, AtomicU64>>;
 
 /// A series' labels, in the order they are written.
 pub type Labels = Vec<(&'static str, String)>;
@@ -36,7 +42,7 @@ pub type Labels = Vec<(&'static str, String)>;
 /// The families, and the registry that encodes them.
 pub struct Metrics {
     registry: Arc<Registry>,
-    oom_kills: Family<Labels, Counter>,
+    oom_kills: Count,
     memory: MemoryFamilies,
     cache: CacheFamilies,
     cpu: CpuFamilies,
@@ -45,33 +51,37 @@ pub struct Metrics {
     last_stats: ProbeStats,
     /// Each cgroup's `cpu.stat` as last sampled, likewise.
     last_cpu: HashMap<CgroupRef, CpuStat>,
+    /// How long a removed cgroup's series stay.
+    series_ttl_ns: u64,
+    /// Removed cgroups whose series are still served: path, removed at.
+    removed: Vec<(String, u64)>,
 }
 
 /// A cgroup's memory as its files say, each interval.
 struct MemoryFamilies {
-    usage: BytesGauge,
-    limit: BytesGauge,
-    page_cache: BytesGauge,
+    usage: Bytes,
+    limit: Bytes,
+    page_cache: Bytes,
 }
 
 /// Page cache as the probes count it.
 struct CacheFamilies {
-    added: Family<Labels, Counter>,
-    removed: Family<Labels, Counter>,
+    added: Count,
+    removed: Count,
     /// Labelled with why: own limit, an ancestor's, kswapd, direct, proactive.
-    evicted: Family<Labels, Counter>,
+    evicted: Count,
     /// Labelled with the evicting cgroup.
-    evicted_by: Family<Labels, Counter>,
+    evicted_by: Count,
 }
 
 /// CFS bandwidth: the kernel's counters and cgtrace's spans.
 struct CpuFamilies {
-    periods: Family<Labels, Counter>,
-    throttled_periods: Family<Labels, Counter>,
-    throttled_seconds: SecondsCounter,
-    quota_cores: FloatGauge,
-    spans: Family<Labels, Counter>,
-    span_seconds: SecondsCounter,
+    periods: Count,
+    throttled_periods: Count,
+    throttled_seconds: Seconds,
+    quota_cores: Fraction,
+    spans: Count,
+    span_seconds: Seconds,
 }
 
 /// cgtrace's own health: what it could not see.
@@ -85,103 +95,83 @@ struct ProbeFamilies {
 
 impl MemoryFamilies {
     fn register(registry: &mut Registry) -> Self {
-        let memory = MemoryFamilies {
-            usage: BytesGauge::default(),
-            limit: BytesGauge::default(),
-            page_cache: BytesGauge::default(),
-        };
-        registry.register(
-            "memory_usage_bytes",
-            "Memory charged to the cgroup",
-            memory.usage.clone(),
-        );
-        registry.register(
-            "memory_limit_bytes",
-            "The cgroup's memory limit",
-            memory.limit.clone(),
-        );
-        registry.register(
-            "memory_page_cache_bytes",
-            "Page cache charged to the cgroup (memory.stat)",
-            memory.page_cache.clone(),
-        );
-        memory
+        Self {
+            usage: Tracked::register(
+                registry,
+                "memory_usage_bytes",
+                "Memory charged to the cgroup",
+            ),
+            limit: Tracked::register(registry, "memory_limit_bytes", "The cgroup's memory limit"),
+            page_cache: Tracked::register(
+                registry,
+                "memory_page_cache_bytes",
+                "Page cache charged to the cgroup (memory.stat)",
+            ),
+        }
     }
 }
 
 impl CacheFamilies {
     fn register(registry: &mut Registry) -> Self {
-        let cache = CacheFamilies {
-            added: Family::default(),
-            removed: Family::default(),
-            evicted: Family::default(),
-            evicted_by: Family::default(),
-        };
-        registry.register(
-            "page_cache_added_bytes",
-            "Page cache added, charged to the cgroup",
-            cache.added.clone(),
-        );
-        registry.register(
-            "page_cache_removed_bytes",
-            "The cgroup's page cache removed outside reclaim (truncated, deleted)",
-            cache.removed.clone(),
-        );
-        registry.register(
-            "page_cache_evicted_bytes",
-            "The cgroup's page cache evicted by reclaim, by why",
-            cache.evicted.clone(),
-        );
-        registry.register(
-            "page_cache_evicted_by_bytes",
-            "The cgroup's page cache evicted by reclaim, by the cgroup whose task reclaimed it",
-            cache.evicted_by.clone(),
-        );
-        cache
+        Self {
+            added: Tracked::register(
+                registry,
+                "page_cache_added_bytes",
+                "Page cache added, charged to the cgroup",
+            ),
+            removed: Tracked::register(
+                registry,
+                "page_cache_removed_bytes",
+                "The cgroup's page cache removed outside reclaim (truncated, deleted)",
+            ),
+            evicted: Tracked::register(
+                registry,
+                "page_cache_evicted_bytes",
+                "The cgroup's page cache evicted by reclaim, by why",
+            ),
+            evicted_by: Tracked::register(
+                registry,
+                "page_cache_evicted_by_bytes",
+                "The cgroup's page cache evicted by reclaim, by the cgroup whose task reclaimed it",
+            ),
+        }
     }
 }
 
 impl CpuFamilies {
     fn register(registry: &mut Registry) -> Self {
-        let cpu = CpuFamilies {
-            periods: Family::default(),
-            throttled_periods: Family::default(),
-            throttled_seconds: SecondsCounter::default(),
-            quota_cores: FloatGauge::default(),
-            spans: Family::default(),
-            span_seconds: SecondsCounter::default(),
-        };
-        registry.register(
-            "cpu_periods",
-            "CFS periods with runnable tasks (cpu.stat)",
-            cpu.periods.clone(),
-        );
-        registry.register(
-            "cpu_throttled_periods",
-            "CFS periods in which the cgroup was throttled (cpu.stat)",
-            cpu.throttled_periods.clone(),
-        );
-        registry.register(
-            "cpu_throttled_seconds",
-            "Time the cgroup's run queues spent throttled, summed over CPUs (cpu.stat)",
-            cpu.throttled_seconds.clone(),
-        );
-        registry.register(
-            "cpu_quota_cores",
-            "The cgroup's CFS quota in cores (quota / period)",
-            cpu.quota_cores.clone(),
-        );
-        registry.register(
-            "throttle_spans",
-            "Throttle spans cgtrace saw: a run queue throttled until its quota came back",
-            cpu.spans.clone(),
-        );
-        registry.register(
-            "throttle_span_seconds",
-            "The length of the throttle spans cgtrace saw, summed",
-            cpu.span_seconds.clone(),
-        );
-        cpu
+        Self {
+            periods: Tracked::register(
+                registry,
+                "cpu_periods",
+                "CFS periods with runnable tasks (cpu.stat)",
+            ),
+            throttled_periods: Tracked::register(
+                registry,
+                "cpu_throttled_periods",
+                "CFS periods in which the cgroup was throttled (cpu.stat)",
+            ),
+            throttled_seconds: Tracked::register(
+                registry,
+                "cpu_throttled_seconds",
+                "Time the cgroup's run queues spent throttled, summed over CPUs (cpu.stat)",
+            ),
+            quota_cores: Tracked::register(
+                registry,
+                "cpu_quota_cores",
+                "The cgroup's CFS quota in cores (quota / period)",
+            ),
+            spans: Tracked::register(
+                registry,
+                "throttle_spans",
+                "Throttle spans cgtrace saw: a run queue throttled until its quota came back",
+            ),
+            span_seconds: Tracked::register(
+                registry,
+                "throttle_span_seconds",
+                "The length of the throttle spans cgtrace saw, summed",
+            ),
+        }
     }
 }
 
@@ -227,22 +217,19 @@ impl ProbeFamilies {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// How long a removed cgroup's series are served, unless told otherwise:
+/// long enough for a few scrapes to see an OOM-killed container's kill.
+pub const DEFAULT_SERIES_TTL: Duration = Duration::from_mins(5);
 
 impl Metrics {
     #[must_use]
-    pub fn new() -> Self {
+    pub fn new(series_ttl: Duration) -> Self {
         let mut registry = Registry::with_prefix("cgtrace");
-        let oom_kills = Family::<Labels, Counter>::default();
-        registry.register(
+        let oom_kills = Tracked::register(
+            &mut registry,
             "oom_kills",
             "OOM kills, by the victim's workload and whose limit was hit: \
              its own cgroup's (own), an ancestor's (ancestor), or the machine's (global)",
-            oom_kills.clone(),
         );
         let memory = MemoryFamilies::register(&mut registry);
         let cache = CacheFamilies::register(&mut registry);
@@ -257,6 +244,8 @@ impl Metrics {
             probe,
             last_stats: ProbeStats::default(),
             last_cpu: HashMap::new(),
+            series_ttl_ns: u64::try_from(series_ttl.as_nanos()).unwrap_or(u64::MAX),
+            removed: Vec::new(),
         }
     }
 
@@ -275,18 +264,19 @@ impl Metrics {
         };
         let mut labels = workload_labels(path, &cx.selection.identify(path));
         labels.push(("limit", limit_scope(kill).to_owned()));
-        self.oom_kills.get_or_create(&labels).inc();
+        self.oom_kills.get(path, &labels).inc();
     }
 
-    /// The labels of a cgroup the session has named; `None` for one it
-    /// never named (its series would say nothing useful).
-    fn labels(cgroup: Option<CgroupRef>, cx: &mut Context) -> Option<Labels> {
+    /// The path and labels of a cgroup the session has named; `None` for
+    /// one it never named (its series would say nothing useful).
+    fn labels(cgroup: Option<CgroupRef>, cx: &mut Context) -> Option<(String, Labels)> {
         let path = cx.names.path(cgroup?)?.to_owned();
-        Some(workload_labels(&path, &cx.selection.identify(&path)))
+        let labels = workload_labels(&path, &cx.selection.identify(&path));
+        Some((path, labels))
     }
 
     fn memory(&self, sample: &MemorySample, cx: &mut Context) {
-        let Some(labels) = Self::labels(Some(sample.cgroup), cx) else {
+        let Some((path, labels)) = Self::labels(Some(sample.cgroup), cx) else {
             return;
         };
         for (family, value) in [
@@ -295,27 +285,27 @@ impl Metrics {
             (&self.memory.page_cache, sample.page_cache_bytes),
         ] {
             if let Some(bytes) = value.and_then(|b| i64::try_from(b).ok()) {
-                family.get_or_create(&labels).set(bytes);
+                family.get(&path, &labels).set(bytes);
             }
         }
     }
 
     fn counters(&self, counters: &ProbeCounters, cx: &mut Context) {
         for activity in by_owner(counters) {
-            let Some(labels) = Self::labels(activity.owner, cx) else {
+            let Some((path, labels)) = Self::labels(activity.owner, cx) else {
                 continue;
             };
             let bytes = |pages: u64| pages.saturating_mul(cx.page_size);
             if activity.added > 0 {
                 self.cache
                     .added
-                    .get_or_create(&labels)
+                    .get(&path, &labels)
                     .inc_by(bytes(activity.added));
             }
             if activity.removed > 0 {
                 self.cache
                     .removed
-                    .get_or_create(&labels)
+                    .get(&path, &labels)
                     .inc_by(bytes(activity.removed));
             }
             for reason in CacheReason::ALL {
@@ -325,7 +315,7 @@ impl Metrics {
                     with_reason.push(("reason", reason.name().to_owned()));
                     self.cache
                         .evicted
-                        .get_or_create(&with_reason)
+                        .get(&path, &with_reason)
                         .inc_by(bytes(pages));
                 }
             }
@@ -334,18 +324,18 @@ impl Metrics {
                 with_evictor.push(("evictor", cx.name(*actor)));
                 self.cache
                     .evicted_by
-                    .get_or_create(&with_evictor)
+                    .get(&path, &with_evictor)
                     .inc_by(bytes(*pages));
             }
         }
     }
 
     fn cpu(&mut self, sample: &CpuSample, cx: &mut Context) {
-        let Some(labels) = Self::labels(Some(sample.cgroup), cx) else {
+        let Some((path, labels)) = Self::labels(Some(sample.cgroup), cx) else {
             return;
         };
         if let Some(cores) = sample.bandwidth.and_then(|b| b.cores()) {
-            self.cpu.quota_cores.get_or_create(&labels).set(cores);
+            self.cpu.quota_cores.get(&path, &labels).set(cores);
         }
         let Some(stat) = sample.stat else {
             return;
@@ -357,28 +347,79 @@ impl Metrics {
         let moved = |now: u64, before: u64| now.saturating_sub(before);
         self.cpu
             .periods
-            .get_or_create(&labels)
+            .get(&path, &labels)
             .inc_by(moved(stat.nr_periods, last.nr_periods));
         self.cpu
             .throttled_periods
-            .get_or_create(&labels)
+            .get(&path, &labels)
             .inc_by(moved(stat.nr_throttled, last.nr_throttled));
         #[expect(clippy::cast_precision_loss, reason = "seconds")]
         let seconds = moved(stat.throttled_ns, last.throttled_ns) as f64 / 1e9;
         self.cpu
             .throttled_seconds
-            .get_or_create(&labels)
+            .get(&path, &labels)
             .inc_by(seconds);
     }
 
     fn span(&self, span: &ThrottleSpan, cx: &mut Context) {
-        let Some(labels) = Self::labels(span.cgroup_ref, cx) else {
+        let Some((path, labels)) = Self::labels(span.cgroup_ref, cx) else {
             return;
         };
-        self.cpu.spans.get_or_create(&labels).inc();
+        self.cpu.spans.get(&path, &labels).inc();
         #[expect(clippy::cast_precision_loss, reason = "seconds")]
         let seconds = span.duration_ns() as f64 / 1e9;
-        self.cpu.span_seconds.get_or_create(&labels).inc_by(seconds);
+        self.cpu.span_seconds.get(&path, &labels).inc_by(seconds);
+    }
+
+    /// A removed cgroup's series stay for the TTL, then go; a new cgroup
+    /// at the same path keeps them.
+    fn cgroup_removed(&mut self, cgroup: CgroupRef, at_ns: u64, cx: &Context) {
+        self.last_cpu.remove(&cgroup);
+        if let Some(path) = cx.names.path(cgroup) {
+            self.removed.push((path.to_owned(), at_ns));
+        }
+    }
+
+    fn cgroup_created(&mut self, path: &str) {
+        self.removed.retain(|(removed, _)| removed != path);
+    }
+
+    /// Drops the series of cgroups removed more than the TTL before `now_ns`.
+    fn expire(&mut self, now_ns: u64) {
+        let ttl = self.series_ttl_ns;
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.removed)
+            .into_iter()
+            .partition(|(_, at_ns)| now_ns.saturating_sub(*at_ns) >= ttl);
+        self.removed = kept;
+        for (path, _) in expired {
+            self.forget(&path);
+        }
+    }
+
+    /// Every series of `path`, in every family.
+    fn forget(&self, path: &str) {
+        self.oom_kills.forget(path);
+        for family in [
+            &self.memory.usage,
+            &self.memory.limit,
+            &self.memory.page_cache,
+        ] {
+            family.forget(path);
+        }
+        for family in [
+            &self.cache.added,
+            &self.cache.removed,
+            &self.cache.evicted,
+            &self.cache.evicted_by,
+            &self.cpu.periods,
+            &self.cpu.throttled_periods,
+            &self.cpu.spans,
+        ] {
+            family.forget(path);
+        }
+        self.cpu.throttled_seconds.forget(path);
+        self.cpu.span_seconds.forget(path);
+        self.cpu.quota_cores.forget(path);
     }
 
     fn health(&mut self, stats: &ProbeStats) {
@@ -407,6 +448,9 @@ impl Sink for Metrics {
     fn event(&mut self, event: &Event, cx: &mut Context) -> anyhow::Result<Flow> {
         match event {
             Event::OomKill(kill) => self.oom_kill(kill, cx),
+            Event::CgroupCreated(named) => self.cgroup_created(&named.path),
+            Event::CgroupRemoved(removed) => self.cgroup_removed(removed.cgroup, removed.at_ns, cx),
+            Event::Tick(tick) => self.expire(tick.end_ns),
             Event::Memory(sample) => self.memory(sample, cx),
             Event::Counters(counters) => self.counters(counters, cx),
             Event::Cpu(sample) => self.cpu(sample, cx),
@@ -474,7 +518,7 @@ mod tests {
 
     #[test]
     fn probe_health_counts_what_moved_since_the_last_report() {
-        let mut metrics = Metrics::new();
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL);
         let mut cx = context();
         for drops in [3, 3, 10] {
             let health = Event::Health(Health {
@@ -493,6 +537,68 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_removed_cgroups_series_stay_for_the_ttl_then_go() {
+        use cgtrace_common::cgroup::CgroupRef;
+
+        use crate::{
+            cgroup::Version,
+            event::{CgroupNamed, CgroupRemoved, MemorySample, Tick},
+        };
+        const SECOND: u64 = 1_000_000_000;
+        let mut metrics = Metrics::new(Duration::from_mins(1));
+        let mut cx = context();
+        let cgroup = CgroupRef {
+            id: 7,
+            hierarchy: 0,
+            level: 1,
+        };
+        let tick = |end_ns| {
+            Event::Tick(Tick {
+                start_ns: end_ns - SECOND,
+                end_ns,
+            })
+        };
+        let mut feed = |metrics: &mut Metrics, event: Event| {
+            cx.learn(&event);
+            metrics.event(&event, &mut cx).unwrap();
+        };
+        feed(
+            &mut metrics,
+            Event::CgroupCreated(CgroupNamed {
+                cgroup,
+                path: "/job".to_owned(),
+            }),
+        );
+        feed(
+            &mut metrics,
+            Event::Memory(MemorySample {
+                at_ns: SECOND,
+                cgroup,
+                version: Version::V2,
+                usage_bytes: Some(4096),
+                limit_bytes: None,
+                peak_bytes: None,
+                page_cache_bytes: None,
+                events: None,
+                stat_charges: None,
+            }),
+        );
+        let series = "cgtrace_memory_usage_bytes{cgroup=\"/job\"} 4096";
+        assert!(scrape(&metrics).contains(series));
+        feed(
+            &mut metrics,
+            Event::CgroupRemoved(CgroupRemoved {
+                at_ns: 10 * SECOND,
+                cgroup,
+            }),
+        );
+        feed(&mut metrics, tick(69 * SECOND));
+        assert!(scrape(&metrics).contains(series), "kept for the TTL");
+        feed(&mut metrics, tick(70 * SECOND));
+        assert!(!scrape(&metrics).contains("/job"), "{}", scrape(&metrics));
     }
 
     #[test]
