@@ -6,6 +6,7 @@ use std::{
     net::TcpStream,
     process::{Command, Stdio},
     sync::mpsc::Receiver,
+    time::Duration,
 };
 
 use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
@@ -73,6 +74,38 @@ fn serve() -> (ChildGuard, u16, Receiver<String>) {
     (serve, port, received)
 }
 
+/// `promtool check metrics` (Debian's `prometheus`) finds nothing wrong
+/// with a scrape in the Prometheus text format. Skipped where it is not
+/// installed: the kernel-matrix guests.
+fn promtool_accepts(text: &str) {
+    let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CGTRACE_SKIP_BROWSER").is_some(),
+            "promtool is not installed: `cargo xtask test` installs it (apt-get install prometheus)"
+        );
+        return;
+    };
+    promtool
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let checked = promtool.wait_with_output().expect("run promtool");
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
 #[test]
 fn a_throttled_group_has_the_kernels_throttled_periods() {
     if !require_root("a_throttled_group_has_the_kernels_throttled_periods") {
@@ -104,7 +137,7 @@ fn an_oom_kill_is_counted_with_the_limit_that_was_hit() {
     if !require_root("an_oom_kill_is_counted_with_the_limit_that_was_hit") {
         return;
     }
-    let (_serve, port, _) = serve();
+    let (_serve, port, lines) = serve();
     let group = scratch("serve-oom", Some(64 << 20));
     memhog(&group, 128).wait();
     let kernel = group.oom_kill_count().expect("the kernel's oom_kill");
@@ -136,4 +169,12 @@ fn an_oom_kill_is_counted_with_the_limit_that_was_hit() {
         get(port, "/nothing", "").map(|(status, _)| status),
         Some(404)
     );
+    promtool_accepts(&get(port, "/metrics", "").expect("a scrape").1);
+    // And as a JSON line on stdout (the `oom --json` schema), for log
+    // shippers.
+    let kill = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(20)).ok())
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .find(|line| line["type"] == "oom_kill")
+        .expect("a kill line on stdout");
+    assert_eq!(kill["victim"]["cgroup"], group.path());
 }

@@ -195,9 +195,11 @@ fn link_into_cargo_bin(linker: &Path) {
 }
 
 /// Programs the tests need, and the Debian packages that have them: a
-/// browser for the HTML report, QEMU, busybox and xz for the kernel matrix.
-pub const TEST_PACKAGES: [(&str, &str); 4] = [
+/// browser for the HTML report, promtool to check `serve`'s metrics, QEMU,
+/// busybox and xz for the kernel matrix.
+pub const TEST_PACKAGES: [(&str, &str); 5] = [
     ("chromium", "chromium"),
+    ("promtool", "prometheus"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),
     ("xz", "xz-utils"),
