@@ -22,7 +22,7 @@ use crate::{
     session::{self, FileSamples, LiveOptions},
     system::Clock,
     view::{
-        metrics::{DEFAULT_SERIES_TTL, Metrics},
+        metrics::{DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL, Metrics},
         oom::{OomFollow, OomPrinter},
     },
 };
@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// an OOM-killed container's kill is scraped after it is gone.
     #[arg(long, value_parser = crate::units::parse_duration, value_name = "DURATION")]
     pub series_ttl: Option<Duration>,
+    /// The most series of cgroups served at once (default 100000); what
+    /// the cap refuses is counted in `cgtrace_series_dropped_total`.
+    #[arg(long, value_name = "N")]
+    pub max_series: Option<usize>,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -69,7 +73,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<Outcome> {
             })
         },
     )?;
-    let mut metrics = Metrics::new(args.series_ttl.unwrap_or(DEFAULT_SERIES_TTL));
+    let mut metrics = Metrics::new(
+        args.series_ttl.unwrap_or(DEFAULT_SERIES_TTL),
+        args.max_series.unwrap_or(DEFAULT_MAX_SERIES),
+    );
     let endpoint = Endpoint {
         registry: metrics.registry(),
         ready: Arc::new(AtomicBool::new(true)),

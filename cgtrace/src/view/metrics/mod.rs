@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    rc::Rc,
     sync::{Arc, atomic::AtomicU64},
     time::Duration,
 };
@@ -29,7 +30,7 @@ use crate::{
 
 mod tracked;
 
-use tracked::Tracked;
+use tracked::{Budget, Tracked};
 
 type Count = Tracked<Counter>;
 type Bytes = Tracked<Gauge>;
@@ -55,6 +56,9 @@ pub struct Metrics {
     series_ttl_ns: u64,
     /// Removed cgroups whose series are still served: path, removed at.
     removed: Vec<(String, u64)>,
+    budget: Rc<Budget>,
+    /// How many series the budget holds, as of the last tick.
+    series: Gauge,
 }
 
 /// A cgroup's memory as its files say, each interval.
@@ -94,16 +98,23 @@ struct ProbeFamilies {
 }
 
 impl MemoryFamilies {
-    fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry, budget: &Rc<Budget>) -> Self {
         Self {
             usage: Tracked::register(
                 registry,
+                budget,
                 "memory_usage_bytes",
                 "Memory charged to the cgroup",
             ),
-            limit: Tracked::register(registry, "memory_limit_bytes", "The cgroup's memory limit"),
+            limit: Tracked::register(
+                registry,
+                budget,
+                "memory_limit_bytes",
+                "The cgroup's memory limit",
+            ),
             page_cache: Tracked::register(
                 registry,
+                budget,
                 "memory_page_cache_bytes",
                 "Page cache charged to the cgroup (memory.stat)",
             ),
@@ -112,25 +123,29 @@ impl MemoryFamilies {
 }
 
 impl CacheFamilies {
-    fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry, budget: &Rc<Budget>) -> Self {
         Self {
             added: Tracked::register(
                 registry,
+                budget,
                 "page_cache_added_bytes",
                 "Page cache added, charged to the cgroup",
             ),
             removed: Tracked::register(
                 registry,
+                budget,
                 "page_cache_removed_bytes",
                 "The cgroup's page cache removed outside reclaim (truncated, deleted)",
             ),
             evicted: Tracked::register(
                 registry,
+                budget,
                 "page_cache_evicted_bytes",
                 "The cgroup's page cache evicted by reclaim, by why",
             ),
             evicted_by: Tracked::register(
                 registry,
+                budget,
                 "page_cache_evicted_by_bytes",
                 "The cgroup's page cache evicted by reclaim, by the cgroup whose task reclaimed it",
             ),
@@ -139,35 +154,41 @@ impl CacheFamilies {
 }
 
 impl CpuFamilies {
-    fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry, budget: &Rc<Budget>) -> Self {
         Self {
             periods: Tracked::register(
                 registry,
+                budget,
                 "cpu_periods",
                 "CFS periods with runnable tasks (cpu.stat)",
             ),
             throttled_periods: Tracked::register(
                 registry,
+                budget,
                 "cpu_throttled_periods",
                 "CFS periods in which the cgroup was throttled (cpu.stat)",
             ),
             throttled_seconds: Tracked::register(
                 registry,
+                budget,
                 "cpu_throttled_seconds",
                 "Time the cgroup's run queues spent throttled, summed over CPUs (cpu.stat)",
             ),
             quota_cores: Tracked::register(
                 registry,
+                budget,
                 "cpu_quota_cores",
                 "The cgroup's CFS quota in cores (quota / period)",
             ),
             spans: Tracked::register(
                 registry,
+                budget,
                 "throttle_spans",
                 "Throttle spans cgtrace saw: a run queue throttled until its quota came back",
             ),
             span_seconds: Tracked::register(
                 registry,
+                budget,
                 "throttle_span_seconds",
                 "The length of the throttle spans cgtrace saw, summed",
             ),
@@ -221,19 +242,35 @@ impl ProbeFamilies {
 /// long enough for a few scrapes to see an OOM-killed container's kill.
 pub const DEFAULT_SERIES_TTL: Duration = Duration::from_mins(5);
 
+/// How many series of cgroups are served at most, unless told otherwise.
+pub const DEFAULT_MAX_SERIES: usize = 100_000;
+
 impl Metrics {
     #[must_use]
-    pub fn new(series_ttl: Duration) -> Self {
+    pub fn new(series_ttl: Duration, max_series: usize) -> Self {
         let mut registry = Registry::with_prefix("cgtrace");
+        let budget = Budget::new(max_series);
         let oom_kills = Tracked::register(
             &mut registry,
+            &budget,
             "oom_kills",
             "OOM kills, by the victim's workload and whose limit was hit: \
              its own cgroup's (own), an ancestor's (ancestor), or the machine's (global)",
         );
-        let memory = MemoryFamilies::register(&mut registry);
-        let cache = CacheFamilies::register(&mut registry);
-        let cpu = CpuFamilies::register(&mut registry);
+        let memory = MemoryFamilies::register(&mut registry, &budget);
+        let cache = CacheFamilies::register(&mut registry, &budget);
+        let cpu = CpuFamilies::register(&mut registry, &budget);
+        let series = Gauge::default();
+        registry.register(
+            "series",
+            "Series of cgroups served now (cgtrace's own families aside)",
+            series.clone(),
+        );
+        registry.register(
+            "series_dropped",
+            "New series not made because --max-series was reached",
+            budget.refused.clone(),
+        );
         let probe = ProbeFamilies::register(&mut registry);
         Self {
             registry: Arc::new(registry),
@@ -246,6 +283,8 @@ impl Metrics {
             last_cpu: HashMap::new(),
             series_ttl_ns: u64::try_from(series_ttl.as_nanos()).unwrap_or(u64::MAX),
             removed: Vec::new(),
+            budget,
+            series,
         }
     }
 
@@ -394,6 +433,8 @@ impl Metrics {
         for (path, _) in expired {
             self.forget(&path);
         }
+        self.series
+            .set(i64::try_from(self.budget.used()).unwrap_or(i64::MAX));
     }
 
     /// Every series of `path`, in every family.
@@ -518,7 +559,7 @@ mod tests {
 
     #[test]
     fn probe_health_counts_what_moved_since_the_last_report() {
-        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL);
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES);
         let mut cx = context();
         for drops in [3, 3, 10] {
             let health = Event::Health(Health {
@@ -548,7 +589,7 @@ mod tests {
             event::{CgroupNamed, CgroupRemoved, MemorySample, Tick},
         };
         const SECOND: u64 = 1_000_000_000;
-        let mut metrics = Metrics::new(Duration::from_mins(1));
+        let mut metrics = Metrics::new(Duration::from_mins(1), DEFAULT_MAX_SERIES);
         let mut cx = context();
         let cgroup = CgroupRef {
             id: 7,
@@ -599,6 +640,52 @@ mod tests {
         assert!(scrape(&metrics).contains(series), "kept for the TTL");
         feed(&mut metrics, tick(70 * SECOND));
         assert!(!scrape(&metrics).contains("/job"), "{}", scrape(&metrics));
+    }
+
+    #[test]
+    fn past_the_cap_new_series_are_dropped_and_counted() {
+        use cgtrace_common::cgroup::CgroupRef;
+
+        use crate::{
+            cgroup::Version,
+            event::{CgroupNamed, MemorySample, Tick},
+        };
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, 2);
+        let mut cx = context();
+        let cgroup = CgroupRef {
+            id: 3,
+            hierarchy: 0,
+            level: 1,
+        };
+        for event in [
+            Event::CgroupCreated(CgroupNamed {
+                cgroup,
+                path: "/big".to_owned(),
+            }),
+            // Usage, limit and page cache: three series against a cap of two.
+            Event::Memory(MemorySample {
+                at_ns: 1,
+                cgroup,
+                version: Version::V2,
+                usage_bytes: Some(1),
+                limit_bytes: Some(2),
+                peak_bytes: None,
+                page_cache_bytes: Some(3),
+                events: None,
+                stat_charges: None,
+            }),
+            Event::Tick(Tick {
+                start_ns: 0,
+                end_ns: 2,
+            }),
+        ] {
+            cx.learn(&event);
+            metrics.event(&event, &mut cx).unwrap();
+        }
+        let text = scrape(&metrics);
+        assert!(text.contains("cgtrace_series 2\n"), "{text}");
+        assert!(text.contains("cgtrace_series_dropped_total 1\n"), "{text}");
+        assert!(!text.contains("cgtrace_memory_page_cache_bytes{"), "{text}");
     }
 
     #[test]

@@ -1,17 +1,67 @@
 //! A metric family that remembers which series each cgroup made, so they
-//! can all go when the cgroup has been gone for a while.
+//! can all go when the cgroup has been gone for a while, and that makes
+//! no new series past the families' shared cap.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::{HashMap, HashSet},
+    rc::Rc,
 };
 
 use prometheus_client::{
-    metrics::family::Family,
+    metrics::{counter::Counter, family::Family},
     registry::{Metric, Registry},
 };
 
 use super::Labels;
+
+/// How many series the families may hold together (`--max-series`).
+#[derive(Debug)]
+pub struct Budget {
+    cap: usize,
+    used: Cell<usize>,
+    /// New series refused because the cap was reached.
+    pub refused: Counter,
+    said: Cell<bool>,
+}
+
+impl Budget {
+    #[must_use]
+    pub fn new(cap: usize) -> Rc<Self> {
+        Rc::new(Self {
+            cap,
+            used: Cell::new(0),
+            refused: Counter::default(),
+            said: Cell::new(false),
+        })
+    }
+
+    /// Series held now.
+    #[must_use]
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    /// Takes one series from the budget, or counts it refused.
+    fn take(&self) -> bool {
+        if self.used.get() < self.cap {
+            self.used.set(self.used.get() + 1);
+            return true;
+        }
+        self.refused.inc();
+        if !self.said.replace(true) {
+            crate::note!(
+                "cgtrace: serve: {} series, the --max-series cap: new series are dropped and counted in cgtrace_series_dropped_total",
+                self.cap
+            );
+        }
+        false
+    }
+
+    fn give_back(&self, series: usize) {
+        self.used.set(self.used.get().saturating_sub(series));
+    }
+}
 
 /// A [`Family`] whose series are remembered by the cgroup path they
 /// describe.
@@ -19,39 +69,45 @@ use super::Labels;
 pub struct Tracked<M> {
     family: Family<Labels, M>,
     by_path: RefCell<HashMap<String, HashSet<Labels>>>,
+    budget: Rc<Budget>,
 }
 
 impl<M: Default + Clone> Tracked<M>
 where
     Family<Labels, M>: Metric,
 {
-    /// Registered under `name` in `registry`.
-    pub fn register(registry: &mut Registry, name: &str, help: &str) -> Self {
+    /// Registered under `name` in `registry`, drawing on `budget`.
+    pub fn register(registry: &mut Registry, budget: &Rc<Budget>, name: &str, help: &str) -> Self {
         let family = Family::<Labels, M>::default();
         registry.register(name, help, family.clone());
         Self {
             family,
             by_path: RefCell::new(HashMap::new()),
+            budget: Rc::clone(budget),
         }
     }
 
-    /// The series of `path` with these labels, made if new.
+    /// The series of `path` with these labels, made if new. Past the cap a
+    /// new series is a detached metric: written to, never served.
     pub fn get(&self, path: &str, labels: &Labels) -> M {
         let mut by_path = self.by_path.borrow_mut();
         let known = by_path.entry(path.to_owned()).or_default();
         if !known.contains(labels) {
+            if !self.budget.take() {
+                return M::default();
+            }
             known.insert(labels.clone());
         }
         // Metric handles share their value: the clone is the series.
         self.family.get_or_create(labels).clone()
     }
 
-    /// Drops every series of `path`; how many there were.
-    pub fn forget(&self, path: &str) -> usize {
+    /// Drops every series of `path`.
+    pub fn forget(&self, path: &str) {
         let labels = self.by_path.borrow_mut().remove(path).unwrap_or_default();
         for series in &labels {
             self.family.remove(series);
         }
-        labels.len()
+        self.budget.give_back(labels.len());
     }
 }
