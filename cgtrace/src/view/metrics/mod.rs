@@ -6,7 +6,7 @@
 //! belongs to a Kubernetes pod, and `cgroup` (its path) otherwise.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     rc::Rc,
     sync::{Arc, atomic::AtomicU64},
     time::Duration,
@@ -59,7 +59,14 @@ pub struct Metrics {
     budget: Rc<Budget>,
     /// How many series the budget holds, as of the last tick.
     series: Gauge,
+    /// Each victim's evictors with a series of their own; later ones are
+    /// summed as `other`.
+    evictors: HashMap<String, HashSet<String>>,
 }
+
+/// Evictors with a series of their own, per victim. Counters cannot move
+/// between series, so the first ones seen keep theirs.
+const EVICTORS_PER_VICTIM: usize = 8;
 
 /// A cgroup's memory as its files say, each interval.
 struct MemoryFamilies {
@@ -285,6 +292,7 @@ impl Metrics {
             removed: Vec::new(),
             budget,
             series,
+            evictors: HashMap::new(),
         }
     }
 
@@ -329,7 +337,7 @@ impl Metrics {
         }
     }
 
-    fn counters(&self, counters: &ProbeCounters, cx: &mut Context) {
+    fn counters(&mut self, counters: &ProbeCounters, cx: &mut Context) {
         for activity in by_owner(counters) {
             let Some((path, labels)) = Self::labels(activity.owner, cx) else {
                 continue;
@@ -359,8 +367,9 @@ impl Metrics {
                 }
             }
             for (actor, _, pages) in &activity.reclaimers {
+                let evictor = self.evictor_label(&path, cx.name(*actor));
                 let mut with_evictor = labels.clone();
-                with_evictor.push(("evictor", cx.name(*actor)));
+                with_evictor.push(("evictor", evictor));
                 self.cache
                     .evicted_by
                     .get(&path, &with_evictor)
@@ -410,6 +419,20 @@ impl Metrics {
         self.cpu.span_seconds.get(&path, &labels).inc_by(seconds);
     }
 
+    /// The `evictor` label for `evictor` of `victim`: its path while the
+    /// victim has fewer than [`EVICTORS_PER_VICTIM`], else `other`.
+    fn evictor_label(&mut self, victim: &str, evictor: String) -> String {
+        let known = self.evictors.entry(victim.to_owned()).or_default();
+        if known.contains(&evictor) {
+            return evictor;
+        }
+        if known.len() < EVICTORS_PER_VICTIM {
+            known.insert(evictor.clone());
+            return evictor;
+        }
+        "other".to_owned()
+    }
+
     /// A removed cgroup's series stay for the TTL, then go; a new cgroup
     /// at the same path keeps them.
     fn cgroup_removed(&mut self, cgroup: CgroupRef, at_ns: u64, cx: &Context) {
@@ -438,7 +461,8 @@ impl Metrics {
     }
 
     /// Every series of `path`, in every family.
-    fn forget(&self, path: &str) {
+    fn forget(&mut self, path: &str) {
+        self.evictors.remove(path);
         self.oom_kills.forget(path);
         for family in [
             &self.memory.usage,
@@ -686,6 +710,57 @@ mod tests {
         assert!(text.contains("cgtrace_series 2\n"), "{text}");
         assert!(text.contains("cgtrace_series_dropped_total 1\n"), "{text}");
         assert!(!text.contains("cgtrace_memory_page_cache_bytes{"), "{text}");
+    }
+
+    #[test]
+    fn a_victims_evictors_past_the_first_eight_are_summed_as_other() {
+        use cgtrace_common::cgroup::CgroupRef;
+
+        use crate::event::{CgroupNamed, Flow as CacheFlow};
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES);
+        let mut cx = context();
+        let cgroup = |id: u64| CgroupRef {
+            id,
+            hierarchy: 0,
+            level: 1,
+        };
+        for id in 0..=10 {
+            cx.learn(&Event::CgroupCreated(CgroupNamed {
+                cgroup: cgroup(id),
+                path: format!("/g{id}"),
+            }));
+        }
+        // /g0 loses a page to each of ten others.
+        let counters = ProbeCounters {
+            start_ns: 0,
+            end_ns: 1,
+            flows: (1..=10)
+                .map(|actor| CacheFlow {
+                    owner: Some(cgroup(0)),
+                    actor: Some(cgroup(actor)),
+                    reason: CacheReason::AncestorLimit,
+                    pages: 1,
+                })
+                .collect(),
+            stalls: Vec::new(),
+            charges: None,
+            files: None,
+        };
+        metrics
+            .event(&Event::Counters(Box::new(counters)), &mut cx)
+            .unwrap();
+        let text = scrape(&metrics);
+        let evictors = text
+            .lines()
+            .filter(|line| line.starts_with("cgtrace_page_cache_evicted_by_bytes_total{"))
+            .count();
+        assert_eq!(evictors, EVICTORS_PER_VICTIM + 1, "{text}");
+        assert!(
+            text.contains(
+                "cgtrace_page_cache_evicted_by_bytes_total{cgroup=\"/g0\",evictor=\"other\"} 8192\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
