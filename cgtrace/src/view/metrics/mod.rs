@@ -20,8 +20,8 @@ use prometheus_client::{
 
 use crate::{
     event::{
-        Constraint, CpuSample, CpuStat, Event, MemorySample, OomKill, ProbeCounters, ProbeStats,
-        ThrottleSpan,
+        Constraint, CpuSample, CpuStat, Event, MemorySample, OomKill, PressureSample,
+        ProbeCounters, ProbeStats, ThrottleSpan,
     },
     identity::Identity,
     model::cache::by_owner,
@@ -52,6 +52,10 @@ pub struct Metrics {
     last_stats: ProbeStats,
     /// Each cgroup's `cpu.stat` as last sampled, likewise.
     last_cpu: HashMap<CgroupRef, CpuStat>,
+    /// Stall time, from the `*.pressure` files (some and full).
+    stalled: Seconds,
+    /// Each pressure line's stall total as last sampled.
+    last_stalled: HashMap<(CgroupRef, &'static str, &'static str), u64>,
     /// How long a removed cgroup's series stay.
     series_ttl_ns: u64,
     /// Removed cgroups whose series are still served: path, removed at.
@@ -267,6 +271,13 @@ impl Metrics {
         let memory = MemoryFamilies::register(&mut registry, &budget);
         let cache = CacheFamilies::register(&mut registry, &budget);
         let cpu = CpuFamilies::register(&mut registry, &budget);
+        let stalled = Tracked::register(
+            &mut registry,
+            &budget,
+            "pressure_stalled_seconds",
+            "Time some (or all, kind=full) of the cgroup's tasks stalled on a resource \
+             (memory, cpu, io), from its pressure files",
+        );
         let series = Gauge::default();
         registry.register(
             "series",
@@ -288,6 +299,8 @@ impl Metrics {
             probe,
             last_stats: ProbeStats::default(),
             last_cpu: HashMap::new(),
+            stalled,
+            last_stalled: HashMap::new(),
             series_ttl_ns: u64::try_from(series_ttl.as_nanos()).unwrap_or(u64::MAX),
             removed: Vec::new(),
             budget,
@@ -409,6 +422,36 @@ impl Metrics {
             .inc_by(seconds);
     }
 
+    fn pressure(&mut self, sample: &PressureSample, cx: &mut Context) {
+        let Some((path, labels)) = Self::labels(Some(sample.cgroup), cx) else {
+            return;
+        };
+        for (resource, pressure) in [
+            ("memory", sample.memory),
+            ("cpu", sample.cpu),
+            ("io", sample.io),
+        ] {
+            let Some(pressure) = pressure else {
+                continue;
+            };
+            for (kind, line) in [("some", Some(pressure.some)), ("full", pressure.full)] {
+                let Some(line) = line else {
+                    continue;
+                };
+                let before = self
+                    .last_stalled
+                    .insert((sample.cgroup, resource, kind), line.total_us)
+                    .unwrap_or(0);
+                let mut with_kind = labels.clone();
+                with_kind.push(("resource", resource.to_owned()));
+                with_kind.push(("kind", kind.to_owned()));
+                #[expect(clippy::cast_precision_loss, reason = "seconds")]
+                let seconds = line.total_us.saturating_sub(before) as f64 / 1e6;
+                self.stalled.get(&path, &with_kind).inc_by(seconds);
+            }
+        }
+    }
+
     fn span(&self, span: &ThrottleSpan, cx: &mut Context) {
         let Some((path, labels)) = Self::labels(span.cgroup_ref, cx) else {
             return;
@@ -437,6 +480,7 @@ impl Metrics {
     /// at the same path keeps them.
     fn cgroup_removed(&mut self, cgroup: CgroupRef, at_ns: u64, cx: &Context) {
         self.last_cpu.remove(&cgroup);
+        self.last_stalled.retain(|(c, _, _), _| *c != cgroup);
         if let Some(path) = cx.names.path(cgroup) {
             self.removed.push((path.to_owned(), at_ns));
         }
@@ -485,6 +529,7 @@ impl Metrics {
         self.cpu.throttled_seconds.forget(path);
         self.cpu.span_seconds.forget(path);
         self.cpu.quota_cores.forget(path);
+        self.stalled.forget(path);
     }
 
     fn health(&mut self, stats: &ProbeStats) {
@@ -520,6 +565,7 @@ impl Sink for Metrics {
             Event::Counters(counters) => self.counters(counters, cx),
             Event::Cpu(sample) => self.cpu(sample, cx),
             Event::ThrottleSpan(span) => self.span(span, cx),
+            Event::Pressure(sample) => self.pressure(sample, cx),
             Event::Health(health) => self.health(&health.stats),
             _ => {}
         }
@@ -759,6 +805,46 @@ mod tests {
             text.contains(
                 "cgtrace_page_cache_evicted_by_bytes_total{cgroup=\"/g0\",evictor=\"other\"} 8192\n"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn stall_time_adds_what_each_pressure_sample_moved() {
+        use cgtrace_common::cgroup::CgroupRef;
+
+        use crate::event::{CgroupNamed, Pressure, PressureLine, PressureSample};
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES);
+        let mut cx = context();
+        let cgroup = CgroupRef {
+            id: 5,
+            hierarchy: 0,
+            level: 1,
+        };
+        cx.learn(&Event::CgroupCreated(CgroupNamed {
+            cgroup,
+            path: "/db".to_owned(),
+        }));
+        for total_us in [1_000_000, 3_500_000] {
+            let line = PressureLine {
+                total_us,
+                ..PressureLine::default()
+            };
+            let sample = Event::Pressure(PressureSample {
+                at_ns: 1,
+                cgroup,
+                memory: Some(Pressure {
+                    some: line,
+                    full: None,
+                }),
+                cpu: None,
+                io: None,
+            });
+            metrics.event(&sample, &mut cx).unwrap();
+        }
+        let text = scrape(&metrics);
+        assert!(
+            text.contains("cgtrace_pressure_stalled_seconds_total{cgroup=\"/db\",resource=\"memory\",kind=\"some\"} 3.5\n"),
             "{text}"
         );
     }
