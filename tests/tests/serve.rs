@@ -1,5 +1,6 @@
-//! `cgtrace serve` against the real kernel: its endpoint answers, and its
-//! OOM counter is the kernel's.
+//! `cgtrace serve` against the real kernel: its endpoint answers, its OOM
+//! and throttling counters are the kernel's, a noisy neighbour is named as
+//! the evictor, and a removed cgroup's series go after their TTL.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -10,7 +11,11 @@ use std::{
 };
 
 use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
-use cgtrace_tests::{ChildGuard, cgtrace_bin, memhog, require_root, scratch, wait_until};
+use cgtrace_tests::{
+    ChildGuard, cgtrace_bin, memhog, read_in, require_root, scratch, uncached_file, wait_until,
+};
+
+const MIB: u64 = 1 << 20;
 
 /// A port nothing listens on now.
 fn free_port() -> u16 {
@@ -41,9 +46,14 @@ fn sample(text: &str, series: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
-/// `cgtrace serve` on a free loopback port, once it answers ready, and
-/// the lines it prints on stdout.
-fn serve() -> (ChildGuard, u16, Receiver<String>) {
+/// The whole scrape of the endpoint on `port`.
+fn scrape(port: u16) -> String {
+    get(port, "/metrics", "").expect("a scrape").1
+}
+
+/// `cgtrace serve` (with `extra` arguments) on a free loopback port, once
+/// it answers ready, and the lines it prints on stdout.
+fn serve(extra: &[&str]) -> (ChildGuard, u16, Receiver<String>) {
     let port = free_port();
     let mut serve = ChildGuard(
         Command::new(cgtrace_bin())
@@ -54,6 +64,7 @@ fn serve() -> (ChildGuard, u16, Receiver<String>) {
                 "--interval",
                 "200ms",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -111,7 +122,7 @@ fn a_throttled_group_has_the_kernels_throttled_periods() {
     if !require_root("a_throttled_group_has_the_kernels_throttled_periods") {
         return;
     }
-    let (_serve, port, _) = serve();
+    let (_serve, port, _) = serve(&[]);
     let hierarchies = Hierarchies::discover().expect("cgroup mounts");
     let name = format!("cgtrace-test-serve-cpu-{}", std::process::id());
     let group = ScratchCgroup::create_for(&hierarchies, "cpu", &name).expect("a cpu cgroup");
@@ -124,12 +135,36 @@ fn a_throttled_group_has_the_kernels_throttled_periods() {
     let series = |family: &str| format!("{family}{{cgroup=\"{}\"}}", group.path());
     wait_until("the kernel's throttled periods on /metrics", || {
         get(port, "/metrics", "")
-            .and_then(|(_, text)| sample(&text, &series("cgtrace_cpu_throttled_periods_total")))
+            .and_then(|(_, text)| sample(&text, &series("cgtrace_cpu_cfs_throttled_periods_total")))
             .is_some_and(|periods| periods == kernel)
     });
-    let (_, text) = get(port, "/metrics", "").expect("a scrape");
-    let spans = sample(&text, &series("cgtrace_throttle_spans_total")).unwrap_or(0);
+    let text = scrape(port);
+    assert_eq!(
+        sample(&text, &series("cgtrace_cpu_cfs_periods_total")),
+        Some(group.cpu_stat().expect("cpu.stat").nr_periods),
+        "periods against cpu.stat"
+    );
+    // cgtrace's own spans, as a histogram: each span ends when the quota
+    // comes back, so one is never longer than a period (0.1 s here).
+    let spans = sample(
+        &text,
+        &series("cgtrace_cpu_cfs_throttle_span_seconds_count"),
+    )
+    .expect("the span histogram");
     assert!(spans > 0, "cgtrace saw the spans: {text}");
+    let under = |le: &str| {
+        let bucket = format!(
+            "cgtrace_cpu_cfs_throttle_span_seconds_bucket{{le=\"{le}\",cgroup=\"{}\"}}",
+            group.path()
+        );
+        sample(&text, &bucket).expect("a bucket")
+    };
+    assert_eq!(under("+Inf"), spans);
+    assert_eq!(
+        under("0.268435456"),
+        spans,
+        "no span outlasts a period: {text}"
+    );
 }
 
 #[test]
@@ -137,13 +172,13 @@ fn an_oom_kill_is_counted_with_the_limit_that_was_hit() {
     if !require_root("an_oom_kill_is_counted_with_the_limit_that_was_hit") {
         return;
     }
-    let (_serve, port, lines) = serve();
+    let (_serve, port, lines) = serve(&[]);
     let group = scratch("serve-oom", Some(64 << 20));
     memhog(&group, 128).wait();
     let kernel = group.oom_kill_count().expect("the kernel's oom_kill");
     assert!(kernel >= 1, "the kernel killed the memory hog");
     let series = format!(
-        "cgtrace_oom_kills_total{{cgroup=\"{}\",limit=\"own\"}}",
+        "cgtrace_oom_events_total{{cgroup=\"{}\",limit=\"own\"}}",
         group.path()
     );
     wait_until("the kill on /metrics", || {
@@ -169,7 +204,16 @@ fn an_oom_kill_is_counted_with_the_limit_that_was_hit() {
         get(port, "/nothing", "").map(|(status, _)| status),
         Some(404)
     );
-    promtool_accepts(&get(port, "/metrics", "").expect("a scrape").1);
+    // Hitting the limit, the hog stalled in the group's own reclaim first
+    // (counted at the end of an interval, a moment after the kill).
+    let stalls = format!(
+        "cgtrace_memory_reclaim_stall_seconds_count{{cgroup=\"{}\",kind=\"memcg\"}}",
+        group.path()
+    );
+    wait_until("the hog's reclaim stalls", || {
+        sample(&scrape(port), &stalls).is_some_and(|count| count > 0)
+    });
+    promtool_accepts(&scrape(port));
     // And as a JSON line on stdout (the `oom --json` schema), for log
     // shippers.
     let kill = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(20)).ok())
@@ -177,4 +221,74 @@ fn an_oom_kill_is_counted_with_the_limit_that_was_hit() {
         .find(|line| line["type"] == "oom_kill")
         .expect("a kill line on stdout");
     assert_eq!(kill["victim"]["cgroup"], group.path());
+}
+
+#[test]
+fn a_noisy_neighbour_is_named_as_the_evictor() {
+    if !require_root("a_noisy_neighbour_is_named_as_the_evictor") {
+        return;
+    }
+    let (_serve, port, _) = serve(&[]);
+    let quiet_file = uncached_file("serve-quiet", 64);
+    let noisy_file = uncached_file("serve-noisy", 128);
+    let mut parent = scratch("serve-neighbours", Some(96 * MIB));
+    // The quiet group caches its file; the noisy one then reads a larger
+    // one, and the parent's limit makes room from the quiet group's cache.
+    let quiet = {
+        let quiet = parent.child("quiet").unwrap();
+        read_in(quiet, &[&quiet_file.path]);
+        quiet.path().to_owned()
+    };
+    let noisy = {
+        let noisy = parent.child("noisy").unwrap();
+        read_in(noisy, &[&noisy_file.path]);
+        noisy.path().to_owned()
+    };
+    let by_noisy = format!(
+        "cgtrace_page_cache_evicted_by_bytes_total{{cgroup=\"{quiet}\",evictor=\"{noisy}\"}}"
+    );
+    let at_parent_limit = format!(
+        "cgtrace_page_cache_evicted_bytes_total{{cgroup=\"{quiet}\",reason=\"ancestor_limit\"}}"
+    );
+    wait_until("the quiet group's eviction by the noisy one", || {
+        sample(&scrape(port), &by_noisy).is_some_and(|bytes| bytes >= 16 * MIB)
+    });
+    let text = scrape(port);
+    let evicted = sample(&text, &at_parent_limit).expect("evictions at the parent's limit");
+    let named = sample(&text, &by_noisy).unwrap_or(0);
+    assert!(
+        named * 100 >= evicted * 90,
+        "the noisy neighbour evicted most of it: {named} of {evicted} bytes\n{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            &format!("cgtrace_memory_cache_bytes{{cgroup=\"{noisy}\"}}")
+        )
+        .is_some_and(|bytes| bytes > 0),
+        "the noisy group owns page cache: {text}"
+    );
+}
+
+#[test]
+fn a_removed_cgroups_series_go_after_the_ttl() {
+    if !require_root("a_removed_cgroups_series_go_after_the_ttl") {
+        return;
+    }
+    let (_serve, port, _) = serve(&["--series-ttl", "3s"]);
+    let group = scratch("serve-ttl", Some(64 << 20));
+    memhog(&group, 128).wait();
+    let series = format!(
+        "cgtrace_oom_events_total{{cgroup=\"{}\",limit=\"own\"}}",
+        group.path()
+    );
+    wait_until("the kill on /metrics", || {
+        sample(&scrape(port), &series).is_some()
+    });
+    drop(group);
+    // Gone from the kernel, still scraped: a kill outlives its container.
+    assert!(sample(&scrape(port), &series).is_some());
+    wait_until("the series to expire", || {
+        sample(&scrape(port), &series).is_none()
+    });
 }

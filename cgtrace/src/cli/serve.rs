@@ -22,7 +22,7 @@ use crate::{
     session::{self, FileSamples, LiveOptions},
     system::Clock,
     view::{
-        metrics::{DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL, Metrics},
+        metrics::{DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL, Metrics, ProgramRuns},
         oom::{OomFollow, OomPrinter},
     },
 };
@@ -44,6 +44,12 @@ pub struct ServeArgs {
     /// the cap refuses is counted in `cgtrace_series_dropped_total`.
     #[arg(long, value_name = "N")]
     pub max_series: Option<usize>,
+    /// Serve each eBPF program's runs and run time
+    /// (`cgtrace_probe_program_run_seconds_total`). The kernel's run-time
+    /// statistics cost every BPF program on the host two clock reads per
+    /// run while on, so they are off unless asked for.
+    #[arg(long)]
+    pub program_stats: bool,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -73,9 +79,21 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<Outcome> {
             })
         },
     )?;
+    let programs = if args.program_stats {
+        let runs = ProgramRuns::enable(source.probe().program_fds());
+        if runs.is_none() {
+            crate::note!(
+                "cgtrace: serve: the kernel refused to count BPF run time (BPF_ENABLE_STATS needs 5.8+ and CAP_SYS_ADMIN): no per-program figures"
+            );
+        }
+        runs
+    } else {
+        None
+    };
     let mut metrics = Metrics::new(
         args.series_ttl.unwrap_or(DEFAULT_SERIES_TTL),
         args.max_series.unwrap_or(DEFAULT_MAX_SERIES),
+        programs,
     );
     let endpoint = Endpoint {
         registry: metrics.registry(),

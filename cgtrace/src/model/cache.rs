@@ -27,6 +27,12 @@ impl CacheModel {
         Self::default()
     }
 
+    /// Drops a removed cgroup's counts.
+    pub fn forget(&mut self, cgroup: CgroupRef) {
+        self.net_pages.remove(&cgroup);
+        self.moved_pages.remove(&cgroup);
+    }
+
     /// Folds in one interval's counters.
     pub fn add(&mut self, counters: &ProbeCounters) {
         for flow in &counters.flows {

@@ -80,6 +80,12 @@ impl MemoryModel {
         &self.cache
     }
 
+    /// Drops what is kept of a removed cgroup (its id is not reused).
+    pub fn forget(&mut self, cgroup: CgroupRef) {
+        self.cgroups.remove(&(cgroup.hierarchy, cgroup.id));
+        self.cache.forget(cgroup);
+    }
+
     /// Folds in the probe's counters.
     pub fn counters(&mut self, counters: &ProbeCounters) {
         self.cache.add(counters);

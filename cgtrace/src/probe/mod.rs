@@ -565,6 +565,19 @@ impl Probe {
         }
     }
 
+    /// Each loaded program's name and a descriptor of its own, to read its
+    /// counters from elsewhere (the metrics endpoint, on each scrape).
+    #[must_use]
+    pub fn program_fds(&self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let fd = program.fd().ok()?.as_fd().try_clone_to_owned().ok()?;
+                Some((name.to_owned(), fd))
+            })
+            .collect()
+    }
+
     /// Each loaded program's kernel counters, by program name.
     #[must_use]
     pub fn program_counters(&self) -> Vec<(String, prog_info::ProgramCounters)> {

@@ -12,7 +12,10 @@ use std::{
     time::Duration,
 };
 
-use cgtrace_common::{cgroup::CgroupRef, pagecache::CacheReason};
+use cgtrace_common::{
+    cgroup::CgroupRef,
+    pagecache::{CacheReason, ChargeKind},
+};
 use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
@@ -24,18 +27,23 @@ use crate::{
         ProbeCounters, ProbeStats, ThrottleSpan,
     },
     identity::Identity,
-    model::cache::by_owner,
+    model::{cache::by_owner, memory::MemoryModel},
     session::{Context, End, Flow, Sink},
 };
 
+mod histogram;
+mod programs;
 mod tracked;
 
+use histogram::Durations;
+pub use programs::ProgramRuns;
 use tracked::{Budget, Tracked};
 
 type Count = Tracked<Counter>;
 type Bytes = Tracked<Gauge>;
 type Seconds = Tracked<Counter<f64, AtomicU64>>;
 type Fraction = Tracked<Gauge<f64, AtomicU64>>;
+type Histogram = Tracked<Durations>;
 
 /// A series' labels, in the order they are written.
 pub type Labels = Vec<(&'static str, String)>;
@@ -50,6 +58,9 @@ pub struct Metrics {
     probe: ProbeFamilies,
     /// The probe's counters as last reported, to add only what moved.
     last_stats: ProbeStats,
+    /// Page cache owned and `memory.stat` charges, from the samples (made
+    /// with the session's page size on the first event).
+    memory_model: Option<MemoryModel>,
     /// Each cgroup's `cpu.stat` as last sampled, likewise.
     last_cpu: HashMap<CgroupRef, CpuStat>,
     /// Stall time, from the `*.pressure` files (some and full).
@@ -72,11 +83,19 @@ pub struct Metrics {
 /// between series, so the first ones seen keep theirs.
 const EVICTORS_PER_VICTIM: usize = 8;
 
-/// A cgroup's memory as its files say, each interval.
+/// A cgroup's memory: usage and limit as its files say, the page cache it
+/// owns, what was charged to it, and its reclaim stalls.
 struct MemoryFamilies {
     usage: Bytes,
     limit: Bytes,
     page_cache: Bytes,
+    /// By kind (anon, file, shmem, kernel, sock).
+    charged: Count,
+    uncharged: Count,
+    /// Evicted pages faulted back in, by kind (anon, file).
+    refaults: Count,
+    /// By kind of reclaim (memcg, direct, background).
+    reclaim_stalls: Histogram,
 }
 
 /// Page cache as the probes count it.
@@ -95,8 +114,7 @@ struct CpuFamilies {
     throttled_periods: Count,
     throttled_seconds: Seconds,
     quota_cores: Fraction,
-    spans: Count,
-    span_seconds: Seconds,
+    spans: Histogram,
 }
 
 /// cgtrace's own health: what it could not see.
@@ -120,14 +138,40 @@ impl MemoryFamilies {
             limit: Tracked::register(
                 registry,
                 budget,
-                "memory_limit_bytes",
+                "spec_memory_limit_bytes",
                 "The cgroup's memory limit",
             ),
             page_cache: Tracked::register(
                 registry,
                 budget,
-                "memory_page_cache_bytes",
-                "Page cache charged to the cgroup (memory.stat)",
+                "memory_cache_bytes",
+                "Page cache the cgroup owns: memory.stat's figure when first seen, \
+                 then with the pages cgtrace saw added, removed and evicted",
+            ),
+            charged: Tracked::register(
+                registry,
+                budget,
+                "memory_charged_bytes",
+                "Memory charged to the cgroup, by kind (anon, file, shmem, kernel, sock)",
+            ),
+            uncharged: Tracked::register(
+                registry,
+                budget,
+                "memory_uncharged_bytes",
+                "Memory uncharged from the cgroup, by kind",
+            ),
+            refaults: Tracked::register(
+                registry,
+                budget,
+                "memory_refaults",
+                "Evicted pages of the cgroup faulted back in, by kind (anon, file)",
+            ),
+            reclaim_stalls: Tracked::register(
+                registry,
+                budget,
+                "memory_reclaim_stall_seconds",
+                "How long the cgroup's tasks stalled in reclaim, by kind: at a cgroup's \
+                 limit (memcg), direct reclaim for the machine (direct), kswapd (background)",
             ),
         }
     }
@@ -170,19 +214,19 @@ impl CpuFamilies {
             periods: Tracked::register(
                 registry,
                 budget,
-                "cpu_periods",
+                "cpu_cfs_periods",
                 "CFS periods with runnable tasks (cpu.stat)",
             ),
             throttled_periods: Tracked::register(
                 registry,
                 budget,
-                "cpu_throttled_periods",
+                "cpu_cfs_throttled_periods",
                 "CFS periods in which the cgroup was throttled (cpu.stat)",
             ),
             throttled_seconds: Tracked::register(
                 registry,
                 budget,
-                "cpu_throttled_seconds",
+                "cpu_cfs_throttled_seconds",
                 "Time the cgroup's run queues spent throttled, summed over CPUs (cpu.stat)",
             ),
             quota_cores: Tracked::register(
@@ -194,14 +238,9 @@ impl CpuFamilies {
             spans: Tracked::register(
                 registry,
                 budget,
-                "throttle_spans",
-                "Throttle spans cgtrace saw: a run queue throttled until its quota came back",
-            ),
-            span_seconds: Tracked::register(
-                registry,
-                budget,
-                "throttle_span_seconds",
-                "The length of the throttle spans cgtrace saw, summed",
+                "cpu_cfs_throttle_span_seconds",
+                "Throttle spans cgtrace saw, by length: a run queue throttled until \
+                 its quota came back",
             ),
         }
     }
@@ -258,13 +297,13 @@ pub const DEFAULT_MAX_SERIES: usize = 100_000;
 
 impl Metrics {
     #[must_use]
-    pub fn new(series_ttl: Duration, max_series: usize) -> Self {
+    pub fn new(series_ttl: Duration, max_series: usize, programs: Option<ProgramRuns>) -> Self {
         let mut registry = Registry::with_prefix("cgtrace");
         let budget = Budget::new(max_series);
         let oom_kills = Tracked::register(
             &mut registry,
             &budget,
-            "oom_kills",
+            "oom_events",
             "OOM kills, by the victim's workload and whose limit was hit: \
              its own cgroup's (own), an ancestor's (ancestor), or the machine's (global)",
         );
@@ -290,6 +329,9 @@ impl Metrics {
             budget.refused.clone(),
         );
         let probe = ProbeFamilies::register(&mut registry);
+        if let Some(programs) = programs {
+            registry.register_collector(Box::new(programs));
+        }
         Self {
             registry: Arc::new(registry),
             oom_kills,
@@ -298,6 +340,7 @@ impl Metrics {
             cpu,
             probe,
             last_stats: ProbeStats::default(),
+            memory_model: None,
             last_cpu: HashMap::new(),
             stalled,
             last_stalled: HashMap::new(),
@@ -335,22 +378,104 @@ impl Metrics {
         Some((path, labels))
     }
 
-    fn memory(&self, sample: &MemorySample, cx: &mut Context) {
+    /// The memory model, made with the session's page size when first
+    /// needed.
+    fn memory_model(&mut self, page_size: u64) -> &mut MemoryModel {
+        self.memory_model
+            .get_or_insert_with(|| MemoryModel::new(page_size))
+    }
+
+    fn memory(&mut self, sample: &MemorySample, cx: &mut Context) {
+        let facts = self.memory_model(cx.page_size).sample(sample);
         let Some((path, labels)) = Self::labels(Some(sample.cgroup), cx) else {
             return;
         };
         for (family, value) in [
-            (&self.memory.usage, sample.usage_bytes),
-            (&self.memory.limit, sample.limit_bytes),
-            (&self.memory.page_cache, sample.page_cache_bytes),
+            (&self.memory.usage, facts.usage_bytes),
+            (&self.memory.limit, facts.limit_bytes),
+            (&self.memory.page_cache, facts.owned_bytes),
         ] {
             if let Some(bytes) = value.and_then(|b| i64::try_from(b).ok()) {
                 family.get(&path, &labels).set(bytes);
             }
         }
+        for (kind, (charged, uncharged)) in ChargeKind::ALL.into_iter().zip(
+            facts
+                .stat_charges
+                .unwrap_or([(0, 0); cgtrace_common::pagecache::CHARGE_KINDS]),
+        ) {
+            self.charge(&path, &labels, kind, (charged, uncharged), cx.page_size);
+        }
+    }
+
+    /// Pages of `kind` charged to and uncharged from `path` (for the
+    /// refault kinds: pages faulted back in).
+    fn charge(
+        &self,
+        path: &str,
+        labels: &Labels,
+        kind: ChargeKind,
+        (charged, uncharged): (u64, u64),
+        page_size: u64,
+    ) {
+        let with_kind = |kind: &str| {
+            let mut labels = labels.clone();
+            labels.push(("kind", kind.to_owned()));
+            labels
+        };
+        match kind {
+            ChargeKind::RefaultAnon | ChargeKind::RefaultFile => {
+                let kind = if kind == ChargeKind::RefaultAnon {
+                    "anon"
+                } else {
+                    "file"
+                };
+                if charged > 0 {
+                    self.memory
+                        .refaults
+                        .get(path, &with_kind(kind))
+                        .inc_by(charged);
+                }
+            }
+            _ => {
+                for (family, pages) in [
+                    (&self.memory.charged, charged),
+                    (&self.memory.uncharged, uncharged),
+                ] {
+                    if pages > 0 {
+                        family
+                            .get(path, &with_kind(kind.name()))
+                            .inc_by(pages.saturating_mul(page_size));
+                    }
+                }
+            }
+        }
     }
 
     fn counters(&mut self, counters: &ProbeCounters, cx: &mut Context) {
+        self.memory_model(cx.page_size).counters(counters);
+        for stall in &counters.stalls {
+            let Some((path, mut labels)) = Self::labels(stall.cgroup, cx) else {
+                continue;
+            };
+            labels.push(("kind", stall.kind.name().to_owned()));
+            self.memory
+                .reclaim_stalls
+                .get(&path, &labels)
+                .add_stalls(&stall.stats);
+        }
+        for charge in counters.charges.iter().flatten() {
+            let Some((path, labels)) = Self::labels(charge.cgroup, cx) else {
+                continue;
+            };
+            self.charge(
+                &path,
+                &labels,
+                charge.kind,
+                (charge.charged, charge.uncharged),
+                cx.page_size,
+            );
+        }
         for activity in by_owner(counters) {
             let Some((path, labels)) = Self::labels(activity.owner, cx) else {
                 continue;
@@ -456,10 +581,10 @@ impl Metrics {
         let Some((path, labels)) = Self::labels(span.cgroup_ref, cx) else {
             return;
         };
-        self.cpu.spans.get(&path, &labels).inc();
-        #[expect(clippy::cast_precision_loss, reason = "seconds")]
-        let seconds = span.duration_ns() as f64 / 1e9;
-        self.cpu.span_seconds.get(&path, &labels).inc_by(seconds);
+        self.cpu
+            .spans
+            .get(&path, &labels)
+            .observe_ns(span.duration_ns());
     }
 
     /// The `evictor` label for `evictor` of `victim`: its path while the
@@ -480,6 +605,9 @@ impl Metrics {
     /// at the same path keeps them.
     fn cgroup_removed(&mut self, cgroup: CgroupRef, at_ns: u64, cx: &Context) {
         self.last_cpu.remove(&cgroup);
+        if let Some(model) = &mut self.memory_model {
+            model.forget(cgroup);
+        }
         self.last_stalled.retain(|(c, _, _), _| *c != cgroup);
         if let Some(path) = cx.names.path(cgroup) {
             self.removed.push((path.to_owned(), at_ns));
@@ -516,18 +644,21 @@ impl Metrics {
             family.forget(path);
         }
         for family in [
+            &self.memory.charged,
+            &self.memory.uncharged,
+            &self.memory.refaults,
             &self.cache.added,
             &self.cache.removed,
             &self.cache.evicted,
             &self.cache.evicted_by,
             &self.cpu.periods,
             &self.cpu.throttled_periods,
-            &self.cpu.spans,
         ] {
             family.forget(path);
         }
+        self.memory.reclaim_stalls.forget(path);
+        self.cpu.spans.forget(path);
         self.cpu.throttled_seconds.forget(path);
-        self.cpu.span_seconds.forget(path);
         self.cpu.quota_cores.forget(path);
         self.stalled.forget(path);
     }
@@ -629,7 +760,7 @@ mod tests {
 
     #[test]
     fn probe_health_counts_what_moved_since_the_last_report() {
-        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES);
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES, None);
         let mut cx = context();
         for drops in [3, 3, 10] {
             let health = Event::Health(Health {
@@ -659,7 +790,7 @@ mod tests {
             event::{CgroupNamed, CgroupRemoved, MemorySample, Tick},
         };
         const SECOND: u64 = 1_000_000_000;
-        let mut metrics = Metrics::new(Duration::from_mins(1), DEFAULT_MAX_SERIES);
+        let mut metrics = Metrics::new(Duration::from_mins(1), DEFAULT_MAX_SERIES, None);
         let mut cx = context();
         let cgroup = CgroupRef {
             id: 7,
@@ -720,7 +851,7 @@ mod tests {
             cgroup::Version,
             event::{CgroupNamed, MemorySample, Tick},
         };
-        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, 2);
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, 2, None);
         let mut cx = context();
         let cgroup = CgroupRef {
             id: 3,
@@ -763,7 +894,7 @@ mod tests {
         use cgtrace_common::cgroup::CgroupRef;
 
         use crate::event::{CgroupNamed, Flow as CacheFlow};
-        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES);
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES, None);
         let mut cx = context();
         let cgroup = |id: u64| CgroupRef {
             id,
@@ -814,7 +945,7 @@ mod tests {
         use cgtrace_common::cgroup::CgroupRef;
 
         use crate::event::{CgroupNamed, Pressure, PressureLine, PressureSample};
-        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES);
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES, None);
         let mut cx = context();
         let cgroup = CgroupRef {
             id: 5,
