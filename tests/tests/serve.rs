@@ -1,10 +1,16 @@
 //! `cgtrace serve` against the real kernel: its endpoint answers, its OOM
 //! and throttling counters are the kernel's, a noisy neighbour is named as
-//! the evictor, and a removed cgroup's series go after their TTL.
+//! the evictor, and a removed cgroup's series go after their TTL. Its
+//! flight recorder keeps the minutes before an OOM kill, stays under its
+//! disk cap through cgroup churn, and pauses on a full disk while the
+//! metrics go on.
 
 use std::{
+    collections::HashSet,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::mpsc::Receiver,
     time::Duration,
@@ -12,7 +18,8 @@ use std::{
 
 use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
 use cgtrace_tests::{
-    ChildGuard, cgtrace_bin, memhog, read_in, require_root, scratch, uncached_file, wait_until,
+    ChildGuard, cgtrace_bin, memhog, read_in, report_json, require_root, row_for, scratch,
+    uncached_file, wait_until,
 };
 
 const MIB: u64 = 1 << 20;
@@ -291,4 +298,214 @@ fn a_removed_cgroups_series_go_after_the_ttl() {
     wait_until("the series to expire", || {
         sample(&scrape(port), &series).is_none()
     });
+}
+
+/// Stops `serve` as a node's init system would (SIGTERM), and waits.
+fn stop(mut serve: ChildGuard) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(i32::try_from(serve.pid()).expect("a pid"), libc::SIGTERM);
+    }
+    let status = serve.wait();
+    assert!(status.success(), "serve ended with {status}");
+}
+
+/// Bytes under `dir`, each file once however many links it has.
+fn disk_bytes(dir: &Path) -> u64 {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if seen.insert(meta.ino()) {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+/// The snapshot directories under a flight recorder's `dir`.
+fn snapshots(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("snapshots"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn an_oom_kill_leaves_a_snapshot_of_the_minutes_before() {
+    if !require_root("an_oom_kill_leaves_a_snapshot_of_the_minutes_before") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a directory");
+    let recorder = dir.path().join("flight");
+    let (serve, _, _lines) = serve(&[
+        "--flight-recorder",
+        recorder.to_str().unwrap(),
+        "--keep",
+        "1m",
+    ]);
+    let group = scratch("flight-oom", Some(64 * MIB));
+    // What the group did before it was killed: read a file into its cache.
+    let file = uncached_file("flight", 32);
+    read_in(&group, &[&file.path]);
+    memhog(&group, 128).wait();
+    let kernel = group.oom_kill_count().expect("the kernel's oom_kill");
+    wait_until("a snapshot of the kill", || {
+        !snapshots(&recorder).is_empty()
+    });
+    // One interval more, so the samples after the kill are written too.
+    std::thread::sleep(Duration::from_millis(500));
+    stop(serve);
+    let snapshot = snapshots(&recorder).remove(0);
+    let name = snapshot.file_name().unwrap().to_string_lossy().to_string();
+    let workload = group.path().trim_start_matches('/');
+    assert!(name.ends_with(&format!("-oom-{workload}")), "{name}");
+    let report = report_json(&snapshot);
+    let kills: Vec<&serde_json::Value> = report["oom_kills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|kill| kill["victim"]["cgroup"] == group.path())
+        .collect();
+    assert_eq!(kills.len() as u64, kernel, "{report}");
+    assert_eq!(
+        kills[0]["oom_memcg"]["path"],
+        group.path(),
+        "its own limit: {report}"
+    );
+    // The minutes before it: the file the group read before the hog ran.
+    let row = row_for(&report, group.path());
+    assert!(
+        row["added_bytes"].as_u64().unwrap() >= 32 * MIB,
+        "the read before the kill: {row}"
+    );
+    assert_eq!(report["ending"]["complete"], true, "{report}");
+    // The whole directory reads as one trace too.
+    let whole = report_json(&recorder);
+    assert_eq!(whole["oom_kills"].as_array().unwrap().len(), kills.len());
+}
+
+#[test]
+fn cgroup_churn_never_takes_the_recorder_past_its_cap() {
+    const CAP: u64 = MIB;
+    if !require_root("cgroup_churn_never_takes_the_recorder_past_its_cap") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a directory");
+    let recorder = dir.path().join("flight");
+    let (serve, port, _lines) = serve(&[
+        "--flight-recorder",
+        recorder.to_str().unwrap(),
+        "--max-disk",
+        "1M",
+    ]);
+    let parent = scratch("flight-churn", None);
+    // Each cgroup made and removed is two records: churn until the ring
+    // has had to delete segments a few times.
+    let mut highest = 0;
+    let mut made = 0;
+    let deleted = || {
+        sample(
+            &scrape(port),
+            "cgtrace_flight_recorder_segments_deleted_total",
+        )
+        .unwrap_or(0)
+    };
+    wait_until("the churn to fill the cap", || {
+        for _ in 0..1000 {
+            let child = parent.dir().join(format!("c{made}"));
+            std::fs::create_dir(&child).expect("mkdir");
+            std::fs::remove_dir(&child).expect("rmdir");
+            made += 1;
+        }
+        highest = highest.max(disk_bytes(&recorder));
+        deleted() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    highest = highest.max(disk_bytes(&recorder));
+    stop(serve);
+    eprintln!("{made} cgroups made and removed: at most {highest} bytes under a cap of {CAP}");
+    assert!(highest <= CAP, "{highest} bytes under a cap of {CAP}");
+    // What is left reads as one trace.
+    let report = report_json(&recorder);
+    assert!(report["records"].as_u64().unwrap() > 0, "{report}");
+}
+
+/// A tmpfs of `size` mounted on `dir`, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Self {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount a tmpfs on {}", dir.display());
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_pauses_the_recorder_and_the_metrics_go_on() {
+    if !require_root("a_full_disk_pauses_the_recorder_and_the_metrics_go_on") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a directory");
+    let disk = Tmpfs::mount(dir.path(), "4m");
+    let recorder = dir.path().join("flight");
+    let (serve, port, _lines) = serve(&["--flight-recorder", recorder.to_str().unwrap()]);
+    // Something else fills the disk.
+    let filler = dir.path().join("filler");
+    let mut file = std::fs::File::create(&filler).expect("a filler file");
+    let block = vec![0u8; 64 << 10];
+    while file.write_all(&block).is_ok() {}
+    drop(file);
+    // Cgroups come and go, so the recorder has records to write.
+    let parent = scratch("flight-full", None);
+    let churn = |count: usize| {
+        for i in 0..count {
+            let child = parent.dir().join(format!("c{i}"));
+            let _ = std::fs::create_dir(&child);
+            let _ = std::fs::remove_dir(&child);
+        }
+    };
+    wait_until("the recorder to pause", || {
+        churn(200);
+        sample(&scrape(port), "cgtrace_flight_recorder_paused") == Some(1)
+    });
+    // The metrics go on: an OOM kill is counted while nothing is recorded.
+    let group = scratch("flight-full-oom", Some(64 * MIB));
+    memhog(&group, 128).wait();
+    let kernel = group.oom_kill_count().expect("the kernel's oom_kill");
+    let series = format!(
+        "cgtrace_oom_events_total{{cgroup=\"{}\",limit=\"own\"}}",
+        group.path()
+    );
+    wait_until("the kill on /metrics", || {
+        sample(&scrape(port), &series) == Some(kernel)
+    });
+    // Space comes back: recording resumes.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    wait_until("the recorder to resume", || {
+        churn(10);
+        sample(&scrape(port), "cgtrace_flight_recorder_paused") == Some(0)
+    });
+    stop(serve);
+    drop(disk);
 }

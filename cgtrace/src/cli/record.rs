@@ -13,7 +13,7 @@ use std::{
     os::unix::process::ExitStatusExt as _,
     path::PathBuf,
     process::ExitCode,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -25,10 +25,9 @@ use crate::{
     identity::selection::{SelectArgs, Selection},
     probe::{FeatureSet, ProbeOptions},
     session::{self, FileSamples, LiveOptions},
-    system::{self, Clock},
     trace::{
-        file::{TraceHeader, TraceWriter},
-        sink::TraceSink,
+        file::TraceWriter,
+        sink::{TraceSink, machine_header},
     },
 };
 
@@ -113,23 +112,6 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
         .unwrap_or(1)
 }
 
-/// The facts about this machine and moment that open a trace.
-fn header() -> TraceHeader {
-    let now_monotonic = Clock::monotonic_now_ns();
-    let now_wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    TraceHeader {
-        kernel_release: system::kernel_release(),
-        hostname: system::hostname(),
-        boot_time_ns: now_wall.saturating_sub(now_monotonic),
-        start_monotonic_ns: now_monotonic,
-        start_wall_ns: now_wall,
-        page_size: 1 << crate::probe::offsets::page_shift(),
-        writer: format!("cgtrace {}", env!("CARGO_PKG_VERSION")),
-    }
-}
-
 /// The command's memory cgroups, whose usage is sampled every interval
 /// even when no page-cache event names them.
 fn memory_refs(cgroups: &[ScratchCgroup], hierarchies: &Hierarchies) -> Vec<CgroupRef> {
@@ -207,7 +189,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     )?;
     let file = std::fs::File::create(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
-    let writer = TraceWriter::new(file, &header())
+    let writer = TraceWriter::new(file, &machine_header())
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     let mut sink = TraceSink::new(writer, args.output.clone());
     source.sample_watched(&mut cx);

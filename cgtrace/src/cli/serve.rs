@@ -5,6 +5,7 @@
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -12,15 +13,20 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context as _;
 use clap::Args;
 
 use super::{Outcome, interval::DEFAULT_INTERVAL};
 use crate::{
     endpoint::{self, Endpoint},
+    event::Event,
     identity::selection::{SelectArgs, Selection},
     probe::{FeatureSet, ProbeOptions},
-    session::{self, FileSamples, LiveOptions},
+    session::{self, Context, End, FileSamples, Flow, LiveOptions, Sink},
     system::Clock,
+    trace::flight::{
+        DEFAULT_KEEP, DEFAULT_MAX_DISK, FlightOptions, FlightRecorder, RecorderStatus,
+    },
     view::{
         metrics::{DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL, Metrics, ProgramRuns},
         oom::{OomFollow, OomPrinter},
@@ -50,12 +56,35 @@ pub struct ServeArgs {
     /// run while on, so they are off unless asked for.
     #[arg(long)]
     pub program_stats: bool,
+    /// Record continuously into DIR, in segments, and on every OOM kill and
+    /// on SIGUSR1 keep the last --keep minutes as a snapshot under
+    /// DIR/snapshots (`cgtrace report DIR/snapshots/…` reads one).
+    #[arg(long, value_name = "DIR")]
+    pub flight_recorder: Option<PathBuf>,
+    /// The most the flight recorder's directory holds, snapshots included
+    /// (default 1G); the oldest segments, then snapshots, make room.
+    #[arg(long, value_parser = crate::units::parse_size, value_name = "SIZE", requires = "flight_recorder")]
+    pub max_disk: Option<u64>,
+    /// How far back a snapshot reaches (default 10m).
+    #[arg(long, value_parser = crate::units::parse_duration, value_name = "DURATION", requires = "flight_recorder")]
+    pub keep: Option<Duration>,
     #[command(flatten)]
     pub select: SelectArgs,
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<Outcome> {
     let selection = Selection::new(&args.select)?;
+    let flight = args
+        .flight_recorder
+        .as_ref()
+        .map(|dir| {
+            FlightOptions::new(
+                dir.clone(),
+                args.max_disk.unwrap_or(DEFAULT_MAX_DISK),
+                args.keep.unwrap_or(DEFAULT_KEEP),
+            )
+        })
+        .transpose()?;
     let runtime = session::runtime()?;
     // Bound before the probes load: a port in use fails at once.
     let listener = runtime.block_on(endpoint::bind(args.listen))?;
@@ -90,11 +119,24 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<Outcome> {
     } else {
         None
     };
+    let status = RecorderStatus::default();
+    let mut recorder = flight
+        .map(|options| FlightRecorder::open(options, status.clone()))
+        .transpose()?;
     let mut metrics = Metrics::new(
         args.series_ttl.unwrap_or(DEFAULT_SERIES_TTL),
         args.max_series.unwrap_or(DEFAULT_MAX_SERIES),
-        programs,
+        |registry| {
+            if let Some(programs) = programs {
+                registry.register_collector(Box::new(programs));
+            }
+            if recorder.is_some() {
+                status.register(registry);
+            }
+        },
     );
+    let snapshot_trigger = recorder.as_ref().map(FlightRecorder::snapshot_trigger);
+    runtime.block_on(async { snapshot_on_sigusr1(snapshot_trigger) })?;
     let endpoint = Endpoint {
         registry: metrics.registry(),
         ready: Arc::new(AtomicBool::new(true)),
@@ -107,10 +149,69 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<Outcome> {
     );
     // Each kill also as one JSON line on stdout (the `oom --json` schema),
     // for a node's log shipper.
-    let mut kill_lines = OomFollow::new(OomPrinter::new(true), Clock::monotonic_now_ns(), None);
-    let result = session::run(&mut source, &mut cx, &mut [&mut metrics, &mut kill_lines]);
+    let mut kill_lines = KillLines(Some(OomFollow::new(
+        OomPrinter::new(true),
+        Clock::monotonic_now_ns(),
+        None,
+    )));
+    let mut sinks: Vec<&mut dyn Sink> = vec![&mut metrics, &mut kill_lines];
+    if let Some(recorder) = &mut recorder {
+        sinks.push(recorder);
+    }
+    let result = session::run(&mut source, &mut cx, &mut sinks);
     ready.store(false, Ordering::Relaxed);
     server.abort();
     result?;
     Ok(Outcome::Success)
+}
+
+/// On SIGUSR1, asks the flight recorder for a snapshot (at the end of the
+/// interval); without one, says there is none rather than die of the
+/// signal's default action.
+fn snapshot_on_sigusr1(trigger: Option<Arc<AtomicBool>>) -> anyhow::Result<()> {
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .context("cannot handle SIGUSR1")?;
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            if let Some(trigger) = &trigger {
+                trigger.store(true, Ordering::Relaxed);
+            } else {
+                crate::note!(
+                    "cgtrace: SIGUSR1: no flight recorder to snapshot (serve --flight-recorder DIR)"
+                );
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The kill lines on stdout, for as long as stdout takes them: a log
+/// shipper that goes away stops the lines, not the agent.
+struct KillLines(Option<OomFollow>);
+
+impl KillLines {
+    fn failed(&mut self, error: &anyhow::Error) {
+        crate::note!("cgtrace: serve: {error:#}: no more kill lines on stdout; the metrics go on");
+        self.0 = None;
+    }
+}
+
+impl Sink for KillLines {
+    fn event(&mut self, event: &Event, cx: &mut Context) -> anyhow::Result<Flow> {
+        if let Some(lines) = &mut self.0
+            && let Err(error) = lines.event(event, cx)
+        {
+            self.failed(&error);
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self, cx: &mut Context, end: &End) -> anyhow::Result<()> {
+        if let Some(lines) = &mut self.0
+            && let Err(error) = lines.finish(cx, end)
+        {
+            self.failed(&error);
+        }
+        Ok(())
+    }
 }

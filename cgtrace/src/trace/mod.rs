@@ -7,6 +7,7 @@ pub mod codec;
 pub mod codes;
 pub mod disk;
 pub mod file;
+pub mod flight;
 pub mod reader;
 pub mod record;
 pub mod sink;

@@ -2,16 +2,40 @@
 //! trace file, one chunk per sampling interval (so a killed recorder loses
 //! at most the interval it was in), with a progress line on a terminal.
 
-use std::{fs::File, io::IsTerminal as _, path::PathBuf, time::Instant};
+use std::{
+    fs::File,
+    io::IsTerminal as _,
+    path::PathBuf,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::Context as _;
 
-use super::file::TraceWriter;
+use super::file::{TraceHeader, TraceWriter};
 use crate::{
     event::Event,
     session::{Context, End, Flow, Sink},
+    system::{self, Clock},
     view::format::bytes,
 };
+
+/// The facts about this machine and moment that open a trace.
+#[must_use]
+pub fn machine_header() -> TraceHeader {
+    let now_monotonic = Clock::monotonic_now_ns();
+    let now_wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    TraceHeader {
+        kernel_release: system::kernel_release(),
+        hostname: system::hostname(),
+        boot_time_ns: now_wall.saturating_sub(now_monotonic),
+        start_monotonic_ns: now_monotonic,
+        start_wall_ns: now_wall,
+        page_size: 1 << crate::probe::offsets::page_shift(),
+        writer: format!("cgtrace {}", env!("CARGO_PKG_VERSION")),
+    }
+}
 
 /// Writes a trace.
 pub struct TraceSink {

@@ -81,6 +81,13 @@ pub fn rfc3339(time: SystemTime) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z")
 }
 
+/// UTC for file names, sorting in time order: `20261122T215418Z`.
+#[must_use]
+pub fn file_time(time: SystemTime) -> String {
+    let (y, mo, d, h, mi, s, _) = utc_fields(time);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+}
+
 /// Compact UTC for tables: `11-22 21:54:18.123`.
 #[must_use]
 pub fn short_time(time: SystemTime) -> String {

@@ -297,7 +297,9 @@ pub const DEFAULT_MAX_SERIES: usize = 100_000;
 
 impl Metrics {
     #[must_use]
-    pub fn new(series_ttl: Duration, max_series: usize, programs: Option<ProgramRuns>) -> Self {
+    /// The families, with whatever `extra` registers beside them (the
+    /// per-program collector, the flight recorder's status).
+    pub fn new(series_ttl: Duration, max_series: usize, extra: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("cgtrace");
         let budget = Budget::new(max_series);
         let oom_kills = Tracked::register(
@@ -329,9 +331,7 @@ impl Metrics {
             budget.refused.clone(),
         );
         let probe = ProbeFamilies::register(&mut registry);
-        if let Some(programs) = programs {
-            registry.register_collector(Box::new(programs));
-        }
+        extra(&mut registry);
         Self {
             registry: Arc::new(registry),
             oom_kills,
@@ -760,7 +760,7 @@ mod tests {
 
     #[test]
     fn probe_health_counts_what_moved_since_the_last_report() {
-        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES, None);
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES, |_| {});
         let mut cx = context();
         for drops in [3, 3, 10] {
             let health = Event::Health(Health {
@@ -790,7 +790,7 @@ mod tests {
             event::{CgroupNamed, CgroupRemoved, MemorySample, Tick},
         };
         const SECOND: u64 = 1_000_000_000;
-        let mut metrics = Metrics::new(Duration::from_mins(1), DEFAULT_MAX_SERIES, None);
+        let mut metrics = Metrics::new(Duration::from_mins(1), DEFAULT_MAX_SERIES, |_| {});
         let mut cx = context();
         let cgroup = CgroupRef {
             id: 7,
@@ -851,7 +851,7 @@ mod tests {
             cgroup::Version,
             event::{CgroupNamed, MemorySample, Tick},
         };
-        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, 2, None);
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, 2, |_| {});
         let mut cx = context();
         let cgroup = CgroupRef {
             id: 3,
@@ -894,7 +894,7 @@ mod tests {
         use cgtrace_common::cgroup::CgroupRef;
 
         use crate::event::{CgroupNamed, Flow as CacheFlow};
-        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES, None);
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES, |_| {});
         let mut cx = context();
         let cgroup = |id: u64| CgroupRef {
             id,
@@ -945,7 +945,7 @@ mod tests {
         use cgtrace_common::cgroup::CgroupRef;
 
         use crate::event::{CgroupNamed, Pressure, PressureLine, PressureSample};
-        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES, None);
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES, |_| {});
         let mut cx = context();
         let cgroup = CgroupRef {
             id: 5,

@@ -5,7 +5,7 @@
 //! Cgroups are keyed by path, so on a v1 host the memory and cpu cgroups of
 //! one workload (same path, two hierarchies) make one row.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use cgtrace_common::{
     cgroup::CgroupRef,
@@ -54,6 +54,9 @@ pub struct CgroupSummary {
     /// The kernel's own usage watermarks (since the cgroup was created),
     /// first and highest recorded.
     pub peak_watermark_bytes: Option<(u64, u64)>,
+    /// The cgroup was created while recording: its watermark is all the
+    /// trace's, even where no sample saw it rise.
+    pub created_in_trace: bool,
     /// Memory events over the trace (each field summed where known).
     pub events: Option<MemoryEvents>,
     /// The CFS period, where the trace's samples say (format 2).
@@ -79,6 +82,7 @@ impl Default for CgroupSummary {
             memory: Vec::new(),
             limit_bytes: None,
             peak_watermark_bytes: None,
+            created_in_trace: false,
             events: None,
             period_ns: None,
             pressure: None,
@@ -94,8 +98,9 @@ impl CgroupSummary {
     }
 
     /// The highest usage during the trace: the kernel's own watermark where
-    /// it rose while recording, else the highest sample (a watermark that
-    /// never rose may predate the trace).
+    /// it rose while recording or the cgroup was created while recording,
+    /// else the highest sample (a watermark that never rose may predate the
+    /// trace).
     ///
     /// Where the watermark rose it alone counts. It sees the moments
     /// between samples (an OOM victim charging past the limit as it
@@ -105,9 +110,9 @@ impl CgroupSummary {
     /// instant shows up to a charge batch more than the group ever held.
     #[must_use]
     pub fn peak_usage(&self) -> Option<u64> {
-        let watermark = self
-            .peak_watermark_bytes
-            .and_then(|(first, highest)| (highest > first).then_some(highest));
+        let watermark = self.peak_watermark_bytes.and_then(|(first, highest)| {
+            (highest > first || self.created_in_trace).then_some(highest)
+        });
         watermark.or_else(|| self.memory.iter().filter_map(|p| p.usage_bytes).max())
     }
 
@@ -157,6 +162,8 @@ pub struct Summary {
     pressure_model: PressureModel,
     /// Where the open interval's charges come from.
     interval_charges: Option<ChargesFrom>,
+    /// Cgroups created while recording.
+    created: HashSet<(u32, u64)>,
 }
 
 /// The summary of a replay, built as the events stream by.
@@ -213,13 +220,19 @@ impl Summary {
             memory_model: MemoryModel::new(page_size),
             pressure_model: PressureModel::new(),
             interval_charges: None,
+            created: HashSet::new(),
         }
     }
 
     /// Folds in one event.
     pub fn add(&mut self, event: &Event) {
         match event {
-            Event::CgroupCreated(named) | Event::CgroupNamed(named) => self.names.learn(named),
+            Event::CgroupCreated(named) => {
+                self.names.learn(named);
+                self.created
+                    .insert((named.cgroup.hierarchy, named.cgroup.id));
+            }
+            Event::CgroupNamed(named) => self.names.learn(named),
             Event::OomKill(kill) => {
                 let name = kill
                     .victim
@@ -316,7 +329,11 @@ impl Summary {
     /// `memory.stat` charges.
     fn memory(&mut self, sample: &MemorySample) {
         let facts = self.memory_model.sample(sample);
+        let created = self
+            .created
+            .contains(&(sample.cgroup.hierarchy, sample.cgroup.id));
         let totals = self.entry(Some(sample.cgroup));
+        totals.created_in_trace |= created;
         totals.memory.push(MemoryPoint {
             end_ns: sample.at_ns,
             usage_bytes: facts.usage_bytes,
@@ -489,5 +506,14 @@ mod tests {
             memory(0, 64 << 20),
         ]);
         assert_eq!(summary.cgroups["id:9"].peak_usage(), Some(64 << 20));
+        // Created while recording, first sampled after its peak (a flight
+        // recorder sees a group once the probe names it): the watermark is
+        // still all the trace's.
+        let created = Event::CgroupCreated(crate::event::CgroupNamed {
+            cgroup: GROUP,
+            path: "/job".to_owned(),
+        });
+        let summary = summarize(&[created, memory(1 << 20, 64 << 20), memory(0, 64 << 20)]);
+        assert_eq!(summary.cgroups["/job"].peak_usage(), Some(64 << 20));
     }
 }
