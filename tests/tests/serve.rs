@@ -509,3 +509,157 @@ fn a_full_disk_pauses_the_recorder_and_the_metrics_go_on() {
     stop(serve);
     drop(disk);
 }
+
+/// `text` for a URL's query string.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A Prometheus server (Debian's `prometheus`) scraping `target` every
+/// second, with its storage in a directory of its own; stopped on drop.
+struct Prometheus {
+    _server: ChildGuard,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// `None` where it is not installed (the kernel-matrix guests).
+    fn start(target: u16) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("a directory");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cgtrace\n    \
+                 static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .expect("write the scrape config");
+        let port = free_port();
+        let server = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(server) = server else {
+            assert!(
+                std::env::var_os("CGTRACE_SKIP_BROWSER").is_some(),
+                "prometheus is not installed: `cargo xtask test` installs it (apt-get install prometheus)"
+            );
+            return None;
+        };
+        let prometheus = Self {
+            _server: ChildGuard(server),
+            port,
+            _dir: dir,
+        };
+        wait_until("Prometheus to be ready", || {
+            get(port, "/-/ready", "").is_some_and(|(status, _)| status == 200)
+        });
+        Some(prometheus)
+    }
+
+    /// An instant query's answer: the HTTP status and the JSON.
+    fn answer(&self, promql: &str) -> Option<(u16, serde_json::Value)> {
+        let path = format!("/api/v1/query?query={}", percent_encoded(promql));
+        let (status, body) = get(self.port, &path, "")?;
+        // The body may come chunked; the JSON object is what lies between
+        // the first `{` and the last `}`.
+        let json = &body[body.find('{')?..=body.rfind('}')?];
+        Some((status, serde_json::from_str(json).ok()?))
+    }
+
+    /// The value of an instant query's one result, if it has one.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let (status, answer) = self.answer(promql)?;
+        if status != 200 {
+            return None;
+        }
+        answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+}
+
+#[test]
+fn a_prometheus_server_scraping_serve_answers_with_the_kernels_counts() {
+    if !require_root("a_prometheus_server_scraping_serve_answers_with_the_kernels_counts") {
+        return;
+    }
+    let (_serve, port, _lines) = serve(&[]);
+    let Some(prometheus) = Prometheus::start(port) else {
+        return;
+    };
+    // An OOM kill at a group's own limit.
+    let group = scratch("serve-prom-oom", Some(64 * MIB));
+    memhog(&group, 128).wait();
+    let kills = group.oom_kill_count().expect("the kernel's oom_kill");
+    // A group throttled at a fifth of a core.
+    let hierarchies = Hierarchies::discover().expect("cgroup mounts");
+    let name = format!("cgtrace-test-serve-prom-cpu-{}", std::process::id());
+    let throttled = ScratchCgroup::create_for(&hierarchies, "cpu", &name).expect("a cpu cgroup");
+    throttled.set_cpu_quota(20_000, 100_000).expect("a quota");
+    let mut spin = Command::new(cgtrace_bin());
+    spin.args(["__spin", "1", "1"]);
+    ChildGuard(throttled.spawn_into(&mut spin).expect("start the spinner")).wait();
+    let periods = throttled.cpu_stat().expect("cpu.stat").nr_throttled;
+    // The questions an on-call engineer asks, in PromQL (README).
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    let (kills, periods) = (kills as f64, periods as f64);
+    let killed_at_own_limit = format!(
+        "sum by (cgroup) (cgtrace_oom_events_total{{cgroup=\"{}\",limit=\"own\"}})",
+        group.path()
+    );
+    wait_until("Prometheus to have the kill", || {
+        prometheus.query(&killed_at_own_limit) == Some(kills)
+    });
+    let throttled_periods = format!(
+        "cgtrace_cpu_cfs_throttled_periods_total{{cgroup=\"{}\"}}",
+        throttled.path()
+    );
+    wait_until("Prometheus to have the throttled periods", || {
+        prometheus.query(&throttled_periods) == Some(periods)
+    });
+    assert_eq!(
+        prometheus.query("sum(cgtrace_probe_ring_buffer_drops_total)"),
+        Some(0.0),
+        "nothing lost"
+    );
+    // Every query of the Grafana dashboard in deploy/ is one Prometheus
+    // runs, with Grafana's variables as Grafana would fill them in.
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana-dashboard.json"
+    )))
+    .expect("the dashboard is JSON");
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("a query");
+            let promql = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", "1h")
+                .replace("$namespace", ".*");
+            let (status, answer) = prometheus.answer(&promql).expect("an answer");
+            assert_eq!(
+                (status, &answer["status"]),
+                (200, &serde_json::json!("success")),
+                "{promql}: {answer}"
+            );
+        }
+    }
+}

@@ -989,3 +989,144 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod dashboard {
+    //! The Grafana dashboard in `deploy/` names only families `serve`
+    //! serves: a renamed family breaks this test, not a user's dashboard.
+
+    use std::collections::{BTreeSet, VecDeque};
+
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+    use crate::{
+        event::{Bandwidth, CgroupNamed, CpuStat, Pressure, PressureLine, PressureSample},
+        identity::selection::Selection,
+        system::Clock,
+        trace::{flight::RecorderStatus, v1::V1Adapter},
+    };
+
+    const DASHBOARD: &str = include_str!("../../../../deploy/grafana-dashboard.json");
+
+    /// The metric names in the dashboard's queries.
+    fn queried() -> BTreeSet<String> {
+        let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).unwrap();
+        let mut names = BTreeSet::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let mut rest = expr;
+                while let Some(at) = rest.find("cgtrace_") {
+                    let name: String = rest[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    rest = &rest[at + name.len()..];
+                    names.insert(name);
+                }
+            }
+        }
+        names
+    }
+
+    /// The sample names a family of `kind` is scraped as.
+    fn sample_names(family: &str, kind: &str) -> Vec<String> {
+        match kind {
+            "counter" => vec![format!("{family}_total")],
+            "histogram" => ["bucket", "count", "sum"]
+                .iter()
+                .map(|suffix| format!("{family}_{suffix}"))
+                .collect(),
+            _ => vec![family.to_owned()],
+        }
+    }
+
+    /// Every family, fed the recorded fixtures and a sample of each kind.
+    fn served() -> BTreeSet<String> {
+        let status = RecorderStatus::default();
+        let mut metrics = Metrics::new(DEFAULT_SERIES_TTL, DEFAULT_MAX_SERIES, |registry| {
+            status.register(registry);
+        });
+        let mut cx = Context::new(Selection::everything(), Clock::now(), 4096);
+        let mut events = VecDeque::new();
+        let mut adapter = V1Adapter::new();
+        for record in crate::trace::record::tests::samples() {
+            adapter.push(record, &mut events);
+        }
+        let cgroup = CgroupRef {
+            id: 77,
+            hierarchy: 0,
+            level: 1,
+        };
+        let line = PressureLine {
+            total_us: 5,
+            ..PressureLine::default()
+        };
+        events.extend([
+            Event::CgroupCreated(CgroupNamed {
+                cgroup,
+                path: "/job".to_owned(),
+            }),
+            Event::Cpu(CpuSample {
+                at_ns: 1,
+                cgroup,
+                stat: Some(CpuStat {
+                    nr_periods: 10,
+                    nr_throttled: 2,
+                    throttled_ns: 5,
+                    usage_ns: None,
+                }),
+                bandwidth: Some(Bandwidth {
+                    quota_us: Some(50_000),
+                    period_us: 100_000,
+                }),
+                usage_ns: None,
+            }),
+            Event::Pressure(PressureSample {
+                at_ns: 1,
+                cgroup,
+                memory: Some(Pressure {
+                    some: line,
+                    full: None,
+                }),
+                cpu: None,
+                io: None,
+            }),
+            Event::Memory(MemorySample {
+                at_ns: 1,
+                cgroup,
+                version: crate::cgroup::Version::V2,
+                usage_bytes: Some(1 << 20),
+                limit_bytes: Some(2 << 20),
+                peak_bytes: None,
+                page_cache_bytes: Some(4096),
+                events: None,
+                stat_charges: Some([(3, 1); cgtrace_common::pagecache::CHARGE_KINDS]),
+            }),
+        ]);
+        for event in &events {
+            cx.learn(event);
+            metrics.event(event, &mut cx).unwrap();
+        }
+        let mut text = String::new();
+        encode(&mut text, &metrics.registry()).unwrap();
+        text.lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|line| line.split_once(' '))
+            .flat_map(|(family, kind)| sample_names(family, kind))
+            .collect()
+    }
+
+    #[test]
+    fn the_dashboard_queries_only_served_families() {
+        let served = served();
+        let queried = queried();
+        assert!(queried.len() >= 10, "{queried:?}");
+        let missing: Vec<&String> = queried.difference(&served).collect();
+        assert!(
+            missing.is_empty(),
+            "not served: {missing:?}\nserved: {served:?}"
+        );
+    }
+}
