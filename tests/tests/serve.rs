@@ -145,12 +145,13 @@ fn a_throttled_group_has_the_kernels_throttled_periods() {
             .and_then(|(_, text)| sample(&text, &series("cgtrace_cpu_cfs_throttled_periods_total")))
             .is_some_and(|periods| periods == kernel)
     });
+    // Periods with runnable tasks may go on a moment after the last
+    // throttled one.
+    wait_until("the kernel's periods on /metrics", || {
+        sample(&scrape(port), &series("cgtrace_cpu_cfs_periods_total"))
+            == Some(group.cpu_stat().expect("cpu.stat").nr_periods)
+    });
     let text = scrape(port);
-    assert_eq!(
-        sample(&text, &series("cgtrace_cpu_cfs_periods_total")),
-        Some(group.cpu_stat().expect("cpu.stat").nr_periods),
-        "periods against cpu.stat"
-    );
     // cgtrace's own spans, as a histogram: each span ends when the quota
     // comes back, so one is never longer than a period (0.1 s here).
     let spans = sample(

@@ -41,10 +41,10 @@ impl Bandwidth {
 pub fn bandwidth(mount: &Path, path: &str, version: Version) -> Option<Bandwidth> {
     let dir = mount.join(path.trim_start_matches('/'));
     match version {
-        Version::V2 => Bandwidth::parse_v2(&std::fs::read_to_string(dir.join("cpu.max")).ok()?),
+        Version::V2 => Bandwidth::parse_v2(&super::read_file(dir.join("cpu.max")).ok()?),
         Version::V1 => Bandwidth::parse_v1(
-            &std::fs::read_to_string(dir.join("cpu.cfs_quota_us")).ok()?,
-            &std::fs::read_to_string(dir.join("cpu.cfs_period_us")).ok()?,
+            &super::read_file(dir.join("cpu.cfs_quota_us")).ok()?,
+            &super::read_file(dir.join("cpu.cfs_period_us")).ok()?,
         ),
     }
 }
@@ -54,7 +54,7 @@ pub fn bandwidth(mount: &Path, path: &str, version: Version) -> Option<Bandwidth
 pub fn cpu_stat(mount: &Path, path: &str, version: Version) -> Option<CpuStat> {
     let dir = mount.join(path.trim_start_matches('/'));
     Some(CpuStat::parse(
-        &std::fs::read_to_string(dir.join("cpu.stat")).ok()?,
+        &super::read_file(dir.join("cpu.stat")).ok()?,
         version,
     ))
 }
@@ -76,7 +76,7 @@ pub fn usage_ns(
                 .mount
                 .join(path.trim_start_matches('/'))
                 .join("cpuacct.usage");
-            std::fs::read_to_string(file).ok()?.trim().parse().ok()
+            super::read_file(file).ok()?.trim().parse().ok()
         }
     }
 }

@@ -6,7 +6,11 @@
 //! already learnt stay in the cache after the cgroup is removed, so an event
 //! about a cgroup that has just gone still carries its name.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+};
 
 use cgtrace_common::cgroup::CgroupRef;
 
@@ -27,10 +31,10 @@ pub struct Resolver {
     paths: HashMap<(u32, u64), String>,
     /// Walks done per hierarchy.
     scans: HashMap<u32, u64>,
-    /// Ids not found, with the walk count when they were last looked for:
-    /// each unknown id costs at most one walk, so events about a cgroup that
-    /// vanished before it was seen do not walk the tree again and again.
-    misses: HashMap<(u32, u64), u64>,
+    /// Ids not found: each unknown id costs at most one walk, so events
+    /// about a cgroup that vanished before it was seen do not walk the tree
+    /// again and again (a later walk for another id still finds it).
+    misses: HashSet<(u32, u64)>,
 }
 
 impl Resolver {
@@ -40,7 +44,7 @@ impl Resolver {
             hierarchies,
             paths: HashMap::new(),
             scans: HashMap::new(),
-            misses: HashMap::new(),
+            misses: HashSet::new(),
         }
     }
 
@@ -68,8 +72,11 @@ impl Resolver {
         if let Some(path) = self.paths.get(&key) {
             return Some(path.clone());
         }
-        let scans = self.scans.get(&cgroup.hierarchy).copied().unwrap_or(0);
-        if self.misses.get(&key) != Some(&scans) {
+        // An id looked for before was not there at a walk since (its own,
+        // or a later one that would have found it): no walk for it again.
+        // Comparing walk counts instead would let two unknown ids make
+        // each other walk the tree on every lookup.
+        if !self.misses.contains(&key) {
             self.scan(cgroup.hierarchy);
         }
         let found = self.paths.get(&key).cloned();
@@ -77,8 +84,7 @@ impl Resolver {
             if self.misses.len() >= MAX_CACHED {
                 self.misses.clear();
             }
-            let scans = self.scans.get(&cgroup.hierarchy).copied().unwrap_or(0);
-            self.misses.insert(key, scans);
+            self.misses.insert(key);
         }
         found
     }
@@ -206,6 +212,21 @@ mod tests {
         assert_eq!(resolver.path(late).as_deref(), Some("/late"));
         std::fs::remove_dir(dir.path().join("late")).unwrap();
         assert_eq!(resolver.path(late).as_deref(), Some("/late"));
+    }
+
+    #[test]
+    fn unknown_ids_cost_one_walk_each_however_often_they_are_asked_for() {
+        let (_dir, mut resolver) = fake_tree();
+        let unknown = |id| CgroupRef {
+            id,
+            hierarchy: 4,
+            level: 1,
+        };
+        for _ in 0..10 {
+            assert_eq!(resolver.path(unknown(900_001)), None);
+            assert_eq!(resolver.path(unknown(900_002)), None);
+        }
+        assert_eq!(resolver.scans[&4], 2);
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! gauges become counters here too: every rise of a gauge between two
 //! samples counts as charged, every fall as uncharged.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use cgtrace_common::{
     cgroup::CgroupRef,
@@ -18,7 +21,9 @@ use super::{
     Hierarchies, Hierarchy, Resolver, Version, cpu,
     stat::{self, CpuStat, MemoryEvents},
 };
-use crate::event::{Charges, CpuSample, MemorySample, Pressure, PressureLine, PressureSample};
+use crate::event::{
+    Bandwidth, Charges, CpuSample, MemorySample, Pressure, PressureLine, PressureSample,
+};
 
 /// A cgroup by what identifies it: its hierarchy and id.
 type Key = (u32, u64);
@@ -45,14 +50,28 @@ struct Baseline {
 pub struct FileSampler {
     baselines: HashMap<Key, Baseline>,
     page_size: u64,
+    /// Cgroups found without pressure files (cgroup v1, or a hybrid host's
+    /// unified tree without them), and when: not looked for again until
+    /// [`PRESSURE_RECHECK`] has passed.
+    no_pressure: HashMap<Key, Instant>,
 }
 
+/// How long a cgroup found without pressure files is not looked at again.
+const PRESSURE_RECHECK: Duration = Duration::from_secs(30);
+
 impl FileSampler {
+    /// Drops what is kept of a removed cgroup.
+    pub fn forget(&mut self, cgroup: CgroupRef) {
+        self.baselines.remove(&key(cgroup));
+        self.no_pressure.remove(&key(cgroup));
+    }
+
     #[must_use]
     pub fn new(page_size: u64) -> Self {
         Self {
             baselines: HashMap::new(),
             page_size: page_size.max(1),
+            no_pressure: HashMap::new(),
         }
     }
 
@@ -144,17 +163,28 @@ impl FileSampler {
     }
 
     /// The cpu cgroup's bandwidth and counters now; `None` when it is gone.
+    ///
+    /// `known` is the bandwidth when the caller has just read it (it
+    /// changes rarely: not read again each interval); `usage` asks for the
+    /// CPU time used too (on v1 one more file).
     pub fn cpu(
         &mut self,
         cgroup: CgroupRef,
         resolver: &mut Resolver,
         at_ns: u64,
+        known: Option<Bandwidth>,
+        usage: bool,
     ) -> Option<CpuSample> {
         let path = resolver.path(cgroup)?;
         let h = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
-        let bandwidth = cpu::bandwidth(&h.mount, &path, h.version);
+        let bandwidth = known.or_else(|| cpu::bandwidth(&h.mount, &path, h.version));
         let stat = cpu::cpu_stat(&h.mount, &path, h.version);
-        let usage = cpu::usage_ns(resolver.hierarchies(), &h.mount, &path, h.version);
+        let usage = match h.version {
+            _ if !usage => None,
+            // v2 has it in the cpu.stat just read.
+            Version::V2 => stat.and_then(|s| s.usage_ns),
+            Version::V1 => cpu::usage_ns(resolver.hierarchies(), &h.mount, &path, h.version),
+        };
         if bandwidth.is_none() && stat.is_none() {
             return None;
         }
@@ -175,12 +205,21 @@ impl FileSampler {
         resolver: &mut Resolver,
         at_ns: u64,
     ) -> Option<PressureSample> {
+        if self
+            .no_pressure
+            .get(&key(cgroup))
+            .is_some_and(|at| at.elapsed() < PRESSURE_RECHECK)
+        {
+            return None;
+        }
         let path = resolver.path(cgroup)?;
         let h = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
         let files = read_pressure(resolver.hierarchies(), &h, &path);
         if files.is_empty() {
+            self.no_pressure.insert(key(cgroup), Instant::now());
             return None;
         }
+        self.no_pressure.remove(&key(cgroup));
         let baseline = self.baselines.entry(key(cgroup)).or_default();
         let mut sample = PressureSample {
             at_ns,
@@ -228,7 +267,7 @@ fn read_pressure(
     ["memory", "cpu", "io"]
         .into_iter()
         .filter_map(|resource| {
-            let text = std::fs::read_to_string(dir.join(format!("{resource}.pressure"))).ok()?;
+            let text = super::read_file(dir.join(format!("{resource}.pressure"))).ok()?;
             Some((resource, parse_pressure(&text)?))
         })
         .collect()
@@ -427,7 +466,7 @@ mod tests {
             "cpu.pressure",
             "some avg10=12.34 avg60=0.25 avg300=0.00 total=9000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=100\n",
         );
-        let cpu = sampler.cpu(app, &mut resolver, 1).unwrap();
+        let cpu = sampler.cpu(app, &mut resolver, 1, None, true).unwrap();
         let stat = cpu.stat.unwrap();
         assert_eq!(
             (stat.nr_periods, stat.nr_throttled, stat.throttled_ns),

@@ -22,7 +22,7 @@ pub fn parse(text: &str) -> HashMap<String, u64> {
 /// Reads `memory.stat` of the cgroup at `path` below `mount`.
 pub fn read(mount: &Path, path: &str) -> std::io::Result<HashMap<String, u64>> {
     let dir = mount.join(path.trim_start_matches('/'));
-    Ok(parse(&std::fs::read_to_string(dir.join("memory.stat"))?))
+    Ok(parse(&super::read_file(dir.join("memory.stat"))?))
 }
 
 /// Page-cache bytes charged to this cgroup itself (not its children),
@@ -61,7 +61,7 @@ pub fn read_events(mount: &Path, path: &str, version: Version) -> std::io::Resul
     let dir = mount.join(path.trim_start_matches('/'));
     Ok(match version {
         Version::V2 => {
-            let events = parse(&std::fs::read_to_string(dir.join("memory.events"))?);
+            let events = parse(&super::read_file(dir.join("memory.events"))?);
             MemoryEvents {
                 high: events.get("high").copied(),
                 max: events.get("max").copied(),
@@ -70,8 +70,8 @@ pub fn read_events(mount: &Path, path: &str, version: Version) -> std::io::Resul
             }
         }
         Version::V1 => {
-            let failcnt = std::fs::read_to_string(dir.join("memory.failcnt"))?;
-            let oom = parse(&std::fs::read_to_string(dir.join("memory.oom_control"))?);
+            let failcnt = super::read_file(dir.join("memory.failcnt"))?;
+            let oom = parse(&super::read_file(dir.join("memory.oom_control"))?);
             MemoryEvents {
                 high: None,
                 max: failcnt.trim().parse().ok(),
@@ -116,11 +116,7 @@ pub fn peak_usage(mount: &Path, path: &str, version: Version) -> Option<u64> {
         Version::V1 => "memory.max_usage_in_bytes",
         Version::V2 => "memory.peak",
     };
-    std::fs::read_to_string(dir.join(name))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    super::read_file(dir.join(name)).ok()?.trim().parse().ok()
 }
 
 /// Reads usage and limit of the cgroup at `path` below `mount`.
@@ -128,7 +124,7 @@ pub fn peak_usage(mount: &Path, path: &str, version: Version) -> Option<u64> {
 pub fn usage_and_limit(mount: &Path, path: &str, version: Version) -> (Option<u64>, Option<u64>) {
     let dir = mount.join(path.trim_start_matches('/'));
     let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
+        super::read_file(dir.join(name))
             .ok()
             .map(|text| text.trim().to_owned())
     };

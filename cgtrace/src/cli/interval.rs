@@ -100,6 +100,7 @@ fn watch(
                     memory: true,
                     cpu: false,
                     pressure: true,
+                    cpu_usage: false,
                 },
                 ..LiveOptions::default()
             })

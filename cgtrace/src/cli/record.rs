@@ -180,6 +180,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                     memory: true,
                     cpu: true,
                     pressure: true,
+                    cpu_usage: true,
                 },
                 watched: memory_refs(&cgroups, hierarchies),
                 duration: args.duration,

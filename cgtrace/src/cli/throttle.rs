@@ -76,6 +76,7 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
                     memory: false,
                     cpu: true,
                     pressure: true,
+                    cpu_usage: true,
                 },
                 gate_throttle: true,
                 ..LiveOptions::default()

@@ -25,14 +25,14 @@ use tokio::{
     time::{Interval, MissedTickBehavior},
 };
 
-use super::{Context, KernelLog, Source};
+use super::{Context, KernelLog, Source, quotas::QuotaWatch};
 use crate::{
     cgroup::{
         Resolver,
         sampler::FileSampler,
         scratch::{JoinOnExec, ScratchCgroup},
     },
-    event::{CgroupNamed, Event, Health, OomKill, Tick, WorkloadNames},
+    event::{Bandwidth, CgroupNamed, Event, Health, OomKill, Tick, WorkloadNames},
     identity::path::Workload,
     probe::Probe,
     system::Clock,
@@ -60,6 +60,10 @@ pub struct LiveOptions {
 
 /// Which cgroup files a live session samples each interval.
 #[derive(Clone, Copy, Debug, Default)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent switches, each named where it is set"
+)]
 pub struct FileSamples {
     /// The memory files of the cgroups each interval's counters name.
     pub memory: bool,
@@ -67,6 +71,9 @@ pub struct FileSamples {
     pub cpu: bool,
     /// The pressure files of the cgroups sampled.
     pub pressure: bool,
+    /// The CPU time the cpu cgroups used, with their CFS figures (on v1,
+    /// one more file per cgroup per interval).
+    pub cpu_usage: bool,
 }
 
 /// SIGINT and SIGTERM, caught from the moment this is made: a live command
@@ -119,6 +126,8 @@ pub struct LiveSource {
     unnamed: HashSet<String>,
     /// Cgroups with throttle spans in the open interval.
     throttled: HashSet<CgroupRef>,
+    /// The cpu cgroups with a CFS quota.
+    quotas: QuotaWatch,
     last_tick_ns: u64,
     started: Instant,
     state: State,
@@ -172,6 +181,7 @@ impl LiveSource {
             named: HashSet::new(),
             unnamed: HashSet::new(),
             throttled: HashSet::new(),
+            quotas: QuotaWatch::default(),
             last_tick_ns: counting_from_ns,
             started: Instant::now(),
             state: State::Running,
@@ -317,9 +327,17 @@ impl LiveSource {
             match event {
                 Event::CgroupCreated(named) => {
                     self.named.insert((named.cgroup.hierarchy, named.cgroup.id));
+                    self.quotas
+                        .created(named.cgroup, &named.path, &self.resolver);
                     let path = named.path.clone();
                     self.pending.push_back(Event::CgroupCreated(named));
                     self.name_workload(&path, cx);
+                }
+                Event::CgroupRemoved(removed) => {
+                    self.files.forget(removed.cgroup);
+                    self.named
+                        .remove(&(removed.cgroup.hierarchy, removed.cgroup.id));
+                    self.pending.push_back(Event::CgroupRemoved(removed));
                 }
                 Event::OomKill(mut kill) => {
                     self.resolve(&mut kill, cx);
@@ -454,30 +472,6 @@ impl LiveSource {
         sampled
     }
 
-    /// The cpu cgroups with a CFS quota now.
-    fn limited_cpu_cgroups(&mut self) -> Vec<CgroupRef> {
-        let Some(hierarchy) = self.resolver.hierarchies().with_controller("cpu").cloned() else {
-            return Vec::new();
-        };
-        let Some(id) = hierarchy.id else {
-            return Vec::new();
-        };
-        self.resolver
-            .cgroups(id)
-            .into_iter()
-            .filter(|(_, path)| {
-                crate::cgroup::cpu::bandwidth(&hierarchy.mount, path, hierarchy.version)
-                    .is_some_and(|b| b.quota_us.is_some())
-            })
-            .map(|(cgroup, path)| CgroupRef {
-                id: cgroup,
-                hierarchy: id,
-                level: u32::try_from(path.split('/').filter(|p| !p.is_empty()).count())
-                    .unwrap_or(0),
-            })
-            .collect()
-    }
-
     /// Keeps the per-switch throttle program attached only while some
     /// cgroup has a quota (nothing else can be throttled), and says so.
     fn gate(&mut self, any_limited: bool) -> anyhow::Result<()> {
@@ -497,7 +491,7 @@ impl LiveSource {
     /// interval (see [`LiveOptions::gate_throttle`]).
     pub fn gate_throttle_now(&mut self) -> anyhow::Result<()> {
         if self.options.gate_throttle {
-            let any_limited = !self.limited_cpu_cgroups().is_empty();
+            let any_limited = !self.quotas.limited(&mut self.resolver).is_empty();
             self.gate(any_limited)?;
         }
         Ok(())
@@ -506,17 +500,30 @@ impl LiveSource {
     /// The CFS bandwidth of every limited cpu cgroup and every cgroup
     /// throttled in the interval. Returns the cgroups sampled.
     fn sample_cpu(&mut self, now: u64, cx: &mut Context) -> anyhow::Result<Vec<CgroupRef>> {
-        let limited = self.limited_cpu_cgroups();
+        let limited = self.quotas.limited(&mut self.resolver);
         if self.options.gate_throttle {
             self.gate(!limited.is_empty())?;
         }
-        let mut cgroups: Vec<CgroupRef> = self.throttled.drain().chain(limited).collect();
-        cgroups.sort_by_key(|c| (c.hierarchy, c.id));
-        cgroups.dedup_by_key(|c| (c.hierarchy, c.id));
+        // Throttled ones first: their bandwidth is read again (a quota
+        // may have changed since the watch last read it).
+        let mut cgroups: Vec<(CgroupRef, Option<Bandwidth>)> = self
+            .throttled
+            .drain()
+            .map(|c| (c, None))
+            .chain(limited.into_iter().map(|(c, b)| (c, Some(b))))
+            .collect();
+        cgroups.sort_by_key(|(c, _)| (c.hierarchy, c.id));
+        cgroups.dedup_by_key(|(c, _)| (c.hierarchy, c.id));
         let mut sampled = Vec::new();
-        for cgroup in cgroups {
+        for (cgroup, bandwidth) in cgroups {
             self.name(Some(cgroup), cx);
-            if let Some(sample) = self.files.cpu(cgroup, &mut self.resolver, now) {
+            if let Some(sample) = self.files.cpu(
+                cgroup,
+                &mut self.resolver,
+                now,
+                bandwidth,
+                self.options.files.cpu_usage,
+            ) {
                 self.pending.push_back(Event::Cpu(sample));
                 sampled.push(cgroup);
             }

@@ -9,6 +9,7 @@
 
 pub mod kernel_log;
 pub mod live;
+mod quotas;
 mod trace;
 
 use std::{borrow::Cow, collections::HashMap, path::PathBuf};
