@@ -235,6 +235,47 @@ fn without_root_the_error_says_what_is_missing() {
 }
 
 #[test]
+fn serve_refuses_bad_recorder_options_before_loading_anything() {
+    let run = |args: &[&str]| {
+        let output = Command::new(cgtrace_bin()).args(args).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    // A disk cap without a recorder is a usage error.
+    let (code, stderr) = run(&["serve", "--max-disk", "1G"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--flight-recorder"), "{stderr}");
+    // A cap too small to hold segments says what would do.
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = dir.path().join("flight");
+    let (code, stderr) = run(&[
+        "serve",
+        "--flight-recorder",
+        recorder.to_str().unwrap(),
+        "--max-disk",
+        "100K",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("at least 1M"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_directory_without_segments_is_not_a_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(cgtrace_bin())
+        .arg("report")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no trace segments"), "{stderr}");
+}
+
+#[test]
 fn unknown_flags_are_usage_errors() {
     let output = Command::new(cgtrace_bin())
         .args(["oom", "--frobnicate"])

@@ -327,7 +327,8 @@ impl Metrics {
         );
         registry.register(
             "series_dropped",
-            "New series not made because --max-series was reached",
+            "Updates of series not made because --max-series was reached (a refused series \
+             is refused again each interval it has something to say)",
             budget.refused.clone(),
         );
         let probe = ProbeFamilies::register(&mut registry);

@@ -7,8 +7,10 @@
 //! Workloads: W and W0 (page-cache churn with and without readahead), an
 //! OOM storm, busy threads under a CFS quota, a pipe ping-pong for
 //! context-switch cost, cgroup creation for ring-buffer throughput, the
-//! trace writer on its own, and the probe log switch.
+//! trace writer on its own, the probe log switch, and the node agent
+//! (`serve`) beside thousands of cgroups.
 
+mod agent;
 mod bpftrace;
 mod compare;
 mod costs;
@@ -35,6 +37,8 @@ pub struct Options {
     limit_mib: u64,
     quick: bool,
     markdown: Option<PathBuf>,
+    /// Run one section only (`agent`), printed, BENCHMARKS.md untouched.
+    only: Option<String>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Options {
@@ -45,6 +49,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Options {
         limit_mib: 256,
         quick: false,
         markdown: None,
+        only: None,
     };
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -67,6 +72,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Options {
                 options.limit_mib = 64;
             }
             "--markdown" => options.markdown = Some(PathBuf::from(value())),
+            "--only" => options.only = Some(value()),
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -76,7 +82,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Options {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "cgtrace-bench: {problem}\nusage: cgtrace-bench [--cgtrace PATH] [--rounds N] \
-         [--file-mib N] [--limit-mib N] [--quick] [--markdown FILE]"
+         [--file-mib N] [--limit-mib N] [--quick] [--markdown FILE] [--only agent]"
     );
     std::process::exit(2)
 }
@@ -139,6 +145,7 @@ struct Targets {
     peak_rss_kib: u64,
     startup_cgtrace_ms: f64,
     startup_bpftrace_ms: f64,
+    agent: Vec<agent::AgentRun>,
 }
 
 impl Targets {
@@ -178,8 +185,48 @@ impl Targets {
             self.startup_bpftrace_ms,
             verdict(self.startup_cgtrace_ms <= self.startup_bpftrace_ms)
         );
+        out.push_str(&agent_targets(&self.agent));
         out
     }
+}
+
+/// The node agent's targets (rows of the targets table).
+fn agent_targets(runs: &[agent::AgentRun]) -> String {
+    let verdict = |met: bool| if met { "met" } else { "**missed**" };
+    let mut out = String::new();
+    if let Some(run) = runs.iter().find(|r| r.cgroups == 1_000) {
+        let _ = writeln!(
+            out,
+            "| serve beside 1,000 cgroups: idle CPU at most 0.5 % of a core | {:.2} % | {} |",
+            100.0 * run.idle_cpu_share,
+            verdict(run.idle_cpu_share <= 0.005)
+        );
+        let _ = writeln!(
+            out,
+            "| serve beside 1,000 cgroups: a scrape in at most 50 ms | median {:.1} ms | {} |",
+            run.scrape_ms.median,
+            verdict(run.scrape_ms.median <= 50.0)
+        );
+        let _ = writeln!(
+            out,
+            "| serve beside 1,000 cgroups: peak RSS at most 40 MB | {:.1} MB | {} |",
+            footprint::mb(run.peak_rss_kib),
+            verdict(footprint::mb(run.peak_rss_kib) <= 40.0)
+        );
+    }
+    if let Some(run) = runs.iter().find(|r| r.cgroups == 10_000) {
+        let holds = u64::try_from(run.max_series).is_ok_and(|cap| run.series <= cap);
+        let _ = writeln!(
+            out,
+            "| serve beside 10,000 cgroups: the series cap holds, RSS under 64 MB | {} series of {}, {} dropped; {:.1} MB | {} |",
+            run.series,
+            run.max_series,
+            run.series_dropped,
+            footprint::mb(run.peak_rss_kib),
+            verdict(holds && footprint::mb(run.peak_rss_kib) < 64.0)
+        );
+    }
+    out
 }
 
 fn main() {
@@ -204,6 +251,19 @@ fn main() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         usage("needs root (it creates cgroups and loads eBPF programs)");
+    }
+    if let Some(only) = &options.only {
+        if only != "agent" {
+            usage(&format!(
+                "--only {only}: the one section that runs alone is `agent`"
+            ));
+        }
+        let (section, runs) = agent::agent(&options);
+        println!(
+            "| target | this run | |\n|---|---|---|\n{}{section}",
+            agent_targets(&runs)
+        );
+        return;
     }
     if !bpftrace::available() {
         usage("needs bpftrace (`cargo xtask bench` installs Debian's package)");
@@ -236,6 +296,7 @@ fn main() {
     let (footprint_section, peak_rss_kib) = footprint::footprint(&options, &file);
     let (startup_section, startup_cgtrace_ms, startup_bpftrace_ms) = footprint::startup(&options);
     let writer_section = writer::writer_throughput();
+    let (agent_section, agent_runs) = agent::agent(&options);
 
     let median = |c: &Comparison, label: &str| c.summary(label).map_or(f64::NAN, |s| s.median);
     let targets = Targets {
@@ -246,6 +307,7 @@ fn main() {
         peak_rss_kib,
         startup_cgtrace_ms,
         startup_bpftrace_ms,
+        agent: agent_runs,
     };
     let mut report = String::new();
     let _ = writeln!(
@@ -267,6 +329,7 @@ fn main() {
         footprint_section,
         startup_section,
         writer_section,
+        agent_section,
     ] {
         report.push('\n');
         report.push_str(section.trim_start_matches('\n'));
