@@ -42,27 +42,23 @@ fn quota_cgroups(count: usize) -> ScratchCgroup {
     parent
 }
 
-/// `GET /metrics`: the body's length and how long it took.
-fn scrape(port: u16) -> Option<(usize, Duration)> {
+/// `GET /metrics`: the response and how long it took.
+fn scrape(port: u16) -> Option<(String, Duration)> {
     let started = Instant::now();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    Some((response.len(), started.elapsed()))
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some((response, started.elapsed()))
 }
 
 /// The value of the sample line `name` in a scrape.
 fn sample(port: u16, name: &str) -> Option<u64> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    text.lines()
+    scrape(port)?
+        .0
+        .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
@@ -105,7 +101,7 @@ fn run(options: &Options, cgroups: usize, max_series: usize, idle: Duration) -> 
         .stderr(Stdio::null())
         .spawn()
         .expect("start cgtrace serve");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     while sample(port, "cgtrace_series").is_none() {
         assert!(Instant::now() < deadline, "serve did not answer");
         std::thread::sleep(Duration::from_millis(100));
@@ -120,8 +116,8 @@ fn run(options: &Options, cgroups: usize, max_series: usize, idle: Duration) -> 
     let mut times = Vec::new();
     let mut scrape_bytes = 0;
     for _ in 0..if options.quick { 5 } else { 20 } {
-        if let Some((bytes, took)) = scrape(port) {
-            scrape_bytes = bytes;
+        if let Some((response, took)) = scrape(port) {
+            scrape_bytes = response.len();
             times.push(took.as_secs_f64() * 1e3);
         }
     }
@@ -137,7 +133,7 @@ fn run(options: &Options, cgroups: usize, max_series: usize, idle: Duration) -> 
     AgentRun {
         cgroups,
         max_series,
-        idle_cpu_share: (after - before).as_secs_f64() / idle_seconds,
+        idle_cpu_share: after.saturating_sub(before).as_secs_f64() / idle_seconds,
         scrape_ms: Summary::of(&times).expect("scrapes"),
         scrape_bytes,
         series,

@@ -229,6 +229,20 @@ fn agent_targets(runs: &[agent::AgentRun]) -> String {
     out
 }
 
+/// `--only SECTION`: one section, printed; BENCHMARKS.md is left alone.
+fn run_only(options: &Options, only: &str) {
+    if only != "agent" {
+        usage(&format!(
+            "--only {only}: the one section that runs alone is `agent`"
+        ));
+    }
+    let (section, runs) = agent::agent(options);
+    println!(
+        "| target | this run | |\n|---|---|---|\n{}{section}",
+        agent_targets(&runs)
+    );
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
     match args.peek().map(String::as_str) {
@@ -253,17 +267,7 @@ fn main() {
         usage("needs root (it creates cgroups and loads eBPF programs)");
     }
     if let Some(only) = &options.only {
-        if only != "agent" {
-            usage(&format!(
-                "--only {only}: the one section that runs alone is `agent`"
-            ));
-        }
-        let (section, runs) = agent::agent(&options);
-        println!(
-            "| target | this run | |\n|---|---|---|\n{}{section}",
-            agent_targets(&runs)
-        );
-        return;
+        return run_only(&options, only);
     }
     if !bpftrace::available() {
         usage("needs bpftrace (`cargo xtask bench` installs Debian's package)");
