@@ -155,6 +155,7 @@ pub struct FlightRecorder {
     names: HashMap<(u32, u64), CgroupNamed>,
     /// The size of the last segment's opening names.
     preamble_bytes: u64,
+    /// The workload names of the cgroups alive, by path.
     workloads: HashMap<String, WorkloadNames>,
     /// Why writing stopped, while it is stopped.
     paused: Option<String>,
@@ -207,7 +208,9 @@ impl FlightRecorder {
                 && meta.is_file()
                 && seen.insert((meta.dev(), meta.ino()))
             {
-                total += meta.blocks() * 512;
+                // Blocks held, or the length where the filesystem counts
+                // none (ramfs).
+                total += (meta.blocks() * 512).max(meta.len());
             }
         };
         for_each_file(&self.options.dir, &mut count);
@@ -224,8 +227,12 @@ impl FlightRecorder {
                     .insert((named.cgroup.hierarchy, named.cgroup.id), named.clone());
             }
             Event::CgroupRemoved(removed) => {
-                self.names
-                    .remove(&(removed.cgroup.hierarchy, removed.cgroup.id));
+                if let Some(named) = self
+                    .names
+                    .remove(&(removed.cgroup.hierarchy, removed.cgroup.id))
+                {
+                    self.workloads.remove(&named.path);
+                }
             }
             Event::WorkloadNamed(names) => {
                 self.workloads.insert(names.path.clone(), names.clone());
