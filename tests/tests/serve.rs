@@ -679,3 +679,26 @@ fn a_prometheus_server_scraping_serve_answers_with_the_kernels_counts() {
         }
     }
 }
+
+#[test]
+fn a_quiet_cgroup_has_its_usage_and_limit_served() {
+    if !require_root("a_quiet_cgroup_has_its_usage_and_limit_served") {
+        return;
+    }
+    let (_serve, port, _lines) = serve(&["--sweep", "1s"]);
+    // A group that does nothing: no page cache, no reclaim, no charges.
+    let group = scratch("serve-quiet", Some(48 * MIB));
+    let limit = format!(
+        "cgtrace_spec_memory_limit_bytes{{cgroup=\"{}\"}}",
+        group.path()
+    );
+    let usage = format!("cgtrace_memory_usage_bytes{{cgroup=\"{}\"}}", group.path());
+    wait_until("the quiet group's limit on /metrics", || {
+        sample(&scrape(port), &limit) == Some(48 * MIB)
+    });
+    assert_eq!(
+        sample(&scrape(port), &usage),
+        Some(0),
+        "an empty group holds nothing"
+    );
+}

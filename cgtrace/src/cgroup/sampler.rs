@@ -103,6 +103,32 @@ impl FileSampler {
         }
     }
 
+    /// The memory cgroup's usage and limit now, and nothing else (two
+    /// small files): for the quiet cgroups an agent sweeps. `None` when it
+    /// is gone.
+    pub fn memory_usage(
+        &mut self,
+        cgroup: CgroupRef,
+        resolver: &mut Resolver,
+        at_ns: u64,
+    ) -> Option<MemorySample> {
+        let path = resolver.path(cgroup)?;
+        let h = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
+        let (usage_bytes, limit_bytes) = stat::usage_and_limit(&h.mount, &path, h.version);
+        usage_bytes?;
+        Some(MemorySample {
+            at_ns,
+            cgroup,
+            version: h.version,
+            usage_bytes,
+            limit_bytes,
+            peak_bytes: None,
+            page_cache_bytes: None,
+            events: None,
+            stat_charges: None,
+        })
+    }
+
     /// The memory cgroup's files now; `None` when it is gone. With
     /// `stat_charges`, `memory.stat`'s gauges are followed as charges.
     pub fn memory(

@@ -38,6 +38,10 @@ use crate::{
 /// files: at 10 s that costs about 0.3 % of a core (BENCHMARKS.md).
 pub const SERVE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often `serve` samples every memory cgroup's files, the quiet ones
+/// included (the busy ones are sampled every interval).
+pub const MEMORY_SWEEP: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Where the endpoint listens: loopback unless told otherwise
@@ -49,6 +53,11 @@ pub struct ServeArgs {
     /// throttle spans are counted as they happen whatever the interval).
     #[arg(long, value_parser = crate::units::parse_duration)]
     pub interval: Option<Duration>,
+    /// How often every memory cgroup's files are read, the quiet ones
+    /// included (default 30s); cgroups with page-cache, reclaim or charge
+    /// activity are read every interval.
+    #[arg(long, value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    pub sweep: Option<Duration>,
     /// How long a removed cgroup's series are still served (default 5m):
     /// an OOM-killed container's kill is scraped after it is gone.
     #[arg(long, value_parser = crate::units::parse_duration, value_name = "DURATION")]
@@ -113,6 +122,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<Outcome> {
                     cpu_usage: false,
                 },
                 gate_throttle: true,
+                // Every container's usage and limit, busy or not; the
+                // busy ones every interval.
+                sweep: Some(args.sweep.unwrap_or(MEMORY_SWEEP)),
                 ..LiveOptions::default()
             })
         },

@@ -46,9 +46,9 @@ pub enum Event {
     ThrottleSpan(ThrottleSpan),
     /// The probe's counters over one sampling interval.
     Counters(Box<ProbeCounters>),
-    Memory(MemorySample),
+    Memory(Box<MemorySample>),
     Cpu(CpuSample),
-    Pressure(PressureSample),
+    Pressure(Box<PressureSample>),
     /// The probe's delivery and loss counters (cumulative).
     Health(Health),
     /// Closes a sampling interval: every sample of the interval came before.

@@ -38,6 +38,9 @@ use crate::{
     system::Clock,
 };
 
+/// Room the event queue keeps between intervals.
+const PENDING_KEPT: usize = 1024;
+
 /// What a live session samples besides the ring buffer.
 #[derive(Default)]
 pub struct LiveOptions {
@@ -50,6 +53,10 @@ pub struct LiveOptions {
     pub gate_throttle: bool,
     /// Memory cgroups sampled every interval whatever the counters say.
     pub watched: Vec<CgroupRef>,
+    /// Every memory cgroup's usage and limit this often, beside the ones
+    /// the counters name each interval (read in full): an agent serves
+    /// every container's usage and limit, busy or not.
+    pub sweep: Option<Duration>,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Stop when this process (spawned on the session's runtime) exits.
@@ -128,6 +135,8 @@ pub struct LiveSource {
     throttled: HashSet<CgroupRef>,
     /// The cpu cgroups with a CFS quota.
     quotas: QuotaWatch,
+    /// When every memory cgroup was last sampled (`LiveOptions::sweep`).
+    last_sweep: Option<Instant>,
     last_tick_ns: u64,
     started: Instant,
     state: State,
@@ -182,6 +191,7 @@ impl LiveSource {
             unnamed: HashSet::new(),
             throttled: HashSet::new(),
             quotas: QuotaWatch::default(),
+            last_sweep: None,
             last_tick_ns: counting_from_ns,
             started: Instant::now(),
             state: State::Running,
@@ -197,7 +207,7 @@ impl LiveSource {
         for cgroup in self.options.watched.clone() {
             self.name(Some(cgroup), cx);
             if let Some(sample) = self.files.memory(cgroup, &mut self.resolver, now, false) {
-                self.pending.push_back(Event::Memory(sample));
+                self.pending.push_back(Event::Memory(Box::new(sample)));
             }
         }
     }
@@ -402,6 +412,7 @@ impl LiveSource {
         });
         // What the memory samples need of the counters, before they go.
         let mut memory_cgroups = self.options.watched.clone();
+        let swept = self.sweep_due();
         let stat_charges = counters.as_ref().is_none_or(|c| c.charges.is_none());
         if let Some(counters) = counters {
             let cgroups: Vec<CgroupRef> = counters.cgroups().collect();
@@ -414,7 +425,9 @@ impl LiveSource {
             self.pending.push_back(Event::Counters(Box::new(counters)));
         }
         let memory = if self.options.files.memory {
-            self.sample_memory(memory_cgroups, stat_charges, now, cx)
+            let sampled = self.sample_memory(memory_cgroups, stat_charges, now, cx);
+            self.sample_usage(swept, &sampled, now, cx);
+            sampled
         } else {
             Vec::new()
         };
@@ -426,7 +439,7 @@ impl LiveSource {
         if self.options.files.pressure {
             for cgroup in memory.into_iter().chain(cpu) {
                 if let Some(sample) = self.files.pressure(cgroup, &mut self.resolver, now) {
-                    self.pending.push_back(Event::Pressure(sample));
+                    self.pending.push_back(Event::Pressure(Box::new(sample)));
                 }
             }
         }
@@ -447,6 +460,55 @@ impl LiveSource {
         Ok(())
     }
 
+    /// Every memory cgroup, when a sweep is due.
+    fn sweep_due(&mut self) -> Vec<CgroupRef> {
+        let Some(every) = self.options.sweep else {
+            return Vec::new();
+        };
+        if self.last_sweep.is_some_and(|at| at.elapsed() < every) {
+            return Vec::new();
+        }
+        self.last_sweep = Some(Instant::now());
+        let Some(id) = self
+            .resolver
+            .hierarchies()
+            .with_controller("memory")
+            .and_then(|h| h.id)
+        else {
+            return Vec::new();
+        };
+        self.resolver
+            .cgroups(id)
+            .into_iter()
+            .map(|(cgroup, path)| CgroupRef {
+                id: cgroup,
+                hierarchy: id,
+                level: u32::try_from(path.split('/').filter(|p| !p.is_empty()).count())
+                    .unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// The usage and limit of the swept cgroups not sampled in full.
+    fn sample_usage(
+        &mut self,
+        swept: Vec<CgroupRef>,
+        sampled: &[CgroupRef],
+        now: u64,
+        cx: &mut Context,
+    ) {
+        let sampled: HashSet<(u32, u64)> = sampled.iter().map(|c| (c.hierarchy, c.id)).collect();
+        for cgroup in swept {
+            if sampled.contains(&(cgroup.hierarchy, cgroup.id)) {
+                continue;
+            }
+            self.name(Some(cgroup), cx);
+            if let Some(sample) = self.files.memory_usage(cgroup, &mut self.resolver, now) {
+                self.pending.push_back(Event::Memory(Box::new(sample)));
+            }
+        }
+    }
+
     /// The memory files of the cgroups the counters name, and the watched
     /// ones; returns the cgroups sampled.
     fn sample_memory(
@@ -465,7 +527,7 @@ impl LiveSource {
                 .files
                 .memory(cgroup, &mut self.resolver, now, stat_charges)
             {
-                self.pending.push_back(Event::Memory(sample));
+                self.pending.push_back(Event::Memory(Box::new(sample)));
                 sampled.push(cgroup);
             }
         }
@@ -590,6 +652,11 @@ impl Source for LiveSource {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
+            }
+            // An interval beside thousands of cgroups queues thousands of
+            // samples; the queue need not keep that room between them.
+            if self.pending.capacity() > PENDING_KEPT {
+                self.pending.shrink_to(PENDING_KEPT);
             }
             match self.state {
                 State::Done => return Ok(None),

@@ -72,10 +72,10 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
             Event::Counters(counters) => {
                 serialize(KIND_COUNTERS, &DiskCounters::from(&**counters), body)
             }
-            Event::Memory(sample) => serialize(KIND_MEMORY, &DiskMemory::from(sample), body),
+            Event::Memory(sample) => serialize(KIND_MEMORY, &DiskMemory::from(&**sample), body),
             Event::Cpu(sample) => serialize(KIND_CPU, &DiskCpu::from(sample), body),
             Event::Pressure(sample) => {
-                serialize(KIND_PRESSURE, &DiskPressureSample::from(sample), body)
+                serialize(KIND_PRESSURE, &DiskPressureSample::from(&**sample), body)
             }
             Event::Health(health) => serialize(KIND_HEALTH, &DiskHealth::from(health), body),
             Event::Tick(tick) => serialize(KIND_TICK, &(tick.start_ns, tick.end_ns), body),
@@ -121,13 +121,13 @@ pub fn decode(kind: u8, body: &[u8]) -> Result<Option<Event>, DiskError> {
                 .into_event()
                 .ok_or_else(range)?,
         )),
-        KIND_MEMORY => Event::Memory(
+        KIND_MEMORY => Event::Memory(Box::new(
             from_slice::<DiskMemory>(body)?
                 .into_event()
                 .ok_or_else(range)?,
-        ),
+        )),
         KIND_CPU => Event::Cpu(from_slice::<DiskCpu>(body)?.into()),
-        KIND_PRESSURE => Event::Pressure(from_slice::<DiskPressureSample>(body)?.into()),
+        KIND_PRESSURE => Event::Pressure(Box::new(from_slice::<DiskPressureSample>(body)?.into())),
         KIND_HEALTH => Event::Health(from_slice::<DiskHealth>(body)?.into()),
         KIND_TICK => {
             let (start_ns, end_ns) = from_slice::<(u64, u64)>(body)?;
@@ -987,7 +987,7 @@ pub(crate) mod tests {
                 }]),
             })),
             Event::Counters(Box::default()),
-            Event::Memory(MemorySample {
+            Event::Memory(Box::new(MemorySample {
                 at_ns: 1_000_000_005,
                 cgroup: APP,
                 version: Version::V2,
@@ -1002,7 +1002,7 @@ pub(crate) mod tests {
                     oom_kill: Some(1),
                 }),
                 stat_charges: Some([(1, 2); cgtrace_common::pagecache::CHARGE_KINDS]),
-            }),
+            })),
             Event::Cpu(CpuSample {
                 at_ns: 1_000_000_005,
                 cgroup: APP,
@@ -1018,7 +1018,7 @@ pub(crate) mod tests {
                 }),
                 usage_ns: None,
             }),
-            Event::Pressure(PressureSample {
+            Event::Pressure(Box::new(PressureSample {
                 at_ns: 1_000_000_005,
                 cgroup: APP,
                 memory: Some(Pressure {
@@ -1030,7 +1030,7 @@ pub(crate) mod tests {
                     full: None,
                 }),
                 io: None,
-            }),
+            })),
             Event::Health(Health {
                 at_ns: 9,
                 stats: ProbeStats {

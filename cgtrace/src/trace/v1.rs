@@ -187,7 +187,7 @@ impl V1Adapter {
                 }
                 *total
             });
-            out.push_back(Event::Memory(MemorySample {
+            out.push_back(Event::Memory(Box::new(MemorySample {
                 at_ns,
                 cgroup,
                 version: self
@@ -201,7 +201,7 @@ impl V1Adapter {
                 page_cache_bytes: sample.page_cache_bytes,
                 events,
                 stat_charges,
-            }));
+            })));
         }
         out.push_back(Event::Tick(Tick { start_ns, end_ns }));
     }

@@ -817,7 +817,7 @@ mod tests {
         );
         feed(
             &mut metrics,
-            Event::Memory(MemorySample {
+            Event::Memory(Box::new(MemorySample {
                 at_ns: SECOND,
                 cgroup,
                 version: Version::V2,
@@ -827,7 +827,7 @@ mod tests {
                 page_cache_bytes: None,
                 events: None,
                 stat_charges: None,
-            }),
+            })),
         );
         let series = "cgtrace_memory_usage_bytes{cgroup=\"/job\"} 4096";
         assert!(scrape(&metrics).contains(series));
@@ -865,7 +865,7 @@ mod tests {
                 path: "/big".to_owned(),
             }),
             // Usage, limit and page cache: three series against a cap of two.
-            Event::Memory(MemorySample {
+            Event::Memory(Box::new(MemorySample {
                 at_ns: 1,
                 cgroup,
                 version: Version::V2,
@@ -875,7 +875,7 @@ mod tests {
                 page_cache_bytes: Some(3),
                 events: None,
                 stat_charges: None,
-            }),
+            })),
             Event::Tick(Tick {
                 start_ns: 0,
                 end_ns: 2,
@@ -962,7 +962,7 @@ mod tests {
                 total_us,
                 ..PressureLine::default()
             };
-            let sample = Event::Pressure(PressureSample {
+            let sample = Event::Pressure(Box::new(PressureSample {
                 at_ns: 1,
                 cgroup,
                 memory: Some(Pressure {
@@ -971,7 +971,7 @@ mod tests {
                 }),
                 cpu: None,
                 io: None,
-            });
+            }));
             metrics.event(&sample, &mut cx).unwrap();
         }
         let text = scrape(&metrics);
@@ -1084,7 +1084,7 @@ mod dashboard {
                 }),
                 usage_ns: None,
             }),
-            Event::Pressure(PressureSample {
+            Event::Pressure(Box::new(PressureSample {
                 at_ns: 1,
                 cgroup,
                 memory: Some(Pressure {
@@ -1093,8 +1093,8 @@ mod dashboard {
                 }),
                 cpu: None,
                 io: None,
-            }),
-            Event::Memory(MemorySample {
+            })),
+            Event::Memory(Box::new(MemorySample {
                 at_ns: 1,
                 cgroup,
                 version: crate::cgroup::Version::V2,
@@ -1104,7 +1104,7 @@ mod dashboard {
                 page_cache_bytes: Some(4096),
                 events: None,
                 stat_charges: Some([(3, 1); cgtrace_common::pagecache::CHARGE_KINDS]),
-            }),
+            })),
         ]);
         for event in &events {
             cx.learn(event);

@@ -91,12 +91,19 @@ where
     /// new series is a detached metric: written to, never served.
     pub fn get(&self, path: &str, labels: &Labels) -> M {
         let mut by_path = self.by_path.borrow_mut();
-        let known = by_path.entry(path.to_owned()).or_default();
-        if !known.contains(labels) {
+        let known = by_path
+            .get(path)
+            .is_some_and(|known| known.contains(labels));
+        if !known {
+            // A refused series leaves nothing behind: past the cap, every
+            // cgroup of a big node asks again each interval.
             if !self.budget.take() {
                 return M::default();
             }
-            known.insert(labels.clone());
+            by_path
+                .entry(path.to_owned())
+                .or_default()
+                .insert(labels.clone());
         }
         // Metric handles share their value: the clone is the series.
         self.family.get_or_create(labels).clone()

@@ -479,7 +479,7 @@ mod tests {
     #[test]
     fn the_peak_is_the_kernels_watermark_where_it_rose_while_recording() {
         let memory = |usage: u64, peak: u64| {
-            Event::Memory(MemorySample {
+            Event::Memory(Box::new(MemorySample {
                 at_ns: 1,
                 cgroup: GROUP,
                 version: Version::V2,
@@ -489,7 +489,7 @@ mod tests {
                 page_cache_bytes: None,
                 events: None,
                 stat_charges: None,
-            })
+            }))
         };
         // An OOM victim charged past the limit between two samples.
         let summary = summarize(&[

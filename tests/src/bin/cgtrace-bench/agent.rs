@@ -1,8 +1,9 @@
 //! What `cgtrace serve` costs on a node with many containers: its CPU while
 //! nothing happens, the time one scrape takes, its peak RSS, and whether the
-//! series cap holds, with 1,000 and 10,000 scratch cgroups under CFS quotas
-//! (a container runtime gives every container one, and serve reads each
-//! one's `cpu.stat` every interval).
+//! series cap holds, with 1,000 and 10,000 containers' scratch cgroups, each
+//! under a CFS quota and a memory limit (a container runtime gives every
+//! container both: serve reads each one's `cpu.stat` every interval and its
+//! memory files every sweep).
 
 use std::{
     fmt::Write as _,
@@ -29,17 +30,24 @@ pub struct AgentRun {
     pub peak_rss_kib: u64,
 }
 
-/// `count` cpu cgroups with a quota of half a core each, under one parent
-/// removed (with them) on drop.
-fn quota_cgroups(count: usize) -> ScratchCgroup {
+/// `count` containers' cgroups: in the cpu hierarchy with a quota of half
+/// a core each, and in the memory hierarchy with a limit of 64 MiB each
+/// (on cgroup v2, one tree holds both sets), under parents removed (with
+/// them) on drop.
+fn container_cgroups(count: usize) -> [ScratchCgroup; 2] {
     let hierarchies = Hierarchies::discover().expect("cgroup mounts");
-    let name = format!("cgtrace-bench-agent-{}", std::process::id());
-    let mut parent = ScratchCgroup::create_for(&hierarchies, "cpu", &name).expect("a cpu cgroup");
+    let parent = |controller| {
+        let name = format!("cgtrace-bench-agent-{controller}-{}", std::process::id());
+        ScratchCgroup::create_for(&hierarchies, controller, &name).expect("a scratch cgroup")
+    };
+    let (mut cpu, mut memory) = (parent("cpu"), parent("memory"));
     for i in 0..count {
-        let child = parent.child(&format!("c{i}")).expect("a child cgroup");
+        let child = cpu.child(&format!("c{i}")).expect("a child cgroup");
         child.set_cpu_quota(50_000, 100_000).expect("a quota");
+        let child = memory.child(&format!("c{i}")).expect("a child cgroup");
+        child.set_memory_limit(64 << 20).expect("a limit");
     }
-    parent
+    [cpu, memory]
 }
 
 /// `GET /metrics`: the response and how long it took.
@@ -89,7 +97,7 @@ fn usage(pid: u32) -> (Duration, u64) {
 
 /// Runs `cgtrace serve` beside `cgroups` quota'd cgroups.
 fn run(options: &Options, cgroups: usize, max_series: usize, idle: Duration) -> AgentRun {
-    let parent = quota_cgroups(cgroups);
+    let cgroups_made = container_cgroups(cgroups);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -129,7 +137,7 @@ fn run(options: &Options, cgroups: usize, max_series: usize, idle: Duration) -> 
         libc::kill(i32::try_from(serve.id()).unwrap_or(0), libc::SIGTERM);
     }
     let _ = serve.wait();
-    drop(parent);
+    drop(cgroups_made);
     AgentRun {
         cgroups,
         max_series,
@@ -152,10 +160,10 @@ pub fn agent(options: &Options) -> (String, Vec<AgentRun>) {
     let mut section = String::from("\n## The node agent\n\n");
     let _ = writeln!(
         section,
-        "`cgtrace serve` (every probe family, default 10 s interval) beside N scratch cpu \
-         cgroups, each with a CFS quota of half a core (a container runtime gives every \
-         container one, so serve reads each one's `cpu.stat` every interval, and every one's \
-         quota every 30 s). Idle: its CPU time over {} s with nothing else happening, after \
+        "`cgtrace serve` (every probe family, default 10 s interval) beside N containers' \
+         scratch cgroups, each with a CFS quota of half a core and a 64 MiB memory limit (a \
+         container runtime gives every container both, so serve reads each one's `cpu.stat` \
+         every interval, and every one's quota and memory files every 30 s). Idle: its CPU time over {} s with nothing else happening, after \
          the first interval. Scrape: `GET /metrics` over loopback, start to last byte, {} \
          scrapes. Peak RSS: `VmHWM` after the scrapes. The 10,000-cgroup run caps the series \
          at 20,000 (`--max-series`).\n",
