@@ -28,6 +28,14 @@ use crate::event::{
 /// A cgroup by what identifies it: its hierarchy and id.
 type Key = (u32, u64);
 
+/// A cgroup's path and hierarchy; `None` when it is gone and was never
+/// seen, or its hierarchy is not mounted.
+fn locate(cgroup: CgroupRef, resolver: &mut Resolver) -> Option<(String, Hierarchy)> {
+    let path = resolver.path(cgroup)?;
+    let hierarchy = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
+    Some((path, hierarchy))
+}
+
 fn key(cgroup: CgroupRef) -> Key {
     (cgroup.hierarchy, cgroup.id)
 }
@@ -112,8 +120,7 @@ impl FileSampler {
         resolver: &mut Resolver,
         at_ns: u64,
     ) -> Option<MemorySample> {
-        let path = resolver.path(cgroup)?;
-        let h = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
+        let (path, h) = locate(cgroup, resolver)?;
         let (usage_bytes, limit_bytes) = stat::usage_and_limit(&h.mount, &path, h.version);
         usage_bytes?;
         Some(MemorySample {
@@ -138,8 +145,7 @@ impl FileSampler {
         at_ns: u64,
         stat_charges: bool,
     ) -> Option<MemorySample> {
-        let path = resolver.path(cgroup)?;
-        let h = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
+        let (path, h) = locate(cgroup, resolver)?;
         let (usage_bytes, limit_bytes) = stat::usage_and_limit(&h.mount, &path, h.version);
         let stat = stat::read(&h.mount, &path).ok();
         let baseline = self.baselines.entry(key(cgroup)).or_default();
@@ -201,8 +207,7 @@ impl FileSampler {
         known: Option<Bandwidth>,
         usage: bool,
     ) -> Option<CpuSample> {
-        let path = resolver.path(cgroup)?;
-        let h = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
+        let (path, h) = locate(cgroup, resolver)?;
         let bandwidth = known.or_else(|| cpu::bandwidth(&h.mount, &path, h.version));
         let stat = cpu::cpu_stat(&h.mount, &path, h.version);
         let usage = match h.version {
@@ -238,8 +243,7 @@ impl FileSampler {
         {
             return None;
         }
-        let path = resolver.path(cgroup)?;
-        let h = resolver.hierarchies().by_id(cgroup.hierarchy)?.clone();
+        let (path, h) = locate(cgroup, resolver)?;
         let files = read_pressure(resolver.hierarchies(), &h, &path);
         if files.is_empty() {
             self.no_pressure.insert(key(cgroup), Instant::now());
