@@ -115,6 +115,22 @@ impl Resolver {
         all
     }
 
+    /// Every cgroup of a hierarchy as of now, as references, with paths.
+    pub fn refs(&mut self, hierarchy: u32) -> Vec<(CgroupRef, String)> {
+        self.cgroups(hierarchy)
+            .into_iter()
+            .map(|(id, path)| {
+                let level = path.split('/').filter(|p| !p.is_empty()).count();
+                let cgroup = CgroupRef {
+                    id,
+                    hierarchy,
+                    level: u32::try_from(level).unwrap_or(0),
+                };
+                (cgroup, path)
+            })
+            .collect()
+    }
+
     fn insert(&mut self, hierarchy: u32, id: u64, path: String) {
         if self.paths.len() >= MAX_CACHED && !self.paths.contains_key(&(hierarchy, id)) {
             // Forget everything rather than track recency: a rescan rebuilds

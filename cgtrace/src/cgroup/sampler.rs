@@ -36,6 +36,22 @@ fn locate(cgroup: CgroupRef, resolver: &mut Resolver) -> Option<(String, Hierarc
     Some((path, hierarchy))
 }
 
+/// A memory sample of the cgroup's usage and limit alone.
+fn usage_sample(cgroup: CgroupRef, h: &Hierarchy, path: &str, at_ns: u64) -> MemorySample {
+    let (usage_bytes, limit_bytes) = stat::usage_and_limit(&h.mount, path, h.version);
+    MemorySample {
+        at_ns,
+        cgroup,
+        version: h.version,
+        usage_bytes,
+        limit_bytes,
+        peak_bytes: None,
+        page_cache_bytes: None,
+        events: None,
+        stat_charges: None,
+    }
+}
+
 fn key(cgroup: CgroupRef) -> Key {
     (cgroup.hierarchy, cgroup.id)
 }
@@ -121,19 +137,8 @@ impl FileSampler {
         at_ns: u64,
     ) -> Option<MemorySample> {
         let (path, h) = locate(cgroup, resolver)?;
-        let (usage_bytes, limit_bytes) = stat::usage_and_limit(&h.mount, &path, h.version);
-        usage_bytes?;
-        Some(MemorySample {
-            at_ns,
-            cgroup,
-            version: h.version,
-            usage_bytes,
-            limit_bytes,
-            peak_bytes: None,
-            page_cache_bytes: None,
-            events: None,
-            stat_charges: None,
-        })
+        let sample = usage_sample(cgroup, &h, &path, at_ns);
+        sample.usage_bytes.map(|_| sample)
     }
 
     /// The memory cgroup's files now; `None` when it is gone. With
@@ -146,7 +151,7 @@ impl FileSampler {
         stat_charges: bool,
     ) -> Option<MemorySample> {
         let (path, h) = locate(cgroup, resolver)?;
-        let (usage_bytes, limit_bytes) = stat::usage_and_limit(&h.mount, &path, h.version);
+        let usage = usage_sample(cgroup, &h, &path, at_ns);
         let stat = stat::read(&h.mount, &path).ok();
         let baseline = self.baselines.entry(key(cgroup)).or_default();
         let events = stat::read_events(&h.mount, &path, h.version)
@@ -180,17 +185,13 @@ impl FileSampler {
             _ => None,
         };
         Some(MemorySample {
-            at_ns,
-            cgroup,
-            version: h.version,
-            usage_bytes,
-            limit_bytes,
             peak_bytes: stat::peak_usage(&h.mount, &path, h.version),
             page_cache_bytes: stat
                 .as_ref()
                 .and_then(|stat| stat::page_cache_bytes(stat, h.version)),
             events,
             stat_charges: charges,
+            ..usage
         })
     }
 

@@ -478,14 +478,9 @@ impl LiveSource {
             return Vec::new();
         };
         self.resolver
-            .cgroups(id)
+            .refs(id)
             .into_iter()
-            .map(|(cgroup, path)| CgroupRef {
-                id: cgroup,
-                hierarchy: id,
-                level: u32::try_from(path.split('/').filter(|p| !p.is_empty()).count())
-                    .unwrap_or(0),
-            })
+            .map(|(cgroup, _)| cgroup)
             .collect()
     }
 

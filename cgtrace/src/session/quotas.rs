@@ -51,16 +51,9 @@ impl QuotaWatch {
             self.last_scan = Some(Instant::now());
             self.fresh.clear();
             self.limited = resolver
-                .cgroups(id)
+                .refs(id)
                 .into_iter()
-                .filter_map(|(cgroup, path)| {
-                    let cgroup = CgroupRef {
-                        id: cgroup,
-                        hierarchy: id,
-                        level: level(&path),
-                    };
-                    Some((cgroup, quota(&hierarchy, &path)?))
-                })
+                .filter_map(|(cgroup, path)| Some((cgroup, quota(&hierarchy, &path)?)))
                 .collect();
         } else {
             self.fresh.retain(|(_, _, made)| made.elapsed() < RESCAN);
@@ -85,8 +78,4 @@ fn cpu_hierarchy(resolver: &Resolver) -> Option<Hierarchy> {
 fn quota(hierarchy: &Hierarchy, path: &str) -> Option<Bandwidth> {
     crate::cgroup::cpu::bandwidth(&hierarchy.mount, path, hierarchy.version)
         .filter(|b| b.quota_us.is_some())
-}
-
-fn level(path: &str) -> u32 {
-    u32::try_from(path.split('/').filter(|p| !p.is_empty()).count()).unwrap_or(0)
 }

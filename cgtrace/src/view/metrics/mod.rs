@@ -665,23 +665,28 @@ impl Metrics {
     }
 
     fn health(&mut self, stats: &ProbeStats) {
-        let moved = |now: u64, before: u64| now.saturating_sub(before);
         let last = self.last_stats;
-        self.probe
-            .ring_buffer_drops
-            .inc_by(moved(stats.ring_buffer_drops, last.ring_buffer_drops));
-        self.probe
-            .recursion_misses
-            .inc_by(moved(stats.recursion_misses, last.recursion_misses));
-        self.probe
-            .read_failures
-            .inc_by(moved(stats.read_failures, last.read_failures));
-        self.probe
-            .map_full
-            .inc_by(moved(stats.map_full, last.map_full));
-        self.probe
-            .records
-            .inc_by(moved(stats.records, last.records));
+        for (counter, now, before) in [
+            (
+                &self.probe.ring_buffer_drops,
+                stats.ring_buffer_drops,
+                last.ring_buffer_drops,
+            ),
+            (
+                &self.probe.recursion_misses,
+                stats.recursion_misses,
+                last.recursion_misses,
+            ),
+            (
+                &self.probe.read_failures,
+                stats.read_failures,
+                last.read_failures,
+            ),
+            (&self.probe.map_full, stats.map_full, last.map_full),
+            (&self.probe.records, stats.records, last.records),
+        ] {
+            counter.inc_by(now.saturating_sub(before));
+        }
         self.last_stats = *stats;
     }
 }
