@@ -27,6 +27,9 @@ macro_rules! say {
     }};
 }
 
+/// `cgtrace --version`: the release and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CGTRACE_COMMIT"), ")");
+
 pub mod btf;
 pub mod cgroup;
 pub mod cli;
@@ -35,6 +38,7 @@ pub mod event;
 pub mod identity;
 pub mod kmsg;
 pub mod model;
+pub mod privilege;
 pub mod probe;
 pub mod session;
 pub mod system;

@@ -9,6 +9,7 @@ use clap::Parser as _;
 fn main() -> ExitCode {
     keep_large_allocations_out_of_the_heap();
     let cli = Cli::parse();
+    cgtrace::privilege::raise_permitted();
     cgtrace::probe::log::request(cli.probe_log);
     cgtrace::probe::offsets::pretend_absent(&cli.pretend_absent);
     if let Command::Record(args) = &cli.command {
@@ -29,6 +30,8 @@ fn main() -> ExitCode {
         Command::Record(_) => unreachable!("handled above"),
         Command::Demo(args) => cli::demo::run(args),
         Command::Serve(args) => cli::serve::run(args),
+        Command::Completions(args) => cli::docs::completions(args),
+        Command::Man(args) => cli::docs::man(args),
         Command::Memhog(args) => cli::memhog::run(args),
         Command::Spin(args) => cli::memhog::spin(args),
         Command::PageCache(args) => cli::memhog::page_cache(args),

@@ -161,13 +161,23 @@ impl Follower {
     /// Starts the follower and waits until its probe is attached.
     #[must_use]
     pub fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(cgtrace_bin())
-            .args(["oom", "--follow", "--json"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start cgtrace oom --follow");
+        let mut command = Command::new(cgtrace_bin());
+        command.args(["oom", "--follow", "--json"]).args(extra);
+        Self::spawn(&mut command, None)
+    }
+
+    /// Starts `command` (a `cgtrace oom --follow --json`, perhaps behind
+    /// `setpriv` or `unshare`), in `cgroup` if given, and waits until its
+    /// probe is attached.
+    #[must_use]
+    pub fn spawn(command: &mut Command, cgroup: Option<&ScratchCgroup>) -> Self {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = match cgroup {
+            Some(cgroup) => cgroup
+                .spawn_into(command)
+                .expect("start cgtrace oom --follow"),
+            None => command.spawn().expect("start cgtrace oom --follow"),
+        };
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let (line_tx, lines) = mpsc::channel();
@@ -205,6 +215,25 @@ impl Follower {
             }
         }
         follower
+    }
+
+    /// The process id (of cgtrace itself, when a wrapper exec'd it).
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Waits for a stderr line starting with `prefix`; returns it.
+    pub fn stderr_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no stderr line starting {prefix:?}: {e}"),
+            }
+        }
     }
 
     /// Waits for a JSON line matching `predicate`; returns it.
@@ -407,4 +436,74 @@ pub fn probe_options(features: cgtrace::probe::FeatureSet) -> cgtrace::probe::Pr
         throttle_variant,
         ..ProbeOptions::default()
     }
+}
+
+/// Makes `command` run as `uid` (and group `uid`, no supplementary
+/// groups) with only `capabilities` (their numbers), as ambient
+/// capabilities: a non-root user given just those, as
+/// `setpriv --reuid --ambient-caps` would.
+pub fn as_user_with_capabilities(command: &mut Command, uid: u32, capabilities: &[u32]) {
+    use std::os::unix::process::CommandExt as _;
+    let mut wanted = [0_u32; 2];
+    for cap in capabilities {
+        wanted[(cap / 32) as usize] |= 1 << (cap % 32);
+    }
+    let capabilities = capabilities.to_vec();
+    // SAFETY: the closure makes system calls only (no allocation, no
+    // locks), as is required between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let check = |result: libc::c_long| {
+                if result < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            check(libc::syscall(
+                libc::SYS_setgroups,
+                0,
+                std::ptr::null::<libc::gid_t>(),
+            ))?;
+            check(libc::syscall(libc::SYS_setresgid, uid, uid, uid))?;
+            check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0).into())?;
+            check(libc::syscall(libc::SYS_setresuid, uid, uid, uid))?;
+            // struct __user_cap_header_struct and two __user_cap_data_struct.
+            let header: [u32; 2] = [0x2008_0522, 0];
+            let data: [u32; 6] = [
+                wanted[0], wanted[0], wanted[0], wanted[1], wanted[1], wanted[1],
+            ];
+            check(libc::syscall(
+                libc::SYS_capset,
+                header.as_ptr(),
+                data.as_ptr(),
+            ))?;
+            for cap in &capabilities {
+                check(
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE,
+                        libc::c_ulong::from(*cap),
+                        0,
+                        0,
+                    )
+                    .into(),
+                )?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A process's capability sets and ids, from `/proc/PID/status`.
+#[must_use]
+pub fn process_status(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .map(|v| v.trim_start_matches(':').trim().to_owned())
+        })
+        .unwrap_or_default()
 }

@@ -224,7 +224,7 @@ fn without_root_the_error_says_what_is_missing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("needs root") && stderr.contains("sudo"),
+        stderr.contains("lacks CAP_BPF and CAP_PERFMON") && stderr.contains("sudo"),
         "{stderr}"
     );
     assert!(stderr.contains("CAP_BPF"), "{stderr}");

@@ -1,8 +1,9 @@
-//! Developer tasks: `cargo xtask setup | test | vm-test | demo | bench | fuzz`.
+//! Developer tasks: `cargo xtask setup | test | vm-test | demo | bench | fuzz | dist | image`.
 //!
 //! Every task that builds runs `setup` first, so a fresh machine needs no
 //! other step. Nothing here is needed by cgtrace at run time.
 
+mod dist;
 mod fuzz;
 mod setup;
 mod vm;
@@ -55,6 +56,13 @@ enum Task {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
+    /// Write the release artifacts into target/dist/: the static binary,
+    /// a tarball with its SHA-256 sum, and a Debian package, with man pages
+    /// and shell completions.
+    Dist,
+    /// Write the container image (target/dist/cgtrace-image.tar, for
+    /// `docker load`): the static binary alone, running `cgtrace serve`.
+    Image,
 }
 
 /// Seconds per fuzz target within `cargo xtask test`.
@@ -69,6 +77,8 @@ fn main() {
         Task::Demo => demo(),
         Task::Bench { quick } => bench(quick),
         Task::Fuzz { seconds } => setup::run().and_then(|env| fuzz::run_all(&env, seconds)),
+        Task::Dist => setup::run().and_then(|env| dist::dist(&env)).map(drop),
+        Task::Image => setup::run().and_then(|env| dist::image(&env)).map(drop),
     };
     if let Err(error) = result {
         eprintln!("xtask: {error:#}");
@@ -124,10 +134,17 @@ fn test() -> anyhow::Result<()> {
             "xtask: not root: the integration tests will skip (run `sudo -E cargo xtask test` for all of them)"
         );
     }
+    // What a user installs, for the tests that install and run it.
+    let artifacts = dist::dist(&env)?;
+    let image = dist::image(&env)?;
     let totals = run_tests(
         cargo(&env)
             .args(["test", "--no-fail-fast"])
-            .env("CGTRACE_BIN", &binary),
+            .env("CGTRACE_BIN", &binary)
+            .env("CGTRACE_STATIC_BIN", &artifacts.binary)
+            .env("CGTRACE_TARBALL", &artifacts.tarball)
+            .env("CGTRACE_DEB", &artifacts.deb)
+            .env("CGTRACE_IMAGE", &image),
     )?;
     // One closing line for the host, whatever suite cargo ran last.
     println!(

@@ -164,7 +164,8 @@ const STATIC_RUSTFLAGS: (&str, &str) = (
     "-C target-feature=+crt-static -C debuginfo=0",
 );
 
-fn build(env: &BuildEnv) -> anyhow::Result<Binaries> {
+/// The static release cgtrace (the guests' and `cargo xtask dist`'s).
+pub fn static_cgtrace(env: &BuildEnv) -> anyhow::Result<PathBuf> {
     run(cargo(env)
         .args([
             "build",
@@ -176,6 +177,14 @@ fn build(env: &BuildEnv) -> anyhow::Result<Binaries> {
         ])
         .args(STATIC_ARGS)
         .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1))?;
+    Ok(root()
+        .join("target/vm")
+        .join(TARGET)
+        .join("release/cgtrace"))
+}
+
+fn build(env: &BuildEnv) -> anyhow::Result<Binaries> {
+    let cgtrace = static_cgtrace(env)?;
     let mut tests = cargo(env);
     tests
         .args([
@@ -208,10 +217,7 @@ fn build(env: &BuildEnv) -> anyhow::Result<Binaries> {
         bail!("cargo built no integration test binaries");
     }
     Ok(Binaries {
-        cgtrace: root()
-            .join("target/vm")
-            .join(TARGET)
-            .join("release/cgtrace"),
+        cgtrace,
         tests: test_binaries,
     })
 }

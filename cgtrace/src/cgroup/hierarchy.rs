@@ -73,7 +73,9 @@ impl Hierarchies {
     pub fn discover() -> std::io::Result<Self> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
         let proc_cgroups = std::fs::read_to_string("/proc/cgroups").unwrap_or_default();
-        let mut hierarchies = Self::parse(&mountinfo, &proc_cgroups);
+        let mut hierarchies = Self::parse_with(&mountinfo, &proc_cgroups, |root, mount| {
+            is_hierarchy_root(root, mount)
+        });
         for h in &mut hierarchies.list {
             if h.version == Version::V2 {
                 h.controllers = read_v2_controllers(&h.mount);
@@ -86,6 +88,16 @@ impl Hierarchies {
     /// empty (they live in a file under the mount).
     #[must_use]
     pub fn parse(mountinfo: &str, proc_cgroups: &str) -> Self {
+        Self::parse_with(mountinfo, proc_cgroups, |root, _| root == "/")
+    }
+
+    /// [`Self::parse`], with `whole(root, mount)` deciding whether a mount
+    /// (its mountinfo root field and mount point) shows a whole hierarchy.
+    fn parse_with(
+        mountinfo: &str,
+        proc_cgroups: &str,
+        whole: impl Fn(&str, &Path) -> bool,
+    ) -> Self {
         let ids: Vec<(&str, u32)> = proc_cgroups
             .lines()
             .filter(|line| !line.starts_with('#'))
@@ -108,12 +120,12 @@ impl Hierarchies {
             else {
                 continue;
             };
+            let mount = PathBuf::from(unescape_mount_path(mount));
             // A bind mount of a sub-cgroup would give paths relative to that
             // cgroup; only whole hierarchies are used.
-            if *root != "/" {
+            if !whole(root, &mount) {
                 continue;
             }
-            let mount = PathBuf::from(unescape_mount_path(mount));
             let hierarchy = match *fstype {
                 "cgroup2" => Hierarchy {
                     id: Some(V2_HIERARCHY_ID),
@@ -178,6 +190,26 @@ impl Hierarchies {
         self.list.iter().find(|h| h.id == Some(id))
     }
 }
+
+/// Whether a cgroup mount shows its whole hierarchy. In the host's cgroup
+/// namespace mountinfo says so (root `/`); in another one (a container's)
+/// the root field is relative to that namespace: the container's own
+/// cgroup mount reads `/` though it holds only the container's subtree,
+/// and the host's tree, bind-mounted in, reads `/..` or deeper. The
+/// directory itself says: a hierarchy's root cgroup is kernfs node 1,
+/// the inode number of its directory.
+fn is_hierarchy_root(root: &str, mount: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match std::fs::metadata(mount) {
+        Ok(meta) => meta.ino() == KERNFS_ROOT_INO,
+        // Unreadable: trust mountinfo, as in the host's namespace.
+        Err(_) => root == "/",
+    }
+}
+
+/// The inode number of a kernfs root directory (`kernfs_create_root`
+/// gives the root node the first id).
+const KERNFS_ROOT_INO: u64 = 1;
 
 fn read_v2_controllers(mount: &Path) -> Vec<String> {
     std::fs::read_to_string(mount.join("cgroup.controllers"))

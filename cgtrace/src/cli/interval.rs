@@ -3,6 +3,7 @@
 //! cgroups they name) or a trace's events — with [`IntervalView`] handing
 //! each interval to the view's renderer.
 
+use crate::privilege;
 use std::{io, path::Path, time::Duration};
 
 use clap::Args;
@@ -106,6 +107,11 @@ fn watch(
             })
         },
     )?;
+    super::live::give_up_privileges(privilege::kept_by(if files {
+        "cache --files"
+    } else {
+        "cache, reclaim"
+    }))?;
     let page_size = cx.page_size;
     let mut view = IntervalView::new(page_size, render, None, args.count, args.json);
     session::run(&mut source, &mut cx, &mut [&mut view])?;

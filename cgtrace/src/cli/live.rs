@@ -48,3 +48,14 @@ pub fn start(
     }
     Ok((source, cx))
 }
+
+/// Gives up every capability but those `keep` needs, once everything is
+/// attached, and says what it kept (a view that runs nothing else after
+/// attaching calls it; `record` and `demo` do not: what they run inherits
+/// their capabilities).
+pub fn give_up_privileges(keep: &[crate::privilege::Keep]) -> anyhow::Result<()> {
+    let dropped = crate::privilege::drop_all_but(keep)
+        .context("cannot give up the capabilities no longer needed")?;
+    crate::note!("cgtrace: capabilities: {dropped}");
+    Ok(())
+}

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod check;
 pub mod demo;
+pub mod docs;
 pub mod export;
 pub mod interval;
 pub mod live;
@@ -20,7 +21,7 @@ use clap::{Parser, Subcommand};
 /// Trace Linux cgroups with eBPF: OOM kills (with the memcg whose limit was
 /// hit), page-cache ownership and reclaim, CPU throttling.
 #[derive(Debug, Parser)]
-#[command(name = "cgtrace", version, propagate_version = true)]
+#[command(name = "cgtrace", version = crate::VERSION, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -62,6 +63,11 @@ pub enum Command {
     /// Every probe family at once until SIGTERM, with a Prometheus
     /// endpoint (`/metrics`, `/healthz`): the node agent.
     Serve(serve::ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, …).
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages into a directory (`cargo xtask dist`'s input).
+    #[command(name = "__man", hide = true)]
+    Man(docs::ManArgs),
     /// Allocate and touch memory (the demo's and tests' workload).
     #[command(name = "__memhog", hide = true)]
     Memhog(memhog::MemhogArgs),

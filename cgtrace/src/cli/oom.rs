@@ -4,6 +4,7 @@
 //! Cost: the probe runs only when the OOM killer marks a victim (a few
 //! microseconds per kill); between kills cgtrace sleeps in poll(2).
 
+use crate::privilege;
 use std::{io, path::Path, time::Duration};
 
 use clap::Args;
@@ -123,6 +124,7 @@ fn follow(args: &OomArgs, selection: Selection, printer: OomPrinter) -> anyhow::
             })
         },
     )?;
+    super::live::give_up_privileges(privilege::kept_by("oom --follow"))?;
     let stats_every_ns = (args.json && args.stats_interval > 0)
         .then(|| args.stats_interval.saturating_mul(1_000_000_000));
     let mut view = OomFollow::new(printer, attach_ns, stats_every_ns);

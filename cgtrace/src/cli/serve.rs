@@ -3,6 +3,7 @@
 //! OOM kill as a JSON line on stdout. The metrics and the kill lines are
 //! sinks on the same live source every view uses.
 
+use crate::privilege;
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -163,6 +164,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<Outcome> {
         ready: Arc::new(AtomicBool::new(true)),
     };
     let ready = Arc::clone(&endpoint.ready);
+    super::live::give_up_privileges(privilege::kept_by("serve"))?;
     let server = runtime.spawn(endpoint::serve(listener, endpoint));
     crate::note!(
         "cgtrace: serving /metrics and /healthz on http://{}",

@@ -6,6 +6,7 @@
 //! Cost: the sched_switch variant runs on every context switch; for a task
 //! of an unlimited group it is a few reads (see BENCHMARKS.md).
 
+use crate::privilege;
 use clap::Args;
 
 use super::{
@@ -84,6 +85,7 @@ fn watch(args: &ThrottleArgs) -> anyhow::Result<Outcome> {
         },
     )?;
     source.gate_throttle_now()?;
+    super::live::give_up_privileges(privilege::kept_by("throttle"))?;
     let mut view = view::ThrottleView::new(
         view::ReplayOptions {
             spans: args.spans,

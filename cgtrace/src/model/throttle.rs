@@ -35,6 +35,10 @@ struct Group {
     /// The counters at the last close (they count from the session's start).
     stat_before: Option<CpuStat>,
     usage_before: Option<u64>,
+    /// The CFS period last read: an interval whose sample is missing (the
+    /// group removed, or its sample late) still counts a long throttle once
+    /// per period it spans, as the whole recording's count does.
+    period_ns: Option<u64>,
 }
 
 /// Spans and `cpu.stat` samples, grouped by cgroup and interval.
@@ -90,9 +94,10 @@ impl ThrottleModel {
             if !limited && spans.is_empty() {
                 continue;
             }
-            let period_ns = sample
-                .and_then(|s| s.bandwidth)
-                .map(|b| b.period_us.saturating_mul(1000));
+            if let Some(bandwidth) = sample.and_then(|s| s.bandwidth) {
+                group.period_ns = Some(bandwidth.period_us.saturating_mul(1000));
+            }
+            let period_ns = group.period_ns;
             rows.push(GroupInterval {
                 cgroup: *cgroup,
                 spans: span_stats_in(&spans, period_ns),
@@ -239,6 +244,21 @@ mod tests {
         // No quota and no spans: nothing to show.
         model.cpu(&sample(5, None));
         assert!(model.close().is_empty());
+    }
+
+    #[test]
+    fn an_interval_without_a_sample_counts_periods_by_the_last_one_read() {
+        let mut model = ThrottleModel::new();
+        model.cpu(&sample(0, Some(20_000)));
+        model.close();
+        // The group is removed: its last spans come with no sample, and a
+        // 250 ms throttle still spans three 100 ms periods.
+        let mut long = span(1000, 1250, 0);
+        long.cgroup_ref = Some(GROUP);
+        model.span(&long);
+        let rows = model.close();
+        assert_eq!(rows[0].spans.periods, 3);
+        assert_eq!(rows[0].bandwidth, None);
     }
 
     fn span(start_ms: u64, end_ms: u64, cpu: u32) -> ThrottleSpan {

@@ -44,7 +44,7 @@ pub const DEFAULT_RING_BUFFER_BYTES: u32 = 256 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
-        "cgtrace needs root to load its eBPF programs (missing {}; CAP_SYS_ADMIN would also do): run it with sudo",
+        "cgtrace needs CAP_BPF and CAP_PERFMON to load its eBPF programs and lacks {} (CAP_SYS_ADMIN would also do): run it with sudo, or give its user those capabilities (`setcap cap_bpf,cap_perfmon,cap_syslog+p` on the binary, or as ambient capabilities)",
         .missing.join(" and ")
     )]
     NotPrivileged { missing: Vec<&'static str> },

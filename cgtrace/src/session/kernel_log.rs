@@ -24,7 +24,7 @@ impl KernelLog {
     pub fn open() -> anyhow::Result<Self> {
         let reader = KmsgReader::open(Path::new(DEV_KMSG)).map_err(|e| {
             let hint = if e.kind() == io::ErrorKind::PermissionDenied {
-                ": reading the kernel log needs root (or kernel.dmesg_restrict=0); run it with sudo"
+                ": reading the kernel log needs CAP_SYSLOG while kernel.dmesg_restrict is 1; run it with sudo, or give its user CAP_SYSLOG"
             } else {
                 ""
             };

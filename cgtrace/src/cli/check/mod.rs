@@ -37,6 +37,7 @@ struct Report {
     tracefs_mounted: bool,
     privileges: String,
     can_trace: bool,
+    capabilities: CapabilityRow,
     fentry: String,
     features: Vec<FeatureRow>,
     can_run: bool,
@@ -51,6 +52,41 @@ struct HierarchyRow {
     version: &'static str,
     mount: String,
     controllers: Vec<String>,
+}
+
+/// The capabilities in effect, and what each live view keeps once its
+/// probes are attached (it gives up the rest).
+#[derive(Debug, Serialize)]
+struct CapabilityRow {
+    effective: Vec<String>,
+    /// Whether opening `/dev/kmsg` needs CAP_SYSLOG here.
+    kernel_log_needs_syslog: bool,
+    kept_after_attach: Vec<KeptRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct KeptRow {
+    view: &'static str,
+    kept: Vec<String>,
+    reasons: Vec<&'static str>,
+}
+
+impl CapabilityRow {
+    fn now() -> Self {
+        Self {
+            effective: crate::privilege::effective_names(),
+            kernel_log_needs_syslog: std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict")
+                .is_ok_and(|v| v.trim() == "1"),
+            kept_after_attach: crate::privilege::KEPT_BY_VIEW
+                .iter()
+                .map(|(view, keep)| KeptRow {
+                    view,
+                    kept: crate::privilege::names(keep),
+                    reasons: keep.iter().map(|k| k.reason()).collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -155,6 +191,7 @@ fn gather() -> Report {
             format!("uid {}", privileges.euid)
         },
         can_trace: privileges.can_trace(),
+        capabilities: CapabilityRow::now(),
         fentry,
         features,
         can_run,
@@ -303,6 +340,7 @@ fn render(report: &Report) -> String {
             "cannot load eBPF programs: run with sudo"
         }
     );
+    render_capabilities(&mut out, &report.capabilities);
     let _ = writeln!(out, "fentry      {}", report.fentry);
     let _ = writeln!(out);
     let _ = writeln!(
@@ -363,5 +401,36 @@ fn render_exercised(out: &mut String, exercised: &exercise::Exercised) {
     }
     for line in &exercised.log {
         let _ = writeln!(out, "  log      {line}");
+    }
+}
+
+fn render_capabilities(out: &mut String, row: &CapabilityRow) {
+    let effective = match row.effective.len() {
+        0 => "none".to_owned(),
+        n if n > 6 => format!("{n} (all a root process has)"),
+        _ => row.effective.join(", "),
+    };
+    let _ = writeln!(out, "capabilities in effect: {effective}");
+    let _ = writeln!(
+        out,
+        "            to start: CAP_BPF and CAP_PERFMON (load and attach){}",
+        if row.kernel_log_needs_syslog {
+            ", CAP_SYSLOG (the kernel log: kernel.dmesg_restrict is 1)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "            kept once attached (the rest is given up; record and demo keep theirs, which what they run inherits):"
+    );
+    for kept in &row.kept_after_attach {
+        let _ = writeln!(
+            out,
+            "              {:<16} {} ({})",
+            kept.view,
+            kept.kept.join(", "),
+            kept.reasons.join("; ")
+        );
     }
 }
