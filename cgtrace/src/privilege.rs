@@ -14,11 +14,14 @@
 use caps::{CapSet, Capability, CapsHashSet};
 
 /// What loading and attaching the probes takes, and opening the kernel log.
-const AT_START: [Capability; 4] = [
+/// CAP_DAC_READ_SEARCH is raised too where a user was given it: on a
+/// Docker host, the names of containers are in files only root may read.
+const AT_START: [Capability; 5] = [
     Capability::CAP_BPF,
     Capability::CAP_PERFMON,
     Capability::CAP_SYSLOG,
     Capability::CAP_SYS_ADMIN,
+    Capability::CAP_DAC_READ_SEARCH,
 ];
 
 /// Raises the start-up capabilities this process is permitted but does
@@ -48,6 +51,11 @@ pub enum Keep {
     /// Naming the files a cgroup's processes hold open: their
     /// `/proc/PID/fd` when they have capabilities cgtrace gave up.
     OpenFiles,
+    /// Naming Docker containers as they start, from
+    /// `/var/lib/docker/containers/*/config.v2.json` (root-only): kept by
+    /// a user other than root that was given it. Root reads them as their
+    /// owner, with no capability.
+    DockerNames,
 }
 
 impl Keep {
@@ -57,6 +65,7 @@ impl Keep {
             Self::MapReads => &[Capability::CAP_BPF],
             Self::LateAttach => &[Capability::CAP_BPF, Capability::CAP_PERFMON],
             Self::OpenFiles => &[Capability::CAP_SYS_PTRACE],
+            Self::DockerNames => &[Capability::CAP_DAC_READ_SEARCH],
         }
     }
 
@@ -66,17 +75,27 @@ impl Keep {
             Self::MapReads => "reading the probes' maps (kernels before 5.19)",
             Self::LateAttach => "attaching the throttle program when a quota appears",
             Self::OpenFiles => "naming the files a cgroup's processes hold open",
+            Self::DockerNames => "naming Docker containers (a user other than root, if given it)",
         }
     }
 }
 
 /// What each live view keeps once attached (`check` shows this table).
 pub const KEPT_BY_VIEW: &[(&str, &[Keep])] = &[
-    ("serve", &[Keep::MapReads, Keep::LateAttach]),
-    ("throttle", &[Keep::MapReads, Keep::LateAttach]),
-    ("oom --follow", &[Keep::MapReads]),
-    ("cache, reclaim", &[Keep::MapReads]),
-    ("cache --files", &[Keep::MapReads, Keep::OpenFiles]),
+    (
+        "serve",
+        &[Keep::MapReads, Keep::LateAttach, Keep::DockerNames],
+    ),
+    (
+        "throttle",
+        &[Keep::MapReads, Keep::LateAttach, Keep::DockerNames],
+    ),
+    ("oom --follow", &[Keep::MapReads, Keep::DockerNames]),
+    ("cache, reclaim", &[Keep::MapReads, Keep::DockerNames]),
+    (
+        "cache --files",
+        &[Keep::MapReads, Keep::OpenFiles, Keep::DockerNames],
+    ),
 ];
 
 /// What a view named in [`KEPT_BY_VIEW`] keeps.
@@ -134,9 +153,13 @@ impl std::fmt::Display for Dropped {
 /// sets, then sets no_new_privs. Call it once everything is attached.
 pub fn drop_all_but(keep: &[Keep]) -> anyhow::Result<Dropped> {
     let effective = caps::read(None, CapSet::Effective)?;
+    let root = rustix::process::geteuid().is_root();
     let mut kept = Vec::new();
     let mut retained = CapsHashSet::new();
     for reason in keep {
+        if root && *reason == Keep::DockerNames {
+            continue;
+        }
         for cap in reason.capabilities() {
             if effective.contains(cap) && retained.insert(*cap) {
                 kept.push((*cap, reason.reason()));

@@ -12,6 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod agent;
+pub mod http;
+pub mod manifests;
+pub mod runtime;
+
 pub use cgtrace::{
     cgroup::{Hierarchies, scratch::ScratchCgroup},
     workload::UncachedFile,

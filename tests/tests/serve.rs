@@ -7,8 +7,7 @@
 
 use std::{
     collections::HashSet,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpStream,
+    io::{BufRead as _, BufReader, Write as _},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -18,45 +17,12 @@ use std::{
 
 use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
 use cgtrace_tests::{
-    ChildGuard, cgtrace_bin, memhog, read_in, report_json, require_root, row_for, scratch,
-    uncached_file, wait_until,
+    ChildGuard, cgtrace_bin,
+    http::{free_port, get, sample, scrape},
+    memhog, read_in, report_json, require_root, row_for, scratch, uncached_file, wait_until,
 };
 
 const MIB: u64 = 1 << 20;
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// `GET path` with these headers; the status code and the body.
-fn get(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-/// The value of the sample line starting with `series`.
-fn sample(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
-/// The whole scrape of the endpoint on `port`.
-fn scrape(port: u16) -> String {
-    get(port, "/metrics", "").expect("a scrape").1
-}
 
 /// `cgtrace serve` (with `extra` arguments) on a free loopback port, once
 /// it answers ready, and the lines it prints on stdout.

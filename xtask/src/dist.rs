@@ -310,10 +310,14 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
 
 /// The capabilities the image's binary is permitted: loading and attaching
 /// the probes (`CAP_BPF`, `CAP_PERFMON`), opening `/dev/kmsg` under
-/// `dmesg_restrict` (`CAP_SYSLOG`). Permitted only, not effective: cgtrace
-/// raises them itself, so it can say which one the container lacks
-/// instead of failing in `execve`.
-const IMAGE_CAPABILITIES: &[u32] = &[CAP_SYSLOG, CAP_PERFMON, CAP_BPF];
+/// `dmesg_restrict` (`CAP_SYSLOG`), and reading Docker's root-only
+/// container names (`CAP_DAC_READ_SEARCH`, which only the Docker variant
+/// of the DaemonSet adds). A process gets those of them its container's
+/// bounding set holds. Permitted only, not effective: cgtrace raises them
+/// itself, so it can say which one the container lacks instead of failing
+/// in `execve`.
+const IMAGE_CAPABILITIES: &[u32] = &[CAP_DAC_READ_SEARCH, CAP_SYSLOG, CAP_PERFMON, CAP_BPF];
+const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_SYSLOG: u32 = 34;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -455,12 +459,13 @@ mod tests {
 
     #[test]
     fn capabilities_as_the_kernel_stores_them() {
-        // What `setcap cap_bpf,cap_perfmon,cap_syslog+p` writes.
-        let value = file_capabilities(&[34, 38, 39]);
+        // What `setcap cap_dac_read_search,cap_bpf,cap_perfmon,cap_syslog+p`
+        // writes (read back with getxattr).
+        let value = file_capabilities(&[2, 34, 38, 39]);
         assert_eq!(
             value,
             [
-                0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0xc4, 0, 0, 0, 0, 0, 0, 0
+                0, 0, 0, 2, 4, 0, 0, 0, 0, 0, 0, 0, 0xc4, 0, 0, 0, 0, 0, 0, 0
             ]
         );
     }

@@ -137,6 +137,7 @@ fn test() -> anyhow::Result<()> {
     // What a user installs, for the tests that install and run it.
     let artifacts = dist::dist(&env)?;
     let image = dist::image(&env)?;
+    let validator = setup::kubernetes_validate(is_root())?;
     let totals = run_tests(
         cargo(&env)
             .args(["test", "--no-fail-fast"])
@@ -144,7 +145,8 @@ fn test() -> anyhow::Result<()> {
             .env("CGTRACE_STATIC_BIN", &artifacts.binary)
             .env("CGTRACE_TARBALL", &artifacts.tarball)
             .env("CGTRACE_DEB", &artifacts.deb)
-            .env("CGTRACE_IMAGE", &image),
+            .env("CGTRACE_IMAGE", &image)
+            .env("CGTRACE_KUBERNETES_VALIDATE", &validator),
     )?;
     // One closing line for the host, whatever suite cargo ran last.
     println!(

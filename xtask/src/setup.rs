@@ -5,7 +5,9 @@
 //!   linker's LLVM must be the compiler's; Debian has no matching LLVM);
 //! * tracefs mounted (classic tracepoints need it; BTF tracepoints do not);
 //! * for the tests, the Debian packages they drive: chromium (the HTML
-//!   report is rendered and screenshotted in a real headless browser).
+//!   report is rendered and screenshotted in a real headless browser),
+//!   Docker, QEMU and others (see `TEST_PACKAGES`), and kubernetes-validate
+//!   from PyPI for the manifests.
 //!
 //! Each step checks first, so a second run takes well under a second.
 
@@ -196,14 +198,74 @@ fn link_into_cargo_bin(linker: &Path) {
 
 /// Programs the tests need, and the Debian packages that have them: a
 /// browser for the HTML report, promtool to check `serve`'s metrics, QEMU,
-/// busybox and xz for the kernel matrix.
-pub const TEST_PACKAGES: [(&str, &str); 5] = [
+/// busybox and xz for the kernel matrix, Docker (and the containerd it
+/// drives) for the container image, man for the man pages.
+pub const TEST_PACKAGES: [(&str, &str); 8] = [
     ("chromium", "chromium"),
     ("promtool", "prometheus"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),
     ("xz", "xz-utils"),
+    ("dockerd", "docker.io"),
+    ("man", "man-db"),
+    ("dpkg-deb", "dpkg"),
 ];
+
+/// `kubernetes-validate` (PyPI; it bundles the Kubernetes API schemas, so
+/// validation is offline), in a virtual environment under the tools
+/// directory, pinned.
+pub fn kubernetes_validate(root: bool) -> anyhow::Result<PathBuf> {
+    const PACKAGE: &str = "kubernetes-validate==1.37.0";
+    let venv = tools_dir()?.join("venv");
+    let validator = venv.join("bin/kubernetes-validate");
+    if validator.is_file() {
+        return Ok(validator);
+    }
+    let create = |python: &str| {
+        Command::new(python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !create("python3") {
+        // Debian's python3 has no venv module without this package.
+        if !root {
+            bail!("cannot create a Python virtual environment: install python3-venv");
+        }
+        apt_install(&["python3-venv"])?;
+        if !create("/usr/bin/python3") {
+            bail!(
+                "cannot create a Python virtual environment in {}",
+                venv.display()
+            );
+        }
+    }
+    run_command(Command::new(venv.join("bin/pip")).args(["install", "--quiet", PACKAGE]))?;
+    Ok(validator)
+}
+
+/// Installs Debian packages: first from the package lists as they are,
+/// then after `apt-get update` (a fresh image's lists are often stale or
+/// empty).
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if install() {
+        return Ok(());
+    }
+    run_command(Command::new("apt-get").args(["update"]))?;
+    if !install() {
+        bail!("apt-get could not install {}", packages.join(", "));
+    }
+    Ok(())
+}
 
 /// The benchmark's peer: bpftrace doing the same aggregation.
 pub const BENCH_PACKAGES: [(&str, &str); 1] = [("bpftrace", "bpftrace")];
@@ -214,9 +276,7 @@ fn on_path(program: &str) -> bool {
 }
 
 /// Installs the Debian packages that provide `programs` when missing
-/// (`needed_by` says for what): first from the package lists as they are,
-/// then after `apt-get update` (a fresh image's lists are often stale or
-/// empty).
+/// (`needed_by` says for what).
 pub fn ensure_packages(
     root: bool,
     needed_by: &str,
@@ -247,22 +307,7 @@ pub fn ensure_packages(
         "xtask: installing {} (needed by {needed_by})",
         missing.join(", ")
     );
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if install() {
-        return Ok(());
-    }
-    run_command(Command::new("apt-get").args(["update"]))?;
-    if !install() {
-        bail!("apt-get could not install {}", missing.join(", "));
-    }
-    Ok(())
+    apt_install(&missing)
 }
 
 fn ensure_tracefs() {

@@ -10,6 +10,7 @@ pub mod interval;
 pub mod live;
 pub mod memhog;
 pub mod oom;
+pub mod own;
 pub mod reclaim;
 pub mod record;
 pub mod report;
@@ -68,6 +69,10 @@ pub enum Command {
     /// Write the man pages into a directory (`cargo xtask dist`'s input).
     #[command(name = "__man", hide = true)]
     Man(docs::ManArgs),
+    /// Create a directory and give it to the agent's user (a DaemonSet's
+    /// init container).
+    #[command(name = "__own", hide = true)]
+    Own(own::OwnArgs),
     /// Allocate and touch memory (the demo's and tests' workload).
     #[command(name = "__memhog", hide = true)]
     Memhog(memhog::MemhogArgs),

@@ -26,7 +26,7 @@ use crate::{
         Constraint, CpuSample, CpuStat, Event, MemorySample, OomKill, PressureSample,
         ProbeCounters, ProbeStats, ThrottleSpan,
     },
-    identity::Identity,
+    identity::{Identity, path::Workload},
     model::{cache::by_owner, memory::MemoryModel},
     session::{Context, End, Flow, Sink},
 };
@@ -717,12 +717,17 @@ impl Sink for Metrics {
 /// `namespace`, `pod`, `container` for a pod's cgroup; `cgroup` otherwise.
 #[must_use]
 pub fn workload_labels(path: &str, identity: &Identity) -> Labels {
-    match (&identity.namespace, &identity.pod) {
-        (Some(namespace), Some(pod)) => vec![
+    match (&identity.namespace, &identity.pod, &identity.container) {
+        (Some(namespace), Some(pod), container) => vec![
             ("namespace", namespace.clone()),
             ("pod", pod.clone()),
-            ("container", identity.container.clone().unwrap_or_default()),
+            ("container", container.clone().unwrap_or_default()),
         ],
+        // A named Docker container: its name beside the path (cAdvisor's
+        // `name`, under the label the pods' series use).
+        (_, _, Some(name)) if matches!(identity.workload, Workload::Docker { .. }) => {
+            vec![("cgroup", path.to_owned()), ("container", name.clone())]
+        }
         _ => vec![("cgroup", path.to_owned())],
     }
 }
@@ -992,6 +997,18 @@ mod tests {
         assert_eq!(
             workload_labels("/system.slice/nginx.service", &identity),
             vec![("cgroup", "/system.slice/nginx.service".to_owned())]
+        );
+        let path = format!("/docker/{}", "ab".repeat(32));
+        let mut docker = Identity::unnamed(&path);
+        assert_eq!(
+            workload_labels(&path, &docker),
+            vec![("cgroup", path.clone())],
+            "an unnamed Docker container keeps its path alone"
+        );
+        docker.container = Some("web".to_owned());
+        assert_eq!(
+            workload_labels(&path, &docker),
+            vec![("cgroup", path.clone()), ("container", "web".to_owned())]
         );
     }
 }
