@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Record(_) => unreachable!("handled above"),
         Command::Demo(args) => cli::demo::run(args),
         Command::Serve(args) => cli::serve::run(args),
+        Command::Top(args) => cli::top::run(args),
         Command::Completions(args) => cli::docs::completions(args),
         Command::Man(args) => cli::docs::man(args),
         Command::Own(args) => cli::own::run(args),

@@ -91,6 +91,10 @@ pub const KEPT_BY_VIEW: &[(&str, &[Keep])] = &[
         &[Keep::MapReads, Keep::LateAttach, Keep::DockerNames],
     ),
     ("oom --follow", &[Keep::MapReads, Keep::DockerNames]),
+    (
+        "top",
+        &[Keep::MapReads, Keep::LateAttach, Keep::DockerNames],
+    ),
     ("cache, reclaim", &[Keep::MapReads, Keep::DockerNames]),
     (
         "cache --files",

@@ -199,8 +199,9 @@ fn link_into_cargo_bin(linker: &Path) {
 /// Programs the tests need, and the Debian packages that have them: a
 /// browser for the HTML report, promtool to check `serve`'s metrics, QEMU,
 /// busybox and xz for the kernel matrix, Docker (and the containerd it
-/// drives) for the container image, man for the man pages.
-pub const TEST_PACKAGES: [(&str, &str); 8] = [
+/// drives) for the container image, man for the man pages, tmux for
+/// `top` in a real terminal.
+pub const TEST_PACKAGES: [(&str, &str); 9] = [
     ("chromium", "chromium"),
     ("promtool", "prometheus"),
     ("qemu-system-x86_64", "qemu-system-x86"),
@@ -209,6 +210,7 @@ pub const TEST_PACKAGES: [(&str, &str); 8] = [
     ("dockerd", "docker.io"),
     ("man", "man-db"),
     ("dpkg-deb", "dpkg"),
+    ("tmux", "tmux"),
 ];
 
 /// `kubernetes-validate` (PyPI; it bundles the Kubernetes API schemas, so

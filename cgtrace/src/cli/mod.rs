@@ -16,6 +16,7 @@ pub mod record;
 pub mod report;
 pub mod serve;
 pub mod throttle;
+pub mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -64,6 +65,9 @@ pub enum Command {
     /// Every probe family at once until SIGTERM, with a Prometheus
     /// endpoint (`/metrics`, `/healthz`): the node agent.
     Serve(serve::ServeArgs),
+    /// One live screen for every cgroup's memory, page cache, reclaim,
+    /// OOM kills and throttling (or a recording, stepped through).
+    Top(top::TopArgs),
     /// Print a shell completion script (bash, zsh, fish, …).
     Completions(docs::CompletionsArgs),
     /// Write the man pages into a directory (`cargo xtask dist`'s input).

@@ -151,7 +151,7 @@ fn prefix_matches(pattern: &[&str], path: &[&str]) -> bool {
 }
 
 /// Shell-style matching of one component: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
-fn wildcard(pattern: &str, text: &str) -> bool {
+pub(crate) fn wildcard(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
     matches_from(&pattern, &text)

@@ -5,3 +5,4 @@ pub mod memory;
 pub mod oom;
 pub mod pressure;
 pub mod throttle;
+pub mod top;

@@ -235,6 +235,22 @@ pub fn run<S: Source>(
     runtime()?.block_on(run_async(source, cx, sinks))
 }
 
+/// One event: learnt from, then given to every sink in turn; `Stop` if a
+/// sink asked to stop. (A loop of a view's own, as `top`'s, which also
+/// waits for keys, calls this for each event.)
+pub fn deliver(
+    event: &Event,
+    cx: &mut Context,
+    sinks: &mut [&mut dyn Sink],
+) -> anyhow::Result<Flow> {
+    cx.learn(event);
+    let mut stop = false;
+    for sink in sinks.iter_mut() {
+        stop |= sink.event(event, cx)? == Flow::Stop;
+    }
+    Ok(if stop { Flow::Stop } else { Flow::Continue })
+}
+
 /// The loop: each event is learnt from, then given to every sink in turn.
 pub async fn run_async<S: Source>(
     source: &mut S,
@@ -244,18 +260,13 @@ pub async fn run_async<S: Source>(
     let mut end = End::default();
     let mut latest_health = None;
     while let Some(event) = source.next(cx).await? {
-        cx.learn(&event);
         if let Event::Health(health) = &event {
             latest_health = Some(health.stats);
             if health.is_final {
                 end.health = Some(health.stats);
             }
         }
-        let mut stop = false;
-        for sink in sinks.iter_mut() {
-            stop |= sink.event(&event, cx)? == Flow::Stop;
-        }
-        if stop {
+        if deliver(&event, cx, sinks)? == Flow::Stop {
             end.stopped = true;
             break;
         }

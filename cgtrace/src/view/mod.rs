@@ -9,3 +9,4 @@ pub mod oom;
 pub mod reclaim;
 pub mod report;
 pub mod throttle;
+pub mod top;
