@@ -269,8 +269,9 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The benchmark's peer: bpftrace doing the same aggregation.
-pub const BENCH_PACKAGES: [(&str, &str); 1] = [("bpftrace", "bpftrace")];
+/// The benchmark's peer, bpftrace doing the same aggregation; tmux, the
+/// terminal `top` is measured in.
+pub const BENCH_PACKAGES: [(&str, &str); 2] = [("bpftrace", "bpftrace"), ("tmux", "tmux")];
 
 fn on_path(program: &str) -> bool {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())

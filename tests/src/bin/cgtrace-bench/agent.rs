@@ -34,7 +34,7 @@ pub struct AgentRun {
 /// a core each, and in the memory hierarchy with a limit of 64 MiB each
 /// (on cgroup v2, one tree holds both sets), under parents removed (with
 /// them) on drop.
-fn container_cgroups(count: usize) -> [ScratchCgroup; 2] {
+pub fn container_cgroups(count: usize) -> [ScratchCgroup; 2] {
     let hierarchies = Hierarchies::discover().expect("cgroup mounts");
     let parent = |controller| {
         let name = format!("cgtrace-bench-agent-{controller}-{}", std::process::id());
@@ -71,7 +71,7 @@ fn sample(port: u16, name: &str) -> Option<u64> {
 }
 
 /// User + system CPU time of `pid` so far, and its peak RSS.
-fn usage(pid: u32) -> (Duration, u64) {
+pub fn usage(pid: u32) -> (Duration, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses.
     let fields: Vec<&str> = stat

@@ -17,6 +17,7 @@ mod costs;
 mod footprint;
 mod log_switch;
 mod rare;
+mod screen;
 mod stats;
 mod tracer;
 mod workloads;
@@ -37,7 +38,7 @@ pub struct Options {
     limit_mib: u64,
     quick: bool,
     markdown: Option<PathBuf>,
-    /// Run one section only (`agent`), printed, BENCHMARKS.md untouched.
+    /// Run one section only (`agent`, `top`), printed, BENCHMARKS.md untouched.
     only: Option<String>,
 }
 
@@ -82,7 +83,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Options {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "cgtrace-bench: {problem}\nusage: cgtrace-bench [--cgtrace PATH] [--rounds N] \
-         [--file-mib N] [--limit-mib N] [--quick] [--markdown FILE] [--only agent]"
+         [--file-mib N] [--limit-mib N] [--quick] [--markdown FILE] [--only agent|top]"
     );
     std::process::exit(2)
 }
@@ -146,6 +147,7 @@ struct Targets {
     startup_cgtrace_ms: f64,
     startup_bpftrace_ms: f64,
     agent: Vec<agent::AgentRun>,
+    screen: screen::ScreenRun,
 }
 
 impl Targets {
@@ -186,8 +188,22 @@ impl Targets {
             verdict(self.startup_cgtrace_ms <= self.startup_bpftrace_ms)
         );
         out.push_str(&agent_targets(&self.agent));
+        out.push_str(&screen_target(&self.screen));
         out
     }
+}
+
+/// The live screen's target (a row of the targets table).
+fn screen_target(run: &screen::ScreenRun) -> String {
+    format!(
+        "| top beside 1,000 cgroups, 1 s refresh: at most 1 % of a core | {:.2} % | {} |\n",
+        100.0 * run.cpu_share,
+        if run.cpu_share <= 0.01 {
+            "met"
+        } else {
+            "**missed**"
+        }
+    )
 }
 
 /// The node agent's targets (rows of the targets table).
@@ -231,16 +247,20 @@ fn agent_targets(runs: &[agent::AgentRun]) -> String {
 
 /// `--only SECTION`: one section, printed; BENCHMARKS.md is left alone.
 fn run_only(options: &Options, only: &str) {
-    if only != "agent" {
-        usage(&format!(
-            "--only {only}: the one section that runs alone is `agent`"
-        ));
-    }
-    let (section, runs) = agent::agent(options);
-    println!(
-        "| target | this run | |\n|---|---|---|\n{}{section}",
-        agent_targets(&runs)
-    );
+    let (targets, section) = match only {
+        "agent" => {
+            let (section, runs) = agent::agent(options);
+            (agent_targets(&runs), section)
+        }
+        "top" => {
+            let (section, run) = screen::screen(options);
+            (screen_target(&run), section)
+        }
+        _ => usage(&format!(
+            "--only {only}: the sections that run alone are `agent` and `top`"
+        )),
+    };
+    println!("| target | this run | |\n|---|---|---|\n{targets}{section}");
 }
 
 fn main() {
@@ -301,6 +321,7 @@ fn main() {
     let (startup_section, startup_cgtrace_ms, startup_bpftrace_ms) = footprint::startup(&options);
     let writer_section = writer::writer_throughput();
     let (agent_section, agent_runs) = agent::agent(&options);
+    let (screen_section, screen_run) = screen::screen(&options);
 
     let median = |c: &Comparison, label: &str| c.summary(label).map_or(f64::NAN, |s| s.median);
     let targets = Targets {
@@ -312,6 +333,7 @@ fn main() {
         startup_cgtrace_ms,
         startup_bpftrace_ms,
         agent: agent_runs,
+        screen: screen_run,
     };
     let mut report = String::new();
     let _ = writeln!(
@@ -334,6 +356,7 @@ fn main() {
         startup_section,
         writer_section,
         agent_section,
+        screen_section,
     ] {
         report.push('\n');
         report.push_str(section.trim_start_matches('\n'));

@@ -1,0 +1,125 @@
+//! What `cgtrace top` costs live: its CPU with a 1 s refresh beside 1,000
+//! containers' cgroups (a quota and a memory limit each, as the node
+//! agent's run has them), drawn into a real terminal (a tmux pane).
+
+use std::{
+    fmt::Write as _,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    Options,
+    agent::{container_cgroups, usage},
+    footprint::mb,
+};
+
+/// One run's figures.
+pub struct ScreenRun {
+    pub cgroups: usize,
+    /// CPU time over the window, as a share of one core.
+    pub cpu_share: f64,
+    pub peak_rss_kib: u64,
+    /// Lines on the screen at the end (the cgroups it listed).
+    pub lines_shown: usize,
+}
+
+/// A tmux server of the bench's own, killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .expect("tmux (apt-get install tmux)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let socket = self.run(&["display-message", "-p", "#{socket_path}"]);
+        self.run(&["kill-server"]);
+        let _ = std::fs::remove_file(socket.trim());
+    }
+}
+
+fn run(options: &Options, cgroups: usize, window: Duration) -> ScreenRun {
+    let made = container_cgroups(cgroups);
+    let tmux = Tmux(format!("cgtrace-bench-top-{}", std::process::id()));
+    let command = format!("{} top --interval 1s", options.cgtrace.display());
+    tmux.run(&[
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &command,
+    ]);
+    let pid: u32 = tmux
+        .run(&["display-message", "-p", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .expect("the pane's process");
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while !tmux.run(&["capture-pane", "-p"]).contains("live, every 1s") {
+        assert!(Instant::now() < deadline, "top did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The first sweep reads every memory cgroup; what follows is steady.
+    std::thread::sleep(Duration::from_secs(8));
+    let (before, _) = usage(pid);
+    let started = Instant::now();
+    std::thread::sleep(window);
+    let (after, peak_rss_kib) = usage(pid);
+    let seconds = started.elapsed().as_secs_f64();
+    let screen = tmux.run(&["capture-pane", "-p"]);
+    let lines_shown = screen
+        .split_once(" lines ")
+        .and_then(|(before, _)| before.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    tmux.run(&["send-keys", "q"]);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(tmux);
+    drop(made);
+    ScreenRun {
+        cgroups,
+        cpu_share: after.saturating_sub(before).as_secs_f64() / seconds,
+        peak_rss_kib,
+        lines_shown,
+    }
+}
+
+/// The section, and the run for the targets.
+pub fn screen(options: &Options) -> (String, ScreenRun) {
+    let window = Duration::from_secs(if options.quick { 10 } else { 60 });
+    let result = run(options, 1_000, window);
+    let mut section = String::from("\n## The live screen\n\n");
+    let _ = writeln!(
+        section,
+        "`cgtrace top --interval 1s` (every probe family) in a 200×50 tmux pane beside {} \
+         containers' scratch cgroups (each with a CFS quota of half a core and a 64 MiB memory \
+         limit): its CPU time over {} s after the first sweep, and its peak RSS (`VmHWM`). It \
+         reads the files of the cgroups with activity and every quota'd cgroup's `cpu.stat` \
+         each second, and every memory cgroup's usage and limit every 5 s.\n",
+        result.cgroups,
+        window.as_secs()
+    );
+    section.push_str(
+        "| cgroups | lines listed | CPU (share of a core) | peak RSS |\n|---|---|---|---|\n",
+    );
+    let _ = writeln!(
+        section,
+        "| {} | {} | {:.2} % | {:.1} MB |",
+        result.cgroups,
+        result.lines_shown,
+        100.0 * result.cpu_share,
+        mb(result.peak_rss_kib)
+    );
+    (section, result)
+}
