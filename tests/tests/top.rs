@@ -92,11 +92,16 @@ impl Pane {
         }
     }
 
-    /// Quits with `q` and checks the shell got its terminal back as it
-    /// was: off the alternate screen, the cursor shown, line editing and
-    /// echo on (`stty`), and cgtrace's exit status 0.
+    /// Quits with `q` and checks the terminal was given back.
     fn quit(&self) {
         self.keys(&["q"]);
+        self.given_back();
+    }
+
+    /// Checks the shell got its terminal back as it was: off the
+    /// alternate screen, the cursor shown, line editing and echo on
+    /// (`stty`), and cgtrace's exit status 0.
+    fn given_back(&self) {
         self.wait_for("the shell again", |s| s.contains("cgtrace-exit=0"));
         let state = self.tmux(&["display-message", "-p", "#{alternate_on} #{cursor_flag}"]);
         assert_eq!(
@@ -315,4 +320,29 @@ fn without_a_terminal_it_says_what_to_use() {
     assert!(stderr.contains("needs a terminal"), "{stderr}");
     assert!(stderr.contains("cgtrace cache"), "{stderr}");
     assert!(!Path::new("/nonexistent.cgt").exists());
+}
+
+#[test]
+fn sigterm_gives_the_terminal_back() {
+    let test = "top-sigterm";
+    if !require_root(test) {
+        return;
+    }
+    let Some(pane) = Pane::start(test, &["--cgroup", "/cgtrace-test-none"], 80, 24) else {
+        return;
+    };
+    pane.wait_for("the screen", |s| s.contains("live, every 1s"));
+    let shell = pane.tmux(&["display-message", "-p", "#{pane_pid}"]);
+    let children = Command::new("pgrep")
+        .args(["-P", shell.trim()])
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&children.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("cgtrace under the pane's shell");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    pane.given_back();
 }

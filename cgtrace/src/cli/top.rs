@@ -21,6 +21,7 @@ use ratatui::{Terminal, backend::CrosstermBackend};
 use super::Outcome;
 use crate::{
     identity::selection::{SelectArgs, Selection},
+    model::top::Detail,
     privilege,
     probe::{FeatureSet, ProbeOptions},
     session::{self, Context, FileSamples, LiveOptions, Source as _, TraceSource},
@@ -150,8 +151,10 @@ fn live(args: &TopArgs, selection: Selection) -> anyhow::Result<Outcome> {
                     cpu_usage: false,
                 },
                 gate_throttle: true,
-                // Quiet cgroups' usage and limit too, less often.
+                // Quiet cgroups' usage, limit and CFS counters too, less
+                // often: the busy ones are read every interval.
                 sweep: Some(interval.max(SWEEP_AT_LEAST)),
+                quiet_quotas_on_sweep: true,
                 ..LiveOptions::default()
             })
         },
@@ -211,8 +214,9 @@ fn live(args: &TopArgs, selection: Selection) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// How often a live screen reads every memory cgroup's usage at least.
-const SWEEP_AT_LEAST: Duration = Duration::from_secs(5);
+/// How often a live screen reads every quiet cgroup's memory usage and
+/// CFS counters (the busy ones are read every interval).
+const SWEEP_AT_LEAST: Duration = Duration::from_secs(20);
 
 /// A recording, interval by interval: ← → step, space plays.
 fn replay(path: &std::path::Path, selection: Selection) -> anyhow::Result<Outcome> {
@@ -341,15 +345,15 @@ fn draw(
 ) -> anyhow::Result<()> {
     let shown = shown_lines(state, sink, at, cx);
     let snapshot = sink.snapshots.get(at);
-    let detail = state
-        .detail
-        .then(|| {
-            state
-                .selected_index(&shown)
-                .and_then(|i| shown.get(i))
-                .and_then(|line| snapshot?.details.get(&line.path))
-        })
-        .flatten();
+    // A cgroup with nothing to detail has an empty pane.
+    let empty = Detail::default();
+    let detail = state.detail.then(|| {
+        state
+            .selected_index(&shown)
+            .and_then(|i| shown.get(i))
+            .and_then(|line| snapshot?.details.get(&line.path))
+            .unwrap_or(&empty)
+    });
     let clock = cx.clock;
     let time = snapshot.map_or_else(
         || "waiting for the first interval".to_owned(),

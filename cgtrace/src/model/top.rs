@@ -108,7 +108,9 @@ struct Group {
     refault_pages: u64,
     stalls: Option<StallStats>,
     memory_pressure: Option<f64>,
-    cpu_delta: Option<CpuStat>,
+    /// The CFS counters' change since the previous read, and over how
+    /// many seconds.
+    cpu_delta: Option<(CpuStat, f64)>,
     throttled_span_ns: u64,
     evicted_by: BTreeMap<String, u64>,
     evicts: BTreeMap<String, u64>,
@@ -126,8 +128,9 @@ pub struct TopModel {
     groups: HashMap<String, Group>,
     memory: MemoryModel,
     page_size: u64,
-    /// The last `cpu.stat` of each cpu cgroup (cumulative counters).
-    cpu_before: HashMap<(u32, u64), CpuStat>,
+    /// The last `cpu.stat` of each cpu cgroup (cumulative counters), and
+    /// when it was read.
+    cpu_before: HashMap<(u32, u64), (CpuStat, u64)>,
 }
 
 impl TopModel {
@@ -242,9 +245,13 @@ impl TopModel {
 
     fn cpu(&mut self, sample: &CpuSample, name: &mut dyn FnMut(CgroupRef) -> Option<String>) {
         let key = (sample.cgroup.hierarchy, sample.cgroup.id);
-        let delta = sample.stat.map(|now| {
-            let before = self.cpu_before.insert(key, now).unwrap_or(now);
-            now.since(&before)
+        // Since the cgroup's previous read, which a quiet cgroup's may be
+        // several intervals back.
+        let delta = sample.stat.and_then(|now| {
+            let (before, at) = self.cpu_before.insert(key, (now, sample.at_ns))?;
+            #[expect(clippy::cast_precision_loss, reason = "seconds")]
+            let seconds = sample.at_ns.saturating_sub(at) as f64 / 1e9;
+            (seconds > 0.0).then(|| (now.since(&before), seconds))
         });
         let Some(group) = self.group(Some(sample.cgroup), name) else {
             return;
@@ -336,12 +343,12 @@ impl TopModel {
                 memory_pressure: group.memory_pressure,
                 oom_kills: group.oom_kills,
                 last_kill_ns: group.kills.back().map(|k| k.at_ns),
-                throttled_share: group.cpu_delta.and_then(|d| {
+                throttled_share: group.cpu_delta.and_then(|(d, _)| {
                     (d.nr_periods > 0).then(|| d.nr_throttled as f64 / d.nr_periods as f64)
                 }),
                 throttled_ms_per_s: group
                     .cpu_delta
-                    .map(|d| d.throttled_ns as f64 / 1e6 / seconds),
+                    .map(|(d, over)| d.throttled_ns as f64 / 1e6 / over),
                 quota_millicores: group.quota_millicores,
                 gone: group.removed_at_ns.is_some(),
             };
@@ -354,15 +361,23 @@ impl TopModel {
                 list.truncate(PEERS_SHOWN);
                 list
             };
-            frame.details.insert(
-                path.clone(),
-                Detail {
-                    evicted_by: peers(&group.evicted_by),
-                    evicts: peers(&group.evicts),
-                    kills: group.kills.iter().cloned().collect(),
-                    throttled_ns: group.throttle_history.iter().copied().collect(),
-                },
-            );
+            // Most cgroups have nothing to detail: only the others' are kept
+            // (a replay keeps every interval's).
+            if !group.evicted_by.is_empty()
+                || !group.evicts.is_empty()
+                || !group.kills.is_empty()
+                || group.throttle_history.iter().any(|ns| *ns > 0)
+            {
+                frame.details.insert(
+                    path.clone(),
+                    Detail {
+                        evicted_by: peers(&group.evicted_by),
+                        evicts: peers(&group.evicts),
+                        kills: group.kills.iter().cloned().collect(),
+                        throttled_ns: group.throttle_history.iter().copied().collect(),
+                    },
+                );
+            }
             frame.rows.push(row);
             group.reset_interval();
         }
@@ -443,9 +458,9 @@ mod tests {
             .expect("a tick closes a snapshot")
     }
 
-    fn cpu(throttled: u64, periods: u64) -> Event {
+    fn cpu(throttled: u64, periods: u64, at_ns: u64) -> Event {
         Event::Cpu(CpuSample {
-            at_ns: 0,
+            at_ns,
             cgroup: VICTIM_CPU,
             stat: Some(CpuStat {
                 nr_periods: periods,
@@ -464,7 +479,7 @@ mod tests {
     #[test]
     fn one_row_per_path_with_rates_peers_and_throttling() {
         let mut model = TopModel::new(4096);
-        model.event(&cpu(0, 0), &mut name);
+        model.event(&cpu(0, 0, 0), &mut name);
         tick(&mut model, 1);
         for event in [
             Event::Counters(Box::new(ProbeCounters {
@@ -495,7 +510,7 @@ mod tests {
                 events: None,
                 stat_charges: None,
             })),
-            cpu(8, 10),
+            cpu(8, 10, SECOND),
             Event::ThrottleSpan(ThrottleSpan {
                 cgroup: None,
                 cgroup_ref: Some(VICTIM_CPU),

@@ -57,6 +57,12 @@ pub struct LiveOptions {
     /// the counters name each interval (read in full): an agent serves
     /// every container's usage and limit, busy or not.
     pub sweep: Option<Duration>,
+    /// Read the CFS files of a limited cgroup that was not throttled in
+    /// the interval only when the sweep is due (and once when its quota
+    /// is first seen): a screen refreshing every second beside thousands
+    /// of quotas reads the busy ones each second and the quiet ones each
+    /// sweep. Throttled cgroups are read every interval either way.
+    pub quiet_quotas_on_sweep: bool,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Stop when this process (spawned on the session's runtime) exits.
@@ -137,6 +143,10 @@ pub struct LiveSource {
     quotas: QuotaWatch,
     /// When every memory cgroup was last sampled (`LiveOptions::sweep`).
     last_sweep: Option<Instant>,
+    /// Whether this interval's sample is a sweep.
+    sweeping: bool,
+    /// The limited cgroups whose CFS files were read at least once.
+    quotas_read: HashSet<(u32, u64)>,
     last_tick_ns: u64,
     started: Instant,
     state: State,
@@ -192,6 +202,8 @@ impl LiveSource {
             throttled: HashSet::new(),
             quotas: QuotaWatch::default(),
             last_sweep: None,
+            sweeping: false,
+            quotas_read: HashSet::new(),
             last_tick_ns: counting_from_ns,
             started: Instant::now(),
             state: State::Running,
@@ -462,6 +474,7 @@ impl LiveSource {
 
     /// Every memory cgroup, when a sweep is due.
     fn sweep_due(&mut self) -> Vec<CgroupRef> {
+        self.sweeping = false;
         let Some(every) = self.options.sweep else {
             return Vec::new();
         };
@@ -469,6 +482,7 @@ impl LiveSource {
             return Vec::new();
         }
         self.last_sweep = Some(Instant::now());
+        self.sweeping = true;
         let Some(id) = self
             .resolver
             .hierarchies()
@@ -563,11 +577,18 @@ impl LiveSource {
         }
         // Throttled ones first: their bandwidth is read again (a quota
         // may have changed since the watch last read it).
+        let every_one = !self.options.quiet_quotas_on_sweep || self.sweeping;
+        let quotas_read = &self.quotas_read;
         let mut cgroups: Vec<(CgroupRef, Option<Bandwidth>)> = self
             .throttled
             .drain()
             .map(|c| (c, None))
-            .chain(limited.into_iter().map(|(c, b)| (c, Some(b))))
+            .chain(
+                limited
+                    .into_iter()
+                    .filter(|(c, _)| every_one || !quotas_read.contains(&(c.hierarchy, c.id)))
+                    .map(|(c, b)| (c, Some(b))),
+            )
             .collect();
         cgroups.sort_by_key(|(c, _)| (c.hierarchy, c.id));
         cgroups.dedup_by_key(|(c, _)| (c.hierarchy, c.id));
@@ -582,6 +603,7 @@ impl LiveSource {
                 self.options.files.cpu_usage,
             ) {
                 self.pending.push_back(Event::Cpu(sample));
+                self.quotas_read.insert((cgroup.hierarchy, cgroup.id));
                 sampled.push(cgroup);
             }
         }

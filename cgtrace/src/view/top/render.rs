@@ -143,7 +143,13 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, state: &UiState, screen: &Scree
     let header = TableRow::new(
         std::iter::once(heading(Column::Name)).chain(columns.iter().map(|(c, _)| heading(*c))),
     );
-    let rows = screen.lines.iter().map(|line| {
+    // Only the lines that fit are made into cells: beside thousands of
+    // cgroups, formatting them all each refresh would be most of the cost.
+    let visible = usize::from(area.height.saturating_sub(1)).max(1);
+    let selected = state.selected_index(screen.lines);
+    let first = selected.map_or(0, |s| s.saturating_sub(visible - 1));
+    let window = &screen.lines[first.min(screen.lines.len())..];
+    let rows = window.iter().take(visible).map(|line| {
         let killed_lately = line
             .row
             .last_kill_ns
@@ -179,7 +185,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, state: &UiState, screen: &Scree
         .header(header)
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let mut table_state = TableState::default().with_selected(state.selected_index(screen.lines));
+    let mut table_state = TableState::default().with_selected(selected.map(|s| s - first));
     frame.render_stateful_widget(table, area, &mut table_state);
     if screen.lines.is_empty() {
         let empty =

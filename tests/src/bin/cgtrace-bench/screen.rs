@@ -105,8 +105,8 @@ pub fn screen(options: &Options) -> (String, ScreenRun) {
         "`cgtrace top --interval 1s` (every probe family) in a 200×50 tmux pane beside {} \
          containers' scratch cgroups (each with a CFS quota of half a core and a 64 MiB memory \
          limit): its CPU time over {} s after the first sweep, and its peak RSS (`VmHWM`). It \
-         reads the files of the cgroups with activity and every quota'd cgroup's `cpu.stat` \
-         each second, and every memory cgroup's usage and limit every 5 s.\n",
+         reads the files of the cgroups with activity and of the throttled ones \
+         each second, and every other memory cgroup's usage and limit and quota'd cgroup's `cpu.stat` every 20 s.\n",
         result.cgroups,
         window.as_secs()
     );
