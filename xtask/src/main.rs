@@ -142,7 +142,6 @@ fn test() -> anyhow::Result<()> {
         cargo(&env)
             .args(["test", "--no-fail-fast"])
             .env("CGTRACE_BIN", &binary)
-            .env("CGTRACE_STATIC_BIN", &artifacts.binary)
             .env("CGTRACE_TARBALL", &artifacts.tarball)
             .env("CGTRACE_DEB", &artifacts.deb)
             .env("CGTRACE_IMAGE", &image)

@@ -216,7 +216,7 @@ fn live(args: &TopArgs, selection: Selection) -> anyhow::Result<Outcome> {
 
 /// How often a live screen reads every quiet cgroup's memory usage and
 /// CFS counters (the busy ones are read every interval).
-const SWEEP_AT_LEAST: Duration = Duration::from_secs(20);
+const SWEEP_AT_LEAST: Duration = Duration::from_secs(30);
 
 /// A recording, interval by interval: ← → step, space plays.
 fn replay(path: &std::path::Path, selection: Selection) -> anyhow::Result<Outcome> {

@@ -106,7 +106,7 @@ pub fn screen(options: &Options) -> (String, ScreenRun) {
          containers' scratch cgroups (each with a CFS quota of half a core and a 64 MiB memory \
          limit): its CPU time over {} s after the first sweep, and its peak RSS (`VmHWM`). It \
          reads the files of the cgroups with activity and of the throttled ones \
-         each second, and every other memory cgroup's usage and limit and quota'd cgroup's `cpu.stat` every 20 s.\n",
+         each second, and every other memory cgroup's usage and limit and quota'd cgroup's `cpu.stat` every 30 s (as `serve` sweeps).\n",
         result.cgroups,
         window.as_secs()
     );
