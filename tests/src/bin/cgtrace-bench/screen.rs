@@ -40,9 +40,11 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let socket = self.run(&["display-message", "-p", "#{socket_path}"]);
         self.run(&["kill-server"]);
-        let _ = std::fs::remove_file(socket.trim());
+        // tmux leaves its socket file behind (`-L NAME` puts it here).
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        let _ = std::fs::remove_file(format!("/tmp/tmux-{uid}/{}", self.0));
     }
 }
 
