@@ -198,21 +198,16 @@ impl TopModel {
     ) {
         self.memory.counters(counters);
         for activity in by_owner(counters) {
-            let owner = activity.owner.and_then(&mut *name);
-            if let Some(charges) = &activity.charges
-                && let Some(group) = self.group(activity.owner, name)
-            {
-                group.refault_pages += refaults(charges);
-            }
-            let Some(owner) = owner else {
+            // One lookup of the owner's path serves all its figures.
+            let Some(owner) = activity.owner.and_then(&mut *name) else {
                 continue;
             };
-            let evicted = activity.evicted_total();
-            {
-                let group = self.groups.entry(owner.clone()).or_default();
-                group.evicted_pages += evicted;
-                group.evicted_by_others_pages += activity.evicted_by_others;
+            let group = self.groups.entry(owner.clone()).or_default();
+            if let Some(charges) = &activity.charges {
+                group.refault_pages += refaults(charges);
             }
+            group.evicted_pages += activity.evicted_total();
+            group.evicted_by_others_pages += activity.evicted_by_others;
             for (actor, _, pages) in &activity.reclaimers {
                 let actor_name = actor
                     .and_then(&mut *name)
