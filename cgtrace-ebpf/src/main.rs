@@ -10,6 +10,7 @@ mod cgroups;
 mod charges;
 mod failure;
 mod filter;
+mod floor;
 mod kernel;
 mod maps;
 mod oom;

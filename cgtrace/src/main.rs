@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Completions(args) => cli::docs::completions(args),
         Command::Man(args) => cli::docs::man(args),
         Command::Own(args) => cli::own::run(args),
+        Command::Floor => cli::floor::run(),
         Command::Memhog(args) => cli::memhog::run(args),
         Command::Spin(args) => cli::memhog::spin(args),
         Command::PageCache(args) => cli::memhog::page_cache(args),

@@ -81,8 +81,9 @@ fn a_recorded_run_reports_its_oom_kill_and_throttling() {
 }
 
 /// `oom --input` prints the kill as the live view did; `throttle --input`
-/// shows the same periods, interval by interval (a period whose spans
-/// straddle two intervals may count in both).
+/// shows the same periods, interval by interval (an episode that goes on
+/// into the next interval counts there only the periods it grew by; a
+/// span that arrives out of order may still count one more).
 fn replays_agree(path: &std::path::Path, kill: &serde_json::Value, group: &str, throttled: u64) {
     let input = |view: &str| {
         json_lines(&[

@@ -66,6 +66,9 @@ pub struct Outcome {
     /// Why the guest was booted a second time: its first boot stopped
     /// before the tests finished (the first boot's log is kept beside).
     pub retried: Option<String>,
+    /// Lines still to echo after a `panicked at` line: the panic's message,
+    /// which an `assert!` with a message prints on the lines that follow.
+    message_lines_due: u8,
 }
 
 /// Runs the matrix for `which` (`all` or a kernel name), with every test
@@ -556,11 +559,24 @@ fn read_console_line(line: &str, kernel: &str, outcome: &mut Outcome) {
     } else if is_failure_detail(text) {
         // Why a test failed, so that a CI log alone can tell.
         eprintln!("[{kernel}]   {text}");
+        if text.contains("panicked at") {
+            outcome.message_lines_due = PANIC_MESSAGE_LINES;
+        }
+    } else if outcome.message_lines_due > 0 {
+        if text.is_empty() || text.starts_with("note:") {
+            outcome.message_lines_due = 0;
+        } else {
+            outcome.message_lines_due -= 1;
+            eprintln!("[{kernel}]   {text}");
+        }
     }
     if text.starts_with("== exit ") {
         outcome.finished = true;
     }
 }
+
+/// How many lines of a panic's message are echoed at most.
+const PANIC_MESSAGE_LINES: u8 = 4;
 
 /// A line of a failing test's panic report: where, what, and the values.
 fn is_failure_detail(text: &str) -> bool {
@@ -717,7 +733,7 @@ pub fn host_outcome(passed: u64, failed: u64) -> Outcome {
         failures: Vec::new(),
         finished: true,
         seconds: 0.0,
-        retried: None,
+        ..Outcome::default()
     }
 }
 
@@ -749,5 +765,20 @@ mod tests {
         assert!(!outcome.finished);
         assert!(is_failure_detail("assertion `left == right` failed: peak"));
         assert!(is_failure_detail("left: Some(1)"));
+    }
+
+    #[test]
+    fn a_panic_message_after_its_location_is_echoed() {
+        let mut outcome = Outcome::default();
+        read_console_line(
+            "thread 't' panicked at tests/tests/record.rs:113:5:",
+            "6.12",
+            &mut outcome,
+        );
+        assert_eq!(outcome.message_lines_due, PANIC_MESSAGE_LINES);
+        read_console_line("replayed 90, reported 86", "6.12", &mut outcome);
+        assert_eq!(outcome.message_lines_due, PANIC_MESSAGE_LINES - 1);
+        read_console_line("note: run with `RUST_BACKTRACE=1`", "6.12", &mut outcome);
+        assert_eq!(outcome.message_lines_due, 0);
     }
 }

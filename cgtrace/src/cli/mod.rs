@@ -6,6 +6,7 @@ pub mod check;
 pub mod demo;
 pub mod docs;
 pub mod export;
+pub mod floor;
 pub mod interval;
 pub mod live;
 pub mod memhog;
@@ -77,6 +78,10 @@ pub enum Command {
     /// init container).
     #[command(name = "__own", hide = true)]
     Own(own::OwnArgs),
+    /// Attach an empty program to each tracepoint cgtrace's hot paths use,
+    /// until SIGINT or SIGTERM (the benchmark's floor).
+    #[command(name = "__floor", hide = true)]
+    Floor,
     /// Allocate and touch memory (the demo's and tests' workload).
     #[command(name = "__memhog", hide = true)]
     Memhog(memhog::MemhogArgs),

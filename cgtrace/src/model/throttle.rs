@@ -39,7 +39,24 @@ struct Group {
     /// group removed, or its sample late) still counts a long throttle once
     /// per period it spans, as the whole recording's count does.
     period_ns: Option<u64>,
+    /// The last throttle episode counted, which spans of the next interval
+    /// may continue (another CPU's run queue, throttled in the same
+    /// period): its periods are not counted twice.
+    last_episode: Option<Episode>,
 }
+
+/// A throttle episode: spans overlapping in time, and the periods it was
+/// counted for so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Episode {
+    start_ns: u64,
+    end_ns: u64,
+    periods: u64,
+}
+
+/// The kernel's default CFS period (`default_cfs_period()`, 100 ms): a
+/// group whose quota has not been read yet has it, unless someone changed it.
+const DEFAULT_PERIOD_NS: u64 = 100_000_000;
 
 /// Spans and `cpu.stat` samples, grouped by cgroup and interval.
 #[derive(Debug, Default)]
@@ -97,10 +114,15 @@ impl ThrottleModel {
             if let Some(bandwidth) = sample.and_then(|s| s.bandwidth) {
                 group.period_ns = Some(bandwidth.period_us.saturating_mul(1000));
             }
-            let period_ns = group.period_ns;
+            // A span needs a quota, so a group with spans but no quota read
+            // yet (just created, its first sample still to come) has one,
+            // most likely with the default period.
+            let period_ns = group.period_ns.unwrap_or(DEFAULT_PERIOD_NS);
+            let mut stats = span_stats_in(&spans, Some(period_ns));
+            stats.periods = new_periods(&spans, period_ns, &mut group.last_episode);
             rows.push(GroupInterval {
                 cgroup: *cgroup,
-                spans: span_stats_in(&spans, period_ns),
+                spans: stats,
                 bandwidth: sample.and_then(|s| s.bandwidth),
                 kernel,
                 usage_ns,
@@ -114,6 +136,60 @@ impl ThrottleModel {
             )
         });
         rows
+    }
+}
+
+/// The throttled periods among `spans` (of one group) not counted before:
+/// as [`periods_in`], but an episode that continues `last` (the previous
+/// interval's last) adds only the periods it grew by, so the intervals'
+/// counts add up to the whole run's. `last` becomes this interval's last
+/// episode.
+fn new_periods(spans: &[ThrottleSpan], period_ns: u64, last: &mut Option<Episode>) -> u64 {
+    if spans.is_empty() {
+        return 0;
+    }
+    let mut ranges: Vec<(u64, u64)> = spans.iter().map(|s| (s.start_ns, s.end_ns)).collect();
+    if let Some(episode) = last {
+        ranges.push((episode.start_ns, episode.end_ns));
+    }
+    let counted_before = last.map_or(0, |e| e.periods);
+    let episodes: Vec<Episode> = episodes(ranges)
+        .into_iter()
+        .map(|(start_ns, end_ns)| Episode {
+            start_ns,
+            end_ns,
+            periods: episode_periods(start_ns, end_ns, Some(period_ns)),
+        })
+        .collect();
+    *last = episodes.last().copied();
+    episodes
+        .iter()
+        .map(|e| e.periods)
+        .sum::<u64>()
+        .saturating_sub(counted_before)
+}
+
+/// Time ranges merged where they overlap, in order.
+fn episodes(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(cluster) if start <= cluster.1 => cluster.1 = cluster.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+/// The periods the kernel counts for one episode (see [`periods_in`]).
+fn episode_periods(start: u64, end: u64, period_ns: Option<u64>) -> u64 {
+    match period_ns.filter(|p| *p > 0) {
+        // A span ends a moment after the refill that ends it (the next
+        // context switch, for the sched_switch variant): 1 % of a period of
+        // slack keeps that moment from counting a period.
+        Some(period) => 1 + end.saturating_sub(start).saturating_sub(period / 100) / period,
+        None => 1,
     }
 }
 
@@ -134,24 +210,9 @@ pub fn periods(spans: &[ThrottleSpan]) -> u64 {
 /// episode counts once.
 #[must_use]
 pub fn periods_in(spans: &[ThrottleSpan], period_ns: Option<u64>) -> u64 {
-    let mut ranges: Vec<(u64, u64)> = spans.iter().map(|s| (s.start_ns, s.end_ns)).collect();
-    ranges.sort_unstable();
-    let mut clusters: Vec<(u64, u64)> = Vec::new();
-    for (start, end) in ranges {
-        match clusters.last_mut() {
-            Some(cluster) if start <= cluster.1 => cluster.1 = cluster.1.max(end),
-            _ => clusters.push((start, end)),
-        }
-    }
-    clusters
+    episodes(spans.iter().map(|s| (s.start_ns, s.end_ns)).collect())
         .into_iter()
-        .map(|(start, end)| match period_ns.filter(|p| *p > 0) {
-            // A span ends a moment after the refill that ends it (the next
-            // context switch, for the sched_switch variant): 1 % of a
-            // period of slack keeps that moment from counting a period.
-            Some(period) => 1 + end.saturating_sub(start).saturating_sub(period / 100) / period,
-            None => 1,
-        })
+        .map(|(start, end)| episode_periods(start, end, period_ns))
         .sum()
 }
 
@@ -259,6 +320,41 @@ mod tests {
         let rows = model.close();
         assert_eq!(rows[0].spans.periods, 3);
         assert_eq!(rows[0].bandwidth, None);
+    }
+
+    #[test]
+    fn an_episode_across_two_intervals_counts_its_periods_once() {
+        let mut model = ThrottleModel::new();
+        model.cpu(&sample(0, Some(20_000)));
+        model.close();
+        // One period's throttle on two CPUs, the second span ending after
+        // the interval closed; then a 250 ms throttle closed in two pieces.
+        let pieces = [
+            vec![span(1000, 1080, 0)],
+            vec![span(1010, 1085, 1), span(2000, 2120, 0)],
+            vec![span(2100, 2250, 1)],
+        ];
+        let mut counted = Vec::new();
+        for interval in &pieces {
+            for piece in interval {
+                let mut piece = piece.clone();
+                piece.cgroup_ref = Some(GROUP);
+                model.span(&piece);
+            }
+            counted.push(model.close()[0].spans.periods);
+        }
+        assert_eq!(counted, [1, 2, 1]);
+        let all: Vec<_> = pieces.concat();
+        assert_eq!(super::periods_in(&all, Some(100_000_000)), 4);
+    }
+
+    #[test]
+    fn spans_before_the_first_sample_count_by_the_default_period() {
+        let mut model = ThrottleModel::new();
+        let mut long = span(1000, 1250, 0);
+        long.cgroup_ref = Some(GROUP);
+        model.span(&long);
+        assert_eq!(model.close()[0].spans.periods, 3);
     }
 
     fn span(start_ms: u64, end_ms: u64, cpu: u32) -> ThrottleSpan {

@@ -10,6 +10,7 @@
 pub mod allowlist;
 pub mod decode;
 pub mod features;
+pub mod floor;
 pub mod log;
 pub mod offsets;
 pub mod prog_info;

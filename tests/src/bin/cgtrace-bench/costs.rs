@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use cgtrace::probe::BpfStatsEnabled;
+use cgtrace::probe::{BpfStatsEnabled, floor::FLOOR_PROGRAMS};
 
 use crate::bpftrace::{loaded_program_ids, programs_since};
 use crate::tracer::{Tracer, TracerSpec};
@@ -62,23 +62,92 @@ pub fn measure(
     costs
 }
 
-/// Total probe time in milliseconds.
-#[expect(clippy::cast_precision_loss, reason = "a display figure")]
-pub fn total_ms(costs: &[ProgramCost]) -> f64 {
-    costs.iter().map(|c| c.total_ns).sum::<u64>() as f64 / 1e6
+/// The floor (`cgtrace __floor`): an empty program of the same kind on
+/// each tracepoint cgtrace's hot paths use.
+pub fn floor_spec(cgtrace: &std::path::Path) -> TracerSpec {
+    TracerSpec {
+        label: "floor".to_owned(),
+        program: cgtrace.to_owned(),
+        args: vec!["__floor".to_owned()],
+        ready: (crate::tracer::Stream::Stderr, "cgtrace: floor:".to_owned()),
+    }
 }
 
-/// A markdown table of the costs.
-pub fn table(costs: &[ProgramCost]) -> String {
-    let mut out = String::from("| program | runs | ns per run |\n|---|---|---|\n");
+/// The kernel's name for a program: its first 15 characters.
+fn kernel_name(name: &str) -> &str {
+    &name[..name.len().min(15)]
+}
+
+/// The floor program on the tracepoint `program` (a kernel name) runs on:
+/// cgtrace's programs by name, bpftrace's by their tracepoint's name where
+/// the 15 characters tell it apart.
+fn floor_of<'a>(program: &str, floor: &'a [ProgramCost]) -> Option<&'a ProgramCost> {
+    let by_measured = FLOOR_PROGRAMS
+        .iter()
+        .find(|f| kernel_name(f.measures) == program);
+    let by_tracepoint = || {
+        let mut matching = FLOOR_PROGRAMS
+            .iter()
+            .filter(|f| kernel_name(f.tracepoint) == program);
+        match (matching.next(), matching.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        }
+    };
+    let entry = by_measured.or_else(by_tracepoint)?;
+    floor.iter().find(|c| c.name == entry.name)
+}
+
+/// The cost of one program as a multiple of its floor.
+pub fn floor_multiple(cost: &ProgramCost, floor: &[ProgramCost]) -> Option<f64> {
+    floor_of(&cost.name, floor).map(|f| cost.ns_per_run() / f.ns_per_run())
+}
+
+/// All of a tool's probe time per page added to the cache: its total over
+/// the runs of `added` (the program on `mm_filemap_add_to_page_cache`,
+/// which runs once per 4 KiB page on W0).
+#[expect(clippy::cast_precision_loss, reason = "a display figure")]
+pub fn ns_per_page(costs: &[ProgramCost], added: &str) -> Option<f64> {
+    let pages = costs.iter().find(|c| c.name == added)?.runs;
+    Some(costs.iter().map(|c| c.total_ns).sum::<u64>() as f64 / pages.max(1) as f64)
+}
+
+/// A program's nanoseconds per run, by kernel name.
+pub fn ns_per_run(costs: &[ProgramCost], name: &str) -> Option<f64> {
+    costs
+        .iter()
+        .find(|c| c.name == kernel_name(name))
+        .map(ProgramCost::ns_per_run)
+}
+
+/// A markdown table of the costs, each beside its floor.
+pub fn table_with_floor(costs: &[ProgramCost], floor: &[ProgramCost]) -> String {
+    let mut out = String::from(
+        "| program | runs | ns per run | floor (ns per run) | × floor |\n|---|---|---|---|---|\n",
+    );
     for cost in costs {
+        let (floor_ns, multiple) = floor_of(&cost.name, floor).map_or_else(
+            || ("-".to_owned(), "-".to_owned()),
+            |f| {
+                (
+                    format!("{:.0}", f.ns_per_run()),
+                    format!("{:.1}", cost.ns_per_run() / f.ns_per_run()),
+                )
+            },
+        );
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} |",
+            "| {} | {} | {:.0} | {floor_ns} | {multiple} |",
             cost.name,
             cost.runs,
             cost.ns_per_run()
         );
     }
     out
+}
+
+/// Total probe time in milliseconds.
+#[expect(clippy::cast_precision_loss, reason = "a display figure")]
+pub fn total_ms(costs: &[ProgramCost]) -> f64 {
+    costs.iter().map(|c| c.total_ns).sum::<u64>() as f64 / 1e6
 }

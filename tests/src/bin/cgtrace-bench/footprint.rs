@@ -127,21 +127,43 @@ pub fn startup(options: &Options) -> (String, f64, f64) {
     (section, cgtrace.median, bpftrace.median)
 }
 
-/// Per-probe cost of both tools over one run each of workload `name`
-/// (`run`), against the median untraced run `untraced`. Returns the
-/// section and cgtrace's probe time as a fraction of that run.
+/// What one workload's per-probe costs came to.
+pub struct ProbeCosts {
+    pub section: String,
+    /// cgtrace's probe time as a fraction of the median untraced run.
+    pub share: f64,
+    /// All probe time per page added, for cgtrace, bpftrace and the floor.
+    pub per_page_ns: [Option<f64>; 3],
+    /// `cache_add` and `cache_delete`: ns per run and × their floor.
+    pub cache_add: (Option<f64>, Option<f64>),
+    pub cache_delete: (Option<f64>, Option<f64>),
+}
+
+/// Per-probe cost of both tools and of the floor (empty programs on the
+/// same tracepoints) over one run each of workload `name` (`run`), against
+/// the median untraced run `untraced`.
 pub fn probe_costs(
     options: &Options,
     name: &str,
     untraced: Duration,
     prepare: impl Fn() + Copy,
     run: impl Fn() + Copy,
-) -> (String, f64) {
+) -> ProbeCosts {
     let cache = TracerSpec::cgtrace(&options.cgtrace, "cache", &["--interval", "1s"]);
     let ours = costs::measure(&cache, prepare, run);
     let theirs = costs::measure(&TracerSpec::bpftrace(CACHE_SCRIPT), prepare, run);
-    let (ours_ms, theirs_ms) = (costs::total_ms(&ours), costs::total_ms(&theirs));
+    let floor = costs::measure(&costs::floor_spec(&options.cgtrace), prepare, run);
+    let (ours_ms, theirs_ms, floor_ms) = (
+        costs::total_ms(&ours),
+        costs::total_ms(&theirs),
+        costs::total_ms(&floor),
+    );
     let untraced_ms = untraced.as_secs_f64() * 1e3;
+    let per_page_ns = [
+        costs::ns_per_page(&ours, "cache_add"),
+        costs::ns_per_page(&theirs, "mm_filemap_add_"),
+        costs::ns_per_page(&floor, "f_cache_add"),
+    ];
     let mut section = format!("\n## Per-probe cost on {name}\n\n");
     let _ = writeln!(
         section,
@@ -149,16 +171,47 @@ pub fn probe_costs(
          over one {name} run under each tool: every program of the tool that ran, busiest first. \
          The kernel keeps 15 characters of a program's name; the run counts match bpftrace's \
          programs to cgtrace's. This is the kernel-side cost, free of the run-to-run noise in \
-         the ratios.\n"
+         the ratios. The floor is an empty program of cgtrace's kind (tp_btf) on each of the \
+         same tracepoints (`cgtrace __floor`), over one more run: what any program costs there \
+         before it does anything, the statistics' own clock reads included.\n"
     );
+    let page = |ns: Option<f64>| ns.map_or_else(|| "-".to_owned(), |ns| format!("{ns:.0} ns"));
     let _ = writeln!(
         section,
         "**Probe time per {name} run: cgtrace cache {ours_ms:.1} ms ({:.1} % of the median \
-         untraced run, {untraced_ms:.0} ms), bpftrace {theirs_ms:.1} ms ({:.1} %).**\n",
+         untraced run, {untraced_ms:.0} ms), bpftrace {theirs_ms:.1} ms ({:.1} %), the floor \
+         {floor_ms:.1} ms ({:.1} %). Per page added: cgtrace {}, bpftrace {}, the floor {}.**\n",
         100.0 * ours_ms / untraced_ms,
-        100.0 * theirs_ms / untraced_ms
+        100.0 * theirs_ms / untraced_ms,
+        100.0 * floor_ms / untraced_ms,
+        page(per_page_ns[0]),
+        page(per_page_ns[1]),
+        page(per_page_ns[2]),
     );
-    let _ = writeln!(section, "`cgtrace cache`:\n\n{}", costs::table(&ours));
-    let _ = writeln!(section, "bpftrace:\n\n{}", costs::table(&theirs));
-    (section, ours_ms / untraced_ms)
+    let _ = writeln!(
+        section,
+        "`cgtrace cache`:\n\n{}",
+        costs::table_with_floor(&ours, &floor)
+    );
+    let _ = writeln!(
+        section,
+        "bpftrace (its programs are named after their tracepoints; the floor is given where the \
+         15 characters tell the tracepoint):\n\n{}",
+        costs::table_with_floor(&theirs, &floor)
+    );
+    let cost_of = |program: &str| {
+        let ns = costs::ns_per_run(&ours, program);
+        let multiple = ours
+            .iter()
+            .find(|c| c.name == program)
+            .and_then(|c| costs::floor_multiple(c, &floor));
+        (ns, multiple)
+    };
+    ProbeCosts {
+        section,
+        share: ours_ms / untraced_ms,
+        per_page_ns,
+        cache_add: cost_of("cache_add"),
+        cache_delete: cost_of("cache_delete"),
+    }
 }

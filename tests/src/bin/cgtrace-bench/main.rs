@@ -31,6 +31,7 @@ use cgtrace_tests::uncached_file;
 use crate::compare::Comparison;
 use crate::tracer::TracerSpec;
 
+#[derive(Clone)]
 pub struct Options {
     cgtrace: PathBuf,
     rounds: usize,
@@ -83,7 +84,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Options {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "cgtrace-bench: {problem}\nusage: cgtrace-bench [--cgtrace PATH] [--rounds N] \
-         [--file-mib N] [--limit-mib N] [--quick] [--markdown FILE] [--only agent|top]"
+         [--file-mib N] [--limit-mib N] [--quick] [--markdown FILE] [--only agent|top|costs]"
     );
     std::process::exit(2)
 }
@@ -148,6 +149,69 @@ struct Targets {
     startup_bpftrace_ms: f64,
     agent: Vec<agent::AgentRun>,
     screen: screen::ScreenRun,
+    /// W0's per-probe costs: per page, and `cache_add` / `cache_delete`.
+    w0_costs: CostTargets,
+    switch: rare::SwitchCost,
+}
+
+/// The per-event targets, from one W0 run under each tool and the floor.
+struct CostTargets {
+    /// All probe time per page added: cgtrace, bpftrace, the floor.
+    per_page_ns: [Option<f64>; 3],
+    cache_add: (Option<f64>, Option<f64>),
+    cache_delete: (Option<f64>, Option<f64>),
+}
+
+impl CostTargets {
+    fn of(costs: &footprint::ProbeCosts) -> Self {
+        Self {
+            per_page_ns: costs.per_page_ns,
+            cache_add: costs.cache_add,
+            cache_delete: costs.cache_delete,
+        }
+    }
+
+    /// Rows of the targets table.
+    fn rows(&self, switch: rare::SwitchCost) -> String {
+        let verdict = |met: bool| if met { "met" } else { "**missed**" };
+        let figure = |(ns, multiple): (Option<f64>, Option<f64>)| {
+            format!(
+                "{} ns ({}× the floor)",
+                ns.map_or_else(|| "?".to_owned(), |n| format!("{n:.0}")),
+                multiple.map_or_else(|| "?".to_owned(), |m| format!("{m:.1}"))
+            )
+        };
+        let cheap = |(ns, multiple): (Option<f64>, Option<f64>)| {
+            ns.is_some_and(|n| n <= 120.0) || multiple.is_some_and(|m| m <= 4.0)
+        };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| `cache_add` / `cache_delete` per event: at most 120 ns, or 4× the floor | {} / {} | {} |",
+            figure(self.cache_add),
+            figure(self.cache_delete),
+            verdict(cheap(self.cache_add) && cheap(self.cache_delete))
+        );
+        let page = |ns: Option<f64>| ns.map_or_else(|| "?".to_owned(), |n| format!("{n:.0} ns"));
+        let _ = writeln!(
+            out,
+            "| BPF time per page on W0, all programs: at most 350 ns | {} (bpftrace {}, the floor {}) | {} |",
+            page(self.per_page_ns[0]),
+            page(self.per_page_ns[1]),
+            page(self.per_page_ns[2]),
+            verdict(self.per_page_ns[0].is_some_and(|n| n <= 350.0))
+        );
+        let _ = writeln!(
+            out,
+            "| throttle program per context switch, attached: at most 80 ns | {:.0} ns (the floor {}) | {} |",
+            switch.ns,
+            switch
+                .floor_ns
+                .map_or_else(|| "?".to_owned(), |f| format!("{f:.0} ns")),
+            verdict(switch.ns <= 80.0)
+        );
+        out
+    }
 }
 
 impl Targets {
@@ -169,11 +233,18 @@ impl Targets {
         );
         let _ = writeln!(
             out,
-            "| W0 overhead below bpftrace's | median {:.3} vs. bpftrace {:.3} | {} |",
+            "| W probe time, by the kernel's statistics: at most 0.5 % of the run | {:.2} % | {} |",
+            100.0 * self.w_probe_share,
+            verdict(self.w_probe_share <= 0.005)
+        );
+        let _ = writeln!(
+            out,
+            "| W0 at most 1.05 and below bpftrace's | median {:.3} vs. bpftrace {:.3} | {} |",
             self.w0_cgtrace,
             self.w0_bpftrace,
-            verdict(self.w0_cgtrace < self.w0_bpftrace)
+            verdict(self.w0_cgtrace <= 1.05 && self.w0_cgtrace < self.w0_bpftrace)
         );
+        out.push_str(&self.w0_costs.rows(self.switch));
         let _ = writeln!(
             out,
             "| peak RSS under 30 MB | {:.1} MB (highest of `cache` and `record`, idle and W0) | {} |",
@@ -182,10 +253,13 @@ impl Targets {
         );
         let _ = writeln!(
             out,
-            "| start-up no slower than bpftrace's | median {:.0} ms vs. {:.0} ms | {} |",
+            "| start-up at most 100 ms and ahead of bpftrace | median {:.0} ms vs. {:.0} ms | {} |",
             self.startup_cgtrace_ms,
             self.startup_bpftrace_ms,
-            verdict(self.startup_cgtrace_ms <= self.startup_bpftrace_ms)
+            verdict(
+                self.startup_cgtrace_ms <= 100.0
+                    && self.startup_cgtrace_ms < self.startup_bpftrace_ms
+            )
         );
         out.push_str(&agent_targets(&self.agent));
         out.push_str(&screen_target(&self.screen));
@@ -245,6 +319,27 @@ fn agent_targets(runs: &[agent::AgentRun]) -> String {
     out
 }
 
+/// `--only costs`: the per-event figures alone (W0 under each tool and the
+/// floor, and the per-switch program), for working on the probes' cost.
+fn costs_only(options: &Options) -> (String, String) {
+    let file = uncached_file("bench-w", options.file_mib);
+    let limit = options.limit_mib << 20;
+    let uncache = || workloads::uncache(&file);
+    uncache();
+    let started = std::time::Instant::now();
+    workloads::random_reads_twice(&file, limit, "untraced");
+    let untraced = started.elapsed();
+    let w0 = footprint::probe_costs(options, "W0", untraced, uncache, || {
+        workloads::random_reads_twice(&file, limit, "cost");
+    });
+    let (_, switch) = rare::throttle(&Options {
+        rounds: 1,
+        quick: true,
+        ..options.clone()
+    });
+    (CostTargets::of(&w0).rows(switch), w0.section)
+}
+
 /// `--only SECTION`: one section, printed; BENCHMARKS.md is left alone.
 fn run_only(options: &Options, only: &str) {
     let (targets, section) = match only {
@@ -256,8 +351,9 @@ fn run_only(options: &Options, only: &str) {
             let (section, run) = screen::screen(options);
             (screen_target(&run), section)
         }
+        "costs" => costs_only(options),
         _ => usage(&format!(
-            "--only {only}: the sections that run alone are `agent` and `top`"
+            "--only {only}: the sections that run alone are `agent`, `top` and `costs`"
         )),
     };
     println!("| target | this run | |\n|---|---|---|\n{targets}{section}");
@@ -303,11 +399,10 @@ fn main() {
     let (churn_section, w, w0) = churn(&options, &file);
     let limit = options.limit_mib << 20;
     let uncache = || workloads::uncache(&file);
-    let (cat_costs, w_probe_share) =
-        footprint::probe_costs(&options, "W", w.untraced_median(), uncache, || {
-            workloads::cat_twice(&file, limit, "cost");
-        });
-    let (random_costs, _) =
+    let cat_costs = footprint::probe_costs(&options, "W", w.untraced_median(), uncache, || {
+        workloads::cat_twice(&file, limit, "cost");
+    });
+    let random_costs =
         footprint::probe_costs(&options, "W0", w0.untraced_median(), uncache, || {
             workloads::random_reads_twice(&file, limit, "cost");
         });
@@ -315,7 +410,7 @@ fn main() {
         workloads::random_reads_twice(&file, limit, "log");
     });
     let oom_section = rare::oom_storm(&options);
-    let throttle_section = rare::throttle(&options);
+    let (throttle_section, switch) = rare::throttle(&options);
     let ring_section = rare::ring_buffer(&options);
     let (footprint_section, peak_rss_kib) = footprint::footprint(&options, &file);
     let (startup_section, startup_cgtrace_ms, startup_bpftrace_ms) = footprint::startup(&options);
@@ -326,7 +421,7 @@ fn main() {
     let median = |c: &Comparison, label: &str| c.summary(label).map_or(f64::NAN, |s| s.median);
     let targets = Targets {
         w_median: median(&w, "cgtrace cache"),
-        w_probe_share,
+        w_probe_share: cat_costs.share,
         w0_cgtrace: median(&w0, "cgtrace cache"),
         w0_bpftrace: median(&w0, "bpftrace"),
         peak_rss_kib,
@@ -334,6 +429,8 @@ fn main() {
         startup_bpftrace_ms,
         agent: agent_runs,
         screen: screen_run,
+        w0_costs: CostTargets::of(&random_costs),
+        switch,
     };
     let mut report = String::new();
     let _ = writeln!(
@@ -346,8 +443,8 @@ fn main() {
     );
     for section in [
         churn_section,
-        cat_costs,
-        random_costs,
+        cat_costs.section,
+        random_costs.section,
         log_section,
         oom_section,
         throttle_section,

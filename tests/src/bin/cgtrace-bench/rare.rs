@@ -61,9 +61,17 @@ pub fn oom_storm(options: &Options) -> String {
     section
 }
 
+/// The attached per-switch program's cost: ns per context switch, and the
+/// floor's (an empty program on `sched_switch`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SwitchCost {
+    pub ns: f64,
+    pub floor_ns: Option<f64>,
+}
+
 /// Busy threads under a CFS quota, untraced vs. `cgtrace throttle`, and
 /// the context-switch cost of its sched_switch program.
-pub fn throttle(options: &Options) -> String {
+pub fn throttle(options: &Options) -> (String, SwitchCost) {
     let (quota_us, period_us) = (50_000, 100_000);
     let threads = 2;
     let work = if options.quick {
@@ -104,14 +112,16 @@ pub fn throttle(options: &Options) -> String {
         "\nRing-buffer records per traced run (throttle spans and cgroup names): {spans:?}."
     );
     drop(group);
-    section.push_str(&switch_cost(options, false));
-    section.push_str(&switch_cost(options, true));
-    section
+    section.push_str(&switch_cost(options, false).0);
+    let (attached, cost) = switch_cost(options, true);
+    section.push_str(&attached);
+    (section, cost.unwrap_or_default())
 }
 
 /// Workload S, untraced vs. `cgtrace throttle`; `background` runs a
-/// throttled group meanwhile, so the per-switch program is attached.
-fn switch_cost(options: &Options, background: bool) -> String {
+/// throttled group meanwhile, so the per-switch program is attached, and
+/// its cost is measured beside the floor's.
+fn switch_cost(options: &Options, background: bool) -> (String, Option<SwitchCost>) {
     let round_trips: u32 = if options.quick { 20_000 } else { 100_000 };
     let _throttled = background.then(|| {
         let group = workloads::quota_group("throttled", 20_000, 100_000);
@@ -149,17 +159,30 @@ fn switch_cost(options: &Options, background: bool) -> String {
         options.rounds
     );
     section.push_str(&comparison.table());
-    if background {
-        let (runs, ns) = attached_switch_cost(round_trips);
-        let _ = writeln!(
-            section,
-            "\nThe view keeps its per-switch program detached while no cgroup has a CFS quota, so \
-             with no quota anywhere it costs nothing. Attached, the kernel's BPF run-time \
-             statistics put it at **{ns:.0} ns per context switch** over {runs} switches of this \
-             workload."
-        );
+    if !background {
+        return (section, None);
     }
-    section
+    let (runs, ns) = attached_switch_cost(round_trips);
+    let floor = crate::costs::measure(
+        &crate::costs::floor_spec(&options.cgtrace),
+        || {},
+        || {
+            workloads::ping_pong(round_trips);
+        },
+    );
+    let floor_ns = crate::costs::ns_per_run(&floor, "f_switch");
+    let _ = writeln!(
+        section,
+        "\nThe view keeps its per-switch program detached while no cgroup has a CFS quota, so \
+         with no quota anywhere it costs nothing. Attached, the kernel's BPF run-time \
+         statistics put it at **{ns:.0} ns per context switch** over {runs} switches of this \
+         workload; an empty program on `sched_switch` costs {} on the same workload.",
+        floor_ns.map_or_else(
+            || "?".to_owned(),
+            |f| format!("{f:.0} ns ({:.1}× less)", ns / f)
+        )
+    );
+    (section, Some(SwitchCost { ns, floor_ns }))
 }
 
 /// The attached throttle program's cost per context switch, from the
