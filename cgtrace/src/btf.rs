@@ -118,12 +118,15 @@ pub struct Btf {
     types_start: usize,
     strings_start: usize,
     strings_len: usize,
-    /// `type_offsets[id]` is where type `id`'s record starts (index 0 unused).
-    type_offsets: Vec<usize>,
-    /// Named structs, unions, enums, typedefs and functions, sorted by
-    /// (kind, name) and then by id: a lookup is a binary search over the
-    /// string section, with no copy of the names (the kernel's BTF has
-    /// ~150,000 types, and a name map would hold megabytes while loading).
+    /// `type_offsets[id]` is where type `id`'s record starts (index 0
+    /// unused); 32 bits, as BTF's own offsets are.
+    type_offsets: Vec<u32>,
+    /// Named structs, unions, enums, typedefs and functions, sorted by a
+    /// hash of (kind, name) and then by id: a lookup is a binary search on
+    /// the hash and a check of the names, with no copy of the names (the
+    /// kernel's BTF has ~150,000 types, and a name map would hold megabytes
+    /// while loading). Sorting by hash rather than by name keeps string
+    /// comparisons out of the sort, which is most of what opening BTF costs.
     by_name: Vec<TypeId>,
 }
 
@@ -134,11 +137,15 @@ impl Btf {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+        Self::parse(Self::read(path)?)
+    }
+
+    /// The raw bytes of a BTF file, for whoever parses them.
+    pub fn read(path: &Path) -> Result<Vec<u8>, BtfError> {
+        std::fs::read(path).map_err(|source| BtfError::Read {
             path: path.display().to_string(),
             source,
-        })?;
-        Self::parse(data)
+        })
     }
 
     /// Indexes raw BTF bytes (header, type section, string section).
@@ -185,7 +192,8 @@ impl Btf {
     fn index_types(&mut self, end: usize) -> Result<(), BtfError> {
         let mut at = self.types_start;
         while at < end {
-            self.type_offsets.push(at);
+            self.type_offsets
+                .push(u32::try_from(at).map_err(|_| damaged("type section past 4 GiB", at))?);
             let info = self.u32_at(at + 4)?;
             let vlen = (info & 0xffff) as usize;
             let extra = match kind_of(info) {
@@ -206,21 +214,29 @@ impl Btf {
     }
 
     fn index_names(&mut self) {
-        let mut named: Vec<TypeId> = (1..self.type_offsets.len())
-            .filter(|&id| self.name_key(id).is_some())
-            .map(|id| u32::try_from(id).unwrap_or(u32::MAX))
+        let mut named: Vec<(u64, TypeId)> = (1..self.type_offsets.len())
+            .filter_map(|id| {
+                let (kind, name) = self.name_key(id)?;
+                Some((name_hash(kind, name), u32::try_from(id).ok()?))
+            })
             .collect();
-        // Stable: among equal names the lowest id comes first, and the
-        // first definition wins (full structs come before any duplicates a
+        // Among equal hashes the lowest id comes first, so the first
+        // definition wins (full structs come before any duplicates a
         // module's BTF would add).
-        named.sort_by(|&a, &b| self.name_key(a as usize).cmp(&self.name_key(b as usize)));
-        named.shrink_to_fit();
-        self.by_name = named;
+        named.sort_unstable();
+        self.by_name = named.into_iter().map(|(_, id)| id).collect();
     }
 
-    /// The (kind, name) a type is found by, for the kinds looked up by name.
-    fn name_key(&self, id: usize) -> Option<(u32, &str)> {
-        let at = *self.type_offsets.get(id)?;
+    /// The hash `by_name` is sorted by, for an indexed type.
+    fn indexed_hash(&self, id: TypeId) -> u64 {
+        self.name_key(id as usize)
+            .map_or(u64::MAX, |(kind, name)| name_hash(kind, name))
+    }
+
+    /// The (kind, name) a type is found by, for the kinds looked up by name;
+    /// the name's bytes, not checked for UTF-8.
+    fn name_key(&self, id: usize) -> Option<(u32, &[u8])> {
+        let at = self.type_at(id)?;
         let (name_off, info) = (self.u32_at(at).ok()?, self.u32_at(at + 4).ok()?);
         let kind = kind_of(info);
         if name_off == 0
@@ -231,7 +247,18 @@ impl Btf {
         {
             return None;
         }
-        Some((kind, self.str_at(name_off)?))
+        Some((kind, self.c_str_at(name_off)?))
+    }
+
+    /// The raw BTF bytes, the index dropped.
+    #[must_use]
+    pub fn into_raw(self) -> Vec<u8> {
+        self.data
+    }
+
+    /// Where type `id`'s record starts.
+    fn type_at(&self, id: usize) -> Option<usize> {
+        self.type_offsets.get(id).map(|&at| at as usize)
     }
 
     /// The raw BTF bytes, as read.
@@ -253,14 +280,16 @@ impl Btf {
 
     /// The id of the type of `kind` named `name`.
     pub fn find(&self, kind: Kind, name: &str) -> Result<TypeId, BtfError> {
-        let wanted = Some((kind.code(), name));
+        let wanted = (kind.code(), name.as_bytes());
+        let hash = name_hash(wanted.0, wanted.1);
         let first = self
             .by_name
-            .partition_point(|&id| self.name_key(id as usize) < wanted);
-        self.by_name
-            .get(first)
+            .partition_point(|&id| self.indexed_hash(id) < hash);
+        self.by_name[first..]
+            .iter()
+            .take_while(|&&id| self.indexed_hash(id) == hash)
             .copied()
-            .filter(|&id| self.name_key(id as usize) == wanted)
+            .find(|&id| self.name_key(id as usize) == Some(wanted))
             .ok_or_else(|| BtfError::MissingType {
                 kind: kind.label(),
                 name: name.to_owned(),
@@ -314,7 +343,7 @@ impl Btf {
     }
 
     fn find_member(&self, container: TypeId, name: &str) -> Option<Member> {
-        let at = *self.type_offsets.get(container as usize)?;
+        let at = self.type_at(container as usize)?;
         let info = self.u32_at(at + 4).ok()?;
         if !matches!(kind_of(info), KIND_STRUCT | KIND_UNION) {
             return None;
@@ -352,7 +381,7 @@ impl Btf {
     #[must_use]
     pub fn strip_modifiers(&self, mut id: TypeId) -> TypeId {
         for _ in 0..32 {
-            let Some(&at) = self.type_offsets.get(id as usize) else {
+            let Some(at) = self.type_at(id as usize) else {
                 return id;
             };
             let Ok(info) = self.u32_at(at + 4) else {
@@ -375,7 +404,7 @@ impl Btf {
     #[must_use]
     pub fn size_of(&self, id: TypeId) -> Option<u64> {
         let id = self.strip_modifiers(id);
-        let at = *self.type_offsets.get(id as usize)?;
+        let at = self.type_at(id as usize)?;
         let info = self.u32_at(at + 4).ok()?;
         match kind_of(info) {
             KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_FLOAT => {
@@ -395,7 +424,7 @@ impl Btf {
     #[must_use]
     pub fn array_of(&self, id: TypeId) -> Option<(TypeId, u32)> {
         let id = self.strip_modifiers(id);
-        let at = *self.type_offsets.get(id as usize)?;
+        let at = self.type_at(id as usize)?;
         if kind_of(self.u32_at(at + 4).ok()?) != KIND_ARRAY {
             return None;
         }
@@ -405,7 +434,7 @@ impl Btf {
     /// The name of a struct, union, enum or typedef type (`None` if anonymous).
     #[must_use]
     pub fn name_of(&self, id: TypeId) -> Option<&str> {
-        let at = *self.type_offsets.get(id as usize)?;
+        let at = self.type_at(id as usize)?;
         let name_off = self.u32_at(at).ok()?;
         if name_off == 0 {
             return None;
@@ -417,7 +446,7 @@ impl Btf {
     /// enums, such as the one holding `MM_FILEPAGES`, are anonymous).
     pub fn enum_value(&self, name: &str) -> Result<i64, BtfError> {
         for id in 1..self.type_offsets.len() {
-            let at = self.type_offsets[id];
+            let at = self.type_offsets[id] as usize;
             let Ok(info) = self.u32_at(at + 4) else {
                 continue;
             };
@@ -467,7 +496,8 @@ impl Btf {
         })
     }
 
-    fn str_at(&self, name_off: u32) -> Option<&str> {
+    /// The NUL-terminated string at `name_off` of the string section.
+    fn c_str_at(&self, name_off: u32) -> Option<&[u8]> {
         let name_off = name_off as usize;
         if name_off >= self.strings_len {
             return None;
@@ -476,8 +506,23 @@ impl Btf {
         let end = self.strings_start + self.strings_len;
         let bytes = self.data.get(start..end)?;
         let len = bytes.iter().position(|&b| b == 0)?;
-        std::str::from_utf8(&bytes[..len]).ok()
+        Some(&bytes[..len])
     }
+
+    fn str_at(&self, name_off: u32) -> Option<&str> {
+        std::str::from_utf8(self.c_str_at(name_off)?).ok()
+    }
+}
+
+/// FNV-1a over a type's kind and name: cheap, and spread well enough that
+/// names sharing a hash are rare (they are told apart by name).
+fn name_hash(kind: u32, name: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in kind.to_le_bytes().iter().chain(name) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 const fn kind_of(info: u32) -> u32 {

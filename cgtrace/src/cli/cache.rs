@@ -9,7 +9,8 @@ use clap::Args;
 
 use super::{
     Outcome,
-    interval::{self, IntervalArgs},
+    charges::ChargesArgs,
+    interval::{self, IntervalArgs, LiveExtras},
 };
 use crate::view::cache::CacheTable;
 
@@ -17,6 +18,8 @@ use crate::view::cache::CacheTable;
 pub struct CacheArgs {
     #[command(flatten)]
     pub interval: IntervalArgs,
+    #[command(flatten)]
+    pub charges: ChargesArgs,
     /// Show the N busiest cgroups per interval.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -33,11 +36,12 @@ pub struct CacheArgs {
 
 pub fn run(args: &CacheArgs) -> anyhow::Result<Outcome> {
     let mut view = CacheTable::new(args.top, args.files, args.interval.json);
-    interval::run(
-        &args.interval,
-        args.files,
-        args.input.as_deref(),
-        |context| view.render(context),
-    )?;
+    let extras = LiveExtras {
+        files: args.files,
+        charges: args.charges.charges,
+    };
+    interval::run(&args.interval, extras, args.input.as_deref(), |context| {
+        view.render(context)
+    })?;
     Ok(Outcome::Success)
 }

@@ -36,19 +36,29 @@ pub struct IntervalArgs {
     pub select: SelectArgs,
 }
 
+/// What a live interval view attaches beyond the page-cache and reclaim
+/// probes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveExtras {
+    /// Per-file counts (`cache --files`).
+    pub files: bool,
+    /// The memcg stat tracepoints (`--charges`).
+    pub charges: bool,
+}
+
 /// Runs a view: live (attach the probes, then every interval fold a sample
 /// into the model and render it, until Ctrl-C or `--count`), or from a
-/// trace's recorded intervals. `files` adds per-file counts (live only).
+/// trace's recorded intervals. `extras` applies live only.
 pub fn run(
     args: &IntervalArgs,
-    files: bool,
+    extras: LiveExtras,
     input: Option<&Path>,
     mut render: impl FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
 ) -> anyhow::Result<()> {
     let selection = Selection::new(&args.select)?;
     match input {
         Some(path) => replay(args, path, selection, &mut render),
-        None => watch(args, files, selection, &mut render),
+        None => watch(args, extras, selection, &mut render),
     }
 }
 
@@ -83,15 +93,18 @@ fn replay(
 /// counters and the files of the cgroups they name.
 fn watch(
     args: &IntervalArgs,
-    files: bool,
+    extras: LiveExtras,
     selection: Selection,
     render: &mut dyn FnMut(&mut IntervalContext<'_>) -> io::Result<()>,
 ) -> anyhow::Result<()> {
     let (mut source, mut cx) = super::live::start(
         selection,
         &ProbeOptions {
-            features: FeatureSet::CACHE_AND_RECLAIM,
-            files,
+            features: FeatureSet {
+                charges: extras.charges,
+                ..FeatureSet::CACHE_AND_RECLAIM
+            },
+            files: extras.files,
             ..ProbeOptions::default()
         },
         |_, _| {
@@ -107,7 +120,7 @@ fn watch(
             })
         },
     )?;
-    super::live::give_up_privileges(privilege::kept_by(if files {
+    super::live::give_up_privileges(privilege::kept_by(if extras.files {
         "cache --files"
     } else {
         "cache, reclaim"

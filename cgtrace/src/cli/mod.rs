@@ -2,6 +2,7 @@
 //! parses and dispatches.
 
 pub mod cache;
+pub mod charges;
 pub mod check;
 pub mod demo;
 pub mod docs;

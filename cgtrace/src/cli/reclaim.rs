@@ -8,7 +8,8 @@ use clap::Args;
 
 use super::{
     Outcome,
-    interval::{self, IntervalArgs},
+    charges::ChargesArgs,
+    interval::{self, IntervalArgs, LiveExtras},
 };
 use crate::view::reclaim;
 
@@ -16,6 +17,8 @@ use crate::view::reclaim;
 pub struct ReclaimArgs {
     #[command(flatten)]
     pub interval: IntervalArgs,
+    #[command(flatten)]
+    pub charges: ChargesArgs,
     /// Show the N largest victim ← reclaimer pairs per interval.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -27,7 +30,11 @@ pub struct ReclaimArgs {
 
 pub fn run(args: &ReclaimArgs) -> anyhow::Result<Outcome> {
     let (top, json) = (args.top, args.interval.json);
-    interval::run(&args.interval, false, args.input.as_deref(), |context| {
+    let extras = LiveExtras {
+        files: false,
+        charges: args.charges.charges,
+    };
+    interval::run(&args.interval, extras, args.input.as_deref(), |context| {
         reclaim::render(context, top, json)
     })?;
     Ok(Outcome::Success)

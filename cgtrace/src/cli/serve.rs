@@ -17,7 +17,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 
-use super::Outcome;
+use super::{Outcome, charges::ChargesArgs};
 use crate::{
     endpoint::{self, Endpoint},
     event::Event,
@@ -86,6 +86,8 @@ pub struct ServeArgs {
     #[arg(long, value_parser = crate::units::parse_duration, value_name = "DURATION", requires = "flight_recorder")]
     pub keep: Option<Duration>,
     #[command(flatten)]
+    pub charges: ChargesArgs,
+    #[command(flatten)]
     pub select: SelectArgs,
 }
 
@@ -109,7 +111,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<Outcome> {
     let (mut source, mut cx) = super::live::start(
         selection,
         &ProbeOptions {
-            features: FeatureSet::ALL,
+            features: args.charges.features(FeatureSet::ALL),
             ..ProbeOptions::default()
         },
         |_, _| {

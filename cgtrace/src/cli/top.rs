@@ -18,7 +18,7 @@ use crossterm::{
 };
 use ratatui::{Terminal, backend::CrosstermBackend};
 
-use super::Outcome;
+use super::{Outcome, charges::ChargesArgs};
 use crate::{
     identity::selection::{SelectArgs, Selection},
     model::top::Detail,
@@ -48,6 +48,8 @@ pub struct TopArgs {
     /// directory or snapshot) instead of watching this machine.
     #[arg(long, value_name = "TRACE")]
     pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub charges: ChargesArgs,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -138,7 +140,7 @@ fn live(args: &TopArgs, selection: Selection) -> anyhow::Result<Outcome> {
     let (mut source, mut cx) = super::live::start(
         selection,
         &ProbeOptions {
-            features: FeatureSet::ALL,
+            features: args.charges.features(FeatureSet::ALL),
             ..ProbeOptions::default()
         },
         |_, _| {

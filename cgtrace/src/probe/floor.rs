@@ -4,10 +4,12 @@
 //! so a benchmark can state cgtrace's cost as a multiple of it
 //! (`cgtrace __floor`).
 
-use aya::{Ebpf, EbpfLoader, programs::BtfTracePoint};
+use aya::{Ebpf, programs::BtfTracePoint};
 
-use super::{EBPF_OBJECT, LOG_MAP, ProbeError, attach_error, program};
-use crate::btf::Btf;
+use super::{
+    EBPF_OBJECT, FeatureSet, KernelBtf, LOG_MAP, ProbeError, ProbeOptions, attach_error, program,
+    shrink_unused_maps,
+};
 
 /// One empty program: its name (as the kernel keeps it), its tracepoint,
 /// and the cgtrace program that runs there.
@@ -83,11 +85,21 @@ impl Floor {
     /// Loads the object and attaches each floor program whose tracepoint
     /// this kernel has; cgtrace's own programs are left unloaded.
     pub fn attach() -> Result<Self, ProbeError> {
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
-        let btf = Btf::from_sys_fs()?;
-        let aya_btf =
-            aya::Btf::parse(btf.raw(), aya::Endianness::default()).map_err(ProbeError::AyaBtf)?;
+        let KernelBtf {
+            hooks,
+            aya_btf,
+            mut loader,
+            ..
+        } = KernelBtf::open()?;
+        // No feature is on: every map of cgtrace's own programs is made
+        // with one entry.
+        shrink_unused_maps(
+            &mut loader,
+            &ProbeOptions {
+                features: FeatureSet::NONE,
+                ..ProbeOptions::default()
+            },
+        );
         let mut ebpf = loader
             .btf(Some(&aya_btf))
             .map_max_entries(LOG_MAP, 4096)
@@ -95,7 +107,7 @@ impl Floor {
             .map_err(ProbeError::Load)?;
         let mut attached = Vec::new();
         for floor in FLOOR_PROGRAMS {
-            if !btf.has_btf_tracepoint(floor.tracepoint) {
+            if !hooks.has_btf_tracepoint(floor.tracepoint) {
                 continue;
             }
             let program: &mut BtfTracePoint = program(&mut ebpf, floor.name)?;

@@ -11,6 +11,7 @@ pub mod allowlist;
 pub mod decode;
 pub mod features;
 pub mod floor;
+mod heap;
 pub mod log;
 pub mod offsets;
 pub mod prog_info;
@@ -157,6 +158,14 @@ pub struct FeatureSet {
 }
 
 impl FeatureSet {
+    /// Nothing but cgroup names (the floor's programs need no map).
+    pub const NONE: Self = Self {
+        oom: false,
+        page_cache: false,
+        reclaim: false,
+        charges: false,
+        throttle: false,
+    };
     pub const OOM: Self = Self {
         oom: true,
         page_cache: false,
@@ -238,6 +247,22 @@ pub struct FeatureStatus {
     pub variant: Option<String>,
     /// Why this variant, or why none.
     pub detail: String,
+    /// Not attached because the view was not asked for it (the kernel
+    /// has it); `detail` says how to turn it on.
+    #[serde(skip)]
+    pub left_off: bool,
+}
+
+impl FeatureStatus {
+    /// A feature this kernel has that the view leaves off unless asked.
+    fn left_off(feature: &'static str, detail: &str) -> Self {
+        Self {
+            feature,
+            variant: None,
+            detail: detail.to_owned(),
+            left_off: true,
+        }
+    }
 }
 
 impl std::fmt::Display for FeatureStatus {
@@ -247,7 +272,9 @@ impl std::fmt::Display for FeatureStatus {
             f,
             "{}: {} ({})",
             self.feature,
-            self.variant.as_deref().unwrap_or("unavailable"),
+            self.variant
+                .as_deref()
+                .unwrap_or(if self.left_off { "off" } else { "unavailable" }),
             self.detail
         )
     }
@@ -290,16 +317,13 @@ impl Probe {
                 missing: privileges.missing(),
             });
         }
-        // `EbpfLoader::new` parses the kernel's BTF itself; drop that copy
-        // before making ours, so only one parsed copy is ever alive. The
-        // parsed kernel BTF is most of the collector's peak memory.
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
-        let btf = Btf::from_sys_fs()?;
-        let layout = offsets::resolve(&btf)?;
-        // aya parses the bytes our own reader already holds: the file is read once.
-        let aya_btf =
-            aya::Btf::parse(btf.raw(), aya::Endianness::default()).map_err(ProbeError::AyaBtf)?;
+        let heap = heap::LoadingHeap::prepare();
+        let KernelBtf {
+            layout,
+            hooks,
+            aya_btf,
+            mut loader,
+        } = KernelBtf::open()?;
         let switches = Switches::new(options, &layout);
         let mut ebpf = load_object(loader.btf(Some(&aya_btf)), &switches, &layout, options)?;
 
@@ -307,7 +331,7 @@ impl Probe {
         // Every view names cgroups created while it runs, and a filter
         // follows them; cgroup_mkdir and cgroup_rmdir run only when a cgroup
         // is created or removed.
-        features.push(attach_group(&mut ebpf, &aya_btf, &btf, &CGROUP_PROGRAMS));
+        features.push(attach_group(&mut ebpf, &aya_btf, &hooks, &CGROUP_PROGRAMS));
         if options.features.oom {
             features.push(attach_oom(
                 &mut ebpf,
@@ -320,29 +344,27 @@ impl Probe {
             features.push(attach_group(
                 &mut ebpf,
                 &aya_btf,
-                &btf,
+                &hooks,
                 &PAGE_CACHE_PROGRAMS,
             ));
         }
         if options.features.reclaim {
-            features.push(attach_group(&mut ebpf, &aya_btf, &btf, &RECLAIM_PROGRAMS));
+            features.push(attach_group(&mut ebpf, &aya_btf, &hooks, &RECLAIM_PROGRAMS));
         }
-        let mut charges_attached = false;
-        if options.features.charges {
-            let status = attach_group(&mut ebpf, &aya_btf, &btf, &CHARGE_PROGRAMS);
-            charges_attached = status.variant.is_some();
-            features.push(status);
-        }
+        let charges = attach_charges(&mut ebpf, &aya_btf, &hooks, options.features);
+        let charges_attached = charges.as_ref().is_some_and(|c| c.variant.is_some());
+        features.extend(charges);
         let mut throttle_switch = SwitchProgram::NotUsed;
         if options.features.throttle {
             let (status, link) =
-                attach_throttle(&mut ebpf, &aya_btf, &btf, options.throttle_variant)?;
+                attach_throttle(&mut ebpf, &aya_btf, &hooks, options.throttle_variant)?;
             features.push(status);
             if let Some(link) = link {
                 throttle_switch = SwitchProgram::Attached(link);
             }
         }
-        drop(btf);
+        drop(aya_btf);
+        drop(heap);
         let cache_maps =
             if options.features.page_cache || options.features.reclaim || charges_attached {
                 Some((
@@ -620,6 +642,94 @@ impl BpfStatsEnabled {
     }
 }
 
+/// What loading needs of the kernel's BTF: cgtrace's index of it, aya's
+/// parse of the same bytes, and aya's loader.
+/// What loading needs of the kernel's BTF: the layout and hooks cgtrace
+/// read from it, aya's parse of it, and aya's loader.
+struct KernelBtf {
+    layout: offsets::KernelLayout,
+    hooks: KernelHooks,
+    aya_btf: aya::Btf,
+    loader: EbpfLoader<'static>,
+}
+
+impl KernelBtf {
+    /// Reads the kernel's BTF once for two parses, cgtrace's index and
+    /// aya's. `EbpfLoader::new` parses the file a third time, for a copy
+    /// cgtrace cannot use. Each parse is dropped before the next is made,
+    /// cgtrace's index as soon as the layout and hooks are read from it, so
+    /// that at most one parsed copy is alive at a time: they are most of
+    /// the collector's peak memory.
+    fn open() -> Result<Self, ProbeError> {
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        let btf = Btf::from_sys_fs()?;
+        let layout = offsets::resolve(&btf)?;
+        let hooks = KernelHooks::of(&btf);
+        let raw = btf.into_raw();
+        let aya_btf =
+            aya::Btf::parse(&raw, aya::Endianness::default()).map_err(ProbeError::AyaBtf)?;
+        Ok(Self {
+            layout,
+            hooks,
+            aya_btf,
+            loader,
+        })
+    }
+}
+
+/// Which of the hooks cgtrace attaches this kernel has, read from BTF
+/// before cgtrace's index of it is dropped.
+struct KernelHooks {
+    tracepoints: Vec<&'static str>,
+    functions: Vec<&'static str>,
+}
+
+impl KernelHooks {
+    /// Every BTF tracepoint and fentry function cgtrace may attach.
+    fn wanted_tracepoints() -> impl Iterator<Item = &'static str> {
+        [
+            &CGROUP_PROGRAMS,
+            &PAGE_CACHE_PROGRAMS,
+            &RECLAIM_PROGRAMS,
+            &CHARGE_PROGRAMS,
+        ]
+        .into_iter()
+        .flat_map(|group| group.programs.iter().map(|(_, tracepoint)| *tracepoint))
+        .chain(floor::FLOOR_PROGRAMS.iter().map(|f| f.tracepoint))
+    }
+
+    const FUNCTIONS: [&'static str; 2] = ["throttle_cfs_rq", "unthrottle_cfs_rq"];
+
+    fn of(btf: &Btf) -> Self {
+        Self {
+            tracepoints: Self::wanted_tracepoints()
+                .filter(|name| btf.has_btf_tracepoint(name))
+                .collect(),
+            functions: Self::FUNCTIONS
+                .into_iter()
+                .filter(|name| btf.has(crate::btf::Kind::Func, name))
+                .collect(),
+        }
+    }
+
+    /// Whether the kernel has BTF tracepoint `name` (one of those cgtrace
+    /// attaches).
+    fn has_btf_tracepoint(&self, name: &str) -> bool {
+        debug_assert!(
+            Self::wanted_tracepoints().any(|wanted| wanted == name),
+            "{name} is not among the tracepoints looked up"
+        );
+        self.tracepoints.contains(&name)
+    }
+
+    /// Whether the kernel has function `name` (for fentry).
+    fn has_function(&self, name: &str) -> bool {
+        debug_assert!(Self::FUNCTIONS.contains(&name), "{name} is not looked up");
+        self.functions.contains(&name)
+    }
+}
+
 /// A feature made of BTF tracepoints only: its programs and hooks.
 struct TpBtfGroup {
     feature: &'static str,
@@ -667,19 +777,46 @@ const CHARGE_PROGRAMS: TpBtfGroup = TpBtfGroup {
     ],
 };
 
+/// The memcg stat tracepoints, where `features` asks for them. A view of
+/// the page cache that leaves them off says so, and why: they run about
+/// four times per page-cache page.
+fn attach_charges(
+    ebpf: &mut Ebpf,
+    aya_btf: &aya::Btf,
+    hooks: &KernelHooks,
+    features: FeatureSet,
+) -> Option<FeatureStatus> {
+    let available = CHARGE_PROGRAMS
+        .programs
+        .iter()
+        .any(|(_, tracepoint)| hooks.has_btf_tracepoint(tracepoint));
+    // Where the kernel lacks them, attaching finds none and says why.
+    if features.charges || (features.page_cache && !available) {
+        return Some(attach_group(ebpf, aya_btf, hooks, &CHARGE_PROGRAMS));
+    }
+    features.page_cache.then(|| {
+        FeatureStatus::left_off(
+            CHARGE_PROGRAMS.feature,
+            "charges and refaults come from memory.stat deltas; --charges attaches the \
+             tracepoints, for each charge and uncharge as it happens, at about four more \
+             program runs per page-cache page",
+        )
+    })
+}
+
 /// Attaches every program of a group whose tracepoint this kernel has. A
 /// missing or refused hook degrades that part of the feature, and the
 /// status says which.
 fn attach_group(
     ebpf: &mut Ebpf,
     aya_btf: &aya::Btf,
-    btf: &Btf,
+    hooks: &KernelHooks,
     group: &TpBtfGroup,
 ) -> FeatureStatus {
     let mut missing = Vec::new();
     let mut attached = 0;
     for (name, tracepoint) in group.programs {
-        if !btf.has_btf_tracepoint(tracepoint) {
+        if !hooks.has_btf_tracepoint(tracepoint) {
             missing.push(format!("{tracepoint} (not in this kernel)"));
             continue;
         }
@@ -707,6 +844,7 @@ fn attach_group(
         } else {
             format!("{attached} attached; missing: {}", missing.join("; "))
         },
+        left_off: false,
     }
 }
 
@@ -743,6 +881,7 @@ fn load_object<'a>(
     layout: &'a offsets::KernelLayout,
     options: &ProbeOptions,
 ) -> Result<Ebpf, ProbeError> {
+    shrink_unused_maps(loader, options);
     loader
         .override_global("OFFSETS", &layout.offsets, true)
         .override_global("FILES_ENABLED", &switches.files, true)
@@ -755,6 +894,27 @@ fn load_object<'a>(
         .map_max_entries(LOG_MAP, if options.log { 1 << 20 } else { 4096 })
         .load(EBPF_OBJECT)
         .map_err(ProbeError::Load)
+}
+
+/// Gives the maps of features left off one entry instead of thousands:
+/// the kernel allocates a map's entries when it is created (tens of
+/// megabytes in all), which is most of what creating the maps costs at
+/// start-up, and kernel memory held for nothing.
+fn shrink_unused_maps(loader: &mut EbpfLoader<'_>, options: &ProbeOptions) {
+    let features = options.features;
+    let unused = [
+        ("CACHE", !features.page_cache),
+        ("FILES", !(features.page_cache && options.files)),
+        ("CHARGES", !features.charges),
+        ("RECLAIMING", !features.reclaim),
+        ("STALLS", !features.reclaim),
+        ("THROTTLED", !features.throttle),
+        ("ALLOWED", !options.filter),
+        ("MEMCG_VERDICTS", !options.filter),
+    ];
+    for (map, _) in unused.into_iter().filter(|(_, unused)| *unused) {
+        loader.map_max_entries(map, 1);
+    }
 }
 
 /// A per-CPU array of counters, taken out of the object.
@@ -774,7 +934,7 @@ const LOG_MAP: &str = "AYA_LOGS";
 fn attach_throttle(
     ebpf: &mut Ebpf,
     aya_btf: &aya::Btf,
-    btf: &Btf,
+    hooks: &KernelHooks,
     variant: ThrottleVariant,
 ) -> Result<(FeatureStatus, Option<BtfTracePointLinkId>), ProbeError> {
     let mut refused = None;
@@ -785,7 +945,7 @@ fn attach_throttle(
         ]
         .into_iter()
         .try_for_each(|(name, function)| {
-            if !btf.has(crate::btf::Kind::Func, function) {
+            if !hooks.has_function(function) {
                 return Err(ProbeError::Attach {
                     program: name,
                     hook: "fentry",
@@ -805,6 +965,7 @@ fn attach_throttle(
                     feature: "throttle",
                     variant: Some("fentry (un)throttle_cfs_rq".to_owned()),
                     detail: "exact throttle and unthrottle moments".to_owned(),
+                    left_off: false,
                 };
                 return Ok((status, None));
             }
@@ -836,6 +997,7 @@ fn attach_throttle(
             ),
             None => "requested; spans start and end at the next context switch".to_owned(),
         },
+        left_off: false,
     };
     Ok((status, Some(link)))
 }
@@ -886,6 +1048,7 @@ fn attach_oom(
         feature: "oom",
         variant: Some(variant.to_owned()),
         detail,
+        left_off: false,
     })
 }
 
