@@ -47,6 +47,7 @@ mod pod {
     // is valid and there are no uninitialised bytes.
     unsafe impl aya::Pod for super::RecordHeader {}
     unsafe impl aya::Pod for super::offsets::Offsets {}
+    unsafe impl aya::Pod for super::offsets::DirectOffsets {}
     unsafe impl aya::Pod for super::oom::OomRecord {}
     unsafe impl aya::Pod for super::cgroup::CgroupRef {}
     unsafe impl aya::Pod for super::cgroup::CgroupCreatedRecord {}

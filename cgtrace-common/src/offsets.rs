@@ -197,3 +197,53 @@ impl Offsets {
         padding: 0,
     };
 }
+
+/// The offsets the page-cache programs load straight from BTF-typed
+/// pointers (a folio argument, the current task), in a read-only global of
+/// their own: the verifier sees each as a constant, checks the load against
+/// the kernel's BTF at that offset, and needs no helper call for it. A
+/// wrong offset is refused at load time, never read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectOffsets {
+    pub folio_flags: u32,
+    pub folio_memcg_data: u32,
+    pub folio_flags_1: u32,
+    /// `task_struct.cgroups`.
+    pub task_cgroups: u32,
+    /// `task_struct.flags`.
+    pub task_flags: u32,
+    /// `css_set.subsys[memory_cgrp_id]`: read by helper (the css_set is
+    /// reached through an RCU pointer), at a constant offset.
+    pub css_set_memcg: u32,
+}
+
+impl DirectOffsets {
+    pub const ABSENT: Self = Self {
+        folio_flags: ABSENT,
+        folio_memcg_data: ABSENT,
+        folio_flags_1: ABSENT,
+        task_cgroups: ABSENT,
+        task_flags: ABSENT,
+        css_set_memcg: ABSENT,
+    };
+
+    /// The direct offsets within `offsets`.
+    #[must_use]
+    pub fn of(offsets: &Offsets) -> Self {
+        let css_set_memcg = if offsets.css_set_subsys == ABSENT || offsets.memory_cgrp_id == ABSENT
+        {
+            ABSENT
+        } else {
+            offsets.css_set_subsys + 8 * offsets.memory_cgrp_id
+        };
+        Self {
+            folio_flags: offsets.folio_flags,
+            folio_memcg_data: offsets.folio_memcg_data,
+            folio_flags_1: offsets.folio_flags_1,
+            task_cgroups: offsets.task_cgroups,
+            task_flags: offsets.task_flags,
+            css_set_memcg,
+        }
+    }
+}

@@ -3,10 +3,10 @@
 //! absent offset, a null base or a fault gives a [`ReadError`] saying which,
 //! so callers can degrade and count the chain that failed.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
 use cgtrace_common::{
     cgroup::CgroupRef,
-    offsets::{ABSENT, Offsets},
+    offsets::{ABSENT, DirectOffsets, Offsets},
 };
 
 /// How far up a cgroup tree the programs walk. Kubernetes nests memcgs five
@@ -52,6 +52,53 @@ pub fn read<T: Copy>(base: u64, offset: u32) -> Result<T, ReadError> {
     // accessor and never dereferences the address in the program itself.
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
         .map_err(|errno| ReadError(errno.into()))
+}
+
+/// The offsets loaded straight from BTF-typed pointers. Read-only
+/// (.rodata), set by the collector at load time, so the verifier knows each
+/// value; read field by field in place (see [`direct_offset`]).
+#[unsafe(no_mangle)]
+pub(crate) static DIRECT: DirectOffsets = DirectOffsets::ABSENT;
+
+/// One of `DIRECT`'s offsets. A volatile read, so LLVM cannot fold in the
+/// initialiser; the verifier then sees the loaded value as a constant.
+macro_rules! direct_offset {
+    ($field:ident) => {
+        // SAFETY: a read of a field of a static, which nothing writes.
+        unsafe { core::ptr::read_volatile(&raw const crate::kernel::DIRECT.$field) }
+    };
+}
+pub(crate) use direct_offset;
+
+/// Loads a `T` at `base + offset` straight from a BTF-typed pointer (a
+/// tp_btf argument, or the current task), with no helper call. `offset`
+/// must come from [`direct_offset`]: the verifier checks the load against
+/// the kernel's BTF at that constant offset, refuses the program if no
+/// member of that size is there, and makes the load fault-safe.
+#[inline(always)]
+pub fn load<T: Copy>(base: u64, offset: u32) -> Result<T, ReadError> {
+    if offset == ABSENT {
+        return Err(ReadError::ABSENT);
+    }
+    // SAFETY: see above: the verifier turns this into a checked,
+    // fault-safe load from the kernel object `base` points at.
+    Ok(unsafe { core::ptr::read_volatile((base as *const u8).add(offset as usize).cast::<T>()) })
+}
+
+/// The current task, as a BTF-typed pointer [`load`] may read from.
+#[inline(always)]
+pub fn current_task() -> u64 {
+    // SAFETY: a helper call with no arguments.
+    unsafe { bpf_get_current_task_btf() as u64 }
+}
+
+/// The current task's memcg: `task->cgroups` by a direct load, then
+/// `subsys[memory_cgrp_id]` by one helper read (at a constant offset).
+#[inline(always)]
+pub fn current_task_memcg(o: &Offsets, task: u64) -> Result<u64, ReadError> {
+    let css_set: u64 = load(task, direct_offset!(task_cgroups))?;
+    let css: u64 = read(css_set, direct_offset!(css_set_memcg))?;
+    css_to_memcg(o, css)
 }
 
 /// `task->cgroups->subsys[memory_cgrp_id]` as a `struct mem_cgroup *`.

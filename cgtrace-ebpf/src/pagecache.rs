@@ -16,7 +16,7 @@
 use aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 use aya_ebpf::{
     Global,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
     programs::BtfTracePointContext,
@@ -34,7 +34,10 @@ use cgtrace_common::{
 use crate::{
     failure::{Chain as _, Failure, count_read, finish, or_note},
     filter::memcg_allowed,
-    kernel::{ReadError, limit_walk, memcg_ref, read, task_memcg},
+    kernel::{
+        ReadError, current_task, current_task_memcg, direct_offset, limit_walk, load, memcg_ref,
+        read,
+    },
     maps::offsets,
 };
 
@@ -88,8 +91,7 @@ fn try_cache_add(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let o = offsets();
     let folio: u64 = ctx.arg(0);
     let (owner, pages) = folio_owner_and_pages(o, folio).chain(ReadChain::FolioOwner)?;
-    // SAFETY: a helper call with no arguments.
-    let actor = current_memcg(ctx, "cache_add", unsafe { bpf_get_current_task() });
+    let actor = current_memcg(ctx, "cache_add", current_task());
     if !(memcg_allowed(o, owner) || memcg_allowed(o, actor)) {
         return Ok(());
     }
@@ -110,9 +112,8 @@ fn try_cache_delete(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let o = offsets();
     let folio: u64 = ctx.arg(0);
     let (owner, pages) = folio_owner_and_pages(o, folio).chain(ReadChain::FolioOwner)?;
-    // SAFETY: a helper call with no arguments.
-    let current = unsafe { bpf_get_current_task() };
-    let flags: u32 = read(current, o.task_flags).unwrap_or(0);
+    let current = current_task();
+    let flags: u32 = load(current, direct_offset!(task_flags)).unwrap_or(0);
     let (reason, actor) = if flags & PF_MEMALLOC == 0 {
         (
             CacheReason::Removed,
@@ -143,14 +144,14 @@ fn try_cache_delete(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The memcg of `task` (the current one), or 0 (no actor) with the failed
-/// read noted.
+/// The memcg of `task` (the current one, from [`current_task`]), or 0 (no
+/// actor) with the failed read noted.
 #[inline(always)]
 fn current_memcg(ctx: &BtfTracePointContext, program: &'static str, task: u64) -> u64 {
     or_note(
         ctx,
         program,
-        task_memcg(offsets(), task).chain(ReadChain::TaskMemcg),
+        current_task_memcg(offsets(), task).chain(ReadChain::TaskMemcg),
         0,
     )
 }
@@ -206,11 +207,11 @@ fn reclaim_reason(context: &ReclaimContext, owner: u64) -> (CacheReason, u64) {
 /// pages (`1 << order`; the order of a large folio is in `_flags_1`).
 #[inline(always)]
 fn folio_owner_and_pages(o: &Offsets, folio: u64) -> Result<(u64, u64), ReadError> {
-    let memcg_data: u64 = read(folio, o.folio_memcg_data)?;
+    let memcg_data: u64 = load(folio, direct_offset!(folio_memcg_data))?;
     let owner = memcg_data & !u64::from(o.memcg_data_flags_mask);
-    let flags: u64 = read(folio, o.folio_flags)?;
+    let flags: u64 = load(folio, direct_offset!(folio_flags))?;
     let order = if o.pg_head < 64 && flags & (1 << o.pg_head) != 0 {
-        read::<u64>(folio, o.folio_flags_1)? & 0xff
+        load::<u64>(folio, direct_offset!(folio_flags_1))? & 0xff
     } else {
         0
     };
@@ -289,8 +290,7 @@ pub fn direct_reclaim_end(ctx: BtfTracePointContext) -> u32 {
 #[inline(always)]
 fn reclaim_begin(ctx: &BtfTracePointContext, kind: ReclaimKind) -> Result<(), Failure> {
     let o = offsets();
-    // SAFETY: a helper call with no arguments.
-    let actor = current_memcg(ctx, "reclaim_begin", unsafe { bpf_get_current_task() });
+    let actor = current_memcg(ctx, "reclaim_begin", current_task());
     // Memcg reclaim is for the memcg whose charge failed or that is over
     // memory.high: the lowest one at a limit above the task. None at a
     // limit means memory.reclaim or another proactive request.
@@ -397,8 +397,7 @@ fn try_shrink_inactive(ctx: &BtfTracePointContext) -> Result<(), Failure> {
         // kswapd and proactive reclaim have no begin/end pair: charge them
         // to the reclaiming task's memcg under their own kind.
         None => StallKey {
-            // SAFETY: a helper call with no arguments.
-            memcg: current_memcg(ctx, "shrink_inactive", unsafe { bpf_get_current_task() }),
+            memcg: current_memcg(ctx, "shrink_inactive", current_task()),
             kind: ReclaimKind::Background as u32,
             padding: 0,
         },

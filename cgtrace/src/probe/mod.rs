@@ -856,6 +856,8 @@ pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps:
 /// The values of the object's read-only switches: the verifier treats them
 /// as constants and removes the code they turn off.
 struct Switches {
+    /// The offsets the programs load straight from BTF-typed pointers.
+    direct: cgtrace_common::offsets::DirectOffsets,
     files: u32,
     filter: u32,
     task_se_parent: u32,
@@ -865,6 +867,7 @@ struct Switches {
 impl Switches {
     fn new(options: &ProbeOptions, layout: &offsets::KernelLayout) -> Self {
         Self {
+            direct: cgtrace_common::offsets::DirectOffsets::of(&layout.offsets),
             files: u32::from(options.files),
             filter: u32::from(options.filter),
             task_se_parent: layout.offsets.task_se_parent,
@@ -884,6 +887,7 @@ fn load_object<'a>(
     shrink_unused_maps(loader, options);
     loader
         .override_global("OFFSETS", &layout.offsets, true)
+        .override_global("DIRECT", &switches.direct, true)
         .override_global("FILES_ENABLED", &switches.files, true)
         .override_global("FILTER_ENABLED", &switches.filter, true)
         .override_global("TASK_SE_PARENT", &switches.task_se_parent, true)

@@ -112,6 +112,19 @@ pub fn ns_per_page(costs: &[ProgramCost], added: &str) -> Option<f64> {
     Some(costs.iter().map(|c| c.total_ns).sum::<u64>() as f64 / pages.max(1) as f64)
 }
 
+/// What the floor's programs would have cost per page added, run as often
+/// as `costs`' programs ran on the same tracepoints (those without a floor
+/// program count nothing).
+#[expect(clippy::cast_precision_loss, reason = "a display figure")]
+pub fn floor_ns_per_page(costs: &[ProgramCost], floor: &[ProgramCost], added: &str) -> Option<f64> {
+    let pages = costs.iter().find(|c| c.name == added)?.runs;
+    let total: f64 = costs
+        .iter()
+        .filter_map(|c| floor_of(&c.name, floor).map(|f| c.runs as f64 * f.ns_per_run()))
+        .sum();
+    Some(total / pages.max(1) as f64)
+}
+
 /// A program's nanoseconds per run, by kernel name.
 pub fn ns_per_run(costs: &[ProgramCost], name: &str) -> Option<f64> {
     costs

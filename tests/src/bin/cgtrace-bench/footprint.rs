@@ -151,6 +151,12 @@ pub fn probe_costs(
 ) -> ProbeCosts {
     let cache = TracerSpec::cgtrace(&options.cgtrace, "cache", &["--interval", "1s"]);
     let ours = costs::measure(&cache, prepare, run);
+    let with_charges = TracerSpec::cgtrace(
+        &options.cgtrace,
+        "cache",
+        &["--interval", "1s", "--charges"],
+    );
+    let charged = costs::measure(&with_charges, prepare, run);
     let theirs = costs::measure(&TracerSpec::bpftrace(CACHE_SCRIPT), prepare, run);
     let floor = costs::measure(&costs::floor_spec(&options.cgtrace), prepare, run);
     let (ours_ms, theirs_ms, floor_ms) = (
@@ -159,10 +165,11 @@ pub fn probe_costs(
         costs::total_ms(&floor),
     );
     let untraced_ms = untraced.as_secs_f64() * 1e3;
+    let charged_per_page = costs::ns_per_page(&charged, "cache_add");
     let per_page_ns = [
         costs::ns_per_page(&ours, "cache_add"),
         costs::ns_per_page(&theirs, "mm_filemap_add_"),
-        costs::ns_per_page(&floor, "f_cache_add"),
+        costs::floor_ns_per_page(&ours, &floor, "cache_add"),
     ];
     let mut section = format!("\n## Per-probe cost on {name}\n\n");
     let _ = writeln!(
@@ -180,11 +187,13 @@ pub fn probe_costs(
         section,
         "**Probe time per {name} run: cgtrace cache {ours_ms:.1} ms ({:.1} % of the median \
          untraced run, {untraced_ms:.0} ms), bpftrace {theirs_ms:.1} ms ({:.1} %), the floor \
-         {floor_ms:.1} ms ({:.1} %). Per page added: cgtrace {}, bpftrace {}, the floor {}.**\n",
+         {floor_ms:.1} ms ({:.1} %). Per page added: cgtrace {} ({} with `--charges`), bpftrace \
+         {}; the floor on the tracepoints `cgtrace cache` uses, run as often, {}.**\n",
         100.0 * ours_ms / untraced_ms,
         100.0 * theirs_ms / untraced_ms,
         100.0 * floor_ms / untraced_ms,
         page(per_page_ns[0]),
+        page(charged_per_page),
         page(per_page_ns[1]),
         page(per_page_ns[2]),
     );
@@ -192,6 +201,11 @@ pub fn probe_costs(
         section,
         "`cgtrace cache`:\n\n{}",
         costs::table_with_floor(&ours, &floor)
+    );
+    let _ = writeln!(
+        section,
+        "`cgtrace cache --charges` (the memcg stat tracepoints attached too):\n\n{}",
+        costs::table_with_floor(&charged, &floor)
     );
     let _ = writeln!(
         section,

@@ -195,7 +195,7 @@ impl CostTargets {
         let page = |ns: Option<f64>| ns.map_or_else(|| "?".to_owned(), |n| format!("{n:.0} ns"));
         let _ = writeln!(
             out,
-            "| BPF time per page on W0, all programs: at most 350 ns | {} (bpftrace {}, the floor {}) | {} |",
+            "| BPF time per page on W0, all programs: at most 350 ns | {} (bpftrace {}; the floor on the same tracepoints {}) | {} |",
             page(self.per_page_ns[0]),
             page(self.per_page_ns[1]),
             page(self.per_page_ns[2]),
