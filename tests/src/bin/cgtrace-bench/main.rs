@@ -110,7 +110,10 @@ fn churn(options: &Options, file: &UncachedFile) -> (String, Comparison, Compari
         "A {} MiB file read twice in a memory cgroup limited to {} MiB, so every read inserts \
          into and evicts from the page cache; every run starts with the file out of the cache. \
          Untraced vs. `cgtrace cache --json --interval 1s` vs. bpftrace counting the same \
-         tracepoints per cgroup (script below); {} rounds, order alternated.\n",
+         tracepoints per cgroup (script below); {} rounds, order alternated. `cgtrace cache` \
+         takes charges and refaults from `memory.stat` unless given `--charges`, so it leaves \
+         the memcg stat tracepoints alone, where the script counts them; the per-probe costs \
+         below measure `cache --charges` too.\n",
         options.file_mib, options.limit_mib, options.rounds
     );
     let _ = writeln!(
