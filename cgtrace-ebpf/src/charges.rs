@@ -5,7 +5,6 @@
 //! the item against the seven it keeps and returns at once for the rest.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     macros::{btf_tracepoint, map},
     maps::PerCpuHashMap,
     programs::BtfTracePointContext,
@@ -17,12 +16,12 @@ use crate::{
     maps::offsets,
 };
 
-/// Pages charged and uncharged per (memcg, kind), per CPU. Allocated as
-/// keys come (`BPF_F_NO_PREALLOC`): preallocating 16,384 per-CPU values is
-/// most of what creating the maps costs at start-up.
+/// Pages charged and uncharged per (memcg, kind), per CPU. Preallocated:
+/// a key allocated as it comes would charge kernel memory from inside
+/// these programs, and that charge's own stat update would find the
+/// program already running on this CPU (a recursion miss).
 #[map]
-static CHARGES: PerCpuHashMap<ChargeKey, ChargeValue> =
-    PerCpuHashMap::with_max_entries(16_384, BPF_F_NO_PREALLOC);
+static CHARGES: PerCpuHashMap<ChargeKey, ChargeValue> = PerCpuHashMap::with_max_entries(16_384, 0);
 
 #[btf_tracepoint(function = "mod_memcg_state")]
 pub fn memcg_state(ctx: BtfTracePointContext) -> u32 {
