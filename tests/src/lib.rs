@@ -152,6 +152,26 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `probe` gives `want`; on timeout, says what it gave last.
+pub fn wait_for<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    want: &T,
+    mut probe: impl FnMut() -> Option<T>,
+) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let seen = probe();
+        if seen.as_ref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: want {want:?}, last seen {seen:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `cgtrace oom --follow --json` in the background, its stdout lines
 /// parsed as they come.
 pub struct Follower {

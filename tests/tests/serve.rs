@@ -19,7 +19,8 @@ use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
 use cgtrace_tests::{
     ChildGuard, cgtrace_bin,
     http::{free_port, get, sample, scrape},
-    memhog, read_in, report_json, require_root, row_for, scratch, uncached_file, wait_until,
+    memhog, read_in, report_json, require_root, row_for, scratch, uncached_file, wait_for,
+    wait_until,
 };
 
 const MIB: u64 = 1 << 20;
@@ -106,11 +107,15 @@ fn a_throttled_group_has_the_kernels_throttled_periods() {
     let kernel = group.cpu_stat().expect("cpu.stat").nr_throttled;
     assert!(kernel > 5, "the kernel throttled the spinner: {kernel}");
     let series = |family: &str| format!("{family}{{cgroup=\"{}\"}}", group.path());
-    wait_until("the kernel's throttled periods on /metrics", || {
-        get(port, "/metrics", "")
-            .and_then(|(_, text)| sample(&text, &series("cgtrace_cpu_cfs_throttled_periods_total")))
-            .is_some_and(|periods| periods == kernel)
-    });
+    wait_for(
+        "the kernel's throttled periods on /metrics",
+        &kernel,
+        || {
+            get(port, "/metrics", "").and_then(|(_, text)| {
+                sample(&text, &series("cgtrace_cpu_cfs_throttled_periods_total"))
+            })
+        },
+    );
     // Periods with runnable tasks may go on a moment after the last
     // throttled one.
     wait_until("the kernel's periods on /metrics", || {
