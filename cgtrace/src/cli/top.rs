@@ -321,7 +321,12 @@ fn handle(
 }
 
 /// The lines of snapshot `at` as the state wants them.
-fn shown_lines(state: &UiState, sink: &TopSink, at: usize, cx: &mut Context) -> Vec<lines::Line> {
+fn shown_lines<'a>(
+    state: &UiState,
+    sink: &'a TopSink,
+    at: usize,
+    cx: &mut Context,
+) -> Vec<lines::Line<'a>> {
     let Some(snapshot) = sink.snapshots.get(at) else {
         return Vec::new();
     };
@@ -353,7 +358,7 @@ fn draw(
         state
             .selected_index(&shown)
             .and_then(|i| shown.get(i))
-            .and_then(|line| snapshot?.details.get(&line.path))
+            .and_then(|line| snapshot?.details.get(line.path))
             .unwrap_or(&empty)
     });
     let clock = cx.clock;

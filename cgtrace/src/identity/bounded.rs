@@ -4,6 +4,7 @@
 //! weeks must not grow the collector without bound.
 
 use std::{
+    borrow::Borrow,
     collections::{HashMap, VecDeque},
     hash::Hash,
 };
@@ -26,8 +27,14 @@ impl<K: Clone + Eq + Hash, V> BoundedMap<K, V> {
         }
     }
 
+    /// The value of `key`, looked up by any borrowed form of it (a `&str`
+    /// for a `String` key), so a lookup allocates nothing.
     #[must_use]
-    pub fn get(&self, key: &K) -> Option<&V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         self.entries.get(key)
     }
 

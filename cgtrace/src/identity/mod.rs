@@ -160,7 +160,7 @@ impl Identities {
     /// for again (cheaply) on the next call: the kubelet may write a pod's
     /// log directory after creating its cgroup.
     pub fn identify(&mut self, path: &str) -> Identity {
-        if let Some(known) = self.complete.get(&path.to_owned()) {
+        if let Some(known) = self.complete.get(path) {
             return known.clone();
         }
         let mut identity = Identity::unnamed(path);

@@ -110,40 +110,40 @@ impl NameCache {
 
     /// The namespace and name of the pod with this uid (dashed form).
     pub fn pod(&mut self, uid: &str) -> Option<PodName> {
-        if self.pods.get(&uid.to_owned()).is_none() {
+        if self.pods.get(uid).is_none() {
             if self.pod_logs_scan.stale(&self.sources.pod_logs) {
                 self.scan_pod_logs();
             }
             // The container links name pods too (through their targets).
-            if self.pods.get(&uid.to_owned()).is_none()
+            if self.pods.get(uid).is_none()
                 && self.container_logs_scan.stale(&self.sources.container_logs)
             {
                 self.scan_container_logs();
             }
         }
-        self.pods.get(&uid.to_owned()).cloned()
+        self.pods.get(uid).cloned()
     }
 
     /// The name of the Kubernetes container with this id.
     pub fn kubernetes_container(&mut self, id: &str) -> Option<String> {
-        if self.containers.get(&id.to_owned()).is_none()
+        if self.containers.get(id).is_none()
             && self.container_logs_scan.stale(&self.sources.container_logs)
         {
             self.scan_container_logs();
         }
-        self.containers.get(&id.to_owned()).cloned()
+        self.containers.get(id).cloned()
     }
 
     /// The name of the Docker container with this id.
     pub fn docker_container(&mut self, id: &str) -> Option<String> {
         let dir = self.sources.docker_root.join("containers");
-        if self.containers.get(&id.to_owned()).is_none() && self.docker_scan.stale(&dir) {
+        if self.containers.get(id).is_none() && self.docker_scan.stale(&dir) {
             self.docker_scan = Scan::done(&dir);
             if let Some(name) = docker_name(&dir.join(id).join("config.v2.json")) {
                 self.containers.insert(id.to_owned(), name);
             }
         }
-        self.containers.get(&id.to_owned()).cloned()
+        self.containers.get(id).cloned()
     }
 
     /// Records names learnt elsewhere (a trace file).

@@ -106,7 +106,9 @@ struct Group {
     evicted_pages: u64,
     evicted_by_others_pages: u64,
     refault_pages: u64,
-    stalls: Option<StallStats>,
+    /// Boxed: most groups never stall, and an inline histogram would make
+    /// every group several cache lines the interval's sweep must touch.
+    stalls: Option<Box<StallStats>>,
     memory_pressure: Option<f64>,
     /// The CFS counters' change since the previous read, and over how
     /// many seconds.
@@ -232,7 +234,7 @@ impl TopModel {
             if let Some(group) = self.group(stall.cgroup, name) {
                 group
                     .stalls
-                    .get_or_insert(StallStats::ZERO)
+                    .get_or_insert_with(|| Box::new(StallStats::ZERO))
                     .merge(&stall.stats);
             }
         }
@@ -320,10 +322,7 @@ impl TopModel {
                 .is_none_or(|at| end_ns.saturating_sub(at) < GONE_KEPT_NS)
         });
         for (path, group) in &mut self.groups {
-            group.throttle_history.push_back(group.throttled_span_ns);
-            if group.throttle_history.len() > SPARK_INTERVALS {
-                group.throttle_history.pop_front();
-            }
+            group.record_throttle_history();
             #[expect(clippy::cast_precision_loss, reason = "ratios")]
             let row = Row {
                 path: path.clone(),
@@ -361,7 +360,7 @@ impl TopModel {
             if !group.evicted_by.is_empty()
                 || !group.evicts.is_empty()
                 || !group.kills.is_empty()
-                || group.throttle_history.iter().any(|ns| *ns > 0)
+                || !group.throttle_history.is_empty()
             {
                 frame.details.insert(
                     path.clone(),
@@ -382,6 +381,23 @@ impl TopModel {
 }
 
 impl Group {
+    /// The interval's throttled time joins the sparkline's history. The
+    /// history starts at a group's first throttled interval and is let go
+    /// once a whole window has none, so the many groups that are never
+    /// throttled hold (and touch) nothing for it.
+    fn record_throttle_history(&mut self) {
+        if self.throttled_span_ns == 0 && self.throttle_history.is_empty() {
+            return;
+        }
+        self.throttle_history.push_back(self.throttled_span_ns);
+        if self.throttle_history.len() > SPARK_INTERVALS {
+            self.throttle_history.pop_front();
+        }
+        if self.throttle_history.iter().all(|ns| *ns == 0) {
+            self.throttle_history = VecDeque::new();
+        }
+    }
+
     fn reset_interval(&mut self) {
         self.evicted_pages = 0;
         self.evicted_by_others_pages = 0;

@@ -6,7 +6,7 @@
 //! A value lower than last time means the kernel's LRU map evicted and
 //! restarted the key, and the new value is all delta.
 
-use std::collections::HashMap;
+use std::{cell::Cell, collections::HashMap};
 
 use aya::{
     Ebpf,
@@ -35,6 +35,23 @@ pub struct CacheMaps {
     charges: Option<PerCpuHashMap<MapData, ChargeKey, ChargeValue>>,
     /// Present with per-file counting.
     files: Option<PerCpuHashMap<MapData, FileKey, u64>>,
+    /// How many entries each map gave last time, so a sample allocates its
+    /// vectors once at about the right size instead of growing them entry
+    /// by entry: a live view samples every second, and each regrowth walks
+    /// the allocator's free lists through memory gone cold since.
+    sizes: Cell<[usize; 5]>,
+}
+
+/// Collects `entries` into a vector sized by the last sample's count.
+fn collect_sized<T>(
+    entries: impl Iterator<Item = T>,
+    sizes: &mut [usize; 5],
+    which: usize,
+) -> Vec<T> {
+    let mut collected = Vec::with_capacity(sizes[which] + sizes[which] / 8);
+    collected.extend(entries);
+    sizes[which] = collected.len();
+    collected
 }
 
 /// Cumulative counters at one moment.
@@ -77,6 +94,7 @@ impl CacheMaps {
                 .map_err(map_error("MEMCG_REFS"))?,
             stalls: PerCpuHashMap::try_from(take_map(ebpf, "STALLS")?)
                 .map_err(map_error("STALLS"))?,
+            sizes: Cell::new([0; 5]),
         })
     }
 
@@ -85,29 +103,35 @@ impl CacheMaps {
     #[must_use]
     pub fn sample(&self) -> CacheSample {
         let monotonic_ns = Clock::monotonic_now_ns();
-        let pages = self
-            .cache
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(key, values)| (key, values.iter().sum()))
-            .collect();
-        let refs = self.refs.iter().filter_map(Result::ok).collect();
-        let stalls = self
-            .stalls
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(key, values)| {
-                let mut totals = StallStats::default();
-                for cpu in values.iter() {
-                    totals.merge(cpu);
-                }
-                (key, totals)
-            })
-            .collect();
-        let charges = self.charges.as_ref().map(|map| {
-            map.iter()
+        let mut sizes = self.sizes.get();
+        let pages = collect_sized(
+            self.cache
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(key, values)| (key, values.iter().sum())),
+            &mut sizes,
+            0,
+        );
+        let mut refs = HashMap::with_capacity(sizes[1] + sizes[1] / 8);
+        refs.extend(self.refs.iter().filter_map(Result::ok));
+        sizes[1] = refs.len();
+        let stalls = collect_sized(
+            self.stalls
+                .iter()
                 .filter_map(Result::ok)
                 .map(|(key, values)| {
+                    let mut totals = StallStats::default();
+                    for cpu in values.iter() {
+                        totals.merge(cpu);
+                    }
+                    (key, totals)
+                }),
+            &mut sizes,
+            2,
+        );
+        let charges = self.charges.as_ref().map(|map| {
+            collect_sized(
+                map.iter().filter_map(Result::ok).map(|(key, values)| {
                     let total =
                         values
                             .iter()
@@ -116,15 +140,21 @@ impl CacheMaps {
                                 uncharged: sum.uncharged + cpu.uncharged,
                             });
                     (key, total)
-                })
-                .collect()
+                }),
+                &mut sizes,
+                3,
+            )
         });
         let files = self.files.as_ref().map(|map| {
-            map.iter()
-                .filter_map(Result::ok)
-                .map(|(key, values)| (key, values.iter().sum()))
-                .collect()
+            collect_sized(
+                map.iter()
+                    .filter_map(Result::ok)
+                    .map(|(key, values)| (key, values.iter().sum())),
+                &mut sizes,
+                4,
+            )
         });
+        self.sizes.set(sizes);
         CacheSample {
             monotonic_ns,
             pages,

@@ -3,7 +3,10 @@
 //! expanded; Docker containers, systemd units and plain cgroups as their
 //! own lines), or as the flat cgroup tree; filtered, then sorted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use crate::{
     identity::{Identity, selector::wildcard},
@@ -94,18 +97,20 @@ impl Column {
     }
 }
 
-/// One line of the table.
+/// One line of the table. It borrows the snapshot's rows: the screen
+/// lists every cgroup each second, and copying each row (and its path)
+/// into its line would allocate and touch all of them again.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Line {
+pub struct Line<'a> {
     /// What the screen prints in the first column (indented for a
     /// container under its pod, or a cgroup under its parent).
     pub label: String,
     pub depth: usize,
     /// The cgroup path whose detail Enter opens (a pod: its own cgroup,
     /// or its first container's).
-    pub path: String,
+    pub path: &'a str,
     /// The figures: a cgroup's own, or a pod's summed.
-    pub row: Row,
+    pub row: Cow<'a, Row>,
     /// A pod line that has containers to expand into.
     pub expandable: bool,
 }
@@ -114,21 +119,21 @@ pub struct Line {
 /// glob when it has `*`, `?` or `[`, over the label and the path), sorted
 /// by `sort` (descending, or ascending when `reverse`).
 #[must_use]
-pub fn lines(
-    rows: &[Row],
+pub fn lines<'a>(
+    rows: &'a [Row],
     identify: &mut dyn FnMut(&str) -> Identity,
     grouping: Grouping,
     expanded: &BTreeSet<String>,
     filter: &str,
     sort: Column,
     reverse: bool,
-) -> Vec<Line> {
+) -> Vec<Line<'a>> {
     let mut lines = match grouping {
         Grouping::Tree => tree(rows),
         Grouping::Workloads => workloads(rows, identify, expanded),
     };
     if !filter.is_empty() {
-        lines.retain(|l| matches(filter, &l.label) || matches(filter, &l.path));
+        lines.retain(|l| matches(filter, &l.label) || matches(filter, l.path));
     }
     if grouping == Grouping::Tree {
         return lines;
@@ -145,7 +150,7 @@ fn matches(filter: &str, text: &str) -> bool {
 }
 
 /// Every cgroup under its parent, in path order.
-fn tree(rows: &[Row]) -> Vec<Line> {
+fn tree(rows: &[Row]) -> Vec<Line<'_>> {
     let mut sorted: Vec<&Row> = rows.iter().collect();
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
     sorted
@@ -159,8 +164,8 @@ fn tree(rows: &[Row]) -> Vec<Line> {
             Line {
                 label: format!("{}{leaf}", "  ".repeat(depth)),
                 depth,
-                path: row.path.clone(),
-                row: row.clone(),
+                path: &row.path,
+                row: Cow::Borrowed(row),
                 expandable: false,
             }
         })
@@ -175,11 +180,11 @@ struct PodRows<'a> {
 }
 
 /// Pods with their containers; everything else by its own label.
-fn workloads(
-    rows: &[Row],
+fn workloads<'a>(
+    rows: &'a [Row],
     identify: &mut dyn FnMut(&str) -> Identity,
     expanded: &BTreeSet<String>,
-) -> Vec<Line> {
+) -> Vec<Line<'a>> {
     let mut pods: BTreeMap<String, PodRows<'_>> = BTreeMap::new();
     let mut lines = Vec::new();
     for row in rows {
@@ -198,8 +203,8 @@ fn workloads(
             _ => lines.push(Line {
                 label: who.label(&row.path),
                 depth: 0,
-                path: row.path.clone(),
-                row: row.clone(),
+                path: &row.path,
+                row: Cow::Borrowed(row),
                 expandable: false,
             }),
         }
@@ -209,13 +214,13 @@ fn workloads(
         let path = own
             .first()
             .or(containers.first().map(|(_, r)| r))
-            .map_or_else(String::new, |r| r.path.clone());
+            .map_or("", |r| r.path.as_str());
         let open = expanded.contains(&pod);
         lines.push(Line {
             label: pod.clone(),
             depth: 0,
             path,
-            row: pod_row,
+            row: Cow::Owned(pod_row),
             expandable: !containers.is_empty(),
         });
         if open {
@@ -223,8 +228,8 @@ fn workloads(
                 lines.push(Line {
                     label: format!("  {name}"),
                     depth: 1,
-                    path: row.path.clone(),
-                    row: row.clone(),
+                    path: &row.path,
+                    row: Cow::Borrowed(row),
                     expandable: false,
                 });
             }
@@ -279,16 +284,18 @@ fn sum(own: &[&Row], containers: &[(String, &Row)]) -> Row {
 }
 
 /// Sorts top-level lines by `sort`, each followed by its children.
-fn sort_keeping_children(lines: Vec<Line>, sort: Column, reverse: bool) -> Vec<Line> {
-    let mut groups: Vec<Vec<Line>> = Vec::new();
-    for line in lines {
+fn sort_keeping_children(lines: Vec<Line<'_>>, sort: Column, reverse: bool) -> Vec<Line<'_>> {
+    // Each top-level line and its children as a range of `lines`: sorting
+    // the ranges moves no line until the end.
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
         match groups.last_mut() {
-            Some(group) if line.depth > 0 => group.push(line),
-            _ => groups.push(vec![line]),
+            Some(group) if line.depth > 0 => group.end = index + 1,
+            _ => groups.push(index..index + 1),
         }
     }
     groups.sort_by(|a, b| {
-        let (a, b) = (&a[0], &b[0]);
+        let (a, b) = (&lines[a.start], &lines[b.start]);
         let order = if sort == Column::Name {
             a.label.cmp(&b.label)
         } else {
@@ -298,7 +305,12 @@ fn sort_keeping_children(lines: Vec<Line>, sort: Column, reverse: bool) -> Vec<L
         };
         if reverse { order.reverse() } else { order }
     });
-    groups.into_iter().flatten().collect()
+    let mut slots: Vec<Option<Line<'_>>> = lines.into_iter().map(Some).collect();
+    groups
+        .into_iter()
+        .flatten()
+        .filter_map(|index| slots[index].take())
+        .collect()
 }
 
 #[cfg(test)]
@@ -404,8 +416,9 @@ pub(crate) mod tests {
 
     #[test]
     fn a_pod_line_sums_its_cgroups() {
+        let rows = rows();
         let all = lines(
-            &rows(),
+            &rows,
             &mut identify,
             Grouping::Workloads,
             &BTreeSet::new(),

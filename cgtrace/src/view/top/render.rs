@@ -30,7 +30,7 @@ pub struct Screen<'a> {
     pub time: String,
     /// "live, every 1s" or "replay 3/120, paused".
     pub mode: String,
-    pub lines: &'a [Line],
+    pub lines: &'a [Line<'a>],
     /// The selected line's detail, when the pane is open.
     pub detail: Option<&'a Detail>,
     /// The snapshot's end (`CLOCK_MONOTONIC` ns), to age kills by.
@@ -467,9 +467,11 @@ mod tests {
         },
     };
 
-    fn shown(state: &UiState) -> Vec<Line> {
+    fn shown(state: &UiState) -> Vec<Line<'static>> {
+        static ROWS: std::sync::LazyLock<Vec<crate::model::top::Row>> =
+            std::sync::LazyLock::new(tests::rows);
         lines(
-            &tests::rows(),
+            &ROWS,
             &mut tests::identify,
             state.grouping,
             &state.expanded,

@@ -68,14 +68,14 @@ impl UiState {
         }
         self.selected
             .as_ref()
-            .and_then(|path| lines.iter().position(|l| &l.path == path))
+            .and_then(|path| lines.iter().position(|l| l.path == path))
             .or(Some(self.cursor.min(lines.len() - 1)))
     }
 
     fn select(&mut self, lines: &[Line], index: usize) {
         if let Some(line) = lines.get(index) {
             self.cursor = index;
-            self.selected = Some(line.path.clone());
+            self.selected = Some(line.path.to_owned());
         }
     }
 
