@@ -39,11 +39,13 @@ pub fn parse_record(text: &str) -> Option<Record> {
     let _priority: u32 = fields.next()?.parse().ok()?;
     let sequence = fields.next()?.parse().ok()?;
     let timestamp_us = fields.next()?.parse().ok()?;
+    // One line: the kernel escapes a newline inside a message, so what
+    // follows one is the record's dictionary (` KEY=value` lines).
     let message = message.lines().next().unwrap_or_default();
     Some(Record {
         sequence,
         timestamp_us,
-        message: message.to_owned(),
+        message: crate::text::unescape_kernel(message),
     })
 }
 
@@ -126,24 +128,40 @@ impl OomLogParser {
     }
 
     /// `constraint=CONSTRAINT_MEMCG,nodemask=...,oom_memcg=/a,task_memcg=/a/b,task=x,pid=1,uid=0`
+    ///
+    /// Cgroup and process names may hold commas and `key=` text of their
+    /// own, so the line is not split at every comma: the fields after the
+    /// names come from the right, and the two cgroup paths are the split
+    /// where the task's cgroup is the limit's or below it, as it always is
+    /// in a cgroup OOM. A name cannot move the kill to another cgroup.
     fn summary(&mut self, text: &str) {
-        for field in text.split(',') {
-            let (key, value) = field.split_once('=').unwrap_or((field, ""));
-            match key {
-                "constraint" => {
-                    self.episode.constraint = Some(match value {
-                        "CONSTRAINT_MEMCG" => Constraint::Memcg,
-                        "CONSTRAINT_NONE" => Constraint::Global,
-                        "CONSTRAINT_CPUSET" => Constraint::Cpuset,
-                        "CONSTRAINT_MEMORY_POLICY" => Constraint::Mempolicy,
-                        _ => Constraint::Unknown,
-                    });
-                }
-                "oom_memcg" => self.episode.oom_memcg = Some(value.to_owned()),
-                "task_memcg" => self.episode.task_memcg = Some(value.to_owned()),
-                "pid" => self.episode.summary_pid = value.parse().ok(),
-                _ => {}
-            }
+        let constraint = text
+            .strip_prefix("constraint=")
+            .map(|rest| rest.split(',').next().unwrap_or_default());
+        if let Some(constraint) = constraint {
+            self.episode.constraint = Some(match constraint {
+                "CONSTRAINT_MEMCG" => Constraint::Memcg,
+                "CONSTRAINT_NONE" => Constraint::Global,
+                "CONSTRAINT_CPUSET" => Constraint::Cpuset,
+                "CONSTRAINT_MEMORY_POLICY" => Constraint::Mempolicy,
+                _ => Constraint::Unknown,
+            });
+        }
+        let Some((rest, _uid)) = text.rsplit_once(",uid=") else {
+            return;
+        };
+        let Some((rest, pid)) = rest.rsplit_once(",pid=") else {
+            return;
+        };
+        self.episode.summary_pid = pid.parse().ok();
+        let Some((names, _comm)) = rest.rsplit_once(",task=") else {
+            return;
+        };
+        if let Some((oom, task)) = memcg_pair(names) {
+            self.episode.oom_memcg = Some(oom.to_owned());
+            self.episode.task_memcg = Some(task.to_owned());
+        } else if let Some(task) = global_task_memcg(names) {
+            self.episode.task_memcg = Some(task.to_owned());
         }
     }
 
@@ -328,6 +346,35 @@ impl std::os::fd::AsFd for KmsgReader {
     }
 }
 
+/// `…,oom_memcg=A,task_memcg=B`: the first split where B is A or below it.
+fn memcg_pair(names: &str) -> Option<(&str, &str)> {
+    const OOM: &str = ",oom_memcg=";
+    const TASK: &str = ",task_memcg=";
+    for (at_oom, _) in names.match_indices(OOM) {
+        let after_oom = &names[at_oom + OOM.len()..];
+        for (at_task, _) in after_oom.match_indices(TASK) {
+            let (oom, task) = (&after_oom[..at_task], &after_oom[at_task + TASK.len()..]);
+            let below = task == oom
+                || oom == "/"
+                || task.strip_prefix(oom).is_some_and(|r| r.starts_with('/'));
+            if below {
+                return Some((oom, task));
+            }
+        }
+    }
+    None
+}
+
+/// `…,mems_allowed=N,task_memcg=B` without a limit's cgroup (a global or
+/// cpuset OOM): the path after the node list.
+fn global_task_memcg(names: &str) -> Option<&str> {
+    const TASK: &str = ",task_memcg=";
+    let after = names
+        .find(",mems_allowed=")
+        .map_or(names, |at| &names[at..]);
+    after.find(TASK).map(|at| &after[at + TASK.len()..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::{OomLogParser, parse_record};
@@ -341,6 +388,52 @@ mod tests {
             .filter_map(parse_record)
             .filter_map(|record| parser.feed(&record))
             .collect()
+    }
+
+    /// A cgroup named with a terminal escape, a tab, quotes and bytes that
+    /// are not UTF-8: the kernel writes them as `\xNN`, and the parser
+    /// gives back the name as a directory walk reads it.
+    #[test]
+    fn a_hostile_cgroup_name_is_read_as_the_kernel_meant_it() {
+        let kills = parse_fixture("kmsg-6.18-hostile-name.txt");
+        assert_eq!(kills.len(), 1);
+        let name = crate::text::from_bytes(
+            b"/cgtrace-test-hostile-\x1b[2J\x1b]0;pwned\x07<b>x</b>\t\"q'nl\xff\xfe*?[..]",
+        );
+        assert_eq!(kills[0].victim.cgroup.as_deref(), Some(name.as_str()));
+        let memcg = kills[0].oom_memcg.as_ref().unwrap();
+        assert_eq!(memcg.path.as_deref(), Some(name.as_str()));
+        assert_eq!(kills[0].victim.pid, 14508);
+    }
+
+    /// Names with commas and `key=` text of their own cannot move a kill
+    /// to another cgroup, nor change its pid.
+    #[test]
+    fn names_that_look_like_fields_do_not_move_the_kill() {
+        let lines = [
+            "4,1,100,-;x,pid=9,uid=0 invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
+            "6,2,101,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=a\\x2ctask_memcg=/root,mems_allowed=0,oom_memcg=/p,task_memcg=/victim,task_memcg=/p,task_memcg=/victim/c,task=x,pid=9,uid=0,pid=42,uid=0",
+            "3,3,102,-;Memory cgroup out of memory: Killed process 42 (x,pid=9,uid=0) total-vm:1000kB, anon-rss:900kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:40kB oom_score_adj:0",
+        ];
+        let mut parser = OomLogParser::new();
+        let kills: Vec<OomKill> = lines
+            .iter()
+            .filter_map(|l| parse_record(l))
+            .filter_map(|r| parser.feed(&r))
+            .collect();
+        assert_eq!(kills.len(), 1);
+        assert_eq!(kills[0].victim.pid, 42);
+        assert_eq!(kills[0].victim.comm, "x,pid=9,uid=0");
+        assert_eq!(
+            kills[0].oom_memcg.as_ref().and_then(|m| m.path.as_deref()),
+            Some("/p,task_memcg=/victim"),
+            "the limit's cgroup, named with a field inside"
+        );
+        assert_eq!(
+            kills[0].victim.cgroup.as_deref(),
+            Some("/p,task_memcg=/victim/c"),
+            "the victim's cgroup, below the limit's"
+        );
     }
 
     /// Found by the `kmsg_oom` fuzz target: a kB figure whose bytes do not

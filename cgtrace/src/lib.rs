@@ -13,7 +13,11 @@
 macro_rules! note {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}",
+            $crate::text::printable_lines(&format!($($arg)*))
+        );
     }};
 }
 
@@ -23,7 +27,11 @@ macro_rules! note {
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            $crate::text::printable_lines(&format!($($arg)*))
+        );
     }};
 }
 
@@ -42,6 +50,7 @@ pub mod privilege;
 pub mod probe;
 pub mod session;
 pub mod system;
+pub mod text;
 pub mod trace;
 pub mod units;
 pub mod view;

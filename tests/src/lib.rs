@@ -4,7 +4,7 @@
 //! leaves no process or cgroup behind.
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Write as _},
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc::{self, Receiver, RecvTimeoutError},
@@ -365,6 +365,18 @@ impl View {
     }
 }
 
+impl View {
+    /// Sends SIGINT; returns the exit status and stdout's bytes as written.
+    #[must_use]
+    pub fn interrupt_raw(self) -> (ExitStatus, Vec<u8>) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let output = self.child.wait_with_output().expect("wait for cgtrace");
+        (output.status, output.stdout)
+    }
+}
+
 /// The row for `cgroup` in a report's `cgroups` array.
 #[must_use]
 pub fn row_for<'a>(report: &'a serde_json::Value, cgroup: &str) -> &'a serde_json::Value {
@@ -531,4 +543,36 @@ pub fn process_status(pid: u32, field: &str) -> String {
                 .map(|v| v.trim_start_matches(':').trim().to_owned())
         })
         .unwrap_or_default()
+}
+
+/// `promtool check metrics` (Debian's `prometheus`) finds nothing wrong
+/// with a scrape in the Prometheus text format. Skipped where it is not
+/// installed: the kernel-matrix guests.
+pub fn promtool_accepts(text: &str) {
+    let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CGTRACE_SKIP_BROWSER").is_some(),
+            "promtool is not installed: `cargo xtask test` installs it (apt-get install prometheus)"
+        );
+        return;
+    };
+    promtool
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let checked = promtool.wait_with_output().expect("run promtool");
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }

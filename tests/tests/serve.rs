@@ -19,8 +19,8 @@ use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
 use cgtrace_tests::{
     ChildGuard, cgtrace_bin,
     http::{free_port, get, sample, scrape},
-    memhog, read_in, report_json, require_root, row_for, scratch, uncached_file, wait_for,
-    wait_until,
+    memhog, promtool_accepts, read_in, report_json, require_root, row_for, scratch, uncached_file,
+    wait_for, wait_until,
 };
 
 const MIB: u64 = 1 << 20;
@@ -57,38 +57,6 @@ fn serve(extra: &[&str]) -> (ChildGuard, u16, Receiver<String>) {
         get(port, "/healthz", "").is_some_and(|(status, _)| status == 200)
     });
     (serve, port, received)
-}
-
-/// `promtool check metrics` (Debian's `prometheus`) finds nothing wrong
-/// with a scrape in the Prometheus text format. Skipped where it is not
-/// installed: the kernel-matrix guests.
-fn promtool_accepts(text: &str) {
-    let Ok(mut promtool) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        assert!(
-            std::env::var_os("CGTRACE_SKIP_BROWSER").is_some(),
-            "promtool is not installed: `cargo xtask test` installs it (apt-get install prometheus)"
-        );
-        return;
-    };
-    promtool
-        .stdin
-        .take()
-        .expect("promtool's stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let checked = promtool.wait_with_output().expect("run promtool");
-    assert!(
-        checked.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
 }
 
 #[test]

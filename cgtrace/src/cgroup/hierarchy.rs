@@ -240,7 +240,7 @@ fn unescape_mount_path(path: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::text::from_bytes(&out)
 }
 
 #[cfg(test)]

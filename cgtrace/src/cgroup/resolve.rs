@@ -8,7 +8,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    os::unix::fs::MetadataExt as _,
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     path::Path,
 };
 
@@ -157,7 +157,7 @@ fn walk(dir: &Path, relative: &str, found: &mut Vec<(u64, String)>) {
             continue;
         };
         let name = entry.file_name();
-        let path = format!("{relative}/{}", name.to_string_lossy());
+        let path = format!("{relative}/{}", crate::text::from_bytes(name.as_bytes()));
         found.push((metadata.ino(), path.clone()));
         walk(&entry.path(), &path, found);
     }

@@ -68,7 +68,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<Outcome> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         crate::note!("cgtrace: wrote {}", path.display());
     }
-    let mut out = io::stdout().lock();
+    let mut out = crate::text::stdout();
     let result = if args.json {
         writeln!(out, "{}", text::json(&cx))
     } else {

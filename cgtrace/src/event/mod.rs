@@ -125,5 +125,5 @@ impl ProbeStats {
 #[must_use]
 pub fn comm_to_string(comm: &[u8]) -> String {
     let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..len]).into_owned()
+    crate::text::from_bytes(&comm[..len])
 }

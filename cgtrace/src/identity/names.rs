@@ -14,6 +14,7 @@
 //! after the files go, so a pod deleted after an OOM kill is still named.
 
 use std::{
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -162,7 +163,9 @@ impl NameCache {
             return;
         };
         for entry in entries.flatten() {
-            if let Some((uid, pod)) = parse_pod_dir(&entry.file_name().to_string_lossy()) {
+            if let Some((uid, pod)) =
+                parse_pod_dir(&crate::text::from_bytes(entry.file_name().as_bytes()))
+            {
                 self.pods.insert(uid, pod);
             }
         }
@@ -174,7 +177,9 @@ impl NameCache {
             return;
         };
         for entry in entries.flatten() {
-            let Some(link) = parse_container_link(&entry.file_name().to_string_lossy()) else {
+            let Some(link) =
+                parse_container_link(&crate::text::from_bytes(entry.file_name().as_bytes()))
+            else {
                 continue;
             };
             // The link's target is in the pod's log directory, which names
@@ -182,7 +187,7 @@ impl NameCache {
             if let Ok(target) = std::fs::read_link(entry.path())
                 && let Some((uid, pod)) = target
                     .components()
-                    .find_map(|c| parse_pod_dir(&c.as_os_str().to_string_lossy()))
+                    .find_map(|c| parse_pod_dir(&crate::text::from_bytes(c.as_os_str().as_bytes())))
                 && pod.namespace == link.namespace
                 && pod.name == link.pod
             {

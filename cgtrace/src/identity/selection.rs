@@ -30,7 +30,8 @@ const RECHECK_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Args)]
 pub struct SelectArgs {
     /// Only cgroups at or below PATH, or matching GLOB (`*`, `?`, `[a-z]`
-    /// within one path component, `**` across any number); repeatable.
+    /// within one path component, `**` across any number; `\*` for a literal
+    /// `*`); repeatable.
     #[arg(long = "cgroup", value_name = "PATH|GLOB")]
     pub cgroups: Vec<String>,
     /// Only this Kubernetes pod (name or uid); repeatable.

@@ -9,7 +9,9 @@
 //! Cgroup patterns match whole path components from the hierarchy's root:
 //! `*`, `?` and `[a-z]` inside one component, `**` for any number of them
 //! (`/kubepods/*/pod*` keeps every pod of the burstable and besteffort
-//! classes, `/**/docker-*.scope` every Docker scope, wherever it is).
+//! classes, `/**/docker-*.scope` every Docker scope, wherever it is). A
+//! backslash makes the next character literal (`/batch\*` is the cgroup
+//! named `batch*`), for names that hold these characters themselves.
 
 use super::Identity;
 
@@ -43,7 +45,14 @@ impl Selector {
             if pattern.trim().is_empty() {
                 return Err(SelectorError::EmptyCgroup);
             }
-            if pattern.matches('[').count() != pattern.matches(']').count() {
+            let unescaped = unescaped_chars(pattern);
+            let count = |wanted| {
+                unescaped
+                    .iter()
+                    .filter(|(c, literal)| *c == wanted && !literal)
+                    .count()
+            };
+            if count('[') != count(']') {
                 return Err(SelectorError::UnbalancedBrackets {
                     pattern: pattern.clone(),
                 });
@@ -150,37 +159,80 @@ fn prefix_matches(pattern: &[&str], path: &[&str]) -> bool {
     }
 }
 
-/// Shell-style matching of one component: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
+/// The characters of `pattern`, each with whether a backslash made it
+/// literal.
+fn unescaped_chars(pattern: &str) -> Vec<(char, bool)> {
+    let mut chars = pattern.chars();
+    let mut out = Vec::new();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some(next)) => {
+                chars.next();
+                out.push((next, true));
+            }
+            _ => out.push((c, false)),
+        }
+    }
+    out
+}
+
+/// Whether `pattern` holds a wildcard that no backslash made literal.
+#[must_use]
+pub fn has_wildcards(pattern: &str) -> bool {
+    unescaped_chars(pattern)
+        .iter()
+        .any(|(c, literal)| !literal && matches!(c, '*' | '?' | '['))
+}
+
+/// `pattern` with its backslash escapes taken out: the text it matches
+/// when it has no wildcards.
+#[must_use]
+pub fn unescape(pattern: &str) -> String {
+    unescaped_chars(pattern)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect()
+}
+
+/// Shell-style matching of one component: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`,
+/// and `\x` for a literal `x`.
 pub(crate) fn wildcard(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
+    let pattern = unescaped_chars(pattern);
     let text: Vec<char> = text.chars().collect();
     matches_from(&pattern, &text)
 }
 
-fn matches_from(pattern: &[char], text: &[char]) -> bool {
-    match pattern.first() {
-        None => text.is_empty(),
-        Some('*') => (0..=text.len()).any(|skip| matches_from(&pattern[1..], &text[skip..])),
-        Some('?') => !text.is_empty() && matches_from(&pattern[1..], &text[1..]),
-        Some('[') => {
+fn matches_from(pattern: &[(char, bool)], text: &[char]) -> bool {
+    let Some(&(first, literal)) = pattern.first() else {
+        return text.is_empty();
+    };
+    let one = |c: char| text.first() == Some(&c) && matches_from(&pattern[1..], &text[1..]);
+    if literal {
+        return one(first);
+    }
+    match first {
+        '*' => (0..=text.len()).any(|skip| matches_from(&pattern[1..], &text[skip..])),
+        '?' => !text.is_empty() && matches_from(&pattern[1..], &text[1..]),
+        '[' => {
             let Some(close) = pattern
                 .iter()
                 .skip(2)
-                .position(|c| *c == ']')
+                .position(|&(c, literal)| c == ']' && !literal)
                 .map(|p| p + 2)
             else {
-                return text.first() == Some(&'[') && matches_from(&pattern[1..], &text[1..]);
+                return one('[');
             };
             let Some(&c) = text.first() else {
                 return false;
             };
-            let (negate, class) = match pattern[1] {
-                '!' | '^' => (true, &pattern[2..close]),
-                _ => (false, &pattern[1..close]),
+            let class: Vec<char> = pattern[1..close].iter().map(|(c, _)| *c).collect();
+            let (negate, class) = match class.first() {
+                Some('!' | '^') => (true, &class[1..]),
+                _ => (false, &class[..]),
             };
             in_class(class, c) != negate && matches_from(&pattern[close + 1..], &text[1..])
         }
-        Some(&literal) => text.first() == Some(&literal) && matches_from(&pattern[1..], &text[1..]),
+        other => one(other),
     }
 }
 
@@ -261,6 +313,32 @@ mod tests {
         assert!(wildcard("a?c", "abc"));
         assert!(!wildcard("a?c", "ac"));
         assert!(wildcard("[", "["), "an unclosed class is a literal");
+    }
+
+    /// Names that hold wildcards, brackets or `..` themselves: a backslash
+    /// asks for the character literally, and nothing else is special.
+    #[test]
+    fn escaped_wildcards_match_only_themselves() {
+        let selector = Selector::new(&[r"/batch\*\[..\]".to_owned()], &[], &[], &[]).unwrap();
+        assert!(keeps(&selector, "/batch*[..]"));
+        assert!(keeps(&selector, "/batch*[..]/child"));
+        assert!(!keeps(&selector, "/batch-1[..]"), "the star is literal");
+        assert!(!keeps(&selector, "/batch*x"));
+        let unescaped = Selector::new(&["/batch*".to_owned()], &[], &[], &[]).unwrap();
+        assert!(keeps(&unescaped, "/batch-1[..]"), "unescaped, a wildcard");
+        assert!(
+            keeps(&Selector::paths(&["/a/../b"]), "/a/../b"),
+            "`..` is a name"
+        );
+        assert!(!keeps(&Selector::paths(&["/a/../b"]), "/b"));
+        assert!(wildcard(r"\?x\\", "?x\\"));
+        assert!(!wildcard(r"\?x", "ax"));
+        assert!(super::has_wildcards("a*") && !super::has_wildcards(r"a\*"));
+        assert_eq!(super::unescape(r"a\*b\["), "a*b[");
+        assert!(
+            Selector::new(&[r"/x\[".to_owned()], &[], &[], &[]).is_ok(),
+            "an escaped bracket needs no partner"
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn decode(bytes: &[u8], context: &DecodeContext) -> Result<Event, DecodeErro
             let len = r.path.iter().position(|b| *b == 0).unwrap_or(r.path.len());
             Ok(Event::CgroupCreated(crate::event::CgroupNamed {
                 cgroup: r.cgroup,
-                path: String::from_utf8_lossy(&r.path[..len]).into_owned(),
+                path: crate::text::from_bytes(&r.path[..len]),
             }))
         }
         RecordKind::CgroupRemoved => {

@@ -331,10 +331,30 @@ impl LiveSource {
         }
     }
 
+    /// A path the probe had to cut (it carries at most
+    /// `CGROUP_PATH_MAX - 1` bytes; a name alone may have 255) is looked up
+    /// in full by a walk of the hierarchy. A cgroup gone before the walk
+    /// keeps the cut path, marked as cut with a trailing `…`.
+    fn complete_cut_path(&mut self, named: &mut crate::event::CgroupNamed) {
+        if named.path.len() < cgtrace_common::cgroup::CGROUP_PATH_MAX - 1 {
+            return;
+        }
+        self.resolver.scan(named.cgroup.hierarchy);
+        match self.resolver.path(named.cgroup) {
+            Some(full) => named.path = full,
+            None => named.path.push('…'),
+        }
+    }
+
     /// What the ring buffer holds, named.
     fn drain(&mut self, cx: &mut Context) -> anyhow::Result<()> {
         let mut events = Vec::new();
         self.probe.drain(|event| events.push(event));
+        for event in &mut events {
+            if let Event::CgroupCreated(named) = event {
+                self.complete_cut_path(named);
+            }
+        }
         let created: Vec<(CgroupRef, String)> = events
             .iter()
             .filter_map(|event| match event {

@@ -150,7 +150,10 @@ pub fn cache_line(row: &CacheRow, seconds: f64, page_size: u64) -> String {
                 row.reclaimer_names
                     .first()
                     .zip(row.reclaimer_workloads.first())
-                    .map_or_else(|| "?".to_owned(), |(name, w)| w.label(name)),
+                    .map_or_else(
+                        || "?".to_owned(),
+                        |(name, w)| crate::text::printable(&w.label(name)).into_owned()
+                    ),
                 reason.name(),
                 total(*pages)
             )
@@ -432,7 +435,7 @@ impl CacheTable {
         } else {
             Vec::new()
         };
-        let mut out = io::stdout().lock();
+        let mut out = crate::text::stdout();
         let time = rfc3339(context.clock.wall_time(context.interval.end_ns));
         if self.json {
             let cgroups: Vec<_> = rows

@@ -35,9 +35,11 @@ pub fn bytes(value: u64) -> String {
 /// of a cgroup path) behind a leading `…`.
 #[must_use]
 pub fn tail(text: &str, width: usize) -> String {
+    // Names come from whoever runs a workload: shown, never acted on.
+    let text = crate::text::printable(text);
     let count = text.chars().count();
     if count <= width {
-        return text.to_owned();
+        return text.into_owned();
     }
     let keep: String = text.chars().skip(count - (width - 1)).collect();
     format!("…{keep}")

@@ -180,7 +180,7 @@ pub fn report_stats(stats: &ProbeStats, json: bool) -> io::Result<()> {
             "final": true,
             "probe": stats,
         });
-        let mut out = io::stdout().lock();
+        let mut out = crate::text::stdout();
         writeln!(out, "{record}")?;
         return out.flush();
     }

@@ -179,7 +179,7 @@ impl OomPrinter {
         if !selection.keeps_any(&[judged_by]) {
             return Ok(());
         }
-        let mut out = io::stdout().lock();
+        let mut out = crate::text::stdout();
         let identify = &mut |path: &str| selection.identify(path);
         if self.json {
             writeln!(out, "{}", json(kill, clock, identify))?;
@@ -205,7 +205,7 @@ impl OomPrinter {
                 "probe": stats,
                 "kernel_log_records_lost": kmsg_lost,
             });
-            let mut out = io::stdout().lock();
+            let mut out = crate::text::stdout();
             writeln!(out, "{record}")?;
             return out.flush();
         }

@@ -57,7 +57,7 @@ pub fn render(context: &mut IntervalContext<'_>, top: usize, json: bool) -> io::
         cgroups,
         page,
     };
-    let mut out = io::stdout().lock();
+    let mut out = crate::text::stdout();
     if json {
         report.json(&mut out)?;
     } else {

@@ -184,7 +184,7 @@ pub fn span_line(span: &ThrottleSpan, clock: &Clock, workload: &Identity) -> Str
         span.cpu,
         tail(&cgroup, NAME_WIDTH),
         duration(span.duration_ns()),
-        span.comm,
+        crate::text::printable(&span.comm),
         span.pid,
         w = NAME_WIDTH
     )
@@ -273,7 +273,7 @@ impl ThrottleReplay {
             .max(1);
         let start = self.start_ns;
         let mut view = ThrottleView::new(options, None);
-        let mut out = io::stdout().lock();
+        let mut out = crate::text::stdout();
         let mut index = 0;
         while index < facts.len() {
             let bucket = facts[index].0.saturating_sub(start) / interval_ns;
@@ -370,7 +370,7 @@ impl ThrottleView {
         }
         if self.options.spans {
             let workload = cx.selection.identify(&path);
-            let mut out = io::stdout().lock();
+            let mut out = crate::text::stdout();
             if self.options.json {
                 writeln!(out, "{}", span_json(span, &cx.clock, &workload))?;
             } else {
@@ -414,7 +414,7 @@ impl ThrottleView {
 
     fn interval(&mut self, start_ns: u64, end_ns: u64, cx: &mut Context) -> io::Result<()> {
         let rows = self.rows(start_ns, end_ns, cx);
-        let mut out = io::stdout().lock();
+        let mut out = crate::text::stdout();
         print_interval(
             &mut out,
             &rows,

@@ -88,6 +88,8 @@ pub struct Marker {
 /// Escapes text for HTML and SVG.
 #[must_use]
 pub fn escape(text: &str) -> String {
+    // Control characters are not allowed in HTML at all: shown as text.
+    let text = crate::text::printable(text);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

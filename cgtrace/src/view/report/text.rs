@@ -145,7 +145,10 @@ pub fn memory_cells(c: &CgroupSummary, page: u64, label: &dyn Fn(&str) -> String
     let by: Vec<String> = c
         .evicted_by
         .iter()
-        .map(|(who, pages)| format!("{} {}", label(who), bytes(pages * page)))
+        .map(|(who, pages)| {
+            let who = label(who);
+            format!("{} {}", crate::text::printable(&who), bytes(pages * page))
+        })
         .collect();
     [
         opt_bytes(c.peak_usage()),
@@ -197,9 +200,10 @@ pub fn text(out: &mut impl io::Write, cx: &Context<'_>) -> io::Result<()> {
     writeln!(
         out,
         "trace: {} on {} (Linux {}), from {} for {:.1} s, {} records; {}",
-        h.writer,
-        h.hostname,
-        h.kernel_release,
+        // A trace file is input like any other: its words are shown.
+        crate::text::printable(&h.writer),
+        crate::text::printable(&h.hostname),
+        crate::text::printable(&h.kernel_release),
         rfc3339(cx.started),
         summary.seconds(),
         cx.trace.records,

@@ -9,7 +9,10 @@ use std::{
 };
 
 use crate::{
-    identity::{Identity, selector::wildcard},
+    identity::{
+        Identity,
+        selector::{has_wildcards, unescape, wildcard},
+    },
     model::top::Row,
 };
 
@@ -142,10 +145,10 @@ pub fn lines<'a>(
 }
 
 fn matches(filter: &str, text: &str) -> bool {
-    if filter.contains(['*', '?', '[']) {
+    if has_wildcards(filter) {
         wildcard(filter, text)
     } else {
-        text.contains(filter)
+        text.contains(unescape(filter).as_str())
     }
 }
 

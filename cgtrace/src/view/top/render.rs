@@ -427,22 +427,11 @@ fn draw_help(frame: &mut Frame<'_>, area: Rect) {
     );
 }
 
-/// `text` with control characters shown escaped (`\u{1b}`), so a name
-/// cannot write to the terminal.
+/// `text` with what a terminal would act on shown as text, so a name
+/// cannot write to the terminal (owned, for the widgets).
 #[must_use]
 pub fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    crate::text::printable(text).into_owned()
 }
 
 /// `text` cut to `width` columns, keeping the end.
@@ -670,6 +659,6 @@ mod tests {
             cell.modifier.contains(ratatui::style::Modifier::REVERSED),
             "{cell:?}"
         );
-        assert_eq!(printable("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\n");
+        assert_eq!(printable("a\u{1b}[2Jb\n"), "a\\x1b[2Jb\\x0a");
     }
 }
