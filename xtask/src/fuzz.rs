@@ -31,11 +31,40 @@ const TARGETS: [(&str, &[&str]); 3] = [
     ("cgroup_path", &["fuzz/seeds/cgroup_path"]),
 ];
 
+/// How many targets there are.
+#[must_use]
+pub fn target_count() -> u64 {
+    TARGETS.len() as u64
+}
+
+/// `90s`, `20m`, `1h` or plain seconds, as seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |at| text.split_at(at));
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: give a number with s, m or h (90s, 20m, 1h)"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{text:?}: the unit is s, m or h")),
+    };
+    Ok(number * scale)
+}
+
+/// Files in a corpus directory (what libFuzzer kept as interesting).
+fn corpus_size(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| entries.flatten().count())
+}
+
 /// Runs every target for `seconds`, each to its end; fails when any found
 /// a crash (libFuzzer leaves the input in `fuzz/artifacts/<target>/`).
 pub fn run_all(env: &setup::BuildEnv, seconds: u64) -> anyhow::Result<()> {
     let cargo_fuzz = ensure_cargo_fuzz(env)?;
     let mut failed = Vec::new();
+    let mut summary = Vec::new();
     for (target, seeds) in TARGETS {
         // A fresh corpus of its own: what libFuzzer finds stays out of git.
         let corpus = root().join("target/fuzz-corpus").join(target);
@@ -59,10 +88,21 @@ pub fn run_all(env: &setup::BuildEnv, seconds: u64) -> anyhow::Result<()> {
             "-print_final_stats=1",
         ]);
         eprintln!("xtask: fuzzing {target} for {seconds} s");
-        if let Err(error) = run(&mut command) {
+        let outcome = run(&mut command);
+        let found = if let Err(error) = outcome {
             eprintln!("xtask: fuzz target {target}: {error:#}");
             failed.push(target);
-        }
+            "a failure (inputs in fuzz/artifacts/)"
+        } else {
+            "nothing"
+        };
+        summary.push(format!(
+            "{target}: {seconds} s, corpus {} inputs, found {found}",
+            corpus_size(&corpus)
+        ));
+    }
+    for line in &summary {
+        eprintln!("xtask: fuzz: {line}");
     }
     if !failed.is_empty() {
         bail!(
@@ -99,4 +139,19 @@ fn ensure_cargo_fuzz(env: &setup::BuildEnv) -> anyhow::Result<PathBuf> {
         }
     }
     Ok(binary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_take_seconds_minutes_and_hours() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("20m"), Ok(1200));
+        assert_eq!(parse_duration("1h"), Ok(3600));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("h").is_err());
+    }
 }

@@ -53,8 +53,12 @@ enum Task {
     /// the kernel log, cgroup paths), each target for a while.
     Fuzz {
         /// Seconds per target.
-        #[arg(long, default_value_t = 600)]
+        #[arg(long, default_value_t = 600, conflicts_with = "duration")]
         seconds: u64,
+        /// The whole run's length (`90s`, `20m`, `1h`), shared out among
+        /// the targets, which run one after another.
+        #[arg(long, value_parser = fuzz::parse_duration)]
+        duration: Option<u64>,
     },
     /// Write the release artifacts into target/dist/: the static binary,
     /// a tarball with its SHA-256 sum, and a Debian package, with man pages
@@ -76,7 +80,10 @@ fn main() {
         Task::VmTest { kernel, suite } => vm_test(&kernel, &suite),
         Task::Demo => demo(),
         Task::Bench { quick } => bench(quick),
-        Task::Fuzz { seconds } => setup::run().and_then(|env| fuzz::run_all(&env, seconds)),
+        Task::Fuzz { seconds, duration } => setup::run().and_then(|env| {
+            let per_target = duration.map_or(seconds, |total| total / fuzz::target_count());
+            fuzz::run_all(&env, per_target)
+        }),
         Task::Dist => setup::run().and_then(|env| dist::dist(&env)).map(drop),
         Task::Image => setup::run().and_then(|env| dist::image(&env)).map(drop),
     };
