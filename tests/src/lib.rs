@@ -576,3 +576,25 @@ pub fn promtool_accepts(text: &str) {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+/// A tmpfs of `size` mounted on `dir`, unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    #[must_use]
+    pub fn mount(dir: &std::path::Path, size: &str) -> Self {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount a tmpfs on {}", dir.display());
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

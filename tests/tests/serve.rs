@@ -17,7 +17,7 @@ use std::{
 
 use cgtrace::cgroup::{Hierarchies, scratch::ScratchCgroup};
 use cgtrace_tests::{
-    ChildGuard, cgtrace_bin,
+    ChildGuard, Tmpfs, cgtrace_bin,
     http::{free_port, get, sample, scrape},
     memhog, promtool_accepts, read_in, report_json, require_root, row_for, scratch, uncached_file,
     wait_for, wait_until,
@@ -393,27 +393,6 @@ fn cgroup_churn_never_takes_the_recorder_past_its_cap() {
     // What is left reads as one trace.
     let report = report_json(&recorder);
     assert!(report["records"].as_u64().unwrap() > 0, "{report}");
-}
-
-/// A tmpfs of `size` mounted on `dir`, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Self {
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mount a tmpfs on {}", dir.display());
-        Self(dir.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

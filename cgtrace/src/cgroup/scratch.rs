@@ -45,6 +45,36 @@ pub struct ScratchCgroup {
     children: Vec<ScratchCgroup>,
 }
 
+/// Removes the cgroups named `PREFIX<pid>` at the top of every hierarchy
+/// whose process is gone and which hold no process: what a cgtrace killed
+/// with SIGKILL (which it cannot catch) left behind. The kernel refuses to
+/// remove a cgroup that is still in use, so a live one is never touched.
+/// Returns the paths removed.
+#[must_use]
+pub fn remove_stale(hierarchies: &Hierarchies, prefix: &str) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for hierarchy in &hierarchies.list {
+        let Ok(entries) = std::fs::read_dir(&hierarchy.mount) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let alive = Path::new(&format!("/proc/{pid}")).exists();
+            if !alive && std::fs::remove_dir(entry.path()).is_ok() {
+                removed.push(entry.path());
+            }
+        }
+    }
+    removed
+}
+
 impl ScratchCgroup {
     /// Creates `name` at the top of the memory hierarchy. An existing
     /// directory of that name (left by a killed run) is reused.

@@ -61,12 +61,22 @@ pub struct RecordArgs {
 const CPU_PERIOD_US: u64 = 100_000;
 const CPU_PERIOD_SECONDS: f64 = 0.1;
 
+/// The command's cgroups are named this and the recorder's pid.
+const RECORD_CGROUP_PREFIX: &str = "cgtrace-record-";
+
 /// The command's cgroups: one per hierarchy holding memory and cpu (one on v2).
 fn command_cgroups(
     args: &RecordArgs,
     hierarchies: &Hierarchies,
 ) -> anyhow::Result<Vec<ScratchCgroup>> {
-    let name = format!("cgtrace-record-{}", std::process::id());
+    // Those of recorders killed before they could remove their own.
+    for stale in crate::cgroup::scratch::remove_stale(hierarchies, RECORD_CGROUP_PREFIX) {
+        crate::note!(
+            "cgtrace: removed {}, left by a recorder that was killed",
+            stale.display()
+        );
+    }
+    let name = format!("{RECORD_CGROUP_PREFIX}{}", std::process::id());
     let mut cgroups = Vec::new();
     let memory = ScratchCgroup::create_for(hierarchies, "memory", &name)
         .context("cannot create the memory cgroup")?;

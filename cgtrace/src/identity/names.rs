@@ -94,6 +94,8 @@ pub struct NameCache {
     pod_logs_scan: Scan,
     container_logs_scan: Scan,
     docker_scan: Scan,
+    /// The log directories that could not be read, said once each.
+    unreadable_said: Vec<PathBuf>,
 }
 
 impl NameCache {
@@ -106,6 +108,26 @@ impl NameCache {
             pod_logs_scan: Scan::default(),
             container_logs_scan: Scan::default(),
             docker_scan: Scan::default(),
+            unreadable_said: Vec::new(),
+        }
+    }
+
+    /// The entries of a kubelet log directory; one that cannot be read is
+    /// said once (pods are then shown by their uid), and its names are
+    /// looked for again on the next scan.
+    fn log_entries(&mut self, dir: &Path) -> Vec<std::fs::DirEntry> {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => entries.flatten().collect(),
+            Err(error) => {
+                if !self.unreadable_said.iter().any(|said| said == dir) {
+                    self.unreadable_said.push(dir.to_path_buf());
+                    crate::note!(
+                        "cgtrace: pod names: cannot read {} ({error}); pods are shown by uid",
+                        dir.display()
+                    );
+                }
+                Vec::new()
+            }
         }
     }
 
@@ -159,10 +181,7 @@ impl NameCache {
 
     fn scan_pod_logs(&mut self) {
         self.pod_logs_scan = Scan::done(&self.sources.pod_logs);
-        let Ok(entries) = std::fs::read_dir(&self.sources.pod_logs) else {
-            return;
-        };
-        for entry in entries.flatten() {
+        for entry in self.log_entries(&self.sources.pod_logs.clone()) {
             if let Some((uid, pod)) =
                 parse_pod_dir(&crate::text::from_bytes(entry.file_name().as_bytes()))
             {
@@ -173,10 +192,7 @@ impl NameCache {
 
     fn scan_container_logs(&mut self) {
         self.container_logs_scan = Scan::done(&self.sources.container_logs);
-        let Ok(entries) = std::fs::read_dir(&self.sources.container_logs) else {
-            return;
-        };
-        for entry in entries.flatten() {
+        for entry in self.log_entries(&self.sources.container_logs.clone()) {
             let Some(link) =
                 parse_container_link(&crate::text::from_bytes(entry.file_name().as_bytes()))
             else {
