@@ -245,3 +245,90 @@ fn unreadable_pod_logs_are_said_once_and_kills_are_still_reported() {
         "said once: {stderr:?}"
     );
 }
+
+/// Every map that can fill, capped at two entries (`CGTRACE_MAP_ENTRIES`):
+/// reclaim in four groups at once, throttling in three, an OOM kill.
+/// The recording goes on, counts what the maps could not keep as
+/// map-full, says so, and still has the kill the kernel counted.
+#[test]
+fn full_maps_are_counted_and_said_and_the_rest_goes_on() {
+    if !require_root("full_maps_are_counted_and_said_and_the_rest_goes_on") {
+        return;
+    }
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().expect("a directory");
+    let trace = dir.path().join("full.cgt");
+    let recorder = Command::new(cgtrace_bin())
+        .env("CGTRACE_MAP_ENTRIES", "2")
+        .arg("record")
+        .arg("-o")
+        .arg(&trace)
+        .args(["--interval", "200ms", "--duration", "8s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cgtrace record");
+    std::thread::sleep(Duration::from_secs(2));
+    let hierarchies = Hierarchies::discover().expect("cgroup mounts");
+    // Busy loops under a tenth of a core each: throttled on both CPUs.
+    let mut spinners = Vec::new();
+    let mut cpu_groups = Vec::new();
+    for n in 0..3 {
+        let name = format!("cgtrace-test-full-spin{n}-{}", std::process::id());
+        let group = ScratchCgroup::create_for(&hierarchies, "cpu", &name).expect("a cpu cgroup");
+        group.set_cpu_quota(10_000, 100_000).expect("a quota");
+        let mut command = Command::new("sh");
+        command.args(["-c", "while :; do :; done"]);
+        spinners.push(cgtrace_tests::ChildGuard(
+            group.spawn_into(&mut command).expect("a spinner"),
+        ));
+        cpu_groups.push(group);
+    }
+    // Page cache read under tight limits in four groups at once.
+    let file = cgtrace_tests::uncached_file("full-maps", 96);
+    let readers: Vec<_> = (0..4)
+        .map(|n| {
+            let group = cgtrace_tests::scratch(&format!("full-read{n}"), Some(24 << 20));
+            let path = file.path.clone();
+            std::thread::spawn(move || {
+                cgtrace_tests::read_in(&group, &[&path]);
+                group
+            })
+        })
+        .collect();
+    let killed = cgtrace_tests::scratch("full-oom", Some(32 << 20));
+    memhog(&killed, 64).wait();
+    let groups: Vec<_> = readers
+        .into_iter()
+        .map(|r| r.join().expect("a reader"))
+        .collect();
+    drop(spinners);
+    let output = recorder.wait_with_output().expect("the recording");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let map_full: u64 = stderr
+        .lines()
+        .find(|l| l.starts_with("cgtrace: wrote"))
+        .and_then(|l| l.strip_suffix(" map-full"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no map-full figure: {stderr}"));
+    assert!(map_full > 0, "the maps never filled: {stderr}");
+    let report = cgtrace_tests::report_json(&trace);
+    assert_eq!(report["losses"]["map_full"], map_full, "{report}");
+    let kills = report["oom_kills"].as_array().expect("kills");
+    let in_group = kills
+        .iter()
+        .filter(|k| k["victim"]["cgroup"] == killed.path())
+        .count();
+    assert_eq!(
+        in_group as u64,
+        killed.oom_kill_count().expect("the kernel's count"),
+        "every kill the kernel counted"
+    );
+    eprintln!("full maps: {map_full} map-full, {in_group} kill(s) reported");
+    drop(groups);
+    drop(cpu_groups);
+}

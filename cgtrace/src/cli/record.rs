@@ -214,13 +214,15 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let end = result?;
     let losses = end.health.unwrap_or_default();
     crate::note!(
-        "cgtrace: wrote {} records, {}, to {} in {:.1} s; {} ring-buffer drops, {} recursion misses",
+        "cgtrace: wrote {} records, {}, to {} in {:.1} s; {} ring-buffer drops, {} recursion misses, {} read failures, {} map-full",
         sink.records(),
         crate::view::format::bytes(sink.bytes_written()),
         args.output.display(),
         started.elapsed().as_secs_f64(),
         losses.ring_buffer_drops,
-        losses.recursion_misses
+        losses.recursion_misses,
+        losses.read_failures,
+        losses.map_full
     );
     let status = source.exit_status();
     drop(source);

@@ -884,6 +884,7 @@ fn load_object<'a>(
     layout: &'a offsets::KernelLayout,
     options: &ProbeOptions,
 ) -> Result<Ebpf, ProbeError> {
+    cap_maps_for_tests(loader);
     shrink_unused_maps(loader, options);
     loader
         .override_global("OFFSETS", &layout.offsets, true)
@@ -918,6 +919,35 @@ fn shrink_unused_maps(loader: &mut EbpfLoader<'_>, options: &ProbeOptions) {
     ];
     for (map, _) in unused.into_iter().filter(|(_, unused)| *unused) {
         loader.map_max_entries(map, 1);
+    }
+}
+
+/// The hash maps whose inserts can fail when full (the LRU maps evict
+/// instead), each counted as map-full by the program that tried.
+const FILLABLE_MAPS: [&str; 6] = [
+    "CHARGES",
+    "ALLOWED",
+    "OOM_IN_PROGRESS",
+    "RECLAIMING",
+    "STALLS",
+    "THROTTLED",
+];
+
+/// Fault injection for the tests: `CGTRACE_MAP_ENTRIES=N` gives every map
+/// that can fill N entries, so a test can fill them all with a few
+/// workloads and see that cgtrace goes on, counts what it could not keep,
+/// and says so.
+fn cap_maps_for_tests(loader: &mut EbpfLoader<'_>) {
+    let Some(entries) = std::env::var("CGTRACE_MAP_ENTRIES")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| *n > 0)
+    else {
+        return;
+    };
+    crate::note!("cgtrace: CGTRACE_MAP_ENTRIES={entries}: maps that can fill are capped (a test)");
+    for map in FILLABLE_MAPS {
+        loader.map_max_entries(map, entries);
     }
 }
 

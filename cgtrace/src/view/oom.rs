@@ -214,8 +214,8 @@ impl OomPrinter {
                 || "no probe (kernel log only)".to_owned(),
                 |s| {
                     format!(
-                        "probe: {} records, {} ring-buffer drops, {} recursion misses, {} read failures, {} undecodable",
-                        s.records, s.ring_buffer_drops, s.recursion_misses, s.read_failures, s.decode_errors
+                        "probe: {} records, {} ring-buffer drops, {} recursion misses, {} read failures, {} undecodable, {} map-full",
+                        s.records, s.ring_buffer_drops, s.recursion_misses, s.read_failures, s.decode_errors, s.map_full
                     )
                 },
             );
