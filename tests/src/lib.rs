@@ -319,9 +319,19 @@ pub fn read_in(cgroup: &ScratchCgroup, files: &[&std::path::Path]) {
 
 /// A `cgtrace VIEW --json ...` run in the background: started, waited for
 /// until its stderr says it is attached, then interrupted with SIGINT and
-/// its JSON lines parsed.
+/// its JSON lines parsed. Killed on drop if a failing test never got that
+/// far, so no view outlives its test.
 pub struct View {
-    child: Child,
+    child: Option<Child>,
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl View {
@@ -346,34 +356,35 @@ impl View {
         }
         // Keep draining stderr so cgtrace never blocks on it.
         thread::spawn(move || stderr.lines().for_each(drop));
-        Self { child }
+        Self { child: Some(child) }
+    }
+
+    /// Sends SIGINT; returns the exit status and stdout's bytes as written.
+    #[must_use]
+    pub fn interrupt_raw(self) -> (ExitStatus, Vec<u8>) {
+        let output = self.interrupt_output();
+        (output.status, output.stdout)
+    }
+
+    /// SIGINT, then everything it wrote on stdout and how it ended.
+    fn interrupt_output(mut self) -> std::process::Output {
+        let child = self.child.take().expect("a running view");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid");
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        child.wait_with_output().expect("wait for cgtrace")
     }
 
     /// Sends SIGINT; returns the exit status and the JSON lines printed.
     #[must_use]
     pub fn interrupt(self) -> (ExitStatus, Vec<serde_json::Value>) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(pid, libc::SIGINT) };
-        let output = self.child.wait_with_output().expect("wait for cgtrace");
+        let output = self.interrupt_output();
         let lines = String::from_utf8(output.stdout)
             .expect("UTF-8 output")
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
             .collect();
         (output.status, lines)
-    }
-}
-
-impl View {
-    /// Sends SIGINT; returns the exit status and stdout's bytes as written.
-    #[must_use]
-    pub fn interrupt_raw(self) -> (ExitStatus, Vec<u8>) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(pid, libc::SIGINT) };
-        let output = self.child.wait_with_output().expect("wait for cgtrace");
-        (output.status, output.stdout)
     }
 }
 

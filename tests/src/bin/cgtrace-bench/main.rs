@@ -16,6 +16,7 @@ mod compare;
 mod costs;
 mod footprint;
 mod log_switch;
+mod long;
 mod rare;
 mod screen;
 mod stats;
@@ -84,7 +85,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Options {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "cgtrace-bench: {problem}\nusage: cgtrace-bench [--cgtrace PATH] [--rounds N] \
-         [--file-mib N] [--limit-mib N] [--quick] [--markdown FILE] [--only agent|top|costs]"
+         [--file-mib N] [--limit-mib N] [--quick] [--markdown FILE] [--only agent|top|costs|long]"
     );
     std::process::exit(2)
 }
@@ -152,6 +153,7 @@ struct Targets {
     startup_bpftrace_ms: f64,
     agent: Vec<agent::AgentRun>,
     screen: screen::ScreenRun,
+    long: Vec<long::LongRun>,
     /// W0's per-probe costs: per page, and `cache_add` / `cache_delete`.
     w0_costs: CostTargets,
     switch: rare::SwitchCost,
@@ -266,8 +268,45 @@ impl Targets {
         );
         out.push_str(&agent_targets(&self.agent));
         out.push_str(&screen_target(&self.screen));
+        out.push_str(&long_targets(&self.long));
         out
     }
+}
+
+/// The long recordings' targets: every reader of the largest under
+/// 100 MB, and its time per GiB within 1.5 times the smallest's (linear).
+fn long_targets(runs: &[long::LongRun]) -> String {
+    let verdict = |met: bool| if met { "met" } else { "**missed**" };
+    let largest = |run: &long::LongRun| run.by_size.last().copied().unwrap_or_default();
+    let (worst, worst_rss) = runs
+        .iter()
+        .map(|run| (run.reader, largest(run).1))
+        .max_by_key(|(_, rss)| *rss)
+        .unwrap_or_default();
+    let bytes = runs.first().map_or(0, |run| largest(run).0);
+    let per_gib = |(bytes, _, took): (u64, u64, std::time::Duration)| {
+        #[expect(clippy::cast_precision_loss, reason = "file sizes")]
+        let gib = bytes as f64 / f64::from(1u32 << 30);
+        took.as_secs_f64() / gib.max(1e-9)
+    };
+    let growth = runs
+        .iter()
+        .map(|run| {
+            let first = run.by_size.first().copied().unwrap_or_default();
+            (run.reader, per_gib(largest(run)) / per_gib(first).max(1e-9))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or_default();
+    format!(
+        "| a 1 GiB recording (measured here: {} MiB): every reader under 100 MB of RSS | highest {:.1} MB (`{worst}`) | {} |\n\
+         | and its time linear in the file: per GiB at most 1.5× the quarter size's | highest {:.2}× (`{}`) | {} |\n",
+        bytes >> 20,
+        footprint::mb(worst_rss),
+        verdict(footprint::mb(worst_rss) < 100.0),
+        growth.1,
+        growth.0,
+        verdict(growth.1 <= 1.5)
+    )
 }
 
 /// The live screen's target (a row of the targets table).
@@ -356,30 +395,43 @@ fn run_only(options: &Options, only: &str) {
             (screen_target(&run), section)
         }
         "costs" => costs_only(options),
+        "long" => {
+            let (section, runs) = long::long(options);
+            (long_targets(&runs), section)
+        }
         _ => usage(&format!(
-            "--only {only}: the sections that run alone are `agent`, `top` and `costs`"
+            "--only {only}: the sections that run alone are `agent`, `top`, `costs` and `long`"
         )),
     };
     println!("| target | this run | |\n|---|---|---|\n{targets}{section}");
 }
 
-fn main() {
-    let mut args = std::env::args().skip(1).peekable();
+/// The bench's own workloads, when it runs as one: whether it did.
+fn workload_mode(args: &mut std::iter::Peekable<impl Iterator<Item = String>>) -> bool {
     match args.peek().map(String::as_str) {
         Some("__read-random") => {
             let path = args
                 .nth(1)
                 .unwrap_or_else(|| usage("__read-random PATH PASSES"));
             let passes = args.next().and_then(|p| p.parse().ok()).unwrap_or(1);
-            return workloads::read_random_main(std::path::Path::new(&path), passes);
+            workloads::read_random_main(std::path::Path::new(&path), passes);
+            true
         }
         Some("__busy") => {
             let mut number = || args.next().and_then(|n| n.parse().ok());
             let _ = number();
             let (iterations, threads) = (number().unwrap_or(0), number().unwrap_or(1));
-            return workloads::busy_main(iterations, u32::try_from(threads).unwrap_or(1));
+            workloads::busy_main(iterations, u32::try_from(threads).unwrap_or(1));
+            true
         }
-        _ => {}
+        _ => false,
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).peekable();
+    if workload_mode(&mut args) {
+        return;
     }
     let options = parse_args(args);
     // SAFETY: geteuid has no preconditions.
@@ -421,6 +473,7 @@ fn main() {
     let writer_section = writer::writer_throughput();
     let (agent_section, agent_runs) = agent::agent(&options);
     let (screen_section, screen_run) = screen::screen(&options);
+    let (recordings_section, recording_runs) = long::long(&options);
 
     let median = |c: &Comparison, label: &str| c.summary(label).map_or(f64::NAN, |s| s.median);
     let targets = Targets {
@@ -433,6 +486,7 @@ fn main() {
         startup_bpftrace_ms,
         agent: agent_runs,
         screen: screen_run,
+        long: recording_runs,
         w0_costs: CostTargets::of(&random_costs),
         switch,
     };
@@ -458,6 +512,7 @@ fn main() {
         writer_section,
         agent_section,
         screen_section,
+        recordings_section,
     ] {
         report.push('\n');
         report.push_str(section.trim_start_matches('\n'));
