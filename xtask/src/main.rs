@@ -160,6 +160,7 @@ fn test() -> anyhow::Result<()> {
         totals.passed, totals.failed, totals.ignored
     );
     let host_ok = totals.failed == 0 && totals.status_ok;
+    print_failures(&totals.failures);
     // The parsers of outside input, a minute each (`cargo xtask fuzz` for longer).
     let fuzz_ok = match fuzz::run_all(&env, TEST_FUZZ_SECONDS) {
         Ok(()) => true,
@@ -185,6 +186,7 @@ fn test() -> anyhow::Result<()> {
     vm::write_table(Some(&host), &outcomes, &today())?;
     let matrix_ok = summarise(&outcomes);
     if !host_ok {
+        print_failures(&totals.failures);
         bail!("{} tests failed on the host", totals.failed);
     }
     if !matrix_ok {
@@ -208,6 +210,13 @@ fn vm_test(kernel: &str, suites: &[String]) -> anyhow::Result<()> {
         bail!("the kernel matrix failed");
     }
     Ok(())
+}
+
+/// The host's failed tests, each with the start of what it printed.
+fn print_failures(failures: &[String]) {
+    for failure in failures {
+        println!("FAILED on the host: {failure}");
+    }
 }
 
 /// One line per kernel; whether all of them passed.
@@ -238,6 +247,50 @@ struct Totals {
     failed: u64,
     ignored: u64,
     status_ok: bool,
+    /// Each failed test with the first lines it printed, so
+    /// the end of a long log (all a CI page may keep) says what failed.
+    failures: Vec<String>,
+}
+
+/// Lines of a failed test's output kept for the closing summary.
+const FAILURE_LINES: usize = 12;
+
+/// Collects the failures `cargo test` reports on stdout: each
+/// "---- name stdout ----" block's first lines.
+#[derive(Default)]
+struct FailureCollector {
+    current: Option<(String, Vec<String>)>,
+    done: Vec<String>,
+}
+
+impl FailureCollector {
+    fn line(&mut self, line: &str) {
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|rest| rest.strip_suffix(" stdout ----"))
+        {
+            self.finish();
+            self.current = Some((name.to_owned(), Vec::new()));
+        } else if line.starts_with("failures:") || line.starts_with("test result: ") {
+            self.finish();
+        } else if let Some((_, lines)) = &mut self.current
+            && lines.len() < FAILURE_LINES
+            && !line.trim().is_empty()
+        {
+            lines.push(line.to_owned());
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((name, lines)) = self.current.take() {
+            let mut text = name;
+            for line in lines {
+                text.push_str("\n    ");
+                text.push_str(&line);
+            }
+            self.done.push(text);
+        }
+    }
 }
 
 /// Runs `cargo test`, passing its output through and adding up every
@@ -251,9 +304,11 @@ fn run_tests(command: &mut Command) -> anyhow::Result<Totals> {
         .with_context(|| format!("cannot start {command:?}"))?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut totals = Totals::default();
+    let mut failures = FailureCollector::default();
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
+        failures.line(&line);
         if let Some(result) = line.strip_prefix("test result: ") {
             totals.passed += test_count(result, " passed");
             totals.failed += test_count(result, " failed");
@@ -261,6 +316,8 @@ fn run_tests(command: &mut Command) -> anyhow::Result<Totals> {
         }
     }
     totals.status_ok = child.wait()?.success();
+    failures.finish();
+    totals.failures = failures.done;
     Ok(totals)
 }
 
@@ -407,4 +464,41 @@ fn today() -> String {
         |_| "?".to_owned(),
         |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailureCollector;
+
+    #[test]
+    fn failures_keep_the_test_name_and_its_first_lines() {
+        let output = "\
+running 2 tests
+test oom::kill_reported ... FAILED
+test oom::other ... ok
+
+failures:
+
+---- oom::kill_reported stdout ----
+
+thread 'oom::kill_reported' panicked at tests/tests/oom.rs:10:5:
+expected 1 kill, saw 0
+
+failures:
+    oom::kill_reported
+
+test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out
+";
+        let mut collector = FailureCollector::default();
+        for line in output.lines() {
+            collector.line(line);
+        }
+        collector.finish();
+        assert_eq!(
+            collector.done,
+            [
+                "oom::kill_reported\n    thread 'oom::kill_reported' panicked at tests/tests/oom.rs:10:5:\n    expected 1 kill, saw 0"
+            ]
+        );
+    }
 }
