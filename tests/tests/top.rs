@@ -275,14 +275,28 @@ fn a_recording_steps_interval_by_interval() {
     let Some(pane) = Pane::start(test, &["--input", &input], 200, 40) else {
         return;
     };
+    // Read as the screen moves: the count is known once read to the end.
     let first = pane.wait_for("the first interval", |s| s.contains("replay 1/"));
-    let total: usize = first
-        .split("replay 1/")
+    assert!(first.contains("replay 1/…"), "{first}");
+    pane.keys(&["]"]);
+    let end = pane.wait_for("the last interval", |s| {
+        s.split("replay ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|shown| shown.split_once('/'))
+            .is_some_and(|(at, count)| at == count)
+    });
+    let total: usize = end
+        .split("replay ")
         .nth(1)
-        .and_then(|rest| rest.split(',').next())
+        .and_then(|rest| rest.split(['/', ',']).nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap();
-    assert!(total >= 4, "2 s of spinning in 500 ms intervals: {first}");
+    assert!(total >= 4, "2 s of spinning in 500 ms intervals: {end}");
+    pane.keys(&["["]);
+    pane.wait_for("back to the first", |s| {
+        s.contains(&format!("replay 1/{total}"))
+    });
     pane.keys(&["Right"]);
     pane.wait_for("the second interval", |s| {
         s.contains(&format!("replay 2/{total}"))

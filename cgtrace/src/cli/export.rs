@@ -5,7 +5,8 @@
 //! evictions and memory usage as counters.
 
 use std::{
-    io::{self, Write as _},
+    fs::File,
+    io::{self, BufWriter, Write},
     path::PathBuf,
 };
 
@@ -49,20 +50,39 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<Outcome> {
         header.page_size,
     );
     source.learn_names(&mut cx)?;
-    let mut export = Export::new(args.format == ExportFormat::ChromeTrace, header.page_size);
-    let end = session::run(&mut source, &mut cx, &mut [&mut export])?;
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    };
+    let destination = args
+        .output
+        .as_ref()
+        .map_or_else(|| "standard output".to_owned(), |p| p.display().to_string());
+    let mut export = Export::new(
+        args.format == ExportFormat::ChromeTrace,
+        header.page_size,
+        out,
+        destination,
+    );
+    let end = match session::run(&mut source, &mut cx, &mut [&mut export]) {
+        Err(error) if is_broken_pipe(&error) => return Ok(Outcome::Success),
+        other => other?,
+    };
     if let Some(Ending::CutShort { offset, lost_bytes }) = end.ending {
         crate::note!(
-            "cgtrace: the trace was cut short at byte {offset} ({lost_bytes} bytes lost); exporting what was recorded"
+            "cgtrace: the trace was cut short at byte {offset} ({lost_bytes} bytes lost); exported what was recorded"
         );
     }
-    let text = export.into_text();
-    if let Some(path) = &args.output {
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        return Ok(Outcome::Success);
-    }
-    match io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Outcome::Success),
-        other => other.map(|()| Outcome::Success).map_err(Into::into),
-    }
+    Ok(Outcome::Success)
+}
+
+/// Whether writing failed because the reader went away (`| head`): not an
+/// error of the export.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<io::Error>())
+        .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }

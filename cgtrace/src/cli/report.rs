@@ -7,7 +7,8 @@
 //! Reads the file only: no root, no eBPF, any machine.
 
 use std::{
-    io::{self, Write as _},
+    fs::File,
+    io::{self, BufWriter, Write as _},
     path::PathBuf,
 };
 
@@ -22,6 +23,7 @@ use crate::{
     trace::file::{Ending, TraceInfo},
     view::report::{
         html,
+        series::{ChartPlan, ChartSeries},
         summary::Summary,
         text::{self, Context},
     },
@@ -64,18 +66,43 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<Outcome> {
     }
     let cx = Context::new(&trace, &summary, &mut |path| selection.identify(path));
     if let Some(path) = &args.html {
-        std::fs::write(path, html::page(&cx, &args.file.display().to_string()))
+        let series = chart_series(&args.file, &trace, html::plan(&cx))?;
+        let mut file = BufWriter::new(
+            File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+        );
+        html::write_page(&mut file, &cx, &series, &args.file.display().to_string())
+            .and_then(|()| file.flush())
             .with_context(|| format!("cannot write {}", path.display()))?;
         crate::note!("cgtrace: wrote {}", path.display());
     }
-    let mut out = crate::text::stdout();
+    let mut out = BufWriter::new(crate::text::stdout());
     let result = if args.json {
-        writeln!(out, "{}", text::json(&cx))
+        text::write_json(&mut out, &cx)
     } else {
         text::text(&mut out, &cx)
-    };
+    }
+    .and_then(|()| out.flush());
     match result {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Outcome::Success),
         other => other.map(|()| Outcome::Success).map_err(Into::into),
     }
+}
+
+/// The HTML report's series: a second pass over the trace for the cgroups
+/// the charts draw, so no cgroup's whole history is held.
+fn chart_series(
+    file: &std::path::Path,
+    trace: &TraceInfo,
+    plan: ChartPlan,
+) -> anyhow::Result<ChartSeries> {
+    let mut source = TraceSource::open(file)?;
+    let mut session = session::Context::new(
+        Selection::new(&SelectArgs::default())?,
+        Clock::from_boot_time(trace.header.boot_time_ns),
+        trace.header.page_size,
+    );
+    source.learn_names(&mut session)?;
+    let mut series = ChartSeries::new(plan, trace.header.page_size);
+    session::run(&mut source, &mut session, &mut [&mut series])?;
+    Ok(series)
 }

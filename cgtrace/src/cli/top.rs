@@ -31,6 +31,7 @@ use crate::{
         top::{
             TopSink, lines, notes,
             render::{self, Screen},
+            replay::Replay,
             state::{Action, UiState},
         },
     },
@@ -220,21 +221,16 @@ fn live(args: &TopArgs, selection: Selection) -> anyhow::Result<Outcome> {
 /// CFS counters (the busy ones are read every interval).
 const SWEEP_AT_LEAST: Duration = Duration::from_secs(30);
 
-/// A recording, interval by interval: ← → step, space plays.
+/// A recording, interval by interval: ← → step, space plays. Snapshots
+/// are made as the screen reaches them ([`Replay`]).
 fn replay(path: &std::path::Path, selection: Selection) -> anyhow::Result<Outcome> {
-    let mut source = TraceSource::open(path)?;
-    let header = source.header().clone();
+    let header = TraceSource::open(path)?.header().clone();
     let mut cx = Context::new(
         selection,
         Clock::from_boot_time(header.boot_time_ns),
         header.page_size,
     );
-    source.learn_names(&mut cx)?;
-    let mut sink = TopSink::new(header.page_size, true);
-    session::run(&mut source, &mut cx, &mut [&mut sink])?;
-    if sink.snapshots.is_empty() {
-        bail!("{} holds no complete interval to show", path.display());
-    }
+    let mut replay = Replay::open(path, &mut cx)?;
     let mut notes = notes::capture().context("cannot take stderr while the screen is up")?;
     let mut said = Said::default();
     let mut screen = Screenful::open()?;
@@ -242,50 +238,76 @@ fn replay(path: &std::path::Path, selection: Selection) -> anyhow::Result<Outcom
     let mut at = 0_usize;
     let mut playing = false;
     let mut next_step = Instant::now();
+    // A step behind the kept snapshots, shown as such before reading.
+    let mut reread: Option<usize> = None;
     loop {
         while let Ok(note) = notes.try_recv() {
             said.push(note);
         }
-        let mode = format!(
-            "replay {}/{}{}",
-            at + 1,
-            sink.snapshots.len(),
-            if playing {
-                ", playing"
-            } else {
-                ", paused (space plays)"
-            }
-        );
+        let count = replay
+            .count()
+            .map_or_else(|| "…".to_owned(), |count| count.to_string());
+        let mode = if let Some(target) = reread {
+            format!(
+                "replay {}/{count}, reading the recording again from its start for {}",
+                at + 1,
+                target + 1
+            )
+        } else {
+            format!(
+                "replay {}/{count}{}",
+                at + 1,
+                if playing {
+                    ", playing"
+                } else {
+                    ", paused (space plays)"
+                }
+            )
+        };
+        let local = at - replay.first();
         draw(
             &mut screen,
             &mut state,
-            &sink,
-            at,
+            replay.sink(),
+            local,
             &mode,
             said.latest(),
             &mut cx,
         )?;
+        if let Some(target) = reread.take() {
+            at = replay.seek(target, &mut cx)?.unwrap_or(0);
+            continue;
+        }
         let wait = if playing {
             next_step.saturating_duration_since(Instant::now())
         } else {
             Duration::from_hours(1)
         };
-        if terminal_event::poll(wait)? {
+        let target = if terminal_event::poll(wait)? {
             let input = terminal_event::read()?;
-            match handle(&input, &mut state, &sink, at, &mut cx) {
+            match handle(&input, &mut state, replay.sink(), local, &mut cx) {
                 Action::Quit => break,
-                Action::Step(by) => at = step(at, by, sink.snapshots.len()),
+                Action::Step(by) => step(at, by),
                 Action::TogglePlay => {
                     playing = !playing;
                     next_step = Instant::now() + PLAY_STEP;
+                    at
                 }
-                Action::Redraw | Action::None => {}
+                Action::Redraw | Action::None => at,
             }
         } else if playing {
-            at = step(at, 1, sink.snapshots.len());
-            playing = at + 1 < sink.snapshots.len();
             next_step = Instant::now() + PLAY_STEP;
+            at + 1
+        } else {
+            at
+        };
+        if replay.is_behind(target) {
+            // Say so first: reading a long recording again takes a while.
+            reread = Some(target);
+            continue;
         }
+        at = replay.seek(target, &mut cx)?.unwrap_or(0);
+        playing &= replay.count().is_none_or(|count| at + 1 < count);
     }
     drop(screen);
     said.repeat(notes);
@@ -295,11 +317,10 @@ fn replay(path: &std::path::Path, selection: Selection) -> anyhow::Result<Outcom
 /// A replay plays one interval per second.
 const PLAY_STEP: Duration = Duration::from_secs(1);
 
-fn step(at: usize, by: i64, count: usize) -> usize {
+/// The interval `by` steps from `at` (never before the first).
+fn step(at: usize, by: i64) -> usize {
     let target = i64::try_from(at).unwrap_or(0).saturating_add(by);
-    usize::try_from(target.max(0))
-        .unwrap_or(0)
-        .min(count.saturating_sub(1))
+    usize::try_from(target.max(0)).unwrap_or(0)
 }
 
 /// Applies a terminal event to the screen's state.

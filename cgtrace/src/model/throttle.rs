@@ -248,11 +248,80 @@ pub fn span_stats_in(spans: &[ThrottleSpan], period_ns: Option<u64>) -> SpanStat
     }
 }
 
+/// One group's spans over a whole recording, summed as they stream by:
+/// count, total, longest and throttled periods, in constant memory.
+///
+/// Periods need the episodes (spans overlapping in time, on any CPU), and a
+/// recorder writes spans nearly but not quite in order, so spans wait as
+/// open episodes until the trace is [`EPISODE_WINDOW_NS`] past them (or
+/// more than [`OPEN_SPANS`]` / 2` are open); then their periods are counted
+/// and they are dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpanTally {
+    pub spans: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    /// Spans of episodes that may still grow.
+    open: Vec<(u64, u64)>,
+    /// The latest start seen.
+    newest_start_ns: u64,
+    /// Periods of the episodes closed so far.
+    closed_periods: u64,
+}
+
+/// How long after an episode a span can still arrive and join it.
+const EPISODE_WINDOW_NS: u64 = 10_000_000_000;
+/// Open spans merged and the settled ones counted once there are this many.
+const OPEN_SPANS: usize = 64;
+
+impl SpanTally {
+    /// Adds a span; `period_ns` (the group's CFS period as known now)
+    /// counts the periods of episodes it settles.
+    pub fn add(&mut self, span: &ThrottleSpan, period_ns: Option<u64>) {
+        let duration = span.duration_ns();
+        self.spans += 1;
+        self.total_ns += duration;
+        self.max_ns = self.max_ns.max(duration);
+        self.newest_start_ns = self.newest_start_ns.max(span.start_ns);
+        self.open.push((span.start_ns, span.end_ns));
+        if self.open.len() >= OPEN_SPANS {
+            self.settle(period_ns);
+        }
+    }
+
+    /// Merges the open spans into episodes and counts those the window has
+    /// passed.
+    fn settle(&mut self, period_ns: Option<u64>) {
+        let merged = episodes(std::mem::take(&mut self.open));
+        let horizon = self.newest_start_ns.saturating_sub(EPISODE_WINDOW_NS);
+        let settled = merged.partition_point(|&(_, end)| end < horizon);
+        // Spans far out of order could keep many episodes open: past the
+        // bound the oldest settle anyway.
+        let settled = settled.max(merged.len().saturating_sub(OPEN_SPANS / 2));
+        self.closed_periods += merged[..settled]
+            .iter()
+            .map(|&(start, end)| episode_periods(start, end, period_ns))
+            .sum::<u64>();
+        self.open = merged[settled..].to_vec();
+    }
+
+    /// The throttled periods of all the spans, the open episodes counted
+    /// with `period_ns` (see [`periods_in`]).
+    #[must_use]
+    pub fn periods(&self, period_ns: Option<u64>) -> u64 {
+        self.closed_periods
+            + episodes(self.open.clone())
+                .into_iter()
+                .map(|(start, end)| episode_periods(start, end, period_ns))
+                .sum::<u64>()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use cgtrace_common::cgroup::CgroupRef;
 
-    use super::{ThrottleModel, periods};
+    use super::{SpanTally, ThrottleModel, periods, periods_in};
     use crate::event::{Bandwidth, CpuSample, CpuStat, ThrottleSpan};
 
     const GROUP: CgroupRef = CgroupRef {
@@ -355,6 +424,37 @@ mod tests {
         long.cgroup_ref = Some(GROUP);
         model.span(&long);
         assert_eq!(model.close()[0].spans.periods, 3);
+    }
+
+    #[test]
+    fn a_tally_counts_as_the_whole_recording_does_in_bounded_memory() {
+        let period = Some(100_000_000);
+        let mut spans = Vec::new();
+        // A day of throttling: three CPUs, each period, each a little late
+        // to the trace; some episodes last past a refill.
+        for period_index in 0..20_000u64 {
+            let base = period_index * 100;
+            let length = if period_index % 7 == 0 { 230 } else { 40 };
+            for cpu in 0..3 {
+                spans.push(span(
+                    base + u64::from(cpu),
+                    base + length + u64::from(cpu),
+                    cpu,
+                ));
+            }
+        }
+        // Written as a ring buffer gives them: a little out of order.
+        for chunk in spans.chunks_mut(5) {
+            chunk.reverse();
+        }
+        let mut tally = SpanTally::default();
+        for s in &spans {
+            tally.add(s, period);
+        }
+        assert_eq!(tally.periods(period), periods_in(&spans, period));
+        assert_eq!(tally.spans, 60_000);
+        assert_eq!(tally.max_ns, 230_000_000);
+        assert!(tally.open.len() < 100, "{} spans open", tally.open.len());
     }
 
     fn span(start_ms: u64, end_ms: u64, cpu: u32) -> ThrottleSpan {

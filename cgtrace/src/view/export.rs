@@ -3,8 +3,13 @@
 //! Perfetto UI and chrome://tracing open (throttle spans as slices per
 //! cgroup and CPU, OOM kills as instants, page-cache evictions and memory
 //! usage as counters).
+//!
+//! Both are written as the events stream by, so an export of a recording of
+//! any length holds one event at a time, not the whole text.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, io::Write};
+
+use anyhow::Context as _;
 
 use cgtrace_common::{cgroup::CgroupRef, pagecache::ChargeKind};
 use serde_json::{Value, json};
@@ -28,7 +33,9 @@ use crate::{
 pub struct Export {
     /// Chrome trace-event JSON rather than JSON lines.
     chrome_trace: bool,
-    out: String,
+    out: Box<dyn Write>,
+    /// Where `out` goes, for errors.
+    destination: String,
     memory: MemoryModel,
     /// Where the open interval's charges come from.
     charges_from: Option<ChargesFrom>,
@@ -36,25 +43,22 @@ pub struct Export {
 }
 
 impl Export {
-    /// An export of JSON lines, or with `chrome_trace` of trace events.
+    /// An export to `out` (`destination` names it) of JSON lines, or with
+    /// `chrome_trace` of trace events.
     #[must_use]
-    pub fn new(chrome_trace: bool, page_size: u64) -> Self {
+    pub fn new(
+        chrome_trace: bool,
+        page_size: u64,
+        out: Box<dyn Write>,
+        destination: String,
+    ) -> Self {
         Self {
             chrome_trace,
-            out: String::new(),
+            out,
+            destination,
             memory: MemoryModel::new(page_size),
             charges_from: None,
             chrome: ChromeTrace::default(),
-        }
-    }
-
-    /// The export's text, once the session has ended.
-    #[must_use]
-    pub fn into_text(self) -> String {
-        if self.chrome_trace {
-            self.chrome.finish().to_string()
-        } else {
-            self.out
         }
     }
 }
@@ -74,17 +78,27 @@ impl Sink for Export {
             Event::Memory(sample) => Some(self.memory.sample(sample)),
             _ => None,
         };
-        if self.chrome_trace {
-            self.chrome.add(event, facts.as_ref(), cx);
+        let written = if self.chrome_trace {
+            self.chrome.add(&mut self.out, event, facts.as_ref(), cx)
         } else if let Some(value) = jsonl(event, facts.as_ref(), self.charges_from, cx) {
-            self.out.push_str(&value.to_string());
-            self.out.push('\n');
-        }
+            serde_json::to_writer(&mut self.out, &value)
+                .map_err(std::io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n"))
+        } else {
+            Ok(())
+        };
+        written.with_context(|| format!("cannot write the export to {}", self.destination))?;
         Ok(Flow::Continue)
     }
 
     fn finish(&mut self, _cx: &mut Context, _end: &End) -> anyhow::Result<()> {
-        Ok(())
+        let mut finish = || {
+            if self.chrome_trace {
+                self.chrome.finish(&mut self.out)?;
+            }
+            self.out.flush()
+        };
+        finish().with_context(|| format!("cannot write the export to {}", self.destination))
     }
 }
 
@@ -234,33 +248,58 @@ fn jsonl(
     })
 }
 
-/// Chrome trace-event JSON: one "process" per cgroup, one "thread" per CPU.
+/// Chrome trace-event JSON: one "process" per cgroup, one "thread" per CPU,
+/// written as `{"traceEvents":[…],"displayTimeUnit":"ms"}` one event at a
+/// time.
 #[derive(Default)]
 struct ChromeTrace {
     pids: HashMap<String, u64>,
-    events: Vec<Value>,
+    /// Events written so far (the first needs no comma before it).
+    written: u64,
+    /// Events of the one record being added, in order.
+    pending: Vec<Value>,
 }
 
 impl ChromeTrace {
     fn pid_of(&mut self, cgroup: &str) -> u64 {
         let next = self.pids.len() as u64 + 1;
-        let events = &mut self.events;
+        let pending = &mut self.pending;
         *self.pids.entry(cgroup.to_owned()).or_insert_with(|| {
-            events.push(
+            pending.push(
                 json!({"ph": "M", "name": "process_name", "pid": next, "args": {"name": cgroup}}),
             );
             next
         })
     }
 
-    fn add(&mut self, event: &Event, facts: Option<&MemoryFacts>, cx: &Context) {
+    fn add(
+        &mut self,
+        out: &mut dyn Write,
+        event: &Event,
+        facts: Option<&MemoryFacts>,
+        cx: &Context,
+    ) -> std::io::Result<()> {
+        self.events(event, facts, cx);
+        for value in self.pending.drain(..) {
+            out.write_all(if self.written == 0 {
+                b"{\"traceEvents\":["
+            } else {
+                b","
+            })?;
+            serde_json::to_writer(&mut *out, &value)?;
+            self.written += 1;
+        }
+        Ok(())
+    }
+
+    fn events(&mut self, event: &Event, facts: Option<&MemoryFacts>, cx: &Context) {
         let micros = |ns: u64| ns / 1000;
         let name =
             |cgroup: Option<cgtrace_common::cgroup::CgroupRef>| cgroup.map(|c| cx.names.name(c));
         match event {
             Event::ThrottleSpan(span) => {
                 let pid = self.pid_of(&name(span.cgroup_ref).unwrap_or_else(|| "?".into()));
-                self.events.push(json!({
+                self.pending.push(json!({
                     "ph": "X", "name": "throttled", "cat": "cpu",
                     "pid": pid, "tid": span.cpu,
                     "ts": micros(span.start_ns), "dur": micros(span.duration_ns()),
@@ -274,7 +313,7 @@ impl ChromeTrace {
                     .clone()
                     .or_else(|| name(kill.victim.cgroup_ref));
                 let pid = self.pid_of(&cgroup.unwrap_or_else(|| "?".into()));
-                self.events.push(json!({
+                self.pending.push(json!({
                     "ph": "i", "s": "p", "name": format!("OOM kill {}[{}]", kill.victim.comm, kill.victim.pid),
                     "cat": "memory", "pid": pid, "tid": 0, "ts": micros(kill.monotonic_ns),
                     "args": {"limit_bytes": kill.oom_memcg.as_ref().and_then(|m| m.limit_bytes)},
@@ -284,7 +323,7 @@ impl ChromeTrace {
                 for flow in counters.flows.iter().filter(|f| f.reason.is_reclaim()) {
                     let pid =
                         self.pid_of(&name(flow.owner).unwrap_or_else(|| "(uncharged)".into()));
-                    self.events.push(json!({
+                    self.pending.push(json!({
                         "ph": "C", "name": "page cache evicted (bytes)", "pid": pid, "ts": micros(counters.end_ns),
                         "args": {flow.reason.name(): flow.pages * cx.page_size},
                     }));
@@ -295,7 +334,7 @@ impl ChromeTrace {
                     return;
                 };
                 let pid = self.pid_of(&name(Some(sample.cgroup)).unwrap_or_else(|| "?".into()));
-                self.events.push(json!({
+                self.pending.push(json!({
                     "ph": "C", "name": "memory (bytes)", "pid": pid, "ts": micros(sample.at_ns),
                     "args": {"usage": facts.usage_bytes, "page cache": facts.owned_bytes},
                 }));
@@ -304,7 +343,11 @@ impl ChromeTrace {
         }
     }
 
-    fn finish(self) -> Value {
-        json!({"traceEvents": self.events, "displayTimeUnit": "ms"})
+    fn finish(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(if self.written == 0 {
+            b"{\"traceEvents\":[],\"displayTimeUnit\":\"ms\"}"
+        } else {
+            b"],\"displayTimeUnit\":\"ms\"}"
+        })
     }
 }

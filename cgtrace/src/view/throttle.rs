@@ -2,7 +2,7 @@
 //! per span with `--spans`.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     io::{self, Write as _},
     time::Duration,
 };
@@ -245,14 +245,34 @@ pub struct ReplayOptions {
 /// recording, shown as the live view would have: spans bucketed by their
 /// end, with the kernel's counters and the CPU pressure from the samples
 /// recorded in the same bucket (a trace without samples shows spans only).
-/// They are gathered first: a recorder writes spans as the ring buffer
-/// gives them, not in order.
+///
+/// A recorder writes spans as the ring buffer gives them, not quite in
+/// order, so facts wait in a window sorted by time and a bucket is shown
+/// once the trace has moved [`REORDER_WINDOW_NS`] (or two recorded
+/// intervals, if longer) past its end. The window, not the trace, bounds
+/// what is held. A fact older than a bucket already shown is counted as
+/// late and shown in the next bucket.
 pub struct ThrottleReplay {
     options: ReplayOptions,
     start_ns: u64,
-    /// Spans, samples and pressure, each with the time that buckets it.
-    facts: Vec<(u64, Event)>,
+    /// Spans, samples and pressure not shown yet, by the time that buckets
+    /// them and their order in the trace.
+    window: BTreeMap<(u64, u64), Event>,
+    /// Facts added so far (ties keep the trace's order).
+    added: u64,
+    /// The latest fact's time.
+    newest_ns: u64,
+    /// The longest recorded interval seen.
+    recorded_interval_ns: u64,
+    /// Every bucket before this time has been shown.
+    shown_until_ns: u64,
+    /// Facts that came after their bucket was shown.
+    late: u64,
+    view: ThrottleView,
 }
+
+/// How far behind the newest fact a bucket waits for stragglers.
+const REORDER_WINDOW_NS: u64 = 10_000_000_000;
 
 impl ThrottleReplay {
     #[must_use]
@@ -260,48 +280,59 @@ impl ThrottleReplay {
         Self {
             options,
             start_ns,
-            facts: Vec::new(),
+            window: BTreeMap::new(),
+            added: 0,
+            newest_ns: 0,
+            recorded_interval_ns: 0,
+            shown_until_ns: start_ns,
+            late: 0,
+            view: ThrottleView::new(options, None),
         }
     }
 
-    fn print(&mut self, cx: &mut Context) -> io::Result<()> {
-        let options = self.options;
-        let mut facts = std::mem::take(&mut self.facts);
-        facts.sort_by_key(|(at, _)| *at);
-        let interval_ns = u64::try_from(options.interval.as_nanos())
+    fn interval_ns(&self) -> u64 {
+        u64::try_from(self.options.interval.as_nanos())
             .unwrap_or(u64::MAX)
-            .max(1);
-        let start = self.start_ns;
-        let mut view = ThrottleView::new(options, None);
+            .max(1)
+    }
+
+    /// Shows every bucket that ends at least the reorder window before
+    /// `until_ns` (all of them with `u64::MAX`).
+    fn show_until(&mut self, until_ns: u64, cx: &mut Context) -> io::Result<()> {
+        let wait = REORDER_WINDOW_NS.max(self.recorded_interval_ns.saturating_mul(2));
+        let interval_ns = self.interval_ns();
         let mut out = crate::text::stdout();
-        let mut index = 0;
-        while index < facts.len() {
-            let bucket = facts[index].0.saturating_sub(start) / interval_ns;
+        while let Some((&(first, _), _)) = self.window.first_key_value() {
+            let bucket = first.saturating_sub(self.start_ns) / interval_ns;
             let (bucket_start, bucket_end) = (
-                start + bucket * interval_ns,
-                start + (bucket + 1) * interval_ns,
+                self.start_ns + bucket * interval_ns,
+                self.start_ns + (bucket + 1) * interval_ns,
             );
+            if bucket_end.saturating_add(wait) > until_ns {
+                break;
+            }
             let mut spans = false;
-            while index < facts.len() && facts[index].0 < bucket_end {
-                let (_, event) = &facts[index];
-                index += 1;
-                match event {
-                    Event::ThrottleSpan(span) => {
-                        let mut span = span.clone();
+            while let Some(entry) = self.window.first_entry() {
+                if entry.key().0 >= bucket_end {
+                    break;
+                }
+                match entry.remove() {
+                    Event::ThrottleSpan(mut span) => {
                         span.cgroup = span.cgroup_ref.map(|c| cx.names.name(c));
                         spans |= cx
                             .selection
                             .keeps(span.cgroup.as_deref().unwrap_or_default());
-                        view.span(&span, cx)?;
+                        self.view.span(&span, cx)?;
                     }
                     other => {
-                        view.event(other, cx).map_err(io::Error::other)?;
+                        self.view.event(&other, cx).map_err(io::Error::other)?;
                     }
                 }
             }
+            self.shown_until_ns = bucket_end;
             // As before samples were recorded: a bucket shows when it has
             // spans, or samples of a limited group.
-            let rows = view.rows(bucket_start, bucket_end, cx);
+            let rows = self.view.rows(bucket_start, bucket_end, cx);
             if spans || !rows.is_empty() {
                 print_interval(
                     &mut out,
@@ -309,29 +340,58 @@ impl ThrottleReplay {
                     &cx.clock,
                     bucket_start,
                     bucket_end,
-                    options.json,
-                    &mut view.header_printed,
+                    self.options.json,
+                    &mut self.view.header_printed,
                 )?;
             }
         }
-        Ok(())
+        out.flush()
     }
 }
 
 impl Sink for ThrottleReplay {
-    fn event(&mut self, event: &Event, _cx: &mut Context) -> anyhow::Result<Flow> {
+    fn event(&mut self, event: &Event, cx: &mut Context) -> anyhow::Result<Flow> {
         let at = match event {
             Event::ThrottleSpan(span) => span.end_ns,
             Event::Cpu(sample) => sample.at_ns,
             Event::Pressure(sample) => sample.at_ns,
+            Event::Tick(tick) => {
+                self.recorded_interval_ns = self
+                    .recorded_interval_ns
+                    .max(tick.end_ns.saturating_sub(tick.start_ns));
+                return Ok(Flow::Continue);
+            }
             _ => return Ok(Flow::Continue),
         };
-        self.facts.push((at, event.clone()));
-        Ok(Flow::Continue)
+        let at = if at < self.shown_until_ns {
+            self.late += 1;
+            self.shown_until_ns
+        } else {
+            at
+        };
+        self.window.insert((at, self.added), event.clone());
+        self.added += 1;
+        self.newest_ns = self.newest_ns.max(at);
+        match self.show_until(self.newest_ns, cx) {
+            // The reader went away: nothing more to show.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Flow::Stop),
+            other => Ok(other.map(|()| Flow::Continue)?),
+        }
     }
 
     fn finish(&mut self, cx: &mut Context, _end: &End) -> anyhow::Result<()> {
-        Ok(self.print(cx)?)
+        match self.show_until(u64::MAX, cx) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other?,
+        }
+        if self.late > 0 {
+            crate::note!(
+                "cgtrace: {} spans or samples reached the trace more than {} s after their time and are shown in a later interval",
+                self.late,
+                REORDER_WINDOW_NS.max(self.recorded_interval_ns.saturating_mul(2)) / 1_000_000_000
+            );
+        }
+        Ok(())
     }
 }
 

@@ -3,9 +3,14 @@
 //! time series: memory and page cache per cgroup, evictions, CPU
 //! throttling, and a timeline of throttle spans and OOM kills.
 
-use std::{collections::HashMap, fmt::Write as _};
+use std::{
+    collections::HashMap,
+    fmt::{self, Write as _},
+    io,
+};
 
 use super::{
+    series::{ChartPlan, ChartSeries},
     summary::{CgroupSummary, Summary},
     svg::{self, Lane, Marker, PALETTE, Series, Unit, escape},
     text::{
@@ -14,12 +19,8 @@ use super::{
     },
 };
 use crate::{
-    event::ThrottleSpan,
     trace::file::Ending,
-    view::{
-        cache::duration,
-        format::{bytes, rfc3339},
-    },
+    view::format::{bytes, rfc3339},
 };
 
 /// Cgroups drawn per chart (the tables list them all).
@@ -59,11 +60,6 @@ fn seconds(summary: &Summary, ns: u64) -> f64 {
     s
 }
 
-#[expect(clippy::cast_precision_loss, reason = "byte counts plotted as f64")]
-fn as_f64(value: u64) -> f64 {
-    value as f64
-}
-
 /// Gives each cgroup one colour in every chart, in the order they are
 /// first drawn (colours repeat after the palette's eight).
 #[derive(Default)]
@@ -76,28 +72,82 @@ impl Colours {
     }
 }
 
-/// The `SERIES_PER_CHART` cgroups ranking highest by `key`, as coloured
-/// series of `points`; the root cgroup (the whole machine) is left out.
-fn top_series(
-    cx: &Context<'_>,
-    colours: &mut Colours,
-    key: impl Fn(&CgroupSummary) -> u64,
-    points: impl Fn(&CgroupSummary) -> Vec<(f64, f64)>,
-) -> Vec<Series> {
-    let mut ranked: Vec<(&String, &CgroupSummary)> = cx
+/// The `SERIES_PER_CHART` cgroups ranking highest by `key`; the root
+/// cgroup (the whole machine) is left out.
+fn ranked(cx: &Context<'_>, key: impl Fn(&CgroupSummary) -> u64) -> Vec<String> {
+    let mut ranked: Vec<(&String, u64)> = cx
         .summary
         .cgroups
         .iter()
-        .filter(|(name, c)| name.as_str() != "/" && key(c) > 0)
+        .map(|(name, c)| (name, key(c)))
+        .filter(|(name, key)| name.as_str() != "/" && *key > 0)
         .collect();
-    ranked.sort_by_key(|(name, c)| (std::cmp::Reverse(key(c)), (*name).clone()));
+    ranked.sort_by_key(|(name, key)| (std::cmp::Reverse(*key), (*name).clone()));
     ranked
         .into_iter()
         .take(SERIES_PER_CHART)
-        .map(|(name, c)| Series {
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The timeline's lanes: cgroups throttled or OOM-killed, the most (by
+/// throttled time, a kill counting a second) first.
+fn lanes(cx: &Context<'_>) -> Vec<String> {
+    let mut lanes: Vec<(u64, String, &String)> = cx
+        .summary
+        .cgroups
+        .iter()
+        .filter(|(_, c)| c.throttle.spans > 0 || c.oom_kills > 0)
+        .map(|(name, c)| {
+            (
+                c.throttled_ns() + c.oom_kills * 1_000_000_000,
+                cx.label(name),
+                name,
+            )
+        })
+        .collect();
+    lanes.sort_by_key(|(weight, label, _)| (std::cmp::Reverse(*weight), label.clone()));
+    lanes
+        .into_iter()
+        .take(TIMELINE_LANES)
+        .map(|(_, _, name)| name.clone())
+        .collect()
+}
+
+/// What the charts draw, from the summary: the second pass gathers it.
+#[must_use]
+pub fn plan(cx: &Context<'_>) -> ChartPlan {
+    let summary = cx.summary;
+    let x_max = summary.seconds();
+    ChartPlan {
+        memory: ranked(cx, |c| c.peak_usage().unwrap_or(0)),
+        page_cache: ranked(cx, |c| c.sampled_page_cache_max.unwrap_or(0)),
+        evicted: ranked(cx, CgroupSummary::evicted_total),
+        throttled: ranked(cx, CgroupSummary::throttled_ns),
+        pressure: ranked(cx, |c| {
+            c.pressure.and_then(|p| p.memory).map_or(0, |m| m.some_us)
+        }),
+        lanes: lanes(cx),
+        start_ns: summary.start_ns,
+        x_max,
+        has_intervals: summary.intervals > 0,
+        throttle_bin_s: svg::tick_step(x_max, 40.0).max(0.1),
+    }
+}
+
+/// The planned cgroups of one chart as coloured series of `points`.
+fn top_series(
+    cx: &Context<'_>,
+    colours: &mut Colours,
+    paths: &[String],
+    points: impl Fn(&str) -> Vec<(f64, f64)>,
+) -> Vec<Series> {
+    paths
+        .iter()
+        .map(|name| Series {
             name: cx.label(name),
             colour: colours.of(name),
-            points: points(c),
+            points: points(name),
         })
         .filter(|s| !s.points.is_empty())
         .collect()
@@ -117,47 +167,6 @@ fn legend(series: &[Series]) -> String {
     out
 }
 
-/// Throttled milliseconds per second of each cgroup, in bins.
-fn throttle_points(summary: &Summary, spans: &[ThrottleSpan], bin_s: f64) -> Vec<(f64, f64)> {
-    let total = summary.seconds();
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "a bin count of a bounded recording"
-    )]
-    let bin_count = ((total / bin_s).ceil() as usize).clamp(1, 100_000);
-    let mut throttled = vec![0.0f64; bin_count];
-    for span in spans {
-        let (start, end) = (
-            seconds(summary, span.start_ns),
-            seconds(summary, span.end_ns),
-        );
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "non-negative bin index"
-        )]
-        let first = (start / bin_s).floor().max(0.0) as usize;
-        for (bin, slot) in throttled.iter_mut().enumerate().skip(first) {
-            #[expect(clippy::cast_precision_loss, reason = "bin index")]
-            let (lo, hi) = (bin as f64 * bin_s, (bin + 1) as f64 * bin_s);
-            if lo >= end {
-                break;
-            }
-            *slot += (end.min(hi) - start.max(lo)).max(0.0);
-        }
-    }
-    throttled
-        .iter()
-        .enumerate()
-        .map(|(bin, t)| {
-            #[expect(clippy::cast_precision_loss, reason = "bin index")]
-            let mid = (bin as f64 + 0.5) * bin_s;
-            (mid, t / bin_s * 1000.0)
-        })
-        .collect()
-}
-
 fn chart_section(out: &mut String, title: &str, note: &str, chart: Option<(String, &[Series])>) {
     let _ = write!(out, "<h2>{}</h2>", escape(title));
     match chart {
@@ -174,7 +183,7 @@ fn chart_section(out: &mut String, title: &str, note: &str, chart: Option<(Strin
     }
 }
 
-fn charts(out: &mut String, cx: &Context<'_>) {
+fn charts(out: &mut String, cx: &Context<'_>, series: &ChartSeries) {
     let summary = cx.summary;
     let markers: Vec<Marker> = summary
         .kills
@@ -193,256 +202,169 @@ fn charts(out: &mut String, cx: &Context<'_>) {
         })
         .collect();
     let mut colours = Colours::default();
-    memory_charts(out, cx, &mut colours, &markers);
-    eviction_chart(out, cx, &mut colours, cx.page, &markers);
-    throttle_chart(out, cx, &mut colours, &markers);
-    pressure_chart(out, cx, &mut colours, &markers);
-    timeline(out, cx);
+    let chart = Chart {
+        cx,
+        series,
+        markers: &markers,
+        x_max: series.plan().x_max,
+    };
+    memory_charts(out, &chart, &mut colours);
+    eviction_chart(out, &chart, &mut colours);
+    throttle_chart(out, &chart, &mut colours);
+    pressure_chart(out, &chart, &mut colours);
+    timeline(out, &chart);
+}
+
+/// What every chart draws from.
+struct Chart<'a> {
+    cx: &'a Context<'a>,
+    series: &'a ChartSeries,
+    markers: &'a [Marker],
+    x_max: f64,
+}
+
+impl Chart<'_> {
+    /// A line chart section of `paths`' series, or `empty` without any.
+    #[expect(clippy::too_many_arguments, reason = "one chart's words and data")]
+    fn line_section(
+        &self,
+        out: &mut String,
+        colours: &mut Colours,
+        (title, label, unit): (&str, &str, Unit),
+        paths: &[String],
+        points: impl Fn(&str) -> Vec<(f64, f64)>,
+        note: &str,
+        empty: &str,
+    ) {
+        let lines = top_series(self.cx, colours, paths, points);
+        chart_section(
+            out,
+            title,
+            if lines.is_empty() { empty } else { note },
+            (!lines.is_empty()).then(|| {
+                (
+                    svg::line_chart(label, unit, &lines, self.markers, self.x_max),
+                    &lines[..],
+                )
+            }),
+        );
+    }
 }
 
 /// Memory usage and page cache per cgroup over time.
-fn memory_charts(out: &mut String, cx: &Context<'_>, colours: &mut Colours, markers: &[Marker]) {
-    let summary = cx.summary;
-    let x_max = summary.seconds();
+fn memory_charts(out: &mut String, chart: &Chart<'_>, colours: &mut Colours) {
+    let (plan, series) = (chart.series.plan(), chart.series);
     let root_note =
         "The root cgroup (the whole machine) is left out of the plots; the tables list it.";
-    let memory = top_series(
-        cx,
-        colours,
-        |c| c.peak_usage().unwrap_or(0),
-        |c| {
-            c.memory
-                .iter()
-                .filter_map(|p| Some((seconds(summary, p.end_ns), as_f64(p.usage_bytes?))))
-                .collect()
-        },
-    );
-    chart_section(
+    chart.line_section(
         out,
-        "Memory usage per cgroup",
-        if memory.is_empty() {
-            "No memory samples in this trace."
-        } else {
-            root_note
-        },
-        (!memory.is_empty()).then(|| {
-            (
-                svg::line_chart("memory usage", Unit::Bytes, &memory, markers, x_max),
-                &memory[..],
-            )
-        }),
-    );
-
-    let cache = top_series(
-        cx,
         colours,
-        |c| {
-            c.memory
-                .iter()
-                .filter_map(|p| p.page_cache_bytes)
-                .max()
-                .unwrap_or(0)
-        },
-        |c| {
-            c.memory
-                .iter()
-                .filter_map(|p| Some((seconds(summary, p.end_ns), as_f64(p.page_cache_bytes?))))
-                .collect()
-        },
+        ("Memory usage per cgroup", "memory usage", Unit::Bytes),
+        &plan.memory,
+        |path| series.usage(path),
+        root_note,
+        "No memory samples in this trace.",
     );
-    chart_section(
+    chart.line_section(
         out,
-        "Page cache per cgroup",
-        if cache.is_empty() {
-            "No page-cache samples in this trace."
-        } else {
-            root_note
-        },
-        (!cache.is_empty()).then(|| {
-            (
-                svg::line_chart("page cache", Unit::Bytes, &cache, markers, x_max),
-                &cache[..],
-            )
-        }),
+        colours,
+        ("Page cache per cgroup", "page cache", Unit::Bytes),
+        &plan.page_cache,
+        |path| series.page_cache(path),
+        root_note,
+        "No page-cache samples in this trace.",
     );
 }
 
 /// Page cache evicted per second, per victim cgroup.
-fn eviction_chart(
-    out: &mut String,
-    cx: &Context<'_>,
-    colours: &mut Colours,
-    page: u64,
-    markers: &[Marker],
-) {
-    let summary = cx.summary;
-    let x_max = summary.seconds();
-    let evicted = top_series(cx, colours, CgroupSummary::evicted_total, |c| {
-        if summary.intervals.is_empty() {
-            return c
-                .evicted_series
-                .iter()
-                .map(|(end, pages)| (seconds(summary, *end), as_f64(pages * page)))
-                .collect();
-        }
-        // Every interval, so a quiet one draws as zero rather than as a
-        // line between its neighbours.
-        let by_end: HashMap<u64, u64> = c.evicted_series.iter().copied().collect();
-        summary
-            .intervals
-            .iter()
-            .map(|(start, end)| {
-                #[expect(clippy::cast_precision_loss, reason = "interval lengths")]
-                let length = (end.saturating_sub(*start) as f64 / 1e9).max(1e-3);
-                let pages = by_end.get(end).copied().unwrap_or(0);
-                (seconds(summary, *end), as_f64(pages * page) / length)
-            })
-            .collect()
-    });
-    chart_section(
+fn eviction_chart(out: &mut String, chart: &Chart<'_>, colours: &mut Colours) {
+    let series = chart.series;
+    chart.line_section(
         out,
-        "Page cache evicted per cgroup (victim)",
-        if evicted.is_empty() {
-            "No page cache was evicted while recording."
-        } else {
-            "Bytes of each cgroup's page cache evicted per second, whoever reclaimed it; the tables say by whom."
-        },
-        (!evicted.is_empty()).then(|| {
-            (
-                svg::line_chart("evicted", Unit::BytesPerSecond, &evicted, markers, x_max),
-                &evicted[..],
-            )
-        }),
+        colours,
+        (
+            "Page cache evicted per cgroup (victim)",
+            "evicted",
+            Unit::BytesPerSecond,
+        ),
+        &series.plan().evicted,
+        |path| series.evicted(path),
+        "Bytes of each cgroup's page cache evicted per second, whoever reclaimed it; the tables say by whom.",
+        "No page cache was evicted while recording.",
     );
 }
 
 /// Throttled time per second, per cgroup.
-fn throttle_chart(out: &mut String, cx: &Context<'_>, colours: &mut Colours, markers: &[Marker]) {
-    let summary = cx.summary;
-    let x_max = summary.seconds();
-    let bin_s = svg::tick_step(x_max, 40.0).max(0.1);
-    let throttling = top_series(cx, colours, CgroupSummary::throttled_ns, |c| {
-        throttle_points(summary, &c.spans, bin_s)
-    });
-    chart_section(
+fn throttle_chart(out: &mut String, chart: &Chart<'_>, colours: &mut Colours) {
+    let series = chart.series;
+    chart.line_section(
         out,
-        "CPU throttling per cgroup",
-        if throttling.is_empty() {
-            "No CFS throttling while recording."
-        } else {
-            "Milliseconds per second the cgroup's run queues spent throttled (summed over CPUs, so it can exceed 1000 ms/s)."
-        },
-        (!throttling.is_empty()).then(|| {
-            (
-                svg::line_chart(
-                    "throttled",
-                    Unit::MillisPerSecond,
-                    &throttling,
-                    markers,
-                    x_max,
-                ),
-                &throttling[..],
-            )
-        }),
+        colours,
+        (
+            "CPU throttling per cgroup",
+            "throttled",
+            Unit::MillisPerSecond,
+        ),
+        &series.plan().throttled,
+        |path| series.throttled(path),
+        "Milliseconds per second the cgroup's run queues spent throttled (summed over CPUs, so it can exceed 1000 ms/s).",
+        "No CFS throttling while recording.",
     );
 }
 
 /// Memory pressure per cgroup: the time some task stalled on memory,
 /// in milliseconds per second, between consecutive samples. Drawn only
 /// where the trace has pressure samples (cgroup v2).
-fn pressure_chart(out: &mut String, cx: &Context<'_>, colours: &mut Colours, markers: &[Marker]) {
-    let summary = cx.summary;
-    if summary
+fn pressure_chart(out: &mut String, chart: &Chart<'_>, colours: &mut Colours) {
+    if chart
+        .cx
+        .summary
         .cgroups
         .values()
-        .all(|c| c.memory_pressure_series.is_empty())
+        .all(|c| c.pressure.and_then(|p| p.memory).is_none())
     {
         return;
     }
-    let x_max = summary.seconds();
-    let stalled = top_series(
-        cx,
-        colours,
-        |c| c.pressure.and_then(|p| p.memory).map_or(0, |m| m.some_us),
-        |c| {
-            c.memory_pressure_series
-                .windows(2)
-                .map(|pair| {
-                    let ((before, _), (at, us)) = (pair[0], pair[1]);
-                    #[expect(clippy::cast_precision_loss, reason = "interval lengths")]
-                    let length_s = (at.saturating_sub(before) as f64 / 1e9).max(1e-3);
-                    (seconds(summary, at), as_f64(us) / 1000.0 / length_s)
-                })
-                .collect()
-        },
-    );
-    chart_section(
+    let series = chart.series;
+    let note = "Milliseconds per second in which some task of the cgroup stalled on memory (reclaim, refaults, swap-in): memory.pressure, some.";
+    chart.line_section(
         out,
-        "Memory pressure per cgroup",
-        "Milliseconds per second in which some task of the cgroup stalled on memory (reclaim, refaults, swap-in): memory.pressure, some.",
-        (!stalled.is_empty()).then(|| {
-            (
-                svg::line_chart(
-                    "memory stalled",
-                    Unit::MillisPerSecond,
-                    &stalled,
-                    markers,
-                    x_max,
-                ),
-                &stalled[..],
-            )
-        }),
+        colours,
+        (
+            "Memory pressure per cgroup",
+            "memory stalled",
+            Unit::MillisPerSecond,
+        ),
+        &series.plan().pressure,
+        |path| series.memory_stalled(path),
+        note,
+        note,
     );
 }
 
 /// Throttle spans and OOM kills, one lane per cgroup.
-fn timeline(out: &mut String, cx: &Context<'_>) {
+fn timeline(out: &mut String, chart: &Chart<'_>) {
+    let (cx, series) = (chart.cx, chart.series);
     let summary = cx.summary;
-    let x_max = summary.seconds();
-    let mut lanes: Vec<(u64, Lane)> = summary
-        .cgroups
+    let mut lanes: Vec<Lane> = series
+        .plan()
+        .lanes
         .iter()
-        .filter(|(_, c)| !c.spans.is_empty() || c.oom_kills > 0)
-        .map(|(name, c)| {
-            let lane = Lane {
-                name: cx.label(name),
-                spans: c
-                    .spans
-                    .iter()
-                    .map(|s| {
-                        (
-                            seconds(summary, s.start_ns),
-                            seconds(summary, s.end_ns),
-                            format!(
-                                "throttled {} on CPU {} (quota run out by {}[{}])",
-                                duration(s.duration_ns()),
-                                s.cpu,
-                                s.comm,
-                                s.pid
-                            ),
-                        )
-                    })
-                    .collect(),
-                instants: Vec::new(),
-            };
-            (c.throttled_ns() + c.oom_kills * 1_000_000_000, lane)
+        .map(|name| Lane {
+            name: cx.label(name),
+            spans: series.lane(name),
+            instants: Vec::new(),
         })
         .collect();
     for kill in &summary.kills {
         let name = cx.label(kill.victim.cgroup.as_deref().unwrap_or_default());
-        if let Some((_, lane)) = lanes.iter_mut().find(|(_, l)| l.name == name) {
+        if let Some(lane) = lanes.iter_mut().find(|l| l.name == name) {
             lane.instants.push((
                 seconds(summary, kill.monotonic_ns),
                 format!("OOM kill of {}[{}]", kill.victim.comm, kill.victim.pid),
             ));
         }
     }
-    lanes.sort_by_key(|(weight, lane)| (std::cmp::Reverse(*weight), lane.name.clone()));
-    let lanes: Vec<Lane> = lanes
-        .into_iter()
-        .take(TIMELINE_LANES)
-        .map(|(_, l)| l)
-        .collect();
     out.push_str("<h2>Timeline</h2>");
     if lanes.is_empty() {
         out.push_str(r#"<p class="empty">No throttle spans or OOM kills while recording.</p>"#);
@@ -453,13 +375,13 @@ fn timeline(out: &mut String, cx: &Context<'_>) {
             svg::THROTTLE_COLOUR,
             svg::OOM_COLOUR
         );
-        out.push_str(&svg::timeline(&lanes, x_max));
+        out.push_str(&svg::timeline(&lanes, chart.x_max));
     }
 }
 
 /// An HTML table: a name column, then `columns`.
 fn table<'a>(
-    out: &mut String,
+    out: &mut impl fmt::Write,
     title: &str,
     columns: &[&str],
     rows: impl Iterator<Item = (String, &'a String, Vec<String>)>,
@@ -472,7 +394,7 @@ fn table<'a>(
     for column in columns {
         let _ = write!(out, "<th>{}</th>", escape(&column.to_lowercase()));
     }
-    out.push_str("</tr>");
+    let _ = out.write_str("</tr>");
     for (label, path, cells) in rows {
         let _ = write!(
             out,
@@ -483,12 +405,12 @@ fn table<'a>(
         for cell in cells {
             let _ = write!(out, "<td>{}</td>", escape(&cell));
         }
-        out.push_str("</tr>");
+        let _ = out.write_str("</tr>");
     }
-    out.push_str("</table></div>");
+    let _ = out.write_str("</table></div>");
 }
 
-fn tables(out: &mut String, cx: &Context<'_>) {
+fn tables(out: &mut impl fmt::Write, cx: &Context<'_>) {
     let (summary, page) = (cx.summary, cx.page);
     let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), bytes);
     table(
@@ -509,7 +431,7 @@ fn tables(out: &mut String, cx: &Context<'_>) {
         );
     }
     if !summary.kills.is_empty() {
-        out.push_str("<h2>OOM kills</h2><div class=\"scroll\"><table><tr><th>time (UTC)</th><th>victim</th><th>cgroup</th><th>limit hit in</th><th>limit</th><th>usage</th><th>anon RSS</th><th>file RSS</th></tr>");
+        let _ = out.write_str("<h2>OOM kills</h2><div class=\"scroll\"><table><tr><th>time (UTC)</th><th>victim</th><th>cgroup</th><th>limit hit in</th><th>limit</th><th>usage</th><th>anon RSS</th><th>file RSS</th></tr>");
         for kill in &summary.kills {
             let memcg = kill.oom_memcg.as_ref();
             let _ = write!(
@@ -536,13 +458,19 @@ fn tables(out: &mut String, cx: &Context<'_>) {
                 opt(kill.memory.file_rss_bytes),
             );
         }
-        out.push_str("</table></div>");
+        let _ = out.write_str("</table></div>");
     }
 }
 
-/// The whole page.
-#[must_use]
-pub fn page(cx: &Context<'_>, source: &str) -> String {
+/// Writes the whole page to `sink`: its head and charts (bounded by the
+/// plan), then its tables row by row, so a report of many cgroups is never
+/// held whole.
+pub fn write_page(
+    sink: &mut dyn io::Write,
+    cx: &Context<'_>,
+    series: &ChartSeries,
+    source: &str,
+) -> io::Result<()> {
     let h = &cx.trace.header;
     let mut out = String::new();
     let _ = write!(
@@ -560,7 +488,7 @@ pub fn page(cx: &Context<'_>, source: &str) -> String {
         rfc3339(cx.started),
         cx.summary.seconds(),
         cx.trace.records,
-        cx.summary.intervals.len(),
+        cx.summary.intervals,
         escape(&ending_text(cx.trace.ending)),
         escape(&losses_text(cx.summary)),
     );
@@ -573,8 +501,38 @@ pub fn page(cx: &Context<'_>, source: &str) -> String {
     if cx.summary.stats.is_some_and(|s| s.lost() > 0) {
         out.push_str(r#"<p class="warn">The recorder lost events (see losses above): counts below are lower bounds.</p>"#);
     }
-    charts(&mut out, cx);
+    charts(&mut out, cx, series);
+    sink.write_all(out.as_bytes())?;
+    let mut out = IoText::new(sink);
     tables(&mut out, cx);
-    out.push_str("</body></html>\n");
-    out
+    let _ = out.write_str("</body></html>\n");
+    out.finish()
+}
+
+/// `fmt::Write` over an `io::Write`, keeping the first error for the end.
+struct IoText<'a> {
+    sink: &'a mut dyn io::Write,
+    error: Option<io::Error>,
+}
+
+impl<'a> IoText<'a> {
+    fn new(sink: &'a mut dyn io::Write) -> Self {
+        Self { sink, error: None }
+    }
+
+    fn finish(self) -> io::Result<()> {
+        self.error.map_or(Ok(()), Err)
+    }
+}
+
+impl fmt::Write for IoText<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if self.error.is_some() {
+            return Err(fmt::Error);
+        }
+        self.sink.write_all(text.as_bytes()).map_err(|error| {
+            self.error = Some(error);
+            fmt::Error
+        })
+    }
 }

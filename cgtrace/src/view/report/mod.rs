@@ -3,6 +3,7 @@
 //! [`html`] page with [`svg`] plots.
 
 pub mod html;
+pub mod series;
 pub mod summary;
 pub mod svg;
 pub mod text;

@@ -1,6 +1,9 @@
 //! What a recorded run did, per cgroup, built from a trace's events: the
-//! totals the text and JSON reports print, and the time series the HTML
-//! report plots.
+//! totals the text, JSON and HTML reports print. Each cgroup's state is of
+//! constant size, so a recording of any length is summed in memory that
+//! grows only with the cgroups it names; the HTML report's time series are
+//! gathered in a second pass, for the cgroups its charts draw
+//! ([`super::series`]).
 //!
 //! Cgroups are keyed by path, so on a v1 host the memory and cpu cgroups of
 //! one workload (same path, two hierarchies) make one row.
@@ -9,47 +12,43 @@ use std::collections::{BTreeMap, HashSet};
 
 use cgtrace_common::{
     cgroup::CgroupRef,
-    pagecache::{CHARGE_KINDS, CacheReason, ReclaimKind, StallStats},
+    pagecache::{CACHE_REASONS, CHARGE_KINDS, ReclaimKind, StallStats},
 };
 
 use crate::{
-    event::{Charges, Event, MemoryEvents, MemorySample, OomKill, ProbeCounters, ThrottleSpan},
+    event::{Charges, Event, MemoryEvents, MemorySample, OomKill, ProbeCounters},
     model::{
         cache::by_owner,
         memory::MemoryModel,
         pressure::{PressureFacts, PressureModel},
+        throttle::SpanTally,
     },
     probe::ProbeStats,
     session::{CgroupNames, Context, End, Flow, Sink},
     trace::record::ChargesFrom,
 };
 
-/// A cgroup's memory at the end of one interval.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemoryPoint {
-    pub end_ns: u64,
-    pub usage_bytes: Option<u64>,
-    pub page_cache_bytes: Option<u64>,
-}
-
-/// One cgroup's totals over the whole trace, and its series.
+/// One cgroup's totals over the whole trace.
 #[derive(Clone, Debug)]
 pub struct CgroupSummary {
     pub oom_kills: u64,
-    pub spans: Vec<ThrottleSpan>,
+    /// Its throttle spans, summed.
+    pub throttle: SpanTally,
     /// Page-cache pages added and removed (deleted, truncated: not reclaim).
     pub added: u64,
     pub removed: u64,
-    /// Evicted pages by reason name.
-    pub evicted: BTreeMap<&'static str, u64>,
-    /// Evicted pages by reclaimer name.
-    pub evicted_by: BTreeMap<String, u64>,
-    /// Evicted pages per interval end, for the plot.
-    pub evicted_series: Vec<(u64, u64)>,
-    pub stalls: BTreeMap<ReclaimKind, StallStats>,
+    /// Evicted pages by reason (indexed by `CacheReason`).
+    pub evicted: [u64; CACHE_REASONS],
+    /// Evicted pages by reclaimer name, in name order (a sorted list: a
+    /// map's node is larger than the few reclaimers a cgroup has).
+    pub evicted_by: Vec<(String, u64)>,
+    /// Reclaim stalls by kind, in kind order.
+    pub stalls: Vec<(ReclaimKind, CompactStalls)>,
     /// `(charged, uncharged)` pages per `ChargeKind` (refaults: counts).
     pub charges: Charges,
-    pub memory: Vec<MemoryPoint>,
+    /// The highest usage and page cache any sample saw.
+    pub sampled_usage_max: Option<u64>,
+    pub sampled_page_cache_max: Option<u64>,
     pub limit_bytes: Option<u64>,
     /// The kernel's own usage watermarks (since the cgroup was created),
     /// first and highest recorded.
@@ -63,30 +62,27 @@ pub struct CgroupSummary {
     pub period_ns: Option<u64>,
     /// Pressure stalls over the trace, where the kernel has them.
     pub pressure: Option<PressureFacts>,
-    /// Memory pressure (`some`) stalled per sample, `(time, µs)`, for the plot.
-    pub memory_pressure_series: Vec<(u64, u64)>,
 }
 
 impl Default for CgroupSummary {
     fn default() -> Self {
         Self {
             oom_kills: 0,
-            spans: Vec::new(),
+            throttle: SpanTally::default(),
             added: 0,
             removed: 0,
-            evicted: BTreeMap::new(),
-            evicted_by: BTreeMap::new(),
-            evicted_series: Vec::new(),
-            stalls: BTreeMap::new(),
+            evicted: [0; CACHE_REASONS],
+            evicted_by: Vec::new(),
+            stalls: Vec::new(),
             charges: [(0, 0); CHARGE_KINDS],
-            memory: Vec::new(),
+            sampled_usage_max: None,
+            sampled_page_cache_max: None,
             limit_bytes: None,
             peak_watermark_bytes: None,
             created_in_trace: false,
             events: None,
             period_ns: None,
             pressure: None,
-            memory_pressure_series: Vec::new(),
         }
     }
 }
@@ -94,7 +90,7 @@ impl Default for CgroupSummary {
 impl CgroupSummary {
     #[must_use]
     pub fn evicted_total(&self) -> u64 {
-        self.evicted.values().sum()
+        self.evicted.iter().sum()
     }
 
     /// The highest usage during the trace: the kernel's own watermark where
@@ -113,21 +109,28 @@ impl CgroupSummary {
         let watermark = self.peak_watermark_bytes.and_then(|(first, highest)| {
             (highest > first || self.created_in_trace).then_some(highest)
         });
-        watermark.or_else(|| self.memory.iter().filter_map(|p| p.usage_bytes).max())
+        watermark.or(self.sampled_usage_max)
     }
 
     #[must_use]
     pub fn throttled_ns(&self) -> u64 {
-        self.spans.iter().map(ThrottleSpan::duration_ns).sum()
+        self.throttle.total_ns
+    }
+
+    /// The periods the kernel counted as throttled, from the spans (see
+    /// [`crate::model::throttle::periods_in`]).
+    #[must_use]
+    pub fn throttled_periods(&self) -> u64 {
+        self.throttle.periods(self.period_ns)
     }
 
     /// All reclaim stalls of the cgroup, whatever their kind.
     #[must_use]
     pub fn all_stalls(&self) -> Option<StallStats> {
-        let mut stalls = self.stalls.values();
-        let mut all = *stalls.next()?;
+        let mut stalls = self.stalls.iter().map(|(_, s)| s.expand());
+        let mut all = stalls.next()?;
         for more in stalls {
-            all.merge(more);
+            all.merge(&more);
         }
         Some(all)
     }
@@ -137,11 +140,68 @@ impl CgroupSummary {
     pub fn has_memory_activity(&self) -> bool {
         self.oom_kills > 0
             || self.added + self.removed + self.evicted_total() > 0
-            || self.stalls.values().any(|s| s.count > 0)
-            || self
-                .memory
-                .iter()
-                .any(|p| p.usage_bytes.is_some_and(|u| u > 0))
+            || self.stalls.iter().any(|(_, s)| s.count > 0)
+            || self.sampled_usage_max.is_some_and(|u| u > 0)
+    }
+}
+
+/// A cgroup's reclaim stalls of one kind over the trace, the histogram
+/// kept sparse: few of its buckets are ever used, and whole it takes
+/// 1.3 KB, for every cgroup a long recording names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactStalls {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    pub scanned: u64,
+    pub reclaimed: u64,
+    pub dirty: u64,
+    pub writeback: u64,
+    /// `(bucket, count)` of the buckets in use, in bucket order.
+    buckets: Vec<(u16, u64)>,
+}
+
+impl CompactStalls {
+    /// Adds an interval's stalls.
+    pub fn add(&mut self, stats: &StallStats) {
+        self.count += stats.count;
+        self.total_ns += stats.total_ns;
+        self.max_ns = self.max_ns.max(stats.max_ns);
+        self.scanned += stats.scanned;
+        self.reclaimed += stats.reclaimed;
+        self.dirty += stats.dirty;
+        self.writeback += stats.writeback;
+        for (bucket, &count) in stats.buckets.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let bucket = u16::try_from(bucket).unwrap_or(u16::MAX);
+            match self.buckets.binary_search_by_key(&bucket, |(b, _)| *b) {
+                Ok(at) => self.buckets[at].1 += count,
+                Err(at) => self.buckets.insert(at, (bucket, count)),
+            }
+        }
+    }
+
+    /// The whole histogram, for its percentiles.
+    #[must_use]
+    pub fn expand(&self) -> StallStats {
+        let mut stats = StallStats {
+            count: self.count,
+            total_ns: self.total_ns,
+            max_ns: self.max_ns,
+            scanned: self.scanned,
+            reclaimed: self.reclaimed,
+            dirty: self.dirty,
+            writeback: self.writeback,
+            ..StallStats::ZERO
+        };
+        for &(bucket, count) in &self.buckets {
+            if let Some(slot) = stats.buckets.get_mut(usize::from(bucket)) {
+                *slot += count;
+            }
+        }
+        stats
     }
 }
 
@@ -154,8 +214,8 @@ pub struct Summary {
     pub stats: Option<ProbeStats>,
     pub start_ns: u64,
     pub last_ns: u64,
-    /// The recorded sampling intervals, `(start, end)`.
-    pub intervals: Vec<(u64, u64)>,
+    /// The recorded sampling intervals.
+    pub intervals: u64,
     /// Where charges came from, as the last interval said.
     pub charges_from: Option<ChargesFrom>,
     memory_model: MemoryModel,
@@ -215,7 +275,7 @@ impl Summary {
             stats: None,
             start_ns,
             last_ns: start_ns,
-            intervals: Vec::new(),
+            intervals: 0,
             charges_from: None,
             memory_model: MemoryModel::new(page_size),
             pressure_model: PressureModel::new(),
@@ -245,13 +305,14 @@ impl Summary {
             }
             Event::ThrottleSpan(span) => {
                 self.last_ns = self.last_ns.max(span.end_ns);
-                self.entry(span.cgroup_ref).spans.push(span.clone());
+                let totals = self.entry(span.cgroup_ref);
+                totals.throttle.add(span, totals.period_ns);
             }
             Event::Counters(counters) => self.counters(counters),
             Event::Memory(sample) => self.memory(sample),
             Event::Tick(tick) => {
                 self.last_ns = self.last_ns.max(tick.end_ns);
-                self.intervals.push((tick.start_ns, tick.end_ns));
+                self.intervals += 1;
                 self.charges_from = self.interval_charges.take();
             }
             Event::Health(health) => {
@@ -264,11 +325,6 @@ impl Summary {
                 let (cgroup, facts) = self.pressure_model.sample(sample);
                 let totals = self.entry(Some(cgroup));
                 totals.pressure.get_or_insert_default().add(&facts);
-                if let Some(memory) = facts.memory {
-                    totals
-                        .memory_pressure_series
-                        .push((sample.at_ns, memory.some_us));
-                }
             }
             Event::Cpu(sample) => {
                 if let Some(bandwidth) = sample.bandwidth {
@@ -299,29 +355,32 @@ impl Summary {
             let totals = self.entry(activity.owner);
             totals.added += activity.added;
             totals.removed += activity.removed;
-            for reason in CacheReason::ALL {
-                let pages = activity.evicted[reason as usize];
-                if pages > 0 {
-                    *totals.evicted.entry(reason.name()).or_default() += pages;
-                }
+            for (total, pages) in totals.evicted.iter_mut().zip(activity.evicted) {
+                *total += pages;
             }
             for (actor, pages) in actors {
-                *totals.evicted_by.entry(actor).or_default() += pages;
-            }
-            let evicted = activity.evicted_total();
-            if evicted > 0 {
-                totals.evicted_series.push((counters.end_ns, evicted));
+                match totals
+                    .evicted_by
+                    .binary_search_by(|(name, _)| name.as_str().cmp(&actor))
+                {
+                    Ok(at) => totals.evicted_by[at].1 += pages,
+                    Err(at) => totals.evicted_by.insert(at, (actor, pages)),
+                }
             }
             if let Some(charges) = activity.charges {
                 add_charges(&mut totals.charges, &charges);
             }
         }
         for stall in &counters.stalls {
-            self.entry(stall.cgroup)
-                .stalls
-                .entry(stall.kind)
-                .and_modify(|s| s.merge(&stall.stats))
-                .or_insert(*stall.stats);
+            let stalls = &mut self.entry(stall.cgroup).stalls;
+            let at = match stalls.binary_search_by_key(&stall.kind, |(kind, _)| *kind) {
+                Ok(at) => at,
+                Err(at) => {
+                    stalls.insert(at, (stall.kind, CompactStalls::default()));
+                    at
+                }
+            };
+            stalls[at].1.add(&stall.stats);
         }
     }
 
@@ -334,11 +393,8 @@ impl Summary {
             .contains(&(sample.cgroup.hierarchy, sample.cgroup.id));
         let totals = self.entry(Some(sample.cgroup));
         totals.created_in_trace |= created;
-        totals.memory.push(MemoryPoint {
-            end_ns: sample.at_ns,
-            usage_bytes: facts.usage_bytes,
-            page_cache_bytes: facts.owned_bytes,
-        });
+        totals.sampled_usage_max = totals.sampled_usage_max.max(facts.usage_bytes);
+        totals.sampled_page_cache_max = totals.sampled_page_cache_max.max(facts.owned_bytes);
         totals.limit_bytes = facts.limit_bytes.or(totals.limit_bytes);
         if let Some(peak) = facts.peak_bytes {
             let (first, highest) = totals.peak_watermark_bytes.get_or_insert((peak, peak));
@@ -410,11 +466,12 @@ mod tests {
         let summary = summarize(&sample_events());
         let app = &summary.cgroups["/kubepods/pod1/app"];
         assert_eq!(app.oom_kills, 2);
-        assert_eq!(app.spans.len(), 1);
+        assert_eq!(app.throttle.spans, 1);
         assert_eq!(app.evicted_total(), 32_760);
-        assert_eq!(app.evicted["ancestor_limit"], 32_760);
-        assert_eq!(app.evicted_by["(uncharged)"], 32_760);
-        assert_eq!(app.stalls[&ReclaimKind::Memcg].count, 3);
+        assert_eq!(app.evicted[CacheReason::AncestorLimit as usize], 32_760);
+        assert_eq!(app.evicted_by, [("(uncharged)".to_owned(), 32_760)]);
+        assert_eq!(app.stalls, [(ReclaimKind::Memcg, app.stalls[0].1.clone())]);
+        assert_eq!(app.stalls[0].1.count, 3);
         assert_eq!(
             app.peak_usage(),
             Some(100 << 20),
@@ -423,7 +480,7 @@ mod tests {
         assert_eq!(app.events.unwrap().max, Some(7));
         let uncharged = &summary.cgroups["(uncharged)"];
         assert_eq!(uncharged.charges[ChargeKind::RefaultFile as usize], (12, 0));
-        assert_eq!(summary.intervals, vec![(5_000_000_000, 6_000_000_000)]);
+        assert_eq!(summary.intervals, 1);
         assert!(summary.stats.is_some());
     }
 
@@ -472,8 +529,7 @@ mod tests {
         let row = &summary.cgroups["id:9"];
         let all = row.all_stalls().unwrap();
         assert_eq!((all.count, all.max_ns), (5, 50));
-        assert_eq!(row.evicted_series, vec![(10, 11), (20, 1)]);
-        assert_eq!(row.evicted_by["id:9"], 12);
+        assert_eq!(row.evicted_by, [("id:9".to_owned(), 12)]);
     }
 
     #[test]

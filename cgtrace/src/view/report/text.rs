@@ -12,7 +12,6 @@ use super::summary::{CgroupSummary, Summary};
 use crate::{
     identity::Identity,
     model::pressure::{PressureFacts, Stalled},
-    model::throttle::periods_in,
     system::Clock,
     trace::{
         file::{Ending, TraceInfo},
@@ -48,7 +47,9 @@ impl<'a> Context<'a> {
         let paths = summary
             .cgroups
             .iter()
-            .flat_map(|(path, c)| std::iter::once(path).chain(c.evicted_by.keys()))
+            .flat_map(|(path, c)| {
+                std::iter::once(path).chain(c.evicted_by.iter().map(|(who, _)| who))
+            })
             .chain(summary.kills.iter().flat_map(|k| {
                 [
                     k.victim.cgroup.as_ref(),
@@ -176,23 +177,17 @@ pub const CPU_COLUMNS: [&str; 4] = ["THROTTLED", "SPANS", "THR.TIME", "MAX.SPAN"
 /// One cgroup's cells of the CPU table.
 #[must_use]
 pub fn cpu_cells(c: &CgroupSummary) -> [String; 4] {
-    let longest = c
-        .spans
-        .iter()
-        .map(crate::event::ThrottleSpan::duration_ns)
-        .max()
-        .unwrap_or(0);
     [
-        periods_in(&c.spans, c.period_ns).to_string(),
-        c.spans.len().to_string(),
+        c.throttled_periods().to_string(),
+        c.throttle.spans.to_string(),
         duration(c.throttled_ns()),
-        duration(longest),
+        duration(c.throttle.max_ns),
     ]
 }
 
 /// Cgroups that were throttled.
 pub fn cpu_rows(summary: &Summary) -> impl Iterator<Item = (&String, &CgroupSummary)> {
-    summary.cgroups.iter().filter(|(_, c)| !c.spans.is_empty())
+    summary.cgroups.iter().filter(|(_, c)| c.throttle.spans > 0)
 }
 
 pub fn text(out: &mut impl io::Write, cx: &Context<'_>) -> io::Result<()> {
@@ -339,7 +334,7 @@ fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
     let evicted: serde_json::Map<String, Value> = EVICTION_REASONS
         .iter()
         .map(|r| {
-            let pages = c.evicted.get(r.name()).copied().unwrap_or(0);
+            let pages = c.evicted[*r as usize];
             (r.name().to_owned(), json!(pages * page))
         })
         .collect();
@@ -354,6 +349,7 @@ fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
         .stalls
         .iter()
         .map(|(kind, s)| {
+            let s = s.expand();
             json!({
                 "kind": kind.name(),
                 "count": s.count,
@@ -380,8 +376,8 @@ fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
         "cgroup": name,
         "workload": cx.identity(name).to_json(),
         "oom_kills": c.oom_kills,
-        "throttle_spans": c.spans.len(),
-        "throttled_periods": periods_in(&c.spans, c.period_ns),
+        "throttle_spans": c.throttle.spans,
+        "throttled_periods": c.throttled_periods(),
         "throttled_ns": c.throttled_ns(),
         "peak_usage_bytes": c.peak_usage(),
         "limit_bytes": c.limit_bytes,
@@ -400,26 +396,17 @@ fn cgroup_json(cx: &Context<'_>, name: &str, c: &CgroupSummary) -> Value {
     value
 }
 
-#[must_use]
-pub fn json(cx: &Context<'_>) -> Value {
+/// Writes the report as one JSON object, a cgroup at a time (the same
+/// bytes as serialising it whole, without holding it whole).
+pub fn write_json(out: &mut impl io::Write, cx: &Context<'_>) -> io::Result<()> {
     let (h, summary) = (&cx.trace.header, cx.summary);
-    let cgroups: Vec<Value> = summary
-        .cgroups
-        .iter()
-        .map(|(name, c)| cgroup_json(cx, name, c))
-        .collect();
-    let kills: Vec<Value> = summary
-        .kills
-        .iter()
-        .map(|k| oom::json(k, &cx.clock, &mut |p| cx.identity(p)))
-        .collect();
     let ending = match cx.trace.ending {
         Ending::Complete => json!({"complete": true}),
         Ending::CutShort { offset, lost_bytes } => {
             json!({"complete": false, "cut_at_offset": offset, "lost_bytes": lost_bytes})
         }
     };
-    json!({
+    let head = json!({
         "type": "report",
         "writer": h.writer,
         "hostname": h.hostname,
@@ -428,11 +415,28 @@ pub fn json(cx: &Context<'_>) -> Value {
         "duration_s": summary.seconds(),
         "records": cx.trace.records,
         "skipped_records": cx.trace.skipped,
-        "intervals": summary.intervals.len(),
+        "intervals": summary.intervals,
         "charges_source": summary.charges_from.and_then(ChargesFrom::name),
         "ending": ending,
         "losses": summary.stats,
-        "cgroups": cgroups,
-        "oom_kills": kills,
     })
+    .to_string();
+    // The object without its closing brace, then the two arrays.
+    out.write_all(&head.as_bytes()[..head.len() - 1])?;
+    out.write_all(b",\"cgroups\":[")?;
+    for (index, (name, c)) in summary.cgroups.iter().enumerate() {
+        if index > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, &cgroup_json(cx, name, c))?;
+    }
+    out.write_all(b"],\"oom_kills\":[")?;
+    for (index, kill) in summary.kills.iter().enumerate() {
+        if index > 0 {
+            out.write_all(b",")?;
+        }
+        let value = oom::json(kill, &cx.clock, &mut |p| cx.identity(p));
+        serde_json::to_writer(&mut *out, &value)?;
+    }
+    out.write_all(b"]}\n")
 }

@@ -8,6 +8,7 @@
 pub mod lines;
 pub mod notes;
 pub mod render;
+pub mod replay;
 pub mod state;
 
 use crate::{

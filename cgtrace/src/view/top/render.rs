@@ -406,6 +406,7 @@ const HELP: &[&str] = &[
     "e + -         open or close a pod into its containers",
     "t             workloads, or the flat cgroup tree",
     "← → space     replay: step back, forward, play/pause",
+    "[ ]           replay: the first, the last interval",
     "",
     "any key closes this help",
 ];

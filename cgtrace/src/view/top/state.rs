@@ -149,6 +149,8 @@ impl UiState {
             }
             KeyCode::Left => return Action::Step(-1),
             KeyCode::Right => return Action::Step(1),
+            KeyCode::Char('[') => return Action::Step(i64::MIN),
+            KeyCode::Char(']') => return Action::Step(i64::MAX),
             KeyCode::Char(' ') => return Action::TogglePlay,
             _ => return Action::None,
         }

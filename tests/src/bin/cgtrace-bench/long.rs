@@ -3,8 +3,9 @@
 //! CPU and pressure samples, throttle spans, a sweep of every cgroup each
 //! 30 s, an OOM kill each 10 minutes, cgroups coming and going), at a
 //! quarter, a half and all of the size asked for; then `report` (text,
-//! JSON, HTML), `export` and each `--input` view over each, with their
-//! peak RSS and time, to show both stay bounded and grow linearly.
+//! JSON, HTML), `export` (both forms) and each `--input` view over each
+//! (`top`'s in a tmux pane, stepped to the last interval), with their peak
+//! RSS and time, to show both stay bounded and grow linearly.
 
 use std::{
     fmt::Write as _,
@@ -28,7 +29,7 @@ use cgtrace_common::{
     pagecache::{CacheReason, ReclaimKind, StallStats},
 };
 
-use crate::{Options, footprint::mb};
+use crate::{Options, agent::usage, footprint::mb, screen::Tmux};
 
 const CGROUPS: u64 = 200;
 const SECOND: u64 = 1_000_000_000;
@@ -312,12 +313,56 @@ fn measure(cgtrace: &Path, args: &[&std::ffi::OsStr]) -> (u64, Duration) {
     )
 }
 
-/// What each reader of a trace is run as.
-const READERS: [(&str, &[&str]); 8] = [
+/// Peak RSS (KiB) and wall time of `cgtrace top --input TRACE` in a tmux
+/// pane, from its start to showing the recording's last interval (`]`).
+fn measure_top(cgtrace: &Path, trace: &Path) -> (u64, Duration) {
+    let started = Instant::now();
+    let (tmux, pid) = Tmux::start(
+        format!("cgtrace-bench-long-top-{}", std::process::id()),
+        &format!("{} top --input {}", cgtrace.display(), trace.display()),
+    );
+    let deadline = Instant::now() + Duration::from_mins(10);
+    let mut asked = false;
+    loop {
+        let screen = tmux.run(&["capture-pane", "-p"]);
+        let first = screen.lines().next().unwrap_or_default();
+        // "replay N/N": the last interval of a recording read to its end.
+        let at_end = first
+            .split_once("replay ")
+            .and_then(|(_, rest)| rest.split([',', ' ']).next())
+            .and_then(|shown| shown.split_once('/'))
+            .is_some_and(|(at, count)| at == count);
+        if at_end {
+            break;
+        }
+        if !asked && first.contains("replay 1/") {
+            tmux.run(&["send-keys", "]"]);
+            asked = true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top --input did not reach the end"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = started.elapsed();
+    let (_, peak_rss_kib) = usage(pid);
+    tmux.run(&["send-keys", "q"]);
+    std::thread::sleep(Duration::from_millis(300));
+    (peak_rss_kib, took)
+}
+
+/// What each reader of a trace is run as (`top --input` in a pane).
+const READERS: [(&str, &[&str]); 10] = [
     ("report", &["report"]),
     ("report --json", &["report", "--json"]),
     ("report --html", &["report", "--html", "/dev/null"]),
     ("export --format jsonl", &["export", "--format", "jsonl"]),
+    (
+        "export --format chrome-trace",
+        &["export", "--format", "chrome-trace"],
+    ),
+    ("top --input, to its last interval", &["top", "--input"]),
     ("oom --input", &["oom", "--input"]),
     ("cache --input", &["cache", "--input"]),
     ("reclaim --input", &["reclaim", "--input"]),
@@ -333,10 +378,7 @@ pub struct LongRun {
 /// The section, and the runs for the targets.
 #[expect(clippy::cast_precision_loss, reason = "display figures")]
 pub fn long(options: &Options) -> (String, Vec<LongRun>) {
-    // 256 MiB, not the 1 GiB the target names, until the report and the
-    // export stream: over 64 MiB the export already held 794 MB and the
-    // report 194 MB, growing with the file, so 1 GiB would take gigabytes.
-    let full: u64 = if options.quick { 64 << 20 } else { 256 << 20 };
+    let full: u64 = if options.quick { 64 << 20 } else { 1 << 30 };
     let dir = std::env::temp_dir().join(format!("cgtrace-bench-long-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory");
     let mut traces: Vec<(PathBuf, u64, u64)> = Vec::new();
@@ -362,7 +404,11 @@ pub fn long(options: &Options) -> (String, Vec<LongRun>) {
                 },
                 trace.as_os_str(),
             );
-            let (rss_kib, took) = measure(&options.cgtrace, &full_args);
+            let (rss_kib, took) = if reader.starts_with("top") {
+                measure_top(&options.cgtrace, trace)
+            } else {
+                measure(&options.cgtrace, &full_args)
+            };
             eprintln!(
                 "cgtrace-bench: {reader} over {} MiB: {} MB, {took:.1?}",
                 bytes >> 20,
@@ -381,7 +427,11 @@ pub fn long(options: &Options) -> (String, Vec<LongRun>) {
          cgroups' page-cache flows and samples each second, every cgroup's each 30 s, 10 \
          throttled groups with 5 spans a second, 4 reclaim stalls, a cgroup replaced every \
          10 s, an OOM kill every 10 minutes). The largest is {} MiB and covers {:.1} hours. \
-         Peak RSS is `wait4`'s `ru_maxrss`; time is wall time, one run each.\n",
+         Peak RSS is `wait4`'s `ru_maxrss` (`top`'s: its `VmHWM` at the last interval); \
+         time is wall time, one run each. The report and the export read the file once \
+         (`--html` twice: the second pass gathers the series of the cgroups its charts \
+         draw); what they hold grows only with the cgroups the recording names (here one \
+         more every 10 s).\n",
         full_bytes >> 20,
         full_seconds as f64 / 3600.0
     );

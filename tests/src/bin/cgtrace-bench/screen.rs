@@ -56,10 +56,33 @@ fn idle_touch_us() -> f64 {
 }
 
 /// A tmux server of the bench's own, killed on drop.
-struct Tmux(String);
+pub struct Tmux(pub String);
 
 impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
+    /// A server named `name` running `command` in a 200×50 pane, and the
+    /// pane's process.
+    pub fn start(name: String, command: &str) -> (Self, u32) {
+        let tmux = Self(name);
+        tmux.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            command,
+        ]);
+        let pid: u32 = tmux
+            .run(&["display-message", "-p", "#{pane_pid}"])
+            .trim()
+            .parse()
+            .expect("the pane's process");
+        (tmux, pid)
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
         let output = Command::new("tmux")
             .args(["-L", &self.0])
             .args(args)
@@ -81,24 +104,10 @@ impl Drop for Tmux {
 
 fn run(options: &Options, cgroups: usize, window: Duration) -> ScreenRun {
     let made = container_cgroups(cgroups);
-    let tmux = Tmux(format!("cgtrace-bench-top-{}", std::process::id()));
-    let command = format!("{} top --interval 1s", options.cgtrace.display());
-    tmux.run(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-x",
-        "200",
-        "-y",
-        "50",
-        &command,
-    ]);
-    let pid: u32 = tmux
-        .run(&["display-message", "-p", "#{pane_pid}"])
-        .trim()
-        .parse()
-        .expect("the pane's process");
+    let (tmux, pid) = Tmux::start(
+        format!("cgtrace-bench-top-{}", std::process::id()),
+        &format!("{} top --interval 1s", options.cgtrace.display()),
+    );
     let deadline = Instant::now() + Duration::from_mins(1);
     while !tmux.run(&["capture-pane", "-p"]).contains("live, every 1s") {
         assert!(Instant::now() < deadline, "top did not start");
