@@ -1,4 +1,5 @@
-//! Developer tasks: `cargo xtask setup | test | vm-test | demo | bench | fuzz | dist | image`.
+//! Developer tasks: `cargo xtask setup | test | vm-test | demo | bench | soak | fuzz | dist |
+//! image`.
 //!
 //! Every task that builds runs `setup` first, so a fresh machine needs no
 //! other step. Nothing here is needed by cgtrace at run time.
@@ -49,6 +50,14 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Run `serve` and `record` side by side through hours of cgroup churn,
+    /// OOM storms, page-cache thrash and throttling (tests/tests/soak.rs),
+    /// and write docs/soak.md with its plots.
+    Soak {
+        /// How long (`5m`, `1h`).
+        #[arg(long, value_parser = fuzz::parse_duration, default_value = "1h")]
+        duration: u64,
+    },
     /// Fuzz the parsers of what cgtrace reads from outside (trace files,
     /// the kernel log, cgroup paths), each target for a while.
     Fuzz {
@@ -80,6 +89,7 @@ fn main() {
         Task::VmTest { kernel, suite } => vm_test(&kernel, &suite),
         Task::Demo => demo(),
         Task::Bench { quick } => bench(quick),
+        Task::Soak { duration } => soak(duration),
         Task::Fuzz { seconds, duration } => setup::run().and_then(|env| {
             let per_target = duration.map_or(seconds, |total| total / fuzz::target_count());
             fuzz::run_all(&env, per_target)
@@ -319,6 +329,31 @@ fn run_tests(command: &mut Command) -> anyhow::Result<Totals> {
     failures.finish();
     totals.failures = failures.done;
     Ok(totals)
+}
+
+/// `cargo xtask soak`: the soak test for `seconds`, its summary and plots
+/// written into docs/.
+fn soak(seconds: u64) -> anyhow::Result<()> {
+    let env = setup::run()?;
+    setup::ensure_packages(is_root(), "the soak", &setup::TEST_PACKAGES)?;
+    if !is_root() {
+        bail!("the soak runs as root: `sudo -E cargo xtask soak`");
+    }
+    // The release binary: what the soak measures is what users run.
+    run(cargo(&env).args(["build", "--release", "--package", "cgtrace", "--bins"]))?;
+    run(cargo(&env)
+        .args([
+            "test",
+            "--package",
+            "cgtrace-tests",
+            "--test",
+            "soak",
+            "--",
+            "--nocapture",
+        ])
+        .env("CGTRACE_BIN", root().join("target/release/cgtrace"))
+        .env("CGTRACE_SOAK_SECONDS", seconds.to_string())
+        .env("CGTRACE_SOAK_OUT", root().join("docs")))
 }
 
 fn demo() -> anyhow::Result<()> {

@@ -131,6 +131,13 @@ impl Resolver {
             .collect()
     }
 
+    /// Forgets a removed cgroup's path (the session keeps the latest
+    /// removed ones' names; see `session::REMOVED_NAMES_KEPT`).
+    pub fn forget(&mut self, cgroup: CgroupRef) {
+        self.paths.remove(&(cgroup.hierarchy, cgroup.id));
+        self.misses.remove(&(cgroup.hierarchy, cgroup.id));
+    }
+
     fn insert(&mut self, hierarchy: u32, id: u64, path: String) {
         if self.paths.len() >= MAX_CACHED && !self.paths.contains_key(&(hierarchy, id)) {
             // Forget everything rather than track recency: a rescan rebuilds

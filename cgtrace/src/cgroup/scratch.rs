@@ -162,6 +162,12 @@ impl ScratchCgroup {
         })
     }
 
+    /// The children made so far, in order.
+    #[must_use]
+    pub fn children(&self) -> &[ScratchCgroup] {
+        &self.children
+    }
+
     /// Creates a child cgroup, removed together with this one.
     pub fn child(&mut self, name: &str) -> Result<&ScratchCgroup, ScratchError> {
         if self.version == Version::V2 {

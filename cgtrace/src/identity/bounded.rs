@@ -53,6 +53,20 @@ impl<K: Clone + Eq + Hash, V> BoundedMap<K, V> {
         }
     }
 
+    /// Forgets `key`. (Its place in the order goes when the order has
+    /// grown to twice the capacity, so removals keep it bounded too.)
+    pub fn remove<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.entries.remove(key);
+        if self.order.len() > 2 * self.capacity {
+            let entries = &self.entries;
+            self.order.retain(|k| entries.contains_key::<K>(k));
+        }
+    }
+
     #[must_use]
     pub fn len(&self) -> usize {
         self.entries.len()

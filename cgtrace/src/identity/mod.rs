@@ -17,8 +17,10 @@ use self::{
     path::{Runtime, UnitKind, Workload},
 };
 
-/// Identities kept per path, so a cgroup's name outlives the cgroup.
-const CAPACITY: usize = 65_536;
+/// Identities kept per path, so a cgroup's name outlives the cgroup: far
+/// more than a node's live cgroups, and under churn (the oldest go first)
+/// a bounded few MB.
+const CAPACITY: usize = 16_384;
 
 /// Characters of a container id shown where its name is unknown.
 const SHORT_ID: usize = 12;
@@ -154,6 +156,12 @@ impl Identities {
             names: NameCache::new(sources),
             complete: BoundedMap::new(CAPACITY),
         }
+    }
+
+    /// Forgets a removed cgroup's identity (the session keeps the latest
+    /// removed ones; see `session::REMOVED_NAMES_KEPT`).
+    pub fn forget(&mut self, path: &str) {
+        self.complete.remove(path);
     }
 
     /// The identity of the cgroup at `path`. Names not found yet are looked

@@ -204,6 +204,11 @@ impl Selection {
         Ok(allowed.len())
     }
 
+    /// Forgets what is known of a removed cgroup's path.
+    pub fn forget(&mut self, path: &str) {
+        self.identities.forget(path);
+    }
+
     /// Cgroups created while the view runs (`cgroup_mkdir`): the resolver
     /// learns their paths (so one gone before it is used is still named),
     /// their pods' names are read while the files exist, and with a filter

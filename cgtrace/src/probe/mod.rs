@@ -431,6 +431,15 @@ impl Probe {
             .map(|(maps, differ)| differ.update(&maps.sample()))
     }
 
+    /// Deletes the counter maps' entries of removed cgroups (after their
+    /// last counts were sampled), so churn fills none of them.
+    pub fn forget_cgroups(&mut self, cgroups: &[cgtrace_common::cgroup::CgroupRef]) {
+        if let Some((maps, differ)) = &mut self.cache_maps {
+            let keys = differ.keys_of(cgroups);
+            maps.remove(&keys);
+        }
+    }
+
     /// The ring buffer's descriptor, readable when records are waiting.
     #[must_use]
     pub fn events_fd(&self) -> BorrowedFd<'_> {

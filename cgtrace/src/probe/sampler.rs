@@ -42,6 +42,46 @@ pub struct CacheMaps {
     sizes: Cell<[usize; 5]>,
 }
 
+impl CacheMaps {
+    /// Deletes the entries of memcgs that are gone (`keys`, from
+    /// [`CounterDiffer::keys_of`]), once their last counts were sampled:
+    /// the stall and charge maps are not LRU and would fill with removed
+    /// cgroups' entries under churn, and in the LRU maps they would push
+    /// out live ones. A memcg that is still charged (a v1 zombie) and
+    /// evicts again makes its entries anew.
+    pub fn remove(&mut self, keys: &GoneKeys) {
+        for key in &keys.pages {
+            let _ = self.cache.remove(key);
+        }
+        for key in &keys.stalls {
+            let _ = self.stalls.remove(key);
+        }
+        if let Some(charges) = &mut self.charges {
+            for key in &keys.charges {
+                let _ = charges.remove(key);
+            }
+        }
+        if let Some(files) = &mut self.files {
+            for key in &keys.files {
+                let _ = files.remove(key);
+            }
+        }
+        for ptr in &keys.pointers {
+            let _ = self.refs.remove(ptr);
+        }
+    }
+}
+
+/// The map entries of memcgs that are gone.
+#[derive(Debug, Default)]
+pub struct GoneKeys {
+    pages: Vec<CacheKey>,
+    stalls: Vec<StallKey>,
+    charges: Vec<ChargeKey>,
+    files: Vec<FileKey>,
+    pointers: Vec<u64>,
+}
+
 /// Collects `entries` into a vector sized by the last sample's count.
 fn collect_sized<T>(
     entries: impl Iterator<Item = T>,
@@ -201,6 +241,7 @@ impl CounterDiffer {
         let stalls = self.stall_deltas(sample);
         let charges = sample.charges.as_ref().map(|c| self.charge_deltas(c));
         let files = sample.files.as_ref().map(|f| self.file_deltas(f));
+        self.forget_gone(sample);
         let start_ns = self.previous_ns.unwrap_or(sample.monotonic_ns);
         self.previous_ns = Some(sample.monotonic_ns);
         ProbeCounters {
@@ -211,6 +252,96 @@ impl CounterDiffer {
             charges,
             files,
         }
+    }
+
+    /// Keeps only what the maps still hold. An entry the kernel dropped (a
+    /// removed cgroup's, or one the LRU evicted) counts from zero if it
+    /// comes back, so its last value serves nothing, and kept it would grow
+    /// with every cgroup the node ever made; a pointer no entry uses any
+    /// more is forgotten likewise.
+    fn forget_gone(&mut self, sample: &CacheSample) {
+        fn keep_only<K: Eq + std::hash::Hash, V>(
+            previous: &mut HashMap<K, V>,
+            now: &[(K, impl Sized)],
+        ) {
+            if previous.len() > now.len() {
+                let current: std::collections::HashSet<&K> = now.iter().map(|(k, _)| k).collect();
+                previous.retain(|key, _| current.contains(key));
+            }
+        }
+        keep_only(&mut self.previous_pages, &sample.pages);
+        keep_only(&mut self.previous_stalls, &sample.stalls);
+        if let Some(charges) = &sample.charges {
+            keep_only(&mut self.previous_charges, charges);
+        }
+        if let Some(files) = &sample.files {
+            keep_only(&mut self.previous_files, files);
+        }
+        if self.refs.len() > sample.refs.len() {
+            let mut used: std::collections::HashSet<u64> = sample.refs.keys().copied().collect();
+            used.extend(sample.pages.iter().flat_map(|(k, _)| [k.owner, k.actor]));
+            used.extend(sample.stalls.iter().map(|(k, _)| k.memcg));
+            used.extend(sample.charges.iter().flatten().map(|(k, _)| k.memcg));
+            used.extend(sample.files.iter().flatten().map(|(k, _)| k.owner));
+            self.refs.retain(|ptr, _| used.contains(ptr));
+        }
+    }
+
+    /// The entries, as of the last sample, of the memcgs of `cgroups`
+    /// (removed cgroups), which the differ forgets too.
+    pub fn keys_of(&mut self, cgroups: &[CgroupRef]) -> GoneKeys {
+        let gone: std::collections::HashSet<(u32, u64)> =
+            cgroups.iter().map(|c| (c.hierarchy, c.id)).collect();
+        let pointers: std::collections::HashSet<u64> = self
+            .refs
+            .iter()
+            .filter(|(_, c)| gone.contains(&(c.hierarchy, c.id)))
+            .map(|(ptr, _)| *ptr)
+            .collect();
+        if pointers.is_empty() {
+            return GoneKeys::default();
+        }
+        let keys = GoneKeys {
+            pages: self
+                .previous_pages
+                .keys()
+                .filter(|k| pointers.contains(&k.owner) || pointers.contains(&k.actor))
+                .copied()
+                .collect(),
+            stalls: self
+                .previous_stalls
+                .keys()
+                .filter(|k| pointers.contains(&k.memcg))
+                .copied()
+                .collect(),
+            charges: self
+                .previous_charges
+                .keys()
+                .filter(|k| pointers.contains(&k.memcg))
+                .copied()
+                .collect(),
+            files: self
+                .previous_files
+                .keys()
+                .filter(|k| pointers.contains(&k.owner))
+                .copied()
+                .collect(),
+            pointers: pointers.iter().copied().collect(),
+        };
+        for key in &keys.pages {
+            self.previous_pages.remove(key);
+        }
+        for key in &keys.stalls {
+            self.previous_stalls.remove(key);
+        }
+        for key in &keys.charges {
+            self.previous_charges.remove(key);
+        }
+        for key in &keys.files {
+            self.previous_files.remove(key);
+        }
+        self.refs.retain(|ptr, _| !pointers.contains(ptr));
+        keys
     }
 
     fn name(&self, ptr: u64) -> Option<CgroupRef> {
@@ -385,6 +516,39 @@ mod tests {
         assert_eq!(second.flows[0].pages, 50);
         assert_eq!(second.flows[1].owner, Some(cgroup(10)));
         assert_eq!(second.flows[1].actor, Some(cgroup(11)));
+    }
+
+    #[test]
+    fn what_the_maps_dropped_is_forgotten_and_counts_afresh() {
+        let mut differ = CounterDiffer::new();
+        let (a, b) = (key(A, A, CacheReason::Added), key(B, B, CacheReason::Added));
+        differ.update(&sample(0, &[(a, 100), (b, 7)]));
+        // B's cgroup is gone: the LRU dropped its entry.
+        differ.update(&sample(1, &[(a, 120)]));
+        assert_eq!(differ.previous_pages.len(), 1);
+        // And a pointer neither the refs map nor an entry holds.
+        let mut gone = sample(2, &[(a, 120)]);
+        gone.refs.remove(&B);
+        differ.update(&gone);
+        assert!(!differ.refs.contains_key(&B), "B's pointer is unused now");
+        // A new entry at the same key counts in full.
+        let again = differ.update(&sample(3, &[(a, 120), (b, 3)]));
+        assert_eq!(again.flows.len(), 1);
+        assert_eq!(again.flows[0].pages, 3);
+    }
+
+    #[test]
+    fn a_removed_cgroups_entries_are_found_and_forgotten() {
+        let mut differ = CounterDiffer::new();
+        let kept = key(A, A, CacheReason::Added);
+        let evicted_by_b = key(A, B, CacheReason::AncestorLimit);
+        let own = key(B, B, CacheReason::Added);
+        differ.update(&sample(0, &[(kept, 1), (evicted_by_b, 2), (own, 3)]));
+        let gone = differ.keys_of(&[cgroup(11)]);
+        assert_eq!(gone.pages.len(), 2, "as owner and as actor");
+        assert_eq!(gone.pointers, [B]);
+        assert_eq!(differ.previous_pages.len(), 1);
+        assert!(differ.keys_of(&[cgroup(99)]).pages.is_empty());
     }
 
     #[test]

@@ -147,6 +147,10 @@ pub struct LiveSource {
     sweeping: bool,
     /// The limited cgroups whose CFS files were read at least once.
     quotas_read: HashSet<(u32, u64)>,
+    /// Removed cgroups whose paths the resolver still keeps, oldest first.
+    removed: VecDeque<CgroupRef>,
+    /// Cgroups removed since the last sample of the counters.
+    gone: Vec<CgroupRef>,
     last_tick_ns: u64,
     started: Instant,
     state: State,
@@ -204,6 +208,8 @@ impl LiveSource {
             last_sweep: None,
             sweeping: false,
             quotas_read: HashSet::new(),
+            removed: VecDeque::new(),
+            gone: Vec::new(),
             last_tick_ns: counting_from_ns,
             started: Instant::now(),
             state: State::Running,
@@ -376,9 +382,19 @@ impl LiveSource {
                     self.name_workload(&path, cx);
                 }
                 Event::CgroupRemoved(removed) => {
+                    let key = (removed.cgroup.hierarchy, removed.cgroup.id);
                     self.files.forget(removed.cgroup);
-                    self.named
-                        .remove(&(removed.cgroup.hierarchy, removed.cgroup.id));
+                    self.quotas.removed(removed.cgroup);
+                    self.quotas_read.remove(&key);
+                    self.named.remove(&key);
+                    self.removed.push_back(removed.cgroup);
+                    self.gone.push(removed.cgroup);
+                    if self.removed.len() > super::REMOVED_NAMES_KEPT
+                        && let Some(oldest) = self.removed.pop_front()
+                        && !self.named.contains(&(oldest.hierarchy, oldest.id))
+                    {
+                        self.resolver.forget(oldest);
+                    }
                     self.pending.push_back(Event::CgroupRemoved(removed));
                 }
                 Event::OomKill(mut kill) => {
@@ -442,6 +458,9 @@ impl LiveSource {
             counters.end_ns = now;
             counters
         });
+        // Counted to their last page: the removed cgroups' entries can go.
+        let gone = std::mem::take(&mut self.gone);
+        self.probe.forget_cgroups(&gone);
         // What the memory samples need of the counters, before they go.
         let mut memory_cgroups = self.options.watched.clone();
         let swept = self.sweep_due();

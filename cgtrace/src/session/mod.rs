@@ -12,7 +12,11 @@ pub mod live;
 mod quotas;
 mod trace;
 
-use std::{borrow::Cow, collections::HashMap, path::PathBuf};
+use std::{
+    borrow::Cow,
+    collections::{HashMap, VecDeque},
+    path::PathBuf,
+};
 
 use cgtrace_common::cgroup::CgroupRef;
 
@@ -42,7 +46,21 @@ pub struct Context {
     pub hierarchies: Option<Hierarchies>,
     /// Records the kernel log lost, when a live session reads it.
     pub kernel_log_lost: Option<u64>,
+    /// Removed cgroups whose names are still kept, oldest first, each
+    /// with the number of its removal.
+    removed: VecDeque<(CgroupRef, u64)>,
+    /// The latest removal of each cgroup in `removed` not named again
+    /// since (an id the kernel gave a new cgroup keeps its name).
+    last_removal: HashMap<(u32, u64), u64>,
+    removals: u64,
 }
+
+/// Removed cgroups whose names a session keeps: the latest this many. A
+/// removed cgroup is still named by events that come after its removal (a
+/// kill the kernel log tells later, its leftover page cache evicted), but
+/// under churn, kept all, the names would grow without bound (a busy CI
+/// node makes over 100,000 cgroups an hour). Without churn they stay.
+pub const REMOVED_NAMES_KEPT: usize = 4096;
 
 impl Context {
     #[must_use]
@@ -54,7 +72,18 @@ impl Context {
             page_size,
             hierarchies: None,
             kernel_log_lost: None,
+            removed: VecDeque::new(),
+            last_removal: HashMap::new(),
+            removals: 0,
         }
+    }
+
+    /// Whether `cgroup` was removed (and not made again since), as far as
+    /// the session still remembers its name.
+    #[must_use]
+    pub fn is_removed(&self, cgroup: CgroupRef) -> bool {
+        self.last_removal
+            .contains_key(&(cgroup.hierarchy, cgroup.id))
     }
 
     /// A live cgroup's directory, while it exists.
@@ -68,8 +97,29 @@ impl Context {
     /// Takes in the names an event carries.
     pub fn learn(&mut self, event: &Event) {
         match event {
-            Event::CgroupCreated(named) | Event::CgroupNamed(named) => self.names.learn(named),
+            Event::CgroupCreated(named) | Event::CgroupNamed(named) => {
+                self.last_removal
+                    .remove(&(named.cgroup.hierarchy, named.cgroup.id));
+                self.names.learn(named);
+            }
             Event::WorkloadNamed(names) => self.selection.learn(names),
+            Event::CgroupRemoved(removed) => {
+                let key = (removed.cgroup.hierarchy, removed.cgroup.id);
+                self.removals += 1;
+                self.removed.push_back((removed.cgroup, self.removals));
+                self.last_removal.insert(key, self.removals);
+                if self.removed.len() > REMOVED_NAMES_KEPT
+                    && let Some((oldest, removal)) = self.removed.pop_front()
+                {
+                    let key = (oldest.hierarchy, oldest.id);
+                    if self.last_removal.get(&key) == Some(&removal) {
+                        self.last_removal.remove(&key);
+                        if let Some(path) = self.names.forget(oldest) {
+                            self.selection.forget(&path);
+                        }
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -153,6 +203,12 @@ impl CgroupNames {
             (named.cgroup.hierarchy, named.cgroup.id),
             named.path.clone(),
         );
+    }
+
+    /// Forgets a removed cgroup's path (see [`REMOVED_NAMES_KEPT`]).
+    /// Returns the path it had.
+    pub fn forget(&mut self, cgroup: CgroupRef) -> Option<String> {
+        self.0.remove(&(cgroup.hierarchy, cgroup.id))
     }
 
     /// The cgroup's path, or `id:N` when it was never named.
@@ -280,4 +336,62 @@ pub async fn run_async<S: Source>(
         sink.finish(cx, &end)?;
     }
     Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use cgtrace_common::cgroup::CgroupRef;
+
+    use super::{Context, REMOVED_NAMES_KEPT};
+    use crate::{
+        event::{CgroupNamed, CgroupRemoved, Event},
+        identity::selection::{SelectArgs, Selection},
+        system::Clock,
+    };
+
+    fn cgroup(id: u64) -> CgroupRef {
+        CgroupRef {
+            id,
+            hierarchy: 4,
+            level: 1,
+        }
+    }
+
+    fn created(id: u64, path: &str) -> Event {
+        Event::CgroupCreated(CgroupNamed {
+            cgroup: cgroup(id),
+            path: path.to_owned(),
+        })
+    }
+
+    fn removed(id: u64) -> Event {
+        Event::CgroupRemoved(CgroupRemoved {
+            at_ns: id,
+            cgroup: cgroup(id),
+        })
+    }
+
+    #[test]
+    fn removed_cgroups_keep_their_names_until_many_more_are_removed() {
+        let mut cx = Context::new(
+            Selection::new(&SelectArgs::default()).unwrap(),
+            Clock::from_boot_time(0),
+            4096,
+        );
+        cx.learn(&created(1, "/gone"));
+        cx.learn(&removed(1));
+        // Its id given to a new cgroup, which keeps its name.
+        cx.learn(&created(2, "/old"));
+        cx.learn(&removed(2));
+        cx.learn(&created(2, "/reused"));
+        assert_eq!(cx.names.name(cgroup(1)), "/gone", "named after its removal");
+        let churn = u64::try_from(REMOVED_NAMES_KEPT).unwrap();
+        for id in 100..100 + churn {
+            cx.learn(&created(id, &format!("/churn-{id}")));
+            cx.learn(&removed(id));
+        }
+        assert_eq!(cx.names.name(cgroup(1)), "id:1", "forgotten under churn");
+        assert_eq!(cx.names.name(cgroup(2)), "/reused", "alive: kept");
+        assert_eq!(cx.names.0.len(), REMOVED_NAMES_KEPT + 1);
+    }
 }

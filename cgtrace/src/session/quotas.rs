@@ -38,6 +38,14 @@ impl QuotaWatch {
         }
     }
 
+    /// A cgroup was removed: it is limited no more. (Kept, its bandwidth
+    /// as last read would be sampled on until the next rescan, and a
+    /// removed group's quota series would come back after they expired.)
+    pub fn removed(&mut self, cgroup: CgroupRef) {
+        self.limited.retain(|(known, _)| *known != cgroup);
+        self.fresh.retain(|(known, _, _)| *known != cgroup);
+    }
+
     /// The cpu cgroups with a quota now, as far as this watch knows, and
     /// their bandwidth as last read.
     pub fn limited(&mut self, resolver: &mut Resolver) -> Vec<(CgroupRef, Bandwidth)> {

@@ -71,6 +71,8 @@ pub struct Metrics {
     series_ttl_ns: u64,
     /// Removed cgroups whose series are still served: path, removed at.
     removed: Vec<(String, u64)>,
+    /// The latest interval's end.
+    now_ns: u64,
     budget: Rc<Budget>,
     /// How many series the budget holds, as of the last tick.
     series: Gauge,
@@ -347,6 +349,7 @@ impl Metrics {
             last_stalled: HashMap::new(),
             series_ttl_ns: u64::try_from(series_ttl.as_nanos()).unwrap_or(u64::MAX),
             removed: Vec::new(),
+            now_ns: 0,
             budget,
             series,
             evictors: HashMap::new(),
@@ -373,8 +376,15 @@ impl Metrics {
 
     /// The path and labels of a cgroup the session has named; `None` for
     /// one it never named (its series would say nothing useful).
-    fn labels(cgroup: Option<CgroupRef>, cx: &mut Context) -> Option<(String, Labels)> {
-        let path = cx.names.path(cgroup?)?.to_owned();
+    /// A named cgroup's path and labels. A cgroup removed already (its
+    /// leftover page cache evicted after it went) has its series expire
+    /// again a TTL from now, or they would stay for good.
+    fn labels(&mut self, cgroup: Option<CgroupRef>, cx: &mut Context) -> Option<(String, Labels)> {
+        let cgroup = cgroup?;
+        let path = cx.names.path(cgroup)?.to_owned();
+        if cx.is_removed(cgroup) && !self.removed.iter().any(|(removed, _)| *removed == path) {
+            self.removed.push((path.clone(), self.now_ns));
+        }
         let labels = workload_labels(&path, &cx.selection.identify(&path));
         Some((path, labels))
     }
@@ -388,7 +398,7 @@ impl Metrics {
 
     fn memory(&mut self, sample: &MemorySample, cx: &mut Context) {
         let facts = self.memory_model(cx.page_size).sample(sample);
-        let Some((path, labels)) = Self::labels(Some(sample.cgroup), cx) else {
+        let Some((path, labels)) = self.labels(Some(sample.cgroup), cx) else {
             return;
         };
         for (family, value) in [
@@ -456,7 +466,7 @@ impl Metrics {
     fn counters(&mut self, counters: &ProbeCounters, cx: &mut Context) {
         self.memory_model(cx.page_size).counters(counters);
         for stall in &counters.stalls {
-            let Some((path, mut labels)) = Self::labels(stall.cgroup, cx) else {
+            let Some((path, mut labels)) = self.labels(stall.cgroup, cx) else {
                 continue;
             };
             labels.push(("kind", stall.kind.name().to_owned()));
@@ -466,7 +476,7 @@ impl Metrics {
                 .add_stalls(&stall.stats);
         }
         for charge in counters.charges.iter().flatten() {
-            let Some((path, labels)) = Self::labels(charge.cgroup, cx) else {
+            let Some((path, labels)) = self.labels(charge.cgroup, cx) else {
                 continue;
             };
             self.charge(
@@ -478,7 +488,7 @@ impl Metrics {
             );
         }
         for activity in by_owner(counters) {
-            let Some((path, labels)) = Self::labels(activity.owner, cx) else {
+            let Some((path, labels)) = self.labels(activity.owner, cx) else {
                 continue;
             };
             let bytes = |pages: u64| pages.saturating_mul(cx.page_size);
@@ -518,7 +528,7 @@ impl Metrics {
     }
 
     fn cpu(&mut self, sample: &CpuSample, cx: &mut Context) {
-        let Some((path, labels)) = Self::labels(Some(sample.cgroup), cx) else {
+        let Some((path, labels)) = self.labels(Some(sample.cgroup), cx) else {
             return;
         };
         if let Some(cores) = sample.bandwidth.and_then(|b| b.cores()) {
@@ -549,7 +559,7 @@ impl Metrics {
     }
 
     fn pressure(&mut self, sample: &PressureSample, cx: &mut Context) {
-        let Some((path, labels)) = Self::labels(Some(sample.cgroup), cx) else {
+        let Some((path, labels)) = self.labels(Some(sample.cgroup), cx) else {
             return;
         };
         for (resource, pressure) in [
@@ -578,8 +588,8 @@ impl Metrics {
         }
     }
 
-    fn span(&self, span: &ThrottleSpan, cx: &mut Context) {
-        let Some((path, labels)) = Self::labels(span.cgroup_ref, cx) else {
+    fn span(&mut self, span: &ThrottleSpan, cx: &mut Context) {
+        let Some((path, labels)) = self.labels(span.cgroup_ref, cx) else {
             return;
         };
         self.cpu
@@ -621,6 +631,7 @@ impl Metrics {
 
     /// Drops the series of cgroups removed more than the TTL before `now_ns`.
     fn expire(&mut self, now_ns: u64) {
+        self.now_ns = now_ns;
         let ttl = self.series_ttl_ns;
         let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.removed)
             .into_iter()
@@ -851,6 +862,25 @@ mod tests {
         feed(&mut metrics, tick(69 * SECOND));
         assert!(scrape(&metrics).contains(series), "kept for the TTL");
         feed(&mut metrics, tick(70 * SECOND));
+        assert!(!scrape(&metrics).contains("/job"), "{}", scrape(&metrics));
+        // Gone, yet sampled once more (its leftover page cache, say): the
+        // series come back and go again a TTL later.
+        let late = Event::Memory(Box::new(MemorySample {
+            at_ns: 75 * SECOND,
+            cgroup,
+            version: Version::V2,
+            usage_bytes: Some(8192),
+            limit_bytes: None,
+            peak_bytes: None,
+            page_cache_bytes: None,
+            events: None,
+            stat_charges: None,
+        }));
+        feed(&mut metrics, late);
+        assert!(scrape(&metrics).contains("/job"));
+        feed(&mut metrics, tick(129 * SECOND));
+        assert!(scrape(&metrics).contains("/job"), "kept for the TTL again");
+        feed(&mut metrics, tick(131 * SECOND));
         assert!(!scrape(&metrics).contains("/job"), "{}", scrape(&metrics));
     }
 

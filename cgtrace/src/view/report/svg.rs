@@ -30,6 +30,8 @@ pub enum Unit {
     BytesPerSecond,
     /// Milliseconds per second: a share of one CPU's time.
     MillisPerSecond,
+    /// A plain number of things (series, cgroups).
+    Count,
 }
 
 impl Unit {
@@ -51,7 +53,7 @@ impl Unit {
                 };
                 step * scale
             }
-            Self::MillisPerSecond => tick_step(top, 4.0),
+            Self::MillisPerSecond | Self::Count => tick_step(top, 4.0),
         }
     }
 
@@ -66,6 +68,7 @@ impl Unit {
             Self::Bytes => bytes(whole),
             Self::BytesPerSecond => format!("{}/s", bytes(whole)),
             Self::MillisPerSecond => format!("{whole} ms/s"),
+            Self::Count => whole.to_string(),
         }
     }
 }
