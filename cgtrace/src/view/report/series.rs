@@ -310,9 +310,16 @@ impl ChartSeries {
     }
 
     /// The series of a cgroup the first pass named, as the summary names it.
+    /// Looked up without making the name: this runs for every event.
     fn of(&mut self, cgroup: Option<CgroupRef>) -> Option<&mut Collected> {
-        let name = cgroup.map_or_else(|| "(uncharged)".to_owned(), |c| self.names.name(c));
-        self.collected.get_mut(&name)
+        let name: std::borrow::Cow<'_, str> = match cgroup {
+            None => "(uncharged)".into(),
+            Some(c) => self
+                .names
+                .path(c)
+                .map_or_else(|| format!("id:{}", c.id).into(), Into::into),
+        };
+        self.collected.get_mut(name.as_ref())
     }
 
     /// Memory in use over time.
