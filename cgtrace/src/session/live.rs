@@ -25,7 +25,7 @@ use tokio::{
     time::{Interval, MissedTickBehavior},
 };
 
-use super::{Context, KernelLog, Source, quotas::QuotaWatch};
+use super::{Context, KernelLog, Source, quotas::QuotaWatch, removals::Removals};
 use crate::{
     cgroup::{
         Resolver,
@@ -147,8 +147,9 @@ pub struct LiveSource {
     sweeping: bool,
     /// The limited cgroups whose CFS files were read at least once.
     quotas_read: HashSet<(u32, u64)>,
-    /// Removed cgroups whose paths the resolver still keeps, oldest first.
-    removed: VecDeque<CgroupRef>,
+    /// Removed cgroups whose paths the resolver still keeps. They stay
+    /// in `named`: an event after the removal does not name them again.
+    removals: Removals,
     /// Cgroups removed since the last sample of the counters.
     gone: Vec<CgroupRef>,
     last_tick_ns: u64,
@@ -208,7 +209,7 @@ impl LiveSource {
             last_sweep: None,
             sweeping: false,
             quotas_read: HashSet::new(),
-            removed: VecDeque::new(),
+            removals: Removals::default(),
             gone: Vec::new(),
             last_tick_ns: counting_from_ns,
             started: Instant::now(),
@@ -375,6 +376,7 @@ impl LiveSource {
             match event {
                 Event::CgroupCreated(named) => {
                     self.named.insert((named.cgroup.hierarchy, named.cgroup.id));
+                    self.removals.created(named.cgroup);
                     self.quotas
                         .created(named.cgroup, &named.path, &self.resolver);
                     let path = named.path.clone();
@@ -386,13 +388,9 @@ impl LiveSource {
                     self.files.forget(removed.cgroup);
                     self.quotas.removed(removed.cgroup);
                     self.quotas_read.remove(&key);
-                    self.named.remove(&key);
-                    self.removed.push_back(removed.cgroup);
                     self.gone.push(removed.cgroup);
-                    if self.removed.len() > super::REMOVED_NAMES_KEPT
-                        && let Some(oldest) = self.removed.pop_front()
-                        && !self.named.contains(&(oldest.hierarchy, oldest.id))
-                    {
+                    if let Some(oldest) = self.removals.removed(removed.cgroup) {
+                        self.named.remove(&(oldest.hierarchy, oldest.id));
                         self.resolver.forget(oldest);
                     }
                     self.pending.push_back(Event::CgroupRemoved(removed));

@@ -10,25 +10,24 @@
 pub mod kernel_log;
 pub mod live;
 mod quotas;
+mod removals;
 mod trace;
 
-use std::{
-    borrow::Cow,
-    collections::{HashMap, VecDeque},
-    path::PathBuf,
-};
+use std::{borrow::Cow, collections::HashMap, path::PathBuf};
 
 use cgtrace_common::cgroup::CgroupRef;
 
 pub use self::{
     kernel_log::{KernelLog, KernelLogSource},
     live::{FileSamples, LiveOptions, LiveSource, Signals, spawn_in},
+    removals::REMOVED_NAMES_KEPT,
     trace::TraceSource,
 };
 use crate::{
     cgroup::Hierarchies,
     event::{CgroupNamed, Event, ProbeCounters, ProbeStats},
     identity::selection::Selection,
+    session::removals::Removals,
     system::Clock,
     trace::file::Ending,
 };
@@ -46,21 +45,9 @@ pub struct Context {
     pub hierarchies: Option<Hierarchies>,
     /// Records the kernel log lost, when a live session reads it.
     pub kernel_log_lost: Option<u64>,
-    /// Removed cgroups whose names are still kept, oldest first, each
-    /// with the number of its removal.
-    removed: VecDeque<(CgroupRef, u64)>,
-    /// The latest removal of each cgroup in `removed` not named again
-    /// since (an id the kernel gave a new cgroup keeps its name).
-    last_removal: HashMap<(u32, u64), u64>,
-    removals: u64,
+    /// Removed cgroups whose names are still kept.
+    removals: Removals,
 }
-
-/// Removed cgroups whose names a session keeps: the latest this many. A
-/// removed cgroup is still named by events that come after its removal (a
-/// kill the kernel log tells later, its leftover page cache evicted), but
-/// under churn, kept all, the names would grow without bound (a busy CI
-/// node makes over 100,000 cgroups an hour). Without churn they stay.
-pub const REMOVED_NAMES_KEPT: usize = 4096;
 
 impl Context {
     #[must_use]
@@ -72,9 +59,7 @@ impl Context {
             page_size,
             hierarchies: None,
             kernel_log_lost: None,
-            removed: VecDeque::new(),
-            last_removal: HashMap::new(),
-            removals: 0,
+            removals: Removals::default(),
         }
     }
 
@@ -82,8 +67,7 @@ impl Context {
     /// the session still remembers its name.
     #[must_use]
     pub fn is_removed(&self, cgroup: CgroupRef) -> bool {
-        self.last_removal
-            .contains_key(&(cgroup.hierarchy, cgroup.id))
+        self.removals.contains(cgroup)
     }
 
     /// A live cgroup's directory, while it exists.
@@ -97,27 +81,19 @@ impl Context {
     /// Takes in the names an event carries.
     pub fn learn(&mut self, event: &Event) {
         match event {
-            Event::CgroupCreated(named) | Event::CgroupNamed(named) => {
-                self.last_removal
-                    .remove(&(named.cgroup.hierarchy, named.cgroup.id));
+            Event::CgroupCreated(named) => {
+                self.removals.created(named.cgroup);
                 self.names.learn(named);
             }
+            // Named again for an event after its removal, a cgroup stays
+            // removed: only `cgroup_mkdir` makes one.
+            Event::CgroupNamed(named) => self.names.learn(named),
             Event::WorkloadNamed(names) => self.selection.learn(names),
             Event::CgroupRemoved(removed) => {
-                let key = (removed.cgroup.hierarchy, removed.cgroup.id);
-                self.removals += 1;
-                self.removed.push_back((removed.cgroup, self.removals));
-                self.last_removal.insert(key, self.removals);
-                if self.removed.len() > REMOVED_NAMES_KEPT
-                    && let Some((oldest, removal)) = self.removed.pop_front()
+                if let Some(oldest) = self.removals.removed(removed.cgroup)
+                    && let Some(path) = self.names.forget(oldest)
                 {
-                    let key = (oldest.hierarchy, oldest.id);
-                    if self.last_removal.get(&key) == Some(&removal) {
-                        self.last_removal.remove(&key);
-                        if let Some(path) = self.names.forget(oldest) {
-                            self.selection.forget(&path);
-                        }
-                    }
+                    self.selection.forget(&path);
                 }
             }
             _ => {}

@@ -863,8 +863,15 @@ mod tests {
         assert!(scrape(&metrics).contains(series), "kept for the TTL");
         feed(&mut metrics, tick(70 * SECOND));
         assert!(!scrape(&metrics).contains("/job"), "{}", scrape(&metrics));
-        // Gone, yet sampled once more (its leftover page cache, say): the
-        // series come back and go again a TTL later.
+        // Gone, yet named and sampled once more (its leftover page cache,
+        // say): the series come back and go again a TTL later.
+        feed(
+            &mut metrics,
+            Event::CgroupNamed(CgroupNamed {
+                cgroup,
+                path: "/job".to_owned(),
+            }),
+        );
         let late = Event::Memory(Box::new(MemorySample {
             at_ns: 75 * SECOND,
             cgroup,
