@@ -120,8 +120,9 @@ pub struct Offsets {
 
     /// `PAGE_SHIFT` of the running kernel.
     pub page_shift: u32,
-    /// Explicit padding; always zero.
-    pub padding: u32,
+    /// `oom_control.chosen`: the victim, where `mark_victim` carries only
+    /// its pid (before 6.6).
+    pub oc_chosen: u32,
 }
 const _: () = assert!(core::mem::size_of::<Offsets>() == 288);
 
@@ -194,7 +195,7 @@ impl Offsets {
         memcg_stat_items: [ABSENT; crate::pagecache::CHARGE_KINDS],
         padding_items: 0,
         page_shift: 12,
-        padding: 0,
+        oc_chosen: ABSENT,
     };
 }
 
@@ -216,6 +217,14 @@ pub struct DirectOffsets {
     /// `css_set.subsys[memory_cgrp_id]`: read by helper (the css_set is
     /// reached through an RCU pointer), at a constant offset.
     pub css_set_memcg: u32,
+    /// 1 where the kernel has `bpf_get_current_task_btf` (5.11+), whose
+    /// task the programs load from directly; 0 before, where the current
+    /// task is a plain address its fields are read from by helper.
+    pub current_task_btf: u32,
+    /// 1 where the folio's memcg is the pointer `page->mem_cgroup` (before
+    /// 5.11): loaded directly it would be a typed pointer, which the
+    /// programs cannot mask, so it is read by helper as a plain number.
+    pub memcg_pointer: u32,
 }
 
 impl DirectOffsets {
@@ -226,9 +235,12 @@ impl DirectOffsets {
         task_cgroups: ABSENT,
         task_flags: ABSENT,
         css_set_memcg: ABSENT,
+        current_task_btf: 0,
+        memcg_pointer: 0,
     };
 
-    /// The direct offsets within `offsets`.
+    /// The direct offsets within `offsets` (the kernel's facts beside them,
+    /// `current_task_btf` and `memcg_pointer`, are the caller's to set).
     #[must_use]
     pub fn of(offsets: &Offsets) -> Self {
         let css_set_memcg = if offsets.css_set_subsys == ABSENT || offsets.memory_cgrp_id == ABSENT
@@ -244,6 +256,8 @@ impl DirectOffsets {
             task_cgroups: offsets.task_cgroups,
             task_flags: offsets.task_flags,
             css_set_memcg,
+            current_task_btf: 0,
+            memcg_pointer: 0,
         }
     }
 }

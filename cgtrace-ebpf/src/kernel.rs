@@ -3,7 +3,7 @@
 //! absent offset, a null base or a fault gives a [`ReadError`] saying which,
 //! so callers can degrade and count the chain that failed.
 
-use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel};
 use cgtrace_common::{
     cgroup::CgroupRef,
     offsets::{ABSENT, DirectOffsets, Offsets},
@@ -85,18 +85,37 @@ pub fn load<T: Copy>(base: u64, offset: u32) -> Result<T, ReadError> {
     Ok(unsafe { core::ptr::read_volatile((base as *const u8).add(offset as usize).cast::<T>()) })
 }
 
-/// The current task, as a BTF-typed pointer [`load`] may read from.
+/// The current task: a BTF-typed pointer [`load`] may read from, or before
+/// 5.11 (no `bpf_get_current_task_btf`; the verifier refuses a program that
+/// calls it, even on a path never taken, unless the constant prunes it) a
+/// plain address; read its fields with [`load_task`].
 #[inline(always)]
 pub fn current_task() -> u64 {
-    // SAFETY: a helper call with no arguments.
-    unsafe { bpf_get_current_task_btf() as u64 }
+    if direct_offset!(current_task_btf) != 0 {
+        // SAFETY: a helper call with no arguments.
+        unsafe { bpf_get_current_task_btf() as u64 }
+    } else {
+        // SAFETY: a helper call with no arguments.
+        unsafe { bpf_get_current_task() }
+    }
+}
+
+/// A field of the task [`current_task`] gave: loaded directly, or read by
+/// helper where that task is a plain address.
+#[inline(always)]
+pub fn load_task<T: Copy>(task: u64, offset: u32) -> Result<T, ReadError> {
+    if direct_offset!(current_task_btf) != 0 {
+        load(task, offset)
+    } else {
+        read(task, offset)
+    }
 }
 
 /// The current task's memcg: `task->cgroups` by a direct load, then
 /// `subsys[memory_cgrp_id]` by one helper read (at a constant offset).
 #[inline(always)]
 pub fn current_task_memcg(o: &Offsets, task: u64) -> Result<u64, ReadError> {
-    let css_set: u64 = load(task, direct_offset!(task_cgroups))?;
+    let css_set: u64 = load_task(task, direct_offset!(task_cgroups))?;
     let css: u64 = read(css_set, direct_offset!(css_set_memcg))?;
     css_to_memcg(o, css)
 }

@@ -3,6 +3,7 @@
 //! exact `oom_control` instead of the limit walk.
 
 use aya_ebpf::{
+    Global,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
     },
@@ -50,11 +51,41 @@ pub fn mark_victim(ctx: BtfTracePointContext) -> u32 {
     finish(&ctx, "mark_victim", try_mark_victim(&ctx))
 }
 
+/// 1 where `mark_victim` carries the victim's pid (before 6.6) instead of
+/// its task. The task is then the one `out_of_memory()` chose, when fentry
+/// kept its `oom_control` and the pids agree; a member of a
+/// `memory.oom.group` killed beside it, or a kill without fentry, has its
+/// pid alone, flagged as read-failed. Read-only: the verifier drops the
+/// path a kernel does not take.
+#[unsafe(no_mangle)]
+static MARK_VICTIM_PID: Global<u32> = Global::new(0);
+
+/// The victim of a `mark_victim(int pid)`: `oc->chosen`, if it is `pid`.
+#[inline(always)]
+fn chosen_victim(o: &Offsets, pid: i32) -> Result<u64, ReadError> {
+    let Some(oc) = OOM_IN_PROGRESS.get_ptr(bpf_get_current_pid_tgid()) else {
+        return Err(ReadError::ABSENT);
+    };
+    // SAFETY: the pointer comes from a successful hash map lookup.
+    let oc = unsafe { *oc };
+    let chosen: u64 = read(oc, o.oc_chosen)?;
+    if read::<i32>(chosen, o.task_pid)? == pid {
+        Ok(chosen)
+    } else {
+        Err(ReadError::ABSENT)
+    }
+}
+
 /// Sends the kill, with whatever could not be read left unknown and flagged:
 /// a kill is never dropped for a field.
 #[inline(always)]
 fn try_mark_victim(ctx: &BtfTracePointContext) -> Result<(), Failure> {
-    let victim: u64 = ctx.arg(0);
+    let (victim, pid) = if MARK_VICTIM_PID.load() == 0 {
+        (ctx.arg::<u64>(0), 0)
+    } else {
+        let pid = ctx.arg::<u64>(0) as i32;
+        (chosen_victim(offsets(), pid).unwrap_or(0), pid)
+    };
     // A filtered view keeps kills whose victim's cgroup is allowed (a kill
     // under a selected pod's limit has its victim inside the pod); a victim
     // whose memcg cannot be read is kept rather than lost.
@@ -72,6 +103,9 @@ fn try_mark_victim(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let filled = fill_record(offsets(), victim, record);
     if filled.is_err() {
         record.flags |= OOM_FLAG_READ_FAILED;
+    }
+    if victim == 0 && pid > 0 {
+        record.victim_tid = pid as u32;
     }
     slot.submit(0);
     count(LossCounter::Submitted);

@@ -35,8 +35,8 @@ use crate::{
     failure::{Chain as _, Failure, count_read, finish, or_note},
     filter::memcg_allowed,
     kernel::{
-        ReadError, current_task, current_task_memcg, direct_offset, limit_walk, load, memcg_ref,
-        read,
+        ReadError, current_task, current_task_memcg, direct_offset, limit_walk, load, load_task,
+        memcg_ref, read,
     },
     maps::offsets,
 };
@@ -113,7 +113,7 @@ fn try_cache_delete(ctx: &BtfTracePointContext) -> Result<(), Failure> {
     let folio: u64 = ctx.arg(0);
     let (owner, pages) = folio_owner_and_pages(o, folio).chain(ReadChain::FolioOwner)?;
     let current = current_task();
-    let flags: u32 = load(current, direct_offset!(task_flags)).unwrap_or(0);
+    let flags: u32 = load_task(current, direct_offset!(task_flags)).unwrap_or(0);
     let (reason, actor) = if flags & PF_MEMALLOC == 0 {
         (
             CacheReason::Removed,
@@ -207,7 +207,11 @@ fn reclaim_reason(context: &ReclaimContext, owner: u64) -> (CacheReason, u64) {
 /// pages (`1 << order`; the order of a large folio is in `_flags_1`).
 #[inline(always)]
 fn folio_owner_and_pages(o: &Offsets, folio: u64) -> Result<(u64, u64), ReadError> {
-    let memcg_data: u64 = load(folio, direct_offset!(folio_memcg_data))?;
+    let memcg_data: u64 = if direct_offset!(memcg_pointer) == 0 {
+        load(folio, direct_offset!(folio_memcg_data))?
+    } else {
+        read(folio, direct_offset!(folio_memcg_data))?
+    };
     let owner = memcg_data & !u64::from(o.memcg_data_flags_mask);
     let flags: u64 = load(folio, direct_offset!(folio_flags))?;
     let order = if o.pg_head < 64 && flags & (1 << o.pg_head) != 0 {

@@ -307,6 +307,35 @@ impl Btf {
         self.has(Kind::Typedef, &format!("btf_trace_{name}"))
     }
 
+    /// Whether argument `index` of BTF tracepoint `name` is a pointer, from
+    /// its prototype (`btf_trace_<name>`: a pointer to a function whose
+    /// first parameter is the tracepoint's private data); `None` when the
+    /// kernel has no such tracepoint or argument. An argument's type can
+    /// change between kernels (`mark_victim` took a pid before 6.6 and
+    /// takes the task since).
+    #[must_use]
+    pub fn tracepoint_arg_is_pointer(&self, name: &str, index: usize) -> Option<bool> {
+        let typedef = self
+            .find(Kind::Typedef, &format!("btf_trace_{name}"))
+            .ok()?;
+        let pointer = self.strip_modifiers(typedef);
+        let at = self.type_at(pointer as usize)?;
+        if kind_of(self.u32_at(at + 4).ok()?) != KIND_PTR {
+            return None;
+        }
+        let proto = self.strip_modifiers(self.u32_at(at + 8).ok()?);
+        let at = self.type_at(proto as usize)?;
+        let info = self.u32_at(at + 4).ok()?;
+        let params = (info & 0xffff) as usize;
+        if kind_of(info) != KIND_FUNC_PROTO || index + 1 >= params {
+            return None;
+        }
+        let param_type = self.u32_at(at + 12 + 8 * (index + 1) + 4).ok()?;
+        let param = self.strip_modifiers(param_type);
+        let at = self.type_at(param as usize)?;
+        Some(kind_of(self.u32_at(at + 4).ok()?) == KIND_PTR)
+    }
+
     /// Resolves a dotted member path (`"css.cgroup"`) in struct or union
     /// `type_name`, looking through anonymous struct and union members the
     /// way C does. The offset is from the start of `type_name`.
@@ -595,6 +624,17 @@ pub(crate) mod fixture {
             self.header(name, KIND_TYPEDEF, 0, to)
         }
 
+        /// A function prototype with unnamed parameters of these types.
+        pub fn func_proto(&mut self, returns: u32, params: &[u32]) -> u32 {
+            let vlen = u32::try_from(params.len()).unwrap();
+            let id = self.header("", super::KIND_FUNC_PROTO, vlen, returns);
+            for param in params {
+                self.types.extend_from_slice(&0u32.to_le_bytes());
+                self.types.extend_from_slice(&param.to_le_bytes());
+            }
+            id
+        }
+
         pub fn array(&mut self, element: u32, count: u32, index_type: u32) -> u32 {
             let id = self.header("", KIND_ARRAY, 0, 0);
             for v in [element, index_type, count] {
@@ -694,6 +734,29 @@ mod tests {
         b.enumeration("", &[("MM_FILEPAGES", 0), ("MM_ANONPAGES", 1)]);
         b.typedef("btf_trace_mark_victim", ptr);
         Btf::parse(b.build()).unwrap()
+    }
+
+    #[test]
+    fn a_tracepoints_argument_types_come_from_its_prototype() {
+        let mut b = Builder::new();
+        let int = b.int("int", 4);
+        let task = b.structure("task_struct", 8, &[("pid", int, 0)]);
+        let task_ptr = b.ptr(task);
+        let data = b.ptr(0);
+        // 6.6+: mark_victim(struct task_struct *task, uid_t uid).
+        let new_proto = b.func_proto(0, &[data, task_ptr, int]);
+        let new_ptr = b.ptr(new_proto);
+        b.typedef("btf_trace_mark_victim", new_ptr);
+        // Before: mark_victim(int pid).
+        let old_proto = b.func_proto(0, &[data, int]);
+        let old_ptr = b.ptr(old_proto);
+        b.typedef("btf_trace_old_victim", old_ptr);
+        let btf = Btf::parse(b.build()).unwrap();
+        assert_eq!(btf.tracepoint_arg_is_pointer("mark_victim", 0), Some(true));
+        assert_eq!(btf.tracepoint_arg_is_pointer("mark_victim", 1), Some(false));
+        assert_eq!(btf.tracepoint_arg_is_pointer("mark_victim", 2), None);
+        assert_eq!(btf.tracepoint_arg_is_pointer("old_victim", 0), Some(false));
+        assert_eq!(btf.tracepoint_arg_is_pointer("nope", 0), None);
     }
 
     #[test]

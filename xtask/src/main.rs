@@ -6,6 +6,8 @@
 
 mod dist;
 mod fuzz;
+mod kernel_table;
+mod kernels;
 mod setup;
 mod vm;
 
@@ -31,10 +33,10 @@ enum Task {
     /// Run every check: format, clippy, unit and integration tests (as
     /// root), then the integration tests on every kernel of the matrix.
     Test,
-    /// Run the integration tests on other kernels (pure cgroup v2) under
-    /// QEMU, and write docs/kernels.md.
+    /// Run the integration tests on other kernels (pure cgroup v2, and v1
+    /// on 5.10) under QEMU, and write docs/kernels.md.
     VmTest {
-        /// `6.1`, `6.12` or `all`.
+        /// `5.10`, `6.1`, `6.12`, `6.16`, `newest` or `all`.
         #[arg(long, default_value = "all")]
         kernel: String,
         /// Run only these test suites (`report`, `oom`, …); the kernel
@@ -192,8 +194,8 @@ fn test() -> anyhow::Result<()> {
         return Ok(());
     }
     let outcomes = vm::run_matrix(&env, "all", &[])?;
-    let host = vm::host_outcome(totals.passed, totals.failed);
-    vm::write_table(Some(&host), &outcomes, &today())?;
+    let host = kernel_table::host_outcome(totals.passed, totals.failed);
+    kernel_table::write_table(Some(&host), &outcomes, &today())?;
     let matrix_ok = summarise(&outcomes);
     if !host_ok {
         print_failures(&totals.failures);
@@ -214,7 +216,7 @@ fn vm_test(kernel: &str, suites: &[String]) -> anyhow::Result<()> {
     setup::ensure_packages(is_root(), "the tests", &setup::TEST_PACKAGES)?;
     let outcomes = vm::run_matrix(&env, kernel, suites)?;
     if kernel == "all" && suites.is_empty() {
-        vm::write_table(None, &outcomes, &today())?;
+        kernel_table::write_table(None, &outcomes, &today())?;
     }
     if !summarise(&outcomes) {
         bail!("the kernel matrix failed");

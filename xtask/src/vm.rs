@@ -1,48 +1,40 @@
-//! `cargo xtask vm-test [--kernel 6.1|6.12|all]`: the integration tests on
-//! other kernels, with pure cgroup v2, under QEMU.
+//! `cargo xtask vm-test [--kernel NAME|all]`: the integration tests on
+//! other kernels, with pure cgroup v2 or pure v1, under QEMU.
 //!
-//! For each kernel: the Debian cloud kernel package is fetched from the
-//! Debian archive (`apt-get download`, cached under
-//! `~/.cache/cgtrace/kernels`); cgtrace and the integration tests are built
-//! as static binaries; a busybox initramfs is packed with them and the
+//! For each kernel of [`KERNELS`]: its Debian cloud kernel is fetched
+//! (see [`kernels`](crate::kernels)); cgtrace and the integration tests are
+//! built as static binaries; a busybox initramfs is packed with them and the
 //! kernel's `brd` module (a RAM disk with ext2 on it, so the page-cache
 //! tests read a real block filesystem, not tmpfs); `qemu-system-x86_64`
-//! boots it with TCG (no KVM here). The guest mounts cgroup2 with `+memory
-//! +cpu` and tracefs, prints `cgtrace check --json`, runs every test binary
-//! and powers off; its serial console is parsed for the results.
+//! boots it with TCG (no KVM here), a few guests at once. The guest mounts
+//! its cgroups (cgroup2 with `+memory +cpu`, or the v1 `memory` and
+//! `cpu,cpuacct` hierarchies) and tracefs, prints `cgtrace check --json`,
+//! runs every test binary and powers off; its serial console is parsed for
+//! the results.
 //!
 //! To add a kernel, add one line to [`KERNELS`].
 
 use std::{
-    fmt::Write as _,
     io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::{cargo, root, run, setup::BuildEnv, test_count};
-
-/// A kernel of the matrix: what `--kernel` calls it, and its Debian package.
-pub struct Kernel {
-    pub name: &'static str,
-    pub package: &'static str,
-}
-
-/// The matrix. The packages are the Debian 12 ("bookworm") cloud kernels;
-/// any `linux-image-*-cloud-amd64-unsigned` the archive has will do.
-pub const KERNELS: &[Kernel] = &[
-    Kernel {
-        name: "6.1",
-        package: "linux-image-6.1.0-56-cloud-amd64-unsigned",
-    },
-    Kernel {
-        name: "6.12",
-        package: "linux-image-6.12.115+deb12-cloud-amd64-unsigned",
-    },
-];
+pub use crate::kernels::KERNELS;
+use crate::{
+    cargo,
+    kernels::{self, Cgroups, Kernel, KernelFiles},
+    root, run,
+    setup::BuildEnv,
+    test_count,
+};
 
 /// The whole guest run, tests included, must end within this (a guest
 /// takes 5 to 8 minutes here).
@@ -55,6 +47,8 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 #[derive(Default)]
 pub struct Outcome {
     pub kernel: String,
+    /// The kernel's Debian package (none for the host).
+    pub package: Option<String>,
     /// `cgtrace check --json` in the guest.
     pub check: Option<serde_json::Value>,
     pub passed: u64,
@@ -68,15 +62,20 @@ pub struct Outcome {
     pub retried: Option<String>,
     /// Lines still to echo after a `panicked at` line: the panic's message,
     /// which an `assert!` with a message prints on the lines that follow.
-    message_lines_due: u8,
+    pub(crate) message_lines_due: u8,
 }
 
-/// Runs the matrix for `which` (`all` or a kernel name), with every test
-/// suite or only those named in `suites`; `Ok` holds every kernel's
-/// outcome, failing or not.
 /// Suites the matrix leaves to the host unless named.
 const HOST_ONLY: [&str; 1] = ["soak"];
 
+/// Guests booted at once, unless `CGTRACE_VM_PARALLEL` says otherwise.
+/// Each has two virtual CPUs and 4 GiB; much of a guest's time is its tests
+/// waiting (for a kill, a period, a deadline), which another guest uses.
+const PARALLEL_GUESTS: usize = 2;
+
+/// Runs the matrix for `which` (`all` or a kernel name), with every test
+/// suite or only those named in `suites`; `Ok` holds every kernel's
+/// outcome, failing or not, in the matrix's order.
 pub fn run_matrix(env: &BuildEnv, which: &str, suites: &[String]) -> anyhow::Result<Vec<Outcome>> {
     let kernels: Vec<&Kernel> = KERNELS
         .iter()
@@ -104,29 +103,63 @@ pub fn run_matrix(env: &BuildEnv, which: &str, suites: &[String]) -> anyhow::Res
             bail!("no test suite named {}", suites.join(", "));
         }
     }
-    let mut outcomes = Vec::new();
+    // Fetched one after another (one apt), then booted side by side.
+    let mut guests = Vec::new();
     for kernel in kernels {
-        let files = fetch(kernel)?;
+        let files = kernels::fetch(kernel)?;
         let initramfs = pack(kernel, &files, &binaries)?;
-        let mut outcome = boot(kernel, &files, &initramfs)?;
-        if !outcome.finished {
-            // Under emulation on a busy host a guest CPU can stall (QEMU's
-            // TCG has no KVM to keep it scheduled). Boot once more; the
-            // first boot stays on record, as the log and in the table.
-            let why = first_boot_stop(&log_path(kernel));
-            let kept = log_path(kernel).with_extension("first-boot.log");
-            std::fs::rename(log_path(kernel), &kept)?;
-            eprintln!(
-                "xtask: Linux {}: booting again ({why}; the first boot's log is {})",
-                kernel.name,
-                kept.display()
-            );
-            outcome = boot(kernel, &files, &initramfs)?;
-            outcome.retried = Some(why);
-        }
-        outcomes.push(outcome);
+        guests.push((kernel, files, initramfs));
     }
-    Ok(outcomes)
+    let parallel = std::env::var("CGTRACE_VM_PARALLEL")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(PARALLEL_GUESTS)
+        .clamp(1, guests.len());
+    let next = AtomicUsize::new(0);
+    let mut outcomes: Vec<Option<anyhow::Result<Outcome>>> = Vec::new();
+    outcomes.resize_with(guests.len(), || None);
+    let outcomes = Mutex::new(outcomes);
+    std::thread::scope(|scope| {
+        for _ in 0..parallel {
+            scope.spawn(|| {
+                loop {
+                    let at = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((kernel, files, initramfs)) = guests.get(at) else {
+                        return;
+                    };
+                    let outcome = run_guest(kernel, files, initramfs);
+                    outcomes.lock().unwrap_or_else(PoisonError::into_inner)[at] = Some(outcome);
+                }
+            });
+        }
+    });
+    outcomes
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .map(|outcome| outcome.context("a guest was never run")?)
+        .collect()
+}
+
+/// Boots one guest, and once more if its first boot stopped early.
+fn run_guest(kernel: &Kernel, files: &KernelFiles, initramfs: &Path) -> anyhow::Result<Outcome> {
+    let mut outcome = boot(kernel, files, initramfs)?;
+    if !outcome.finished {
+        // Under emulation on a busy host a guest CPU can stall (QEMU's
+        // TCG has no KVM to keep it scheduled). Boot once more; the
+        // first boot stays on record, as the log and in the table.
+        let why = first_boot_stop(&log_path(kernel));
+        let kept = log_path(kernel).with_extension("first-boot.log");
+        std::fs::rename(log_path(kernel), &kept)?;
+        eprintln!(
+            "xtask: Linux {}: booting again ({why}; the first boot's log is {})",
+            kernel.name,
+            kept.display()
+        );
+        outcome = boot(kernel, files, initramfs)?;
+        outcome.retried = Some(why);
+    }
+    Ok(outcome)
 }
 
 /// A guest's console log.
@@ -189,10 +222,15 @@ pub fn static_cgtrace(env: &BuildEnv) -> anyhow::Result<PathBuf> {
         ])
         .args(STATIC_ARGS)
         .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1))?;
-    Ok(root()
+    Ok(static_cgtrace_path())
+}
+
+/// Where [`static_cgtrace`] puts the binary.
+pub fn static_cgtrace_path() -> PathBuf {
+    root()
         .join("target/vm")
         .join(TARGET)
-        .join("release/cgtrace"))
+        .join("release/cgtrace")
 }
 
 fn build(env: &BuildEnv) -> anyhow::Result<Binaries> {
@@ -234,84 +272,10 @@ fn build(env: &BuildEnv) -> anyhow::Result<Binaries> {
     })
 }
 
-/// A kernel's boot image and RAM-disk module, from its extracted package.
-struct KernelFiles {
-    vmlinuz: PathBuf,
-    brd: PathBuf,
-}
-
-fn cache_dir() -> PathBuf {
-    std::env::var_os("CGTRACE_TOOLS").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/cgtrace/kernels")
-        },
-        |tools| PathBuf::from(tools).join("kernels"),
-    )
-}
-
-/// Downloads and extracts the kernel package once; later runs reuse it.
-fn fetch(kernel: &Kernel) -> anyhow::Result<KernelFiles> {
-    let dir = cache_dir().join(kernel.package);
-    if find(&dir.join("boot"), "vmlinuz-").is_none() {
-        std::fs::create_dir_all(&dir)?;
-        let download = || {
-            Command::new("apt-get")
-                .args(["download", kernel.package])
-                .current_dir(&dir)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !download() {
-            run(Command::new("apt-get").arg("update"))?;
-            if !download() {
-                bail!(
-                    "apt-get cannot download {} (is it still in the Debian archive? `apt-cache search cloud-amd64-unsigned` lists what is)",
-                    kernel.package
-                );
-            }
-        }
-        let deb = find(&dir, ".deb").context("apt-get downloaded no .deb")?;
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
-        std::fs::remove_file(deb)?;
-    }
-    let vmlinuz = find(&dir.join("boot"), "vmlinuz-").context("no vmlinuz in the package")?;
-    let brd = walk_find(&dir.join("lib/modules"), "brd.ko")
-        .context("no brd module in the kernel package")?;
-    Ok(KernelFiles { vmlinuz, brd })
-}
-
-/// The first entry of `dir` whose name contains `part`.
-fn find(dir: &Path, part: &str) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().contains(part))
-        })
-}
-
-/// The first file below `dir` whose name starts with `prefix`.
-fn walk_find(dir: &Path, prefix: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if let Some(found) = walk_find(&path, prefix) {
-                return Some(found);
-            }
-        } else if entry.file_name().to_string_lossy().starts_with(prefix) {
-            return Some(path);
-        }
-    }
-    None
-}
-
 /// The guest's `/init`: mounts, a RAM-disk filesystem for the page-cache
-/// tests, cgroup2 with the memory and cpu controllers delegated, then the
-/// tests; every line the host parses starts with `== `.
-const INIT: &str = r#"#!/bin/sh
+/// tests, the cgroups ([`CGROUP_V2`] or [`CGROUP_V1`] before this), then
+/// the tests; every line the host parses starts with `== `.
+const INIT_HEAD: &str = r"#!/bin/sh
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -319,11 +283,30 @@ mount -t devtmpfs dev /dev
 mount -t tracefs nodev /sys/kernel/tracing
 mount -t tmpfs tmp /tmp
 ip link set lo up
-insmod /lib/brd.ko rd_nr=1 rd_size=1048576
+[ -f /lib/brd.ko ] && insmod /lib/brd.ko rd_nr=1 rd_size=1048576
 mke2fs -q /dev/ram0 >/dev/null 2>&1 && mount -t ext2 /dev/ram0 /var/tmp
-mount -t cgroup2 none /sys/fs/cgroup
+";
+
+/// cgroup2 alone, with the memory and cpu controllers delegated.
+const CGROUP_V2: &str = r#"mount -t cgroup2 none /sys/fs/cgroup
 echo "+memory +cpu" > /sys/fs/cgroup/cgroup.subtree_control
-echo "== guest $(uname -r)"
+"#;
+
+/// The v1 hierarchies as systemd mounts them on a legacy node, and no
+/// cgroup2 at all. systemd also turns on hierarchical memory accounting
+/// (off by default before 5.16: a parent's limit would not cover its
+/// children).
+const CGROUP_V1: &str = r"mount -t tmpfs cgroup /sys/fs/cgroup
+mkdir /sys/fs/cgroup/memory /sys/fs/cgroup/cpu,cpuacct
+mount -t cgroup -o memory memory /sys/fs/cgroup/memory
+mount -t cgroup -o cpu,cpuacct cpu,cpuacct /sys/fs/cgroup/cpu,cpuacct
+ln -s cpu,cpuacct /sys/fs/cgroup/cpu
+ln -s cpu,cpuacct /sys/fs/cgroup/cpuacct
+echo 1 > /sys/fs/cgroup/memory/memory.use_hierarchy
+";
+
+/// The tests, after the mounts.
+const INIT: &str = r#"echo "== guest $(uname -r)"
 echo "== check $(cgtrace check --json | tr -d '\n')"
 export CGTRACE_BIN=/bin/cgtrace CGTRACE_SKIP_BROWSER=1
 echo 1 > /proc/sys/kernel/sysrq
@@ -372,13 +355,18 @@ fn suite_name(test: &Path) -> String {
 /// Packs the initramfs (an uncompressed newc cpio archive, which every
 /// kernel unpacks) for `kernel`.
 fn pack(kernel: &Kernel, files: &KernelFiles, binaries: &Binaries) -> anyhow::Result<PathBuf> {
+    let cgroups = match kernel.cgroups {
+        Cgroups::V2 => CGROUP_V2,
+        Cgroups::V1 => CGROUP_V1,
+    };
+    let init = format!("{INIT_HEAD}{cgroups}{INIT}");
     let mut archive = Cpio::default();
     for dir in [
         "bin", "lib", "proc", "sys", "dev", "tmp", "var", "var/tmp", "tests",
     ] {
         archive.dir(dir);
     }
-    archive.file("init", 0o755, INIT.as_bytes());
+    archive.file("init", 0o755, init.as_bytes());
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -395,21 +383,29 @@ fn pack(kernel: &Kernel, files: &KernelFiles, binaries: &Binaries) -> anyhow::Re
         let suite = suite_name(test);
         archive.file(&format!("tests/{suite}"), 0o755, &std::fs::read(test)?);
     }
-    let brd = if files.brd.extension().is_some_and(|e| e == "xz") {
-        let output = Command::new("xz").arg("-dc").arg(&files.brd).output()?;
-        if !output.status.success() {
-            bail!("cannot decompress {}", files.brd.display());
-        }
-        output.stdout
-    } else {
-        std::fs::read(&files.brd)?
-    };
-    archive.file("lib/brd.ko", 0o644, &brd);
+    if let Some(brd) = &files.brd {
+        archive.file("lib/brd.ko", 0o644, &module(brd)?);
+    }
     let path = root()
         .join("target/vm")
         .join(format!("initramfs-{}.cpio", kernel.name));
     std::fs::write(&path, archive.finish())?;
     Ok(path)
+}
+
+/// A kernel module's bytes, decompressed (Debian ships `.ko.xz`, newer
+/// kernels may ship `.ko.zst`).
+fn module(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let decompressor = match path.extension().and_then(|e| e.to_str()) {
+        Some("xz") => "xz",
+        Some("zst") => "zstd",
+        _ => return Ok(std::fs::read(path)?),
+    };
+    let output = Command::new(decompressor).arg("-dc").arg(path).output()?;
+    if !output.status.success() {
+        bail!("cannot decompress {}", path.display());
+    }
+    Ok(output.stdout)
 }
 
 /// A newc-format cpio archive, built in memory.
@@ -498,13 +494,16 @@ fn boot(kernel: &Kernel, files: &KernelFiles, initramfs: &Path) -> anyhow::Resul
         // the deadline.
         .args([
             "-append",
-            "console=ttyS0 quiet panic=-1 softlockup_panic=1 sysctl.kernel.panic_on_rcu_stall=1",
+            "console=ttyS0 quiet panic=-1 softlockup_panic=1 sysctl.kernel.panic_on_rcu_stall=1 \
+             brd.rd_nr=1 brd.rd_size=1048576",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     eprintln!(
-        "xtask: booting Linux {} ({}) under QEMU",
-        kernel.name, kernel.package
+        "xtask: booting Linux {} ({}, {}) under QEMU",
+        kernel.name,
+        files.package,
+        kernel.cgroups.describe()
     );
     let started = Instant::now();
     let mut child = command
@@ -524,6 +523,7 @@ fn boot(kernel: &Kernel, files: &KernelFiles, initramfs: &Path) -> anyhow::Resul
     });
     let mut outcome = Outcome {
         kernel: kernel.name.to_owned(),
+        package: Some(files.package.clone()),
         ..Outcome::default()
     };
     let stdout = child.stdout.take().context("qemu's console")?;
@@ -616,134 +616,6 @@ fn strip_escapes(line: &str) -> String {
         }
     }
     plain
-}
-
-/// `docs/kernels.md`: which variant each feature uses on each kernel, and
-/// whether that kernel's tests passed, from a real run.
-pub fn write_table(host: Option<&Outcome>, outcomes: &[Outcome], date: &str) -> anyhow::Result<()> {
-    let columns: Vec<&Outcome> = host.into_iter().chain(outcomes).collect();
-    let mut text = format!(
-        "# Kernels\n\nGenerated by `cargo xtask vm-test` (do not edit by hand) on {date}. \
-         Each column is a real run: the host as it is, and each Debian cloud kernel \
-         booted under QEMU with pure cgroup v2 (`{}`).\n\n| feature |",
-        KERNELS
-            .iter()
-            .map(|k| k.package)
-            .collect::<Vec<_>>()
-            .join("`, `")
-    );
-    for column in &columns {
-        let _ = write!(text, " {} |", column_name(column));
-    }
-    text.push_str("\n|---|");
-    text.push_str(&"---|".repeat(columns.len()));
-    text.push('\n');
-    let features: Vec<String> = columns
-        .iter()
-        .filter_map(|c| c.check.as_ref())
-        .flat_map(|c| c["features"].as_array().cloned().unwrap_or_default())
-        .filter_map(|f| f["feature"].as_str().map(str::to_owned))
-        .fold(Vec::new(), |mut all, f| {
-            if !all.contains(&f) {
-                all.push(f);
-            }
-            all
-        });
-    for feature in &features {
-        let _ = write!(text, "| {feature} |");
-        for column in &columns {
-            let variant = column
-                .check
-                .as_ref()
-                .and_then(|c| c["features"].as_array().cloned())
-                .unwrap_or_default()
-                .into_iter()
-                .find(|f| f["feature"] == feature.as_str())
-                .map_or_else(
-                    || "?".to_owned(),
-                    |f| {
-                        f["variant"]
-                            .as_str()
-                            .map_or_else(|| "unavailable".to_owned(), str::to_owned)
-                    },
-                );
-            let _ = write!(text, " {variant} |");
-        }
-        text.push('\n');
-    }
-    text.push_str("| **tests** |");
-    for column in &columns {
-        let _ = write!(
-            text,
-            " {} passed, {} failed |",
-            column.passed, column.failed
-        );
-    }
-    text.push_str("\n\n");
-    for column in &columns {
-        if !column.failures.is_empty() {
-            let _ = writeln!(
-                text,
-                "Failed on {}: {}.\n",
-                column_name(column),
-                column.failures.join(", ")
-            );
-        }
-        if let Some(why) = &column.retried {
-            let _ = writeln!(
-                text,
-                "{} was booted twice: {why}. The counts are the second boot's.\n",
-                column_name(column)
-            );
-        }
-    }
-    text.push_str(
-        "The host refuses fentry, so it runs the tp_btf variants. The QEMU guests allow it: \
-         there every integration suite runs with the best variant (fentry), and the OOM and \
-         throttle suites run a second time with the tp_btf variants \
-         (`CGTRACE_TEST_VARIANT=tp-btf`). The host's count includes the unit tests. \
-         The memcg stat tracepoints are new in 6.14; on older kernels charges and refaults \
-         come from `memory.stat` deltas, which the guests' tests exercise. To add a kernel, \
-         add a line to `KERNELS` in `xtask/src/vm.rs`.\n",
-    );
-    std::fs::write(root().join("docs/kernels.md"), text).context("writing docs/kernels.md")?;
-    eprintln!("xtask: wrote docs/kernels.md");
-    Ok(())
-}
-
-fn column_name(outcome: &Outcome) -> String {
-    let cgroups = outcome
-        .check
-        .as_ref()
-        .and_then(|c| c["cgroup_mode"].as_str())
-        .unwrap_or("?");
-    format!("{} ({cgroups})", outcome.kernel)
-}
-
-/// The host's own column, from the static cgtrace (`cgtrace check --json`).
-pub fn host_outcome(passed: u64, failed: u64) -> Outcome {
-    let check = Command::new(
-        root()
-            .join("target/vm")
-            .join(TARGET)
-            .join("release/cgtrace"),
-    )
-    .args(["check", "--json"])
-    .output()
-    .ok()
-    .and_then(|o| serde_json::from_slice(&o.stdout).ok());
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "host".to_owned(), |r| format!("host {}", r.trim()));
-    Outcome {
-        kernel: release,
-        check,
-        passed,
-        failed,
-        failures: Vec::new(),
-        finished: true,
-        seconds: 0.0,
-        ..Outcome::default()
-    }
 }
 
 #[cfg(test)]

@@ -337,7 +337,7 @@ impl Probe {
                 &mut ebpf,
                 &aya_btf,
                 options.oom_variant,
-                &layout.absent,
+                &layout,
             )?);
         }
         if options.features.page_cache {
@@ -870,16 +870,23 @@ struct Switches {
     files: u32,
     filter: u32,
     task_se_parent: u32,
+    /// 1 where `mark_victim` carries a pid, not the task.
+    mark_victim_pid: u32,
     log_level: u8,
 }
 
 impl Switches {
     fn new(options: &ProbeOptions, layout: &offsets::KernelLayout) -> Self {
         Self {
-            direct: cgtrace_common::offsets::DirectOffsets::of(&layout.offsets),
+            direct: cgtrace_common::offsets::DirectOffsets {
+                current_task_btf: u32::from(layout.current_task_btf),
+                memcg_pointer: u32::from(layout.memcg_pointer),
+                ..cgtrace_common::offsets::DirectOffsets::of(&layout.offsets)
+            },
             files: u32::from(options.files),
             filter: u32::from(options.filter),
             task_se_parent: layout.offsets.task_se_parent,
+            mark_victim_pid: u32::from(layout.mark_victim_pid),
             log_level: log::level(options.log),
         }
     }
@@ -901,6 +908,7 @@ fn load_object<'a>(
         .override_global("FILES_ENABLED", &switches.files, true)
         .override_global("FILTER_ENABLED", &switches.filter, true)
         .override_global("TASK_SE_PARENT", &switches.task_se_parent, true)
+        .override_global("MARK_VICTIM_PID", &switches.mark_victim_pid, true)
         .override_global(aya_log::LEVEL, &switches.log_level, true)
         .map_max_entries("EVENTS", options.ring_buffer_bytes)
         // Without the log nothing is written to its ring buffer: one
@@ -1051,7 +1059,7 @@ fn attach_oom(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
     variant: OomVariant,
-    absent: &[String],
+    layout: &offsets::KernelLayout,
 ) -> Result<FeatureStatus, ProbeError> {
     let mut fentry_refused = None;
     if variant != OomVariant::TpBtf {
@@ -1078,9 +1086,12 @@ fn attach_oom(
         ),
         (_, None) => "constraining memcg read from oom_control".to_owned(),
     };
-    if !absent.is_empty() {
-        detail.push_str("; unknown on this kernel: ");
-        detail.push_str(&absent.join(", "));
+    if layout.mark_victim_pid {
+        detail.push_str(if fentry_refused.is_some() || variant == OomVariant::TpBtf {
+            "; this kernel's mark_victim carries only the victim's pid, and without fentry the rest of the victim is unknown (the kernel log's line has it)"
+        } else {
+            "; this kernel's mark_victim carries only the victim's pid: the victim is the task out_of_memory() chose"
+        });
     }
     let variant = if fentry_refused.is_some() || variant == OomVariant::TpBtf {
         "tp_btf mark_victim + limit walk"

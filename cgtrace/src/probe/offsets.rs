@@ -19,6 +19,126 @@ pub struct KernelLayout {
     pub absent: Vec<String>,
     /// `enum oom_constraint` values, to decode the fentry variant's field.
     pub oom_constraints: Vec<(i64, &'static str)>,
+    /// Whether the kernel has `bpf_get_current_task_btf` (5.11+).
+    pub current_task_btf: bool,
+    /// Whether `mark_victim` carries the victim's pid rather than its task
+    /// (kernels before 6.6).
+    pub mark_victim_pid: bool,
+    /// Whether a page's memcg is the pointer `page->mem_cgroup` (before
+    /// 5.11) rather than the number `memcg_data`.
+    pub memcg_pointer: bool,
+}
+
+/// Every optional member and what a kernel without it loses: the declared
+/// fallback. A member the programs read but BTF does not have is read by
+/// none of them (it stays `ABSENT`, and the programs skip what needs it);
+/// one missing from this table fails the tests
+/// (`every_optional_member_declares_what_its_absence_costs`), so no read
+/// goes without a decision about the kernels that lack it.
+pub const DECLARED_ABSENCES: &[(&str, &str)] = &[
+    ("task_struct.mm", "the victim's memory sizes"),
+    ("task_struct.real_cred", "the victim's uid"),
+    ("task_struct.signal", "the victim's oom_score_adj"),
+    ("cred.uid", "the victim's uid"),
+    ("signal_struct.oom_score_adj", "the victim's oom_score_adj"),
+    (
+        "mem_cgroup.memsw",
+        "whether a kill was at a memory+swap limit (v1)",
+    ),
+    ("mem_cgroup.oom_group", "group kills (memory.oom.group)"),
+    (
+        "mem_cgroup.memory_events_local",
+        "the victim memcg's own OOM kill count",
+    ),
+    ("MEMCG_OOM_KILL", "the victim memcg's own OOM kill count"),
+    ("mm_struct.total_vm", "the victim's total_vm"),
+    ("mm_struct.pgtables_bytes", "the victim's page tables"),
+    ("mm_struct.rss_stat", "the victim's RSS by kind"),
+    ("MM_FILEPAGES", "the victim's file RSS"),
+    ("MM_ANONPAGES", "the victim's anonymous RSS"),
+    ("MM_SHMEMPAGES", "the victim's shmem RSS"),
+    (
+        "oom_control.memcg",
+        "the constraining memcg from oom_control (the limit walk finds it)",
+    ),
+    ("oom_control.totalpages", "the OOM domain's size"),
+    (
+        "oom_control.constraint",
+        "the kill's constraint from oom_control",
+    ),
+    (
+        "oom_control.chosen",
+        "the victim on kernels whose mark_victim carries a pid",
+    ),
+    (
+        "folio.flags",
+        "large page-cache folios (each counts one page)",
+    ),
+    (
+        "folio.memcg_data",
+        "page-cache owners (no page-cache attribution)",
+    ),
+    (
+        "folio._flags_1",
+        "large page-cache folios (each counts one page)",
+    ),
+    ("PG_head", "large page-cache folios (each counts one page)"),
+    (
+        "task_struct.flags",
+        "telling reclaim from removal (evictions count as removals)",
+    ),
+    (
+        "page_counter.high",
+        "memory.high limits in the reclaim target walk",
+    ),
+    ("reclaim_stat.nr_dirty", "dirty pages met by reclaim"),
+    (
+        "reclaim_stat.nr_writeback",
+        "writeback pages met by reclaim",
+    ),
+    (
+        "cgroup.subsys",
+        "a new cgroup's memcg, for a filter's verdict cache",
+    ),
+    ("folio.mapping", "page cache by file (cache --files)"),
+    ("address_space.host", "page cache by file (cache --files)"),
+    ("inode.i_ino", "page cache by file (cache --files)"),
+    ("inode.i_sb", "page cache by file (cache --files)"),
+    ("super_block.s_dev", "page cache by file (cache --files)"),
+    (
+        "cgroup.self",
+        "a filter following cgroups created inside a selected one",
+    ),
+    ("task_struct.se.cfs_rq", "throttle spans (tp_btf variant)"),
+    (
+        "task_struct.se.parent",
+        "throttle spans of nested groups (tp_btf variant)",
+    ),
+    (
+        "sched_entity.cfs_rq",
+        "throttle spans of nested groups (tp_btf variant)",
+    ),
+    (
+        "sched_entity.parent",
+        "throttle spans of nested groups (tp_btf variant)",
+    ),
+    ("cfs_rq.runtime_enabled", "throttle spans (tp_btf variant)"),
+    ("cfs_rq.throttled", "throttle spans (tp_btf variant)"),
+    (
+        "cfs_rq.throttle_count",
+        "throttle spans under a throttled parent (tp_btf variant)",
+    ),
+    ("cfs_rq.tg", "the throttled group (throttle spans)"),
+    ("task_group.css", "the throttled group (throttle spans)"),
+];
+
+/// What a kernel without optional member `name` loses.
+#[must_use]
+pub fn cost_of_absence(name: &str) -> Option<&'static str> {
+    DECLARED_ABSENCES
+        .iter()
+        .find(|(member, _)| *member == name)
+        .map(|(_, cost)| *cost)
 }
 
 /// Optional members to treat as absent whatever BTF says
@@ -133,8 +253,8 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
             btf.offset_of("oom_control", "constraint"),
             "oom_control.constraint",
         ),
-        folio_flags: optional(btf.offset_of("folio", "flags"), "folio.flags"),
-        folio_memcg_data: optional(btf.offset_of("folio", "memcg_data"), "folio.memcg_data"),
+        folio_flags: optional(first_of(btf, FOLIO_FLAGS), "folio.flags"),
+        folio_memcg_data: optional(first_of(btf, FOLIO_MEMCG), "folio.memcg_data"),
         folio_flags_1: optional(btf.offset_of("folio", "_flags_1"), "folio._flags_1"),
         pg_head: optional(enum_u32("PG_head"), "PG_head"),
         // MEMCG_DATA_FLAGS_MASK is __NR_MEMCG_DATA_FLAGS - 1 (6.x); the
@@ -152,7 +272,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
             "reclaim_stat.nr_writeback",
         ),
         cgroup_subsys: optional(btf.offset_of("cgroup", "subsys"), "cgroup.subsys"),
-        folio_mapping: optional(btf.offset_of("folio", "mapping"), "folio.mapping"),
+        folio_mapping: optional(first_of(btf, FOLIO_MAPPING), "folio.mapping"),
         address_space_host: optional(btf.offset_of("address_space", "host"), "address_space.host"),
         inode_ino: optional(btf.offset_of("inode", "i_ino"), "inode.i_ino"),
         inode_sb: optional(btf.offset_of("inode", "i_sb"), "inode.i_sb"),
@@ -189,7 +309,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
         memcg_stat_items: ChargeKind::KERNEL_NAMES.map(|name| enum_u32(name).unwrap_or(ABSENT)),
         padding_items: 0,
         page_shift: page_shift(),
-        padding: 0,
+        oc_chosen: optional(btf.offset_of("oom_control", "chosen"), "oom_control.chosen"),
     };
 
     let oom_constraints = [
@@ -206,7 +326,44 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
         offsets,
         absent,
         oom_constraints,
+        current_task_btf: btf.enum_value("BPF_FUNC_get_current_task_btf").is_ok(),
+        mark_victim_pid: btf.tracepoint_arg_is_pointer("mark_victim", 0) == Some(false),
+        memcg_pointer: btf.offset_of("page", "mem_cgroup").is_ok()
+            && btf.offset_of("folio", "memcg_data").is_err()
+            && btf.offset_of("page", "memcg_data").is_err(),
     })
+}
+
+/// A folio's members, and where a kernel before folios (5.15 and older)
+/// has them: a folio overlays its head page, and the filemap tracepoints
+/// there take the `struct page` itself. Before 5.11 the memcg is a plain
+/// pointer, `page->mem_cgroup` (its low bit marks a slab page's object
+/// cgroups, which page-cache pages never are).
+const FOLIO_FLAGS: &[(&str, &str)] = &[("folio", "flags"), ("page", "flags")];
+const FOLIO_MAPPING: &[(&str, &str)] = &[("folio", "mapping"), ("page", "mapping")];
+const FOLIO_MEMCG: &[(&str, &str)] = &[
+    ("folio", "memcg_data"),
+    ("page", "memcg_data"),
+    ("page", "mem_cgroup"),
+];
+
+/// The offset of the first of `candidates` (`struct`, `member`) this kernel
+/// has; the newest first, each older one a declared fallback at the same
+/// place in the same object.
+fn first_of(btf: &Btf, candidates: &[(&str, &str)]) -> Result<u32, BtfError> {
+    let mut first_error = None;
+    for (type_name, member) in candidates {
+        match btf.offset_of(type_name, member) {
+            Ok(offset) => return Ok(offset),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(BtfError::MissingMember {
+        type_name: String::new(),
+        member: String::new(),
+    }))
 }
 
 /// Where the RSS counters live in `mm_struct`: since 6.2 `rss_stat` is an
@@ -240,8 +397,87 @@ pub fn page_shift() -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::resolve;
-    use crate::btf::Btf;
+    use super::{DECLARED_ABSENCES, cost_of_absence, resolve};
+    use crate::btf::{Btf, fixture::Builder};
+
+    /// A kernel with the required members and nothing else.
+    fn bare_kernel() -> Btf {
+        let mut b = Builder::new();
+        let long = b.int("long", 8);
+        let int = b.int("int", 4);
+        let ptr = b.ptr(long);
+        b.structure(
+            "task_struct",
+            64,
+            &[
+                ("pid", int, 0),
+                ("tgid", int, 4),
+                ("comm", long, 8),
+                ("cgroups", ptr, 16),
+            ],
+        );
+        let subsys = b.array(ptr, 14, int);
+        b.structure("css_set", 112, &[("subsys", subsys, 0)]);
+        b.enumeration("cgroup_subsys_id", &[("memory_cgrp_id", 4)]);
+        let css = b.structure(
+            "cgroup_subsys_state",
+            16,
+            &[("cgroup", ptr, 0), ("parent", ptr, 8)],
+        );
+        b.structure(
+            "cgroup",
+            24,
+            &[("kn", ptr, 0), ("root", ptr, 8), ("level", int, 16)],
+        );
+        b.structure("kernfs_node", 8, &[("id", long, 0)]);
+        b.structure("cgroup_root", 4, &[("hierarchy_id", int, 0)]);
+        let counter = b.structure("page_counter", 16, &[("usage", long, 0), ("max", long, 8)]);
+        b.structure(
+            "mem_cgroup",
+            32,
+            &[("css", css, 0), ("memory", counter, 16)],
+        );
+        Btf::parse(b.build()).unwrap()
+    }
+
+    #[test]
+    fn every_optional_member_declares_what_its_absence_costs() {
+        let layout = resolve(&bare_kernel()).expect("the required members are there");
+        let undeclared: Vec<&String> = layout
+            .absent
+            .iter()
+            .filter(|member| cost_of_absence(member).is_none())
+            .collect();
+        assert!(
+            undeclared.is_empty(),
+            "read by the programs, absent from this kernel, and no fallback declared: {undeclared:?}"
+        );
+        // And no declaration outlives the member it was for.
+        let stale: Vec<&str> = DECLARED_ABSENCES
+            .iter()
+            .map(|(member, _)| *member)
+            .filter(|member| !layout.absent.iter().any(|absent| absent == member))
+            .collect();
+        assert!(stale.is_empty(), "declared, but never read: {stale:?}");
+    }
+
+    #[test]
+    fn a_kernel_before_folios_gives_the_pages_members() {
+        let mut b = Builder::new();
+        let long = b.int("long", 8);
+        let ptr = b.ptr(long);
+        // 5.10: no struct folio; the memcg is `page->mem_cgroup` in a union.
+        let memcg = b.union("", 8, &[("mem_cgroup", ptr, 0), ("obj_cgroups", ptr, 0)]);
+        b.structure(
+            "page",
+            64,
+            &[("flags", long, 0), ("mapping", ptr, 24), ("", memcg, 56)],
+        );
+        let btf = Btf::parse(b.build()).unwrap();
+        assert_eq!(super::first_of(&btf, super::FOLIO_MEMCG).unwrap(), 56);
+        assert_eq!(super::first_of(&btf, super::FOLIO_MAPPING).unwrap(), 24);
+        assert_eq!(super::first_of(&btf, super::FOLIO_FLAGS).unwrap(), 0);
+    }
 
     /// The layout values measured on the 6.18 build hosts (see DESIGN.md §3)
     /// must come out of that kernel's BTF; elsewhere, just resolve cleanly.

@@ -17,6 +17,7 @@ use crate::{
     probe::{
         FeatureSet, FeatureStatus, Probe, ProbeError, ProbeOptions,
         features::{FEATURES, Feature, best_variant},
+        offsets::{cost_of_absence, resolve},
     },
     system::{self, Privileges},
 };
@@ -39,11 +40,38 @@ struct Report {
     can_trace: bool,
     capabilities: CapabilityRow,
     fentry: String,
+    /// Optional kernel members this kernel lacks, and what each costs (the
+    /// fallbacks declared in `probe::offsets`).
+    absent_members: Vec<AbsentMember>,
     features: Vec<FeatureRow>,
     can_run: bool,
     /// With `--probe-log`: the probes on check's workload.
     #[serde(skip_serializing_if = "Option::is_none")]
     probe_log: Option<Result<exercise::Exercised, String>>,
+}
+
+#[derive(Debug, Serialize)]
+struct AbsentMember {
+    member: String,
+    loses: &'static str,
+}
+
+/// The optional members this kernel's BTF lacks.
+fn absent_members(btf: Result<&Btf, &BtfError>) -> Vec<AbsentMember> {
+    let Ok(layout) = btf
+        .map_err(|_| ())
+        .and_then(|btf| resolve(btf).map_err(|_| ()))
+    else {
+        return Vec::new();
+    };
+    layout
+        .absent
+        .into_iter()
+        .map(|member| AbsentMember {
+            loses: cost_of_absence(&member).unwrap_or("undeclared"),
+            member,
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -193,6 +221,7 @@ fn gather() -> Report {
         can_trace: privileges.can_trace(),
         capabilities: CapabilityRow::now(),
         fentry,
+        absent_members: absent_members(btf.as_ref()),
         features,
         can_run,
         probe_log,
@@ -342,6 +371,19 @@ fn render(report: &Report) -> String {
     );
     render_capabilities(&mut out, &report.capabilities);
     let _ = writeln!(out, "fentry      {}", report.fentry);
+    if report.absent_members.is_empty() {
+        let _ = writeln!(
+            out,
+            "layout      every kernel member the probes read is there"
+        );
+    }
+    for absent in &report.absent_members {
+        let _ = writeln!(
+            out,
+            "layout      no {} on this kernel: without {}",
+            absent.member, absent.loses
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
