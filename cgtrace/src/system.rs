@@ -18,6 +18,16 @@ pub fn kernel_release() -> String {
     read_trimmed("/proc/sys/kernel/osrelease")
 }
 
+/// `(major, minor)` of a kernel release (`5.10.0-43-cloud-amd64` →
+/// `(5, 10)`); `(0, 0)` where it has no numbers.
+#[must_use]
+pub fn kernel_version(release: &str) -> (u32, u32) {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
 #[must_use]
 pub fn hostname() -> String {
     read_trimmed("/proc/sys/kernel/hostname")

@@ -311,6 +311,12 @@ pub fn uncached_file(test: &str, mebibytes: usize) -> UncachedFile {
     UncachedFile::create(&format!("cgtrace-test-{test}"), mebibytes).expect("create test file")
 }
 
+/// Whether the running kernel is older than `major.minor`.
+#[must_use]
+pub fn kernel_before(major: u32, minor: u32) -> bool {
+    cgtrace::system::kernel_version(&cgtrace::system::kernel_release()) < (major, minor)
+}
+
 /// Bytes past its end that reading a file to its end adds to the page
 /// cache: a page on kernels before 5.11, whose buffered read looked up (and
 /// so added) the page at the end before checking the file's size; none
@@ -318,12 +324,7 @@ pub fn uncached_file(test: &str, mebibytes: usize) -> UncachedFile {
 /// kernel adds and removes it.
 #[must_use]
 pub fn page_past_eof() -> u64 {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut numbers = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u64>().ok());
-    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    if version < (5, 11) {
+    if kernel_before(5, 11) {
         1 << cgtrace::probe::offsets::page_shift()
     } else {
         0

@@ -4,7 +4,11 @@
 //! cgroup namespace other than the host's leaves the reported paths the
 //! host's.
 
-use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, process::Command};
+use std::{
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::PathBuf,
+    process::Command,
+};
 
 use cgtrace::cgroup::scratch::JoinOnExec;
 use cgtrace_tests::{
@@ -13,6 +17,7 @@ use cgtrace_tests::{
 
 const MIB: u64 = 1 << 20;
 const NOBODY: u32 = 65534;
+const CAP_SYS_RESOURCE: u32 = 24;
 const CAP_SYSLOG: u32 = 34;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -55,7 +60,13 @@ fn a_user_with_three_capabilities_sees_a_kill_and_keeps_one() {
     let copy = RunnableCopy::new();
     let mut command = Command::new(copy.path());
     command.args(["oom", "--follow", "--json"]);
-    as_user_with_capabilities(&mut command, NOBODY, &[CAP_BPF, CAP_PERFMON, CAP_SYSLOG]);
+    let mut capabilities = vec![CAP_BPF, CAP_PERFMON, CAP_SYSLOG];
+    if counts_bpf_memory() {
+        // Before 5.11 the maps count against RLIMIT_MEMLOCK, which cgtrace
+        // raises with this, and gives it up with the rest once attached.
+        capabilities.push(CAP_SYS_RESOURCE);
+    }
+    as_user_with_capabilities(&mut command, NOBODY, &capabilities);
     let mut follower = Follower::spawn(&mut command, None);
     let said = follower.stderr_line("cgtrace: capabilities:");
     assert!(said.contains("kept CAP_BPF"), "{said}");
@@ -69,6 +80,44 @@ fn a_user_with_three_capabilities_sees_a_kill_and_keeps_one() {
     assert_eq!(process_status(pid, "NoNewPrivs"), "1");
 
     sees_a_kill_by_its_host_path(follower, "nonroot");
+}
+
+/// Whether this kernel counts BPF maps against RLIMIT_MEMLOCK (before 5.11).
+fn counts_bpf_memory() -> bool {
+    cgtrace::probe::memlock::kernel_counts_bpf_memory(&cgtrace::system::kernel_release())
+}
+
+#[test]
+fn a_memlock_limit_too_low_for_the_maps_is_named_with_the_fix() {
+    if !require_root("a_memlock_limit_too_low_for_the_maps_is_named_with_the_fix")
+        || !counts_bpf_memory()
+    {
+        // Since 5.11 the maps are charged to the memcg: no limit to hit.
+        return;
+    }
+    let copy = RunnableCopy::new();
+    let mut command = Command::new(copy.path());
+    command.args(["oom", "--follow", "--json"]);
+    // SAFETY: one system call between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64 << 10,
+                rlim_max: 64 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    as_user_with_capabilities(&mut command, NOBODY, &[CAP_BPF, CAP_PERFMON, CAP_SYSLOG]);
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("RLIMIT_MEMLOCK, 64 KiB"), "{stderr}");
+    assert!(stderr.contains("CAP_SYS_RESOURCE"), "{stderr}");
 }
 
 /// An OOM kill in a fresh scratch cgroup reaches `follower`, named by

@@ -13,6 +13,7 @@ pub mod features;
 pub mod floor;
 mod heap;
 pub mod log;
+pub mod memlock;
 pub mod offsets;
 pub mod prog_info;
 pub mod sampler;
@@ -56,6 +57,12 @@ pub enum ProbeError {
     AyaBtf(#[source] aya::BtfError),
     #[error("cannot load cgtrace's eBPF object")]
     Load(#[source] aya::EbpfError),
+    #[error("cannot load cgtrace's eBPF object: {hint}")]
+    LoadLimited {
+        hint: String,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
     #[error("the eBPF object has no {kind} `{name}` (build mismatch)")]
     Missing {
         kind: &'static str,
@@ -900,6 +907,7 @@ fn load_object<'a>(
     layout: &'a offsets::KernelLayout,
     options: &ProbeOptions,
 ) -> Result<Ebpf, ProbeError> {
+    let memlock = memlock::Memlock::prepare();
     cap_maps_for_tests(loader);
     shrink_unused_maps(loader, options);
     loader
@@ -915,7 +923,13 @@ fn load_object<'a>(
         // page of kernel memory instead of 1 MiB.
         .map_max_entries(LOG_MAP, if options.log { 1 << 20 } else { 4096 })
         .load(EBPF_OBJECT)
-        .map_err(ProbeError::Load)
+        .map_err(|source| match memlock.hint() {
+            Some(hint) => ProbeError::LoadLimited {
+                hint,
+                source: Box::new(source),
+            },
+            None => ProbeError::Load(source),
+        })
 }
 
 /// Gives the maps of features left off one entry instead of thousands:
