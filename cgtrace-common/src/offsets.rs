@@ -225,6 +225,10 @@ pub struct DirectOffsets {
     /// 5.11): loaded directly it would be a typed pointer, which the
     /// programs cannot mask, so it is read by helper as a plain number.
     pub memcg_pointer: u32,
+    /// `obj_cgroup.memcg`, where a folio's `memcg_data` holds an object
+    /// cgroup rather than the memcg (kernels that reparent LRU folios when a
+    /// memcg dies, 7.0 and later); `ABSENT` before.
+    pub objcg_memcg: u32,
 }
 
 impl DirectOffsets {
@@ -237,6 +241,7 @@ impl DirectOffsets {
         css_set_memcg: ABSENT,
         current_task_btf: 0,
         memcg_pointer: 0,
+        objcg_memcg: ABSENT,
     };
 
     /// The direct offsets within `offsets` (the kernel's facts beside them,
@@ -258,6 +263,7 @@ impl DirectOffsets {
             css_set_memcg,
             current_task_btf: 0,
             memcg_pointer: 0,
+            objcg_memcg: ABSENT,
         }
     }
 }

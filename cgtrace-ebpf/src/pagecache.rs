@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use cgtrace_common::{
     cgroup::CgroupRef,
-    offsets::Offsets,
+    offsets::{ABSENT, Offsets},
     pagecache::{
         CacheKey, CacheReason, FileKey, ReclaimContext, ReclaimKind, STALL_BUCKETS, StallKey,
         StallStats, stall_bucket,
@@ -212,7 +212,12 @@ fn folio_owner_and_pages(o: &Offsets, folio: u64) -> Result<(u64, u64), ReadErro
     } else {
         read(folio, direct_offset!(folio_memcg_data))?
     };
-    let owner = memcg_data & !u64::from(o.memcg_data_flags_mask);
+    let mut owner = memcg_data & !u64::from(o.memcg_data_flags_mask);
+    // An object cgroup (kernels that reparent LRU folios): its memcg is
+    // the owner as of now, the parent once the first owner has died.
+    if direct_offset!(objcg_memcg) != ABSENT && owner != 0 {
+        owner = read(owner, direct_offset!(objcg_memcg))?;
+    }
     let flags: u64 = load(folio, direct_offset!(folio_flags))?;
     let order = if o.pg_head < 64 && flags & (1 << o.pg_head) != 0 {
         load::<u64>(folio, direct_offset!(folio_flags_1))? & 0xff

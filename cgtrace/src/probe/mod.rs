@@ -888,6 +888,9 @@ impl Switches {
             direct: cgtrace_common::offsets::DirectOffsets {
                 current_task_btf: u32::from(layout.current_task_btf),
                 memcg_pointer: u32::from(layout.memcg_pointer),
+                objcg_memcg: layout
+                    .objcg_memcg
+                    .unwrap_or(cgtrace_common::offsets::ABSENT),
                 ..cgtrace_common::offsets::DirectOffsets::of(&layout.offsets)
             },
             files: u32::from(options.files),

@@ -27,6 +27,9 @@ pub struct KernelLayout {
     /// Whether a page's memcg is the pointer `page->mem_cgroup` (before
     /// 5.11) rather than the number `memcg_data`.
     pub memcg_pointer: bool,
+    /// `obj_cgroup.memcg` where a folio's `memcg_data` holds an object
+    /// cgroup (see [`folios_hold_objcg`]).
+    pub objcg_memcg: Option<u32>,
 }
 
 /// Every optional member and what a kernel without it loses: the declared
@@ -83,6 +86,10 @@ pub const DECLARED_ABSENCES: &[(&str, &str)] = &[
         "large page-cache folios (each counts one page)",
     ),
     ("PG_head", "large page-cache folios (each counts one page)"),
+    (
+        "obj_cgroup.memcg",
+        "page-cache owners where folios hold an object cgroup (no page-cache attribution)",
+    ),
     (
         "task_struct.flags",
         "telling reclaim from removal (evictions count as removals)",
@@ -195,7 +202,11 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
         })
     };
 
-    let offsets = Offsets {
+    // Where folios hold an object cgroup, its memcg member is one more
+    // read on the way to the owner: without it, no owner at all.
+    let objcg_memcg = folios_hold_objcg(btf)
+        .then(|| optional(btf.offset_of("obj_cgroup", "memcg"), "obj_cgroup.memcg"));
+    let mut offsets = Offsets {
         task_pid: btf.offset_of("task_struct", "pid")?,
         task_tgid: btf.offset_of("task_struct", "tgid")?,
         task_comm: btf.offset_of("task_struct", "comm")?,
@@ -312,6 +323,10 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
         oc_chosen: optional(btf.offset_of("oom_control", "chosen"), "oom_control.chosen"),
     };
 
+    if objcg_memcg == Some(ABSENT) {
+        offsets.folio_memcg_data = ABSENT;
+    }
+
     let oom_constraints = [
         ("CONSTRAINT_NONE", "none"),
         ("CONSTRAINT_CPUSET", "cpuset"),
@@ -328,6 +343,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, BtfError> {
         oom_constraints,
         current_task_btf: btf.enum_value("BPF_FUNC_get_current_task_btf").is_ok(),
         mark_victim_pid: btf.tracepoint_arg_is_pointer("mark_victim", 0) == Some(false),
+        objcg_memcg: objcg_memcg.filter(|offset| *offset != ABSENT),
         memcg_pointer: btf.offset_of("page", "mem_cgroup").is_ok()
             && btf.offset_of("folio", "memcg_data").is_err()
             && btf.offset_of("page", "memcg_data").is_err(),
@@ -346,6 +362,14 @@ const FOLIO_MEMCG: &[(&str, &str)] = &[
     ("page", "memcg_data"),
     ("page", "mem_cgroup"),
 ];
+
+/// Whether page-cache folios are charged through an object cgroup: kernels
+/// that reparent LRU folios when their memcg dies (7.0 and later, with
+/// `lru_reparent_memcg`) keep an `obj_cgroup` in `memcg_data`, one step
+/// from the memcg, as kernel memory always had.
+fn folios_hold_objcg(btf: &Btf) -> bool {
+    btf.has(crate::btf::Kind::Func, "lru_reparent_memcg")
+}
 
 /// The offset of the first of `candidates` (`struct`, `member`) this kernel
 /// has; the newest first, each older one a declared fallback at the same
@@ -437,6 +461,8 @@ mod tests {
             32,
             &[("css", css, 0), ("memory", counter, 16)],
         );
+        // Folios holding an object cgroup, whose memcg member is missing.
+        b.func("lru_reparent_memcg");
         Btf::parse(b.build()).unwrap()
     }
 

@@ -419,7 +419,7 @@ fn render(report: &Report) -> String {
 fn render_exercised(out: &mut String, exercised: &exercise::Exercised) {
     let _ = writeln!(
         out,
-        "\nprobe log: a 48 MiB file written and read under a 16 MiB limit, and a spinner under a 0.1-core quota"
+        "\nprobe log: a 96 MiB file written and read under a 32 MiB limit, and a spinner under a 0.1-core quota"
     );
     for run in &exercised.programs {
         let _ = writeln!(out, "  ran      {:<24} {:>9} times", run.program, run.runs);
