@@ -20,9 +20,9 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
     },
-    macros::{btf_tracepoint, fentry, map},
+    macros::{btf_tracepoint, fentry, fexit, map},
     maps::{HashMap, PerCpuArray},
-    programs::{BtfTracePointContext, FEntryContext},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext},
 };
 use cgtrace_common::{
     RecordHeader, RecordKind,
@@ -258,12 +258,18 @@ fn send(o: &Offsets, cfs_rq: u64, start: &ThrottleStart) -> Result<(), Failure> 
     Ok(())
 }
 
-/// `throttle_cfs_rq(cfs_rq)`: the quota ran out, usually in the context of
-/// the task that ran it out; a throttle as a task is enqueued again
-/// (`check_enqueue_throttle`) runs in the waker's context instead.
-#[fentry(function = "throttle_cfs_rq")]
-pub fn throttle_enter(ctx: FEntryContext) -> u32 {
+/// `throttle_cfs_rq(cfs_rq)` returning: the quota ran out, usually in the
+/// context of the task that ran it out; a throttle as a task is enqueued
+/// again (`check_enqueue_throttle`) runs in the waker's context instead.
+/// At its exit, not its entry: it gives up without throttling when it
+/// races with a refill (`__assign_cfs_rq_runtime` succeeds), and a span
+/// started there would run on to the next real unthrottle.
+#[fexit(function = "throttle_cfs_rq")]
+pub fn throttle_exit(ctx: FExitContext) -> u32 {
     let cfs_rq: u64 = ctx.arg(0);
+    if !is_throttled(offsets(), cfs_rq) {
+        return 0;
+    }
     let start = ThrottleStart {
         // SAFETY: helper calls with no arguments.
         start_ns: unsafe { bpf_ktime_get_ns() },
@@ -275,7 +281,7 @@ pub fn throttle_enter(ctx: FEntryContext) -> u32 {
     let kept = THROTTLED
         .insert(cfs_rq, start, 0)
         .map_err(|_| Failure::MAP_FULL);
-    finish(&ctx, "throttle_enter", kept)
+    finish(&ctx, "throttle_exit", kept)
 }
 
 /// `unthrottle_cfs_rq(cfs_rq)`: the period timer refilled the quota.

@@ -108,8 +108,10 @@ fn sigkill_at_any_moment_leaves_nothing_behind() {
     let dir = tempfile::tempdir().expect("a directory");
     let mut killed = Vec::new();
     let mut readable = 0;
-    // From before the first probe loads to well into writing.
-    for delay_ms in [0, 15, 30, 50, 80, 120, 200, 350, 600, 1200] {
+    // From before the first probe loads to well into writing; the last one
+    // once records are on disk, however long start-up takes (an emulated
+    // guest's can pass any fixed delay).
+    for delay_ms in [0, 15, 30, 50, 80, 120, 200, 350, 600, 1200, u64::MAX] {
         let trace = dir.path().join(format!("killed-{delay_ms}.cgt"));
         let mut recorder = Command::new(cgtrace_bin())
             .arg("record")
@@ -120,7 +122,13 @@ fn sigkill_at_any_moment_leaves_nothing_behind() {
             .stderr(Stdio::null())
             .spawn()
             .expect("start cgtrace record");
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        if delay_ms == u64::MAX {
+            wait_until("the recorder's first records on disk", || {
+                trace.metadata().is_ok_and(|m| m.len() > 4096)
+            });
+        } else {
+            std::thread::sleep(Duration::from_millis(delay_ms));
+        }
         recorder.kill().expect("SIGKILL");
         recorder.wait().expect("reap");
         killed.push(recorder.id());

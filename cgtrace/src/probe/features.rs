@@ -92,7 +92,7 @@ pub const FEATURES: &[Feature] = &[
         name: "throttle",
         variants: &[
             (
-                "fentry (un)throttle_cfs_rq",
+                "fexit throttle_cfs_rq + fentry unthrottle_cfs_rq",
                 &[fentry("throttle_cfs_rq"), fentry("unthrottle_cfs_rq")],
             ),
             ("tp_btf sched_switch", &[tp_btf("sched_switch")]),

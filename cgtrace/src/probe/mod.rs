@@ -226,7 +226,8 @@ pub enum ThrottleVariant {
     /// fentry where the kernel allows it, else tp_btf sched_switch.
     #[default]
     Auto,
-    /// fentry on throttle_cfs_rq/unthrottle_cfs_rq: the exact moments.
+    /// fexit on throttle_cfs_rq and fentry on unthrottle_cfs_rq: the exact
+    /// moments.
     Fentry,
     /// tp_btf sched_switch, watching each run queue's throttled flag.
     SchedSwitch,
@@ -996,7 +997,7 @@ fn take_per_cpu_array(
 /// The ring buffer aya-log writes to.
 const LOG_MAP: &str = "AYA_LOGS";
 
-/// Attaches the throttle feature: fentry on `throttle_cfs_rq` and
+/// Attaches the throttle feature: fexit on `throttle_cfs_rq` and fentry on
 /// `unthrottle_cfs_rq` where allowed (and wanted), else tp_btf
 /// `sched_switch`, whose link is returned so it can be gated.
 fn attach_throttle(
@@ -1008,7 +1009,7 @@ fn attach_throttle(
     let mut refused = None;
     if variant != ThrottleVariant::SchedSwitch {
         let result = [
-            ("throttle_enter", "throttle_cfs_rq"),
+            ("throttle_exit", "throttle_cfs_rq"),
             ("unthrottle_enter", "unthrottle_cfs_rq"),
         ]
         .into_iter()
@@ -1021,27 +1022,36 @@ fn attach_throttle(
                     verifier: String::new(),
                 });
             }
-            let program: &mut FEntry = program(ebpf, name)?;
-            program
-                .load(function, aya_btf)
-                .and_then(|()| program.attach().map(drop))
-                .map_err(|e| attach_error(name, "fentry", e))
+            if name == "throttle_exit" {
+                let program: &mut FExit = program(ebpf, name)?;
+                program
+                    .load(function, aya_btf)
+                    .and_then(|()| program.attach().map(drop))
+                    .map_err(|e| attach_error(name, "fexit", e))
+            } else {
+                let program: &mut FEntry = program(ebpf, name)?;
+                program
+                    .load(function, aya_btf)
+                    .and_then(|()| program.attach().map(drop))
+                    .map_err(|e| attach_error(name, "fentry", e))
+            }
         });
         match result {
             Ok(()) => {
                 let status = FeatureStatus {
                     feature: "throttle",
-                    variant: Some("fentry (un)throttle_cfs_rq".to_owned()),
+                    variant: Some("fexit throttle_cfs_rq + fentry unthrottle_cfs_rq".to_owned()),
                     detail: "exact throttle and unthrottle moments".to_owned(),
                     left_off: false,
                 };
                 return Ok((status, None));
             }
             Err(e) if variant == ThrottleVariant::Auto => {
-                for name in ["throttle_enter", "unthrottle_enter"] {
-                    if let Ok(p) = program::<FEntry>(ebpf, name) {
-                        let _ = p.unload();
-                    }
+                if let Ok(p) = program::<FExit>(ebpf, "throttle_exit") {
+                    let _ = p.unload();
+                }
+                if let Ok(p) = program::<FEntry>(ebpf, "unthrottle_enter") {
+                    let _ = p.unload();
                 }
                 refused = Some(match e {
                     ProbeError::Attach { reason, .. } => reason.to_string(),
