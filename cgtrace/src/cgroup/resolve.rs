@@ -42,7 +42,11 @@ impl Resolver {
     pub fn new(hierarchies: Hierarchies) -> Self {
         Self {
             hierarchies,
-            paths: HashMap::new(),
+            // Room for the removed cgroups kept from the start (see
+            // `identity::bounded`).
+            paths: HashMap::with_capacity(crate::identity::bounded::table_size(
+                crate::session::REMOVED_NAMES_KEPT,
+            )),
             scans: HashMap::new(),
             misses: HashSet::new(),
         }

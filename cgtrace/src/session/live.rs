@@ -202,7 +202,9 @@ impl LiveSource {
             files,
             options,
             pending,
-            named: HashSet::new(),
+            named: HashSet::with_capacity(crate::identity::bounded::table_size(
+                super::REMOVED_NAMES_KEPT,
+            )),
             unnamed: HashSet::new(),
             throttled: HashSet::new(),
             quotas: QuotaWatch::default(),

@@ -170,8 +170,19 @@ impl Context {
 }
 
 /// The paths of the cgroups a session has named.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupNames(HashMap<(u32, u64), String>);
+
+impl Default for CgroupNames {
+    /// Room for the removed cgroups kept from the start: a table grown
+    /// under churn would be steps in the collector's RSS (see
+    /// `identity::bounded`).
+    fn default() -> Self {
+        Self(HashMap::with_capacity(
+            crate::identity::bounded::table_size(REMOVED_NAMES_KEPT),
+        ))
+    }
+}
 
 impl CgroupNames {
     pub fn learn(&mut self, named: &CgroupNamed) {

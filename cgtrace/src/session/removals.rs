@@ -12,19 +12,33 @@ use std::collections::{HashMap, VecDeque};
 
 use cgtrace_common::cgroup::CgroupRef;
 
+use crate::identity::bounded::table_size;
+
 /// Removed cgroups whose names a session keeps: the latest this many. Under
 /// churn, kept all, the names would grow without bound (a busy CI node makes
 /// over 100,000 cgroups an hour). Without churn they stay.
 pub const REMOVED_NAMES_KEPT: usize = 4096;
 
 /// Removed cgroups, oldest first, and which of them are still removed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Removals {
     /// Each removal, with its number.
     order: VecDeque<(CgroupRef, u64)>,
     /// The latest removal of each cgroup not made again since.
     latest: HashMap<(u32, u64), u64>,
     count: u64,
+}
+
+impl Default for Removals {
+    /// Made at their final size: a table that grew under churn would be
+    /// steps in the collector's RSS (see `identity::bounded`).
+    fn default() -> Self {
+        Self {
+            order: VecDeque::with_capacity(REMOVED_NAMES_KEPT + 1),
+            latest: HashMap::with_capacity(table_size(REMOVED_NAMES_KEPT)),
+            count: 0,
+        }
+    }
 }
 
 impl Removals {
