@@ -121,7 +121,7 @@ pub struct Offsets {
     /// `PAGE_SHIFT` of the running kernel.
     pub page_shift: u32,
     /// `oom_control.chosen`: the victim, where `mark_victim` carries only
-    /// its pid (before 6.6).
+    /// its pid (5.10 does).
     pub oc_chosen: u32,
 }
 const _: () = assert!(core::mem::size_of::<Offsets>() == 288);
@@ -227,7 +227,7 @@ pub struct DirectOffsets {
     pub memcg_pointer: u32,
     /// `obj_cgroup.memcg`, where a folio's `memcg_data` holds an object
     /// cgroup rather than the memcg (kernels that reparent LRU folios when a
-    /// memcg dies, 7.0 and later); `ABSENT` before.
+    /// memcg dies, as 7.3 does); `ABSENT` elsewhere.
     pub objcg_memcg: u32,
 }
 

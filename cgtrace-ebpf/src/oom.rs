@@ -51,7 +51,7 @@ pub fn mark_victim(ctx: BtfTracePointContext) -> u32 {
     finish(&ctx, "mark_victim", try_mark_victim(&ctx))
 }
 
-/// 1 where `mark_victim` carries the victim's pid (before 6.6) instead of
+/// 1 where `mark_victim` carries the victim's pid (5.10 does) instead of
 /// its task. The task is then the one `out_of_memory()` chose, when fentry
 /// kept its `oom_control` and the pids agree; a member of a
 /// `memory.oom.group` killed beside it, or a kill without fentry, has its

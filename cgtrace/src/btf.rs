@@ -311,8 +311,8 @@ impl Btf {
     /// its prototype (`btf_trace_<name>`: a pointer to a function whose
     /// first parameter is the tracepoint's private data); `None` when the
     /// kernel has no such tracepoint or argument. An argument's type can
-    /// change between kernels (`mark_victim` took a pid before 6.6 and
-    /// takes the task since).
+    /// change between kernels (`mark_victim` takes a pid on 5.10 and the
+    /// task on the later kernels of the matrix).
     #[must_use]
     pub fn tracepoint_arg_is_pointer(&self, name: &str, index: usize) -> Option<bool> {
         let typedef = self
@@ -743,11 +743,11 @@ mod tests {
         let task = b.structure("task_struct", 8, &[("pid", int, 0)]);
         let task_ptr = b.ptr(task);
         let data = b.ptr(0);
-        // 6.6+: mark_victim(struct task_struct *task, uid_t uid).
+        // Later kernels: mark_victim(struct task_struct *task, uid_t uid).
         let new_proto = b.func_proto(0, &[data, task_ptr, int]);
         let new_ptr = b.ptr(new_proto);
         b.typedef("btf_trace_mark_victim", new_ptr);
-        // Before: mark_victim(int pid).
+        // 5.10: mark_victim(int pid).
         let old_proto = b.func_proto(0, &[data, int]);
         let old_ptr = b.ptr(old_proto);
         b.typedef("btf_trace_old_victim", old_ptr);

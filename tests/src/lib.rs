@@ -318,10 +318,10 @@ pub fn kernel_before(major: u32, minor: u32) -> bool {
 }
 
 /// Bytes past its end that reading a file to its end adds to the page
-/// cache: a page on kernels before 5.11, whose buffered read looked up (and
-/// so added) the page at the end before checking the file's size; none
-/// since (`filemap_read` checks first). cgtrace counts that page as the
-/// kernel adds and removes it.
+/// cache: a page on 5.10, whose buffered read looked up (and so added) the
+/// page at the end before checking the file's size; none on the later
+/// kernels of the matrix (6.1 on), which check first. Taken as before 5.11.
+/// cgtrace counts that page as the kernel adds and removes it.
 #[must_use]
 pub fn page_past_eof() -> u64 {
     if kernel_before(5, 11) {

@@ -22,7 +22,7 @@ pub struct KernelLayout {
     /// Whether the kernel has `bpf_get_current_task_btf` (5.11+).
     pub current_task_btf: bool,
     /// Whether `mark_victim` carries the victim's pid rather than its task
-    /// (kernels before 6.6).
+    /// (5.10 does).
     pub mark_victim_pid: bool,
     /// Whether a page's memcg is the pointer `page->mem_cgroup` (before
     /// 5.11) rather than the number `memcg_data`.
@@ -364,8 +364,8 @@ const FOLIO_MEMCG: &[(&str, &str)] = &[
 ];
 
 /// Whether page-cache folios are charged through an object cgroup: kernels
-/// that reparent LRU folios when their memcg dies (7.0 and later, with
-/// `lru_reparent_memcg`) keep an `obj_cgroup` in `memcg_data`, one step
+/// that reparent LRU folios when their memcg dies (7.3 does, with
+/// `lru_reparent_memcg`; 6.18 does not) keep an `obj_cgroup` in `memcg_data`, one step
 /// from the memcg, as kernel memory always had.
 fn folios_hold_objcg(btf: &Btf) -> bool {
     btf.has(crate::btf::Kind::Func, "lru_reparent_memcg")
