@@ -9,12 +9,12 @@ use std::{
     hash::Hash,
 };
 
-/// Values sit behind a box and the table is made at its final size at
-/// once: under churn (as many removals as insertions) a hash table full of
-/// removed slots grows to four times its entries before it reuses them, and
-/// each growth, of a table of whole values, is a step in the collector's RSS
-/// that came after an hour of a soak. So the table holds a key and a pointer
-/// per slot and never grows.
+/// Values sit behind a box, and a map that churns at the pace of cgroups is
+/// made at its final size ([`BoundedMap::presized`]): under churn (as many
+/// removals as insertions) a hash table full of removed slots grows to four
+/// times its entries before it reuses them, and each growth, of a table of
+/// whole values, was a step in the collector's RSS in an hour's soak. So
+/// its table holds a key and a pointer per slot and never grows.
 #[derive(Debug)]
 pub struct BoundedMap<K, V> {
     capacity: usize,
@@ -32,8 +32,22 @@ pub fn table_size(entries: usize) -> usize {
 }
 
 impl<K: Clone + Eq + Hash, V> BoundedMap<K, V> {
+    /// A map whose table grows as it fills: for large capacities that
+    /// churn slowly (pods and containers come and go at a pod's pace), where
+    /// a table made at its final size would cost more pages than it saves.
     #[must_use]
     pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// A map made at its final size, for one that churns at the pace of
+    /// cgroups (see the type's note).
+    #[must_use]
+    pub fn presized(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
             entries: HashMap::with_capacity(table_size(capacity)),
@@ -98,7 +112,7 @@ mod tests {
 
     #[test]
     fn churn_never_grows_the_table() {
-        let mut map = BoundedMap::new(1000);
+        let mut map = BoundedMap::presized(1000);
         let slots = map.entries.capacity();
         for round in 0..50_000_u32 {
             map.insert(round, round);

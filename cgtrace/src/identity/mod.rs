@@ -154,7 +154,7 @@ impl Identities {
     pub fn new(sources: NameSources) -> Self {
         Self {
             names: NameCache::new(sources),
-            complete: BoundedMap::new(CAPACITY),
+            complete: BoundedMap::presized(CAPACITY),
         }
     }
 
