@@ -117,7 +117,10 @@ pub struct KernelFiles {
     pub brd: Option<PathBuf>,
 }
 
-fn tools_dir() -> PathBuf {
+/// Where the kernels and their apt live: `$CGTRACE_TOOLS` (beside the
+/// tools), else `~/.cache/cgtrace` (beside `tools/`, where
+/// [`setup::tools_dir`](crate::setup::tools_dir) puts them).
+fn cache_root() -> PathBuf {
     std::env::var_os("CGTRACE_TOOLS").map_or_else(
         || {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
@@ -129,7 +132,7 @@ fn tools_dir() -> PathBuf {
 
 /// The extracted kernels, one folder per package.
 fn cache_dir() -> PathBuf {
-    tools_dir().join("kernels")
+    cache_root().join("kernels")
 }
 
 /// cgtrace's own apt: its sources, lists and cache.
@@ -139,7 +142,7 @@ struct Apt {
 
 impl Apt {
     fn new() -> anyhow::Result<Self> {
-        let dir = tools_dir().join("apt");
+        let dir = cache_root().join("apt");
         for sub in ["lists/partial", "cache/archives/partial"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
