@@ -8,6 +8,7 @@ mod dist;
 mod fuzz;
 mod kernel_table;
 mod kernels;
+mod phases;
 mod setup;
 mod vm;
 
@@ -142,11 +143,16 @@ fn is_root() -> bool {
 }
 
 fn test() -> anyhow::Result<()> {
-    let env = setup::run()?;
-    setup::ensure_packages(is_root(), "the tests", &setup::TEST_PACKAGES)?;
-    run(cargo(&env).args(["fmt", "--all", "--check"]))?;
-    run(cargo(&env).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-    run(cargo(&env).args(["build", "--package", "cgtrace", "--bins"]))?;
+    let mut phases = phases::Phases::new("test");
+    let env = phases.time("setup", || -> anyhow::Result<_> {
+        let env = setup::run()?;
+        setup::ensure_packages(is_root(), "the tests", &setup::TEST_PACKAGES)?;
+        Ok(env)
+    })?;
+    phases.time("fmt and clippy", || -> anyhow::Result<()> {
+        run(cargo(&env).args(["fmt", "--all", "--check"]))?;
+        run(cargo(&env).args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+    })?;
     let binary = root().join("target/debug/cgtrace");
     if !is_root() {
         eprintln!(
@@ -154,18 +160,25 @@ fn test() -> anyhow::Result<()> {
         );
     }
     // What a user installs, for the tests that install and run it.
-    let artifacts = dist::dist(&env)?;
-    let image = dist::image(&env)?;
-    let validator = setup::kubernetes_validate(is_root())?;
-    let totals = run_tests(
-        cargo(&env)
-            .args(["test", "--no-fail-fast"])
-            .env("CGTRACE_BIN", &binary)
-            .env("CGTRACE_TARBALL", &artifacts.tarball)
-            .env("CGTRACE_DEB", &artifacts.deb)
-            .env("CGTRACE_IMAGE", &image)
-            .env("CGTRACE_KUBERNETES_VALIDATE", &validator),
-    )?;
+    let (artifacts, image, validator) =
+        phases.time("build and artifacts", || -> anyhow::Result<_> {
+            run(cargo(&env).args(["build", "--package", "cgtrace", "--bins"]))?;
+            let artifacts = dist::dist(&env)?;
+            let image = dist::image(&env)?;
+            let validator = setup::kubernetes_validate(is_root())?;
+            Ok((artifacts, image, validator))
+        })?;
+    let totals = phases.time("host tests", || {
+        run_tests(
+            cargo(&env)
+                .args(["test", "--no-fail-fast"])
+                .env("CGTRACE_BIN", &binary)
+                .env("CGTRACE_TARBALL", &artifacts.tarball)
+                .env("CGTRACE_DEB", &artifacts.deb)
+                .env("CGTRACE_IMAGE", &image)
+                .env("CGTRACE_KUBERNETES_VALIDATE", &validator),
+        )
+    })?;
     // One closing line for the host, whatever suite cargo ran last.
     println!(
         "tests: {} passed, {} failed, {} skipped",
@@ -174,13 +187,13 @@ fn test() -> anyhow::Result<()> {
     let host_ok = totals.failed == 0 && totals.status_ok;
     print_failures(&totals.failures);
     // The parsers of outside input, a minute each (`cargo xtask fuzz` for longer).
-    let fuzz_ok = match fuzz::run_all(&env, TEST_FUZZ_SECONDS) {
+    let fuzz_ok = phases.time("fuzzing", || match fuzz::run_all(&env, TEST_FUZZ_SECONDS) {
         Ok(()) => true,
         Err(error) => {
             eprintln!("xtask: {error:#}");
             false
         }
-    };
+    });
     if !is_root() {
         eprintln!(
             "xtask: not root: the kernel matrix is skipped (it installs QEMU and busybox; run as root)"
@@ -193,7 +206,7 @@ fn test() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let outcomes = vm::run_matrix(&env, "all", &[])?;
+    let outcomes = vm::run_matrix(&env, "all", &[], &mut phases)?;
     let host = kernel_table::host_outcome(totals.passed, totals.failed);
     kernel_table::write_table(Some(&host), &outcomes, &today())?;
     let matrix_ok = summarise(&outcomes);
@@ -214,7 +227,8 @@ fn test() -> anyhow::Result<()> {
 fn vm_test(kernel: &str, suites: &[String]) -> anyhow::Result<()> {
     let env = setup::run()?;
     setup::ensure_packages(is_root(), "the tests", &setup::TEST_PACKAGES)?;
-    let outcomes = vm::run_matrix(&env, kernel, suites)?;
+    let mut phases = phases::Phases::new("vm-test");
+    let outcomes = vm::run_matrix(&env, kernel, suites, &mut phases)?;
     if kernel == "all" && suites.is_empty() {
         kernel_table::write_table(None, &outcomes, &today())?;
     }

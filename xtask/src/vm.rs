@@ -31,6 +31,7 @@ pub use crate::kernels::KERNELS;
 use crate::{
     cargo,
     kernels::{self, Cgroups, Kernel, KernelFiles},
+    phases::Phases,
     root, run,
     setup::BuildEnv,
     test_count,
@@ -79,7 +80,12 @@ const PARALLEL_GUESTS: usize = 1;
 /// Runs the matrix for `which` (`all` or a kernel name), with every test
 /// suite or only those named in `suites`; `Ok` holds every kernel's
 /// outcome, failing or not, in the matrix's order.
-pub fn run_matrix(env: &BuildEnv, which: &str, suites: &[String]) -> anyhow::Result<Vec<Outcome>> {
+pub fn run_matrix(
+    env: &BuildEnv,
+    which: &str,
+    suites: &[String],
+    phases: &mut Phases,
+) -> anyhow::Result<Vec<Outcome>> {
     let kernels: Vec<&Kernel> = KERNELS
         .iter()
         .filter(|k| which == "all" || k.name == which)
@@ -91,7 +97,7 @@ pub fn run_matrix(env: &BuildEnv, which: &str, suites: &[String]) -> anyhow::Res
             names.join(", ")
         );
     }
-    let mut binaries = build(env)?;
+    let mut binaries = phases.time("guests' build", || build(env))?;
     if suites.is_empty() {
         // The soak is endurance, not a kernel's features: the host runs it
         // (`--suite soak` runs it in a guest too).
@@ -107,12 +113,15 @@ pub fn run_matrix(env: &BuildEnv, which: &str, suites: &[String]) -> anyhow::Res
         }
     }
     // Fetched one after another (one apt), then booted side by side.
-    let mut guests = Vec::new();
-    for kernel in kernels {
-        let files = kernels::fetch(kernel)?;
-        let initramfs = pack(kernel, &files, &binaries)?;
-        guests.push((kernel, files, initramfs));
-    }
+    let guests = phases.time("kernels fetched and packed", || -> anyhow::Result<_> {
+        let mut guests = Vec::new();
+        for kernel in kernels {
+            let files = kernels::fetch(kernel)?;
+            let initramfs = pack(kernel, &files, &binaries)?;
+            guests.push((kernel, files, initramfs));
+        }
+        Ok(guests)
+    })?;
     let parallel = std::env::var("CGTRACE_VM_PARALLEL")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -122,19 +131,21 @@ pub fn run_matrix(env: &BuildEnv, which: &str, suites: &[String]) -> anyhow::Res
     let mut outcomes: Vec<Option<anyhow::Result<Outcome>>> = Vec::new();
     outcomes.resize_with(guests.len(), || None);
     let outcomes = Mutex::new(outcomes);
-    std::thread::scope(|scope| {
-        for _ in 0..parallel {
-            scope.spawn(|| {
-                loop {
-                    let at = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((kernel, files, initramfs)) = guests.get(at) else {
-                        return;
-                    };
-                    let outcome = run_guest(kernel, files, initramfs);
-                    outcomes.lock().unwrap_or_else(PoisonError::into_inner)[at] = Some(outcome);
-                }
-            });
-        }
+    phases.time("guests", || {
+        std::thread::scope(|scope| {
+            for _ in 0..parallel {
+                scope.spawn(|| {
+                    loop {
+                        let at = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((kernel, files, initramfs)) = guests.get(at) else {
+                            return;
+                        };
+                        let outcome = run_guest(kernel, files, initramfs);
+                        outcomes.lock().unwrap_or_else(PoisonError::into_inner)[at] = Some(outcome);
+                    }
+                });
+            }
+        });
     });
     outcomes
         .into_inner()
