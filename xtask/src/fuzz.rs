@@ -13,7 +13,10 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
 
-use crate::{root, run, setup};
+use crate::{
+    background::{IdleCpu, on_cpu},
+    root, run, setup,
+};
 
 /// cargo-fuzz, pinned: the newest release that builds with the toolchains here.
 const CARGO_FUZZ_VERSION: &str = "0.13.1";
@@ -59,10 +62,23 @@ fn corpus_size(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |entries| entries.flatten().count())
 }
 
+/// Installs cargo-fuzz if missing and builds every target, on idle CPU
+/// when `idle` is given, so that [`run_all`] starts fuzzing at once.
+pub fn build_all(env: &setup::BuildEnv, idle: Option<&IdleCpu>) -> anyhow::Result<()> {
+    let cargo_fuzz = ensure_cargo_fuzz(env, idle)?;
+    let mut command = Command::new(&cargo_fuzz);
+    command
+        .current_dir(root().join("fuzz"))
+        .env("PATH", &env.path)
+        .env("RUSTUP_TOOLCHAIN", "nightly")
+        .args(["fuzz", "build"]);
+    run(&mut on_cpu(command, idle))
+}
+
 /// Runs every target for `seconds`, each to its end; fails when any found
 /// a crash (libFuzzer leaves the input in `fuzz/artifacts/<target>/`).
 pub fn run_all(env: &setup::BuildEnv, seconds: u64) -> anyhow::Result<()> {
-    let cargo_fuzz = ensure_cargo_fuzz(env)?;
+    let cargo_fuzz = ensure_cargo_fuzz(env, None)?;
     let mut failed = Vec::new();
     let mut summary = Vec::new();
     for (target, seeds) in TARGETS {
@@ -114,7 +130,7 @@ pub fn run_all(env: &setup::BuildEnv, seconds: u64) -> anyhow::Result<()> {
 }
 
 /// `cargo-fuzz` in the tools directory, installed when missing.
-fn ensure_cargo_fuzz(env: &setup::BuildEnv) -> anyhow::Result<PathBuf> {
+fn ensure_cargo_fuzz(env: &setup::BuildEnv, idle: Option<&IdleCpu>) -> anyhow::Result<PathBuf> {
     let tools = setup::tools_dir()?;
     let binary = tools.join("bin/cargo-fuzz");
     let current = Command::new(&binary)
@@ -123,7 +139,8 @@ fn ensure_cargo_fuzz(env: &setup::BuildEnv) -> anyhow::Result<PathBuf> {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION));
     if !current {
         eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about two minutes, once)");
-        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        let mut install = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        install
             .args([
                 "install",
                 &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
@@ -131,7 +148,8 @@ fn ensure_cargo_fuzz(env: &setup::BuildEnv) -> anyhow::Result<PathBuf> {
                 "--root",
             ])
             .arg(&tools)
-            .env("PATH", &env.path)
+            .env("PATH", &env.path);
+        let status = on_cpu(install, idle)
             .status()
             .context("cannot run cargo install")?;
         if !status.success() {

@@ -4,6 +4,7 @@
 //! Every task that builds runs `setup` first, so a fresh machine needs no
 //! other step. Nothing here is needed by cgtrace at run time.
 
+mod background;
 mod dist;
 mod fuzz;
 mod kernel_table;
@@ -15,6 +16,7 @@ mod vm;
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    time::Instant,
 };
 
 use anyhow::{Context as _, bail};
@@ -168,17 +170,40 @@ fn test() -> anyhow::Result<()> {
             let validator = setup::kubernetes_validate(is_root())?;
             Ok((artifacts, image, validator))
         })?;
-    let totals = phases.time("host tests", || {
-        run_tests(
-            cargo(&env)
-                .args(["test", "--no-fail-fast"])
-                .env("CGTRACE_BIN", &binary)
-                .env("CGTRACE_TARBALL", &artifacts.tarball)
-                .env("CGTRACE_DEB", &artifacts.deb)
-                .env("CGTRACE_IMAGE", &image)
-                .env("CGTRACE_KUBERNETES_VALIDATE", &validator),
-        )
-    })?;
+    // Beside the host's tests, on the CPU they leave idle: the fuzzers'
+    // build and, as root, the guests' build and kernels.
+    let idle = background::IdleCpu::new();
+    let (totals, (fuzz_built, guests, beside), waited) = std::thread::scope(|scope| {
+        let beside = scope.spawn(|| {
+            let started = Instant::now();
+            let fuzz_built = fuzz::build_all(&env, Some(&idle));
+            let guests = is_root().then(|| vm::prepare_matrix(&env, "all", &[], Some(&idle)));
+            (fuzz_built, guests, started.elapsed())
+        });
+        let totals = phases.time("host tests", || {
+            run_tests(
+                cargo(&env)
+                    .args(["test", "--no-fail-fast"])
+                    .env("CGTRACE_BIN", &binary)
+                    .env("CGTRACE_TARBALL", &artifacts.tarball)
+                    .env("CGTRACE_DEB", &artifacts.deb)
+                    .env("CGTRACE_IMAGE", &image)
+                    .env("CGTRACE_KUBERNETES_VALIDATE", &validator),
+            )
+        });
+        let waiting = Instant::now();
+        let beside = beside
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (totals, beside, waiting.elapsed())
+    });
+    drop(idle);
+    phases.record(
+        "(beside them: the fuzzers' and guests' builds, kernels)",
+        beside,
+    );
+    phases.record("waiting for those", waited);
+    let totals = totals?;
     // One closing line for the host, whatever suite cargo ran last.
     println!(
         "tests: {} passed, {} failed, {} skipped",
@@ -187,14 +212,16 @@ fn test() -> anyhow::Result<()> {
     let host_ok = totals.failed == 0 && totals.status_ok;
     print_failures(&totals.failures);
     // The parsers of outside input, a minute each (`cargo xtask fuzz` for longer).
-    let fuzz_ok = phases.time("fuzzing", || match fuzz::run_all(&env, TEST_FUZZ_SECONDS) {
-        Ok(()) => true,
-        Err(error) => {
-            eprintln!("xtask: {error:#}");
-            false
+    let fuzz_ok = phases.time("fuzzing", || {
+        match fuzz_built.and_then(|()| fuzz::run_all(&env, TEST_FUZZ_SECONDS)) {
+            Ok(()) => true,
+            Err(error) => {
+                eprintln!("xtask: {error:#}");
+                false
+            }
         }
     });
-    if !is_root() {
+    let Some(guests) = guests else {
         eprintln!(
             "xtask: not root: the kernel matrix is skipped (it installs QEMU and busybox; run as root)"
         );
@@ -205,8 +232,9 @@ fn test() -> anyhow::Result<()> {
             bail!("fuzzing found a failure");
         }
         return Ok(());
-    }
-    let outcomes = vm::run_matrix(&env, "all", &[], &mut phases)?;
+    };
+    let guests = guests?;
+    let outcomes = phases.time("guests", || vm::boot_matrix(&guests))?;
     let host = kernel_table::host_outcome(totals.passed, totals.failed);
     kernel_table::write_table(Some(&host), &outcomes, &today())?;
     let matrix_ok = summarise(&outcomes);

@@ -29,6 +29,7 @@ use anyhow::{Context as _, bail};
 
 pub use crate::kernels::KERNELS;
 use crate::{
+    background::{IdleCpu, on_cpu},
     cargo,
     kernels::{self, Cgroups, Kernel, KernelFiles},
     phases::Phases,
@@ -86,7 +87,27 @@ pub fn run_matrix(
     suites: &[String],
     phases: &mut Phases,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let kernels: Vec<&Kernel> = KERNELS
+    let guests = phases.time("guests' build and kernels", || {
+        prepare_matrix(env, which, suites, None)
+    })?;
+    phases.time("guests", || boot_matrix(&guests))
+}
+
+/// The guests of a matrix, ready to boot: each kernel fetched, with its
+/// initramfs packed.
+pub struct Guests {
+    guests: Vec<(&'static Kernel, KernelFiles, PathBuf)>,
+}
+
+/// Builds the static binaries, fetches the kernels of `which` and packs
+/// their initramfs images; on idle CPU when `idle` is given.
+pub fn prepare_matrix(
+    env: &BuildEnv,
+    which: &str,
+    suites: &[String],
+    idle: Option<&IdleCpu>,
+) -> anyhow::Result<Guests> {
+    let kernels: Vec<&'static Kernel> = KERNELS
         .iter()
         .filter(|k| which == "all" || k.name == which)
         .collect();
@@ -97,7 +118,10 @@ pub fn run_matrix(
             names.join(", ")
         );
     }
-    let mut binaries = phases.time("guests' build", || build(env))?;
+    if idle.is_some() {
+        IdleCpu::lower_this_thread();
+    }
+    let mut binaries = build(env, idle)?;
     if suites.is_empty() {
         // The soak is endurance, not a kernel's features: the host runs it
         // (`--suite soak` runs it in a guest too).
@@ -112,16 +136,20 @@ pub fn run_matrix(
             bail!("no test suite named {}", suites.join(", "));
         }
     }
-    // Fetched one after another (one apt), then booted side by side.
-    let guests = phases.time("kernels fetched and packed", || -> anyhow::Result<_> {
-        let mut guests = Vec::new();
-        for kernel in kernels {
-            let files = kernels::fetch(kernel)?;
-            let initramfs = pack(kernel, &files, &binaries)?;
-            guests.push((kernel, files, initramfs));
-        }
-        Ok(guests)
-    })?;
+    // Fetched one after another (one apt).
+    let mut guests = Vec::new();
+    for kernel in kernels {
+        let files = kernels::fetch(kernel)?;
+        let initramfs = pack(kernel, &files, &binaries)?;
+        guests.push((kernel, files, initramfs));
+    }
+    Ok(Guests { guests })
+}
+
+/// Boots the guests, [`PARALLEL_GUESTS`] at a time; every kernel's
+/// outcome, failing or not, in the matrix's order.
+pub fn boot_matrix(guests: &Guests) -> anyhow::Result<Vec<Outcome>> {
+    let guests = &guests.guests;
     let parallel = std::env::var("CGTRACE_VM_PARALLEL")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -131,21 +159,19 @@ pub fn run_matrix(
     let mut outcomes: Vec<Option<anyhow::Result<Outcome>>> = Vec::new();
     outcomes.resize_with(guests.len(), || None);
     let outcomes = Mutex::new(outcomes);
-    phases.time("guests", || {
-        std::thread::scope(|scope| {
-            for _ in 0..parallel {
-                scope.spawn(|| {
-                    loop {
-                        let at = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((kernel, files, initramfs)) = guests.get(at) else {
-                            return;
-                        };
-                        let outcome = run_guest(kernel, files, initramfs);
-                        outcomes.lock().unwrap_or_else(PoisonError::into_inner)[at] = Some(outcome);
-                    }
-                });
-            }
-        });
+    std::thread::scope(|scope| {
+        for _ in 0..parallel {
+            scope.spawn(|| {
+                loop {
+                    let at = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((kernel, files, initramfs)) = guests.get(at) else {
+                        return;
+                    };
+                    let outcome = run_guest(kernel, files, initramfs);
+                    outcomes.lock().unwrap_or_else(PoisonError::into_inner)[at] = Some(outcome);
+                }
+            });
+        }
     });
     outcomes
         .into_inner()
@@ -225,7 +251,12 @@ const STATIC_RUSTFLAGS: (&str, &str) = (
 
 /// The static release cgtrace (the guests' and `cargo xtask dist`'s).
 pub fn static_cgtrace(env: &BuildEnv) -> anyhow::Result<PathBuf> {
-    run(cargo(env)
+    static_cgtrace_on(env, None)
+}
+
+fn static_cgtrace_on(env: &BuildEnv, idle: Option<&IdleCpu>) -> anyhow::Result<PathBuf> {
+    let mut command = cargo(env);
+    command
         .args([
             "build",
             "--release",
@@ -235,7 +266,8 @@ pub fn static_cgtrace(env: &BuildEnv) -> anyhow::Result<PathBuf> {
             "cgtrace",
         ])
         .args(STATIC_ARGS)
-        .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1))?;
+        .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1);
+    run(&mut on_cpu(command, idle))?;
     Ok(static_cgtrace_path())
 }
 
@@ -247,8 +279,8 @@ pub fn static_cgtrace_path() -> PathBuf {
         .join("release/cgtrace")
 }
 
-fn build(env: &BuildEnv) -> anyhow::Result<Binaries> {
-    let cgtrace = static_cgtrace(env)?;
+fn build(env: &BuildEnv, idle: Option<&IdleCpu>) -> anyhow::Result<Binaries> {
+    let cgtrace = static_cgtrace_on(env, idle)?;
     let mut tests = cargo(env);
     tests
         .args([
@@ -260,6 +292,7 @@ fn build(env: &BuildEnv) -> anyhow::Result<Binaries> {
         ])
         .args(STATIC_ARGS)
         .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1);
+    let mut tests = on_cpu(tests, idle);
     eprintln!("xtask: running {tests:?}");
     let output = tests.stderr(Stdio::inherit()).output()?;
     if !output.status.success() {
