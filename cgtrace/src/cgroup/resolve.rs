@@ -23,6 +23,13 @@ const ROOT_ID: u64 = 1;
 /// grow the cache without bound.
 const MAX_CACHED: usize = 65_536;
 
+/// Cap on the ids remembered as not found. Every removed cgroup whose
+/// leftover page cache is evicted after its path was dropped ends here, so
+/// on a churning node it fills steadily; cleared when full (each id then
+/// costs one more walk at most), and made at its final size so that it
+/// never grows.
+const MAX_MISSES: usize = 4_096;
+
 /// Maps `(hierarchy, id)` to the cgroup's path below its hierarchy's mount
 /// (`/` for the root).
 #[derive(Debug)]
@@ -48,7 +55,7 @@ impl Resolver {
                 crate::session::REMOVED_NAMES_KEPT,
             )),
             scans: HashMap::new(),
-            misses: HashSet::new(),
+            misses: HashSet::with_capacity(crate::identity::bounded::table_size(MAX_MISSES)),
         }
     }
 
@@ -85,7 +92,7 @@ impl Resolver {
         }
         let found = self.paths.get(&key).cloned();
         if found.is_none() {
-            if self.misses.len() >= MAX_CACHED {
+            if self.misses.len() >= MAX_MISSES {
                 self.misses.clear();
             }
             self.misses.insert(key);

@@ -153,6 +153,13 @@ impl FileSampler {
         let (path, h) = locate(cgroup, resolver)?;
         let usage = usage_sample(cgroup, &h, &path, at_ns);
         let stat = stat::read(&h.mount, &path).ok();
+        if usage.usage_bytes.is_none() && stat.is_none() {
+            // Gone, its files with it (the root has memory.stat alone).
+            // Nothing is kept for it: a removed cgroup's leftover page
+            // cache is evicted for minutes after, and each eviction would
+            // otherwise leave a baseline no removal comes to forget.
+            return None;
+        }
         let baseline = self.baselines.entry(key(cgroup)).or_default();
         let events = stat::read_events(&h.mount, &path, h.version)
             .ok()
@@ -247,7 +254,11 @@ impl FileSampler {
         let (path, h) = locate(cgroup, resolver)?;
         let files = read_pressure(resolver.hierarchies(), &h, &path);
         if files.is_empty() {
-            self.no_pressure.insert(key(cgroup), Instant::now());
+            // Remembered only while it exists: a gone one's entry would
+            // wait for a removal that has already been handled.
+            if h.mount.join(path.trim_start_matches('/')).is_dir() {
+                self.no_pressure.insert(key(cgroup), Instant::now());
+            }
             return None;
         }
         self.no_pressure.remove(&key(cgroup));
@@ -377,6 +388,29 @@ mod tests {
 
     fn write(dir: &tempfile::TempDir, file: &str, text: &str) {
         std::fs::write(dir.path().join("app").join(file), text).unwrap();
+    }
+
+    #[test]
+    fn a_removed_cgroup_is_not_sampled_and_leaves_nothing_kept() {
+        let (dir, mut resolver, app) = fake(Version::V1, &["memory"]);
+        write(&dir, "memory.usage_in_bytes", "4096\n");
+        write(&dir, "memory.limit_in_bytes", "8192\n");
+        let mut sampler = FileSampler::new(4096);
+        assert!(sampler.memory(app, &mut resolver, 1, true).is_some());
+        assert!(sampler.pressure(app, &mut resolver, 1).is_none());
+        sampler.forget(app);
+        assert!(sampler.baselines.is_empty() && sampler.no_pressure.is_empty());
+        // Removed (its files go with it), but the resolver still names it.
+        std::fs::remove_dir_all(dir.path().join("app")).unwrap();
+        assert!(sampler.memory(app, &mut resolver, 2, true).is_none());
+        assert!(sampler.cpu(app, &mut resolver, 2, None, true).is_none());
+        assert!(sampler.pressure(app, &mut resolver, 2).is_none());
+        assert!(
+            sampler.baselines.is_empty(),
+            "{:?}",
+            sampler.baselines.keys()
+        );
+        assert!(sampler.no_pressure.is_empty(), "{:?}", sampler.no_pressure);
     }
 
     #[test]

@@ -321,6 +321,12 @@ impl LiveSource {
                 path: path.clone(),
             }));
             self.name_workload(&path, cx);
+        } else {
+            // Gone unnamed: a removed cgroup whose leftover page cache is
+            // evicted after its removal left the kept list. Not kept (no
+            // removal is to come to drop it); the resolver remembers the
+            // miss, so asking again costs no walk.
+            self.named.remove(&(cgroup.hierarchy, cgroup.id));
         }
     }
 
@@ -568,6 +574,9 @@ impl LiveSource {
     ) -> Vec<CgroupRef> {
         cgroups.sort_by_key(|c| (c.hierarchy, c.id));
         cgroups.dedup_by_key(|c| (c.hierarchy, c.id));
+        // A removed cgroup's leftover page cache is counted for minutes
+        // after it went; it has no files to sample.
+        cgroups.retain(|c| !self.removals.contains(*c));
         let mut sampled = Vec::new();
         for cgroup in cgroups {
             self.name(Some(cgroup), cx);
