@@ -18,9 +18,15 @@ use std::{
 #[derive(Debug)]
 pub struct BoundedMap<K, V> {
     capacity: usize,
-    entries: HashMap<K, Box<V>>,
-    /// Keys in insertion order, oldest first.
-    order: VecDeque<K>,
+    /// Each value with the number of the insertion that gave its key its
+    /// place in `order`.
+    entries: HashMap<K, (u64, Box<V>)>,
+    /// Keys in insertion order, oldest first, each with its insertion's
+    /// number. A removed key keeps its place until a sweep; a place whose
+    /// number is not its key's entry's is such a leftover (the key may
+    /// have been inserted again since, with a place of its own).
+    order: VecDeque<(K, u64)>,
+    insertions: u64,
 }
 
 /// A hash table size for up to `entries` live ones (and one more for a
@@ -30,6 +36,14 @@ pub struct BoundedMap<K, V> {
 pub fn table_size(entries: usize) -> usize {
     2 * (entries + 2)
 }
+
+/// Leftover places in the order beyond the live ones before a sweep. A
+/// sweep is a pass over the order, so it waits until leftovers outnumber
+/// live keys (and this many more): a constant cost per removal, and an
+/// order at most about twice the live keys. Sweeping only near the
+/// capacity instead left a churning cgroup's keys for hours: an hour's
+/// soak of 115,000 cgroups grew the recorder by 10 MB of them.
+const ORDER_SLACK: usize = 1024;
 
 impl<K: Clone + Eq + Hash, V> BoundedMap<K, V> {
     /// A map whose table grows as it fills: for large capacities that
@@ -41,17 +55,19 @@ impl<K: Clone + Eq + Hash, V> BoundedMap<K, V> {
             capacity: capacity.max(1),
             entries: HashMap::new(),
             order: VecDeque::new(),
+            insertions: 0,
         }
     }
 
-    /// A map made at its final size, for one that churns at the pace of
-    /// cgroups (see the type's note).
+    /// A map whose table is made at its final size, for one that churns at
+    /// the pace of cgroups (see the type's note). The order is not: it
+    /// holds about twice the live keys, and a ring made for the capacity
+    /// would be touched a page at a time, for hours, as its window moves.
     #[must_use]
     pub fn presized(capacity: usize) -> Self {
         Self {
-            capacity: capacity.max(1),
             entries: HashMap::with_capacity(table_size(capacity)),
-            order: VecDeque::with_capacity(2 * capacity + 1),
+            ..Self::new(capacity)
         }
     }
 
@@ -63,36 +79,49 @@ impl<K: Clone + Eq + Hash, V> BoundedMap<K, V> {
         K: Borrow<Q>,
         Q: Eq + Hash + ?Sized,
     {
-        self.entries.get(key).map(AsRef::as_ref)
+        self.entries.get(key).map(|(_, value)| value.as_ref())
     }
 
-    /// Inserts or replaces `key`; a new key beyond the capacity evicts the
-    /// oldest one.
+    /// Inserts or replaces `key` (a replaced key keeps its place); a new
+    /// key beyond the capacity evicts the oldest one.
     pub fn insert(&mut self, key: K, value: V) {
-        if self.entries.insert(key.clone(), Box::new(value)).is_some() {
+        if let Some((_, old)) = self.entries.get_mut(&key) {
+            **old = value;
             return;
         }
-        self.order.push_back(key);
+        self.insertions += 1;
+        self.entries
+            .insert(key.clone(), (self.insertions, Box::new(value)));
+        self.order.push_back((key, self.insertions));
         while self.entries.len() > self.capacity {
-            let Some(oldest) = self.order.pop_front() else {
+            let Some((oldest, number)) = self.order.pop_front() else {
                 break;
             };
-            self.entries.remove(&oldest);
+            if self.is_place_of(&oldest, number) {
+                self.entries.remove(&oldest);
+            }
         }
     }
 
-    /// Forgets `key`. (Its place in the order goes when the order has
-    /// grown to twice the capacity, so removals keep it bounded too.)
+    /// Forgets `key`; its place in the order goes at the next sweep.
     pub fn remove<Q>(&mut self, key: &Q)
     where
         K: Borrow<Q>,
         Q: Eq + Hash + ?Sized,
     {
-        self.entries.remove(key);
-        if self.order.len() > 2 * self.capacity {
-            let entries = &self.entries;
-            self.order.retain(|k| entries.contains_key::<K>(k));
+        if self.entries.remove(key).is_none() {
+            return;
         }
+        if self.order.len() > 2 * self.entries.len() + ORDER_SLACK {
+            let entries = &self.entries;
+            self.order
+                .retain(|(key, number)| entries.get::<K>(key).is_some_and(|(n, _)| n == number));
+        }
+    }
+
+    /// Whether `number` is the place of `key`'s entry.
+    fn is_place_of(&self, key: &K, number: u64) -> bool {
+        self.entries.get(key).is_some_and(|(n, _)| *n == number)
     }
 
     #[must_use]
@@ -128,6 +157,38 @@ mod tests {
             map.entries.capacity()
         );
         assert!(map.len() <= 1000);
+    }
+
+    #[test]
+    fn removed_keys_leave_the_order_under_churn() {
+        let mut map = BoundedMap::presized(65_536);
+        for round in 0..200_000_u32 {
+            map.insert(round, round);
+            if round >= 10 {
+                map.remove(&(round - 10));
+            }
+        }
+        assert_eq!(map.len(), 10);
+        assert!(
+            map.order.len() <= 2 * map.len() + super::ORDER_SLACK + 1,
+            "{} places kept for {} keys",
+            map.order.len(),
+            map.len()
+        );
+        assert!(map.order.capacity() < 4096, "{}", map.order.capacity());
+    }
+
+    #[test]
+    fn a_key_removed_and_inserted_again_is_evicted_by_its_new_place() {
+        let mut map = BoundedMap::new(2);
+        map.insert("a", 1);
+        map.remove(&"a");
+        map.insert("b", 2);
+        map.insert("a", 3);
+        map.insert("c", 4);
+        assert_eq!(map.get(&"b"), None, "b is the oldest key");
+        assert_eq!(map.get(&"a"), Some(&3));
+        assert_eq!(map.get(&"c"), Some(&4));
     }
 
     #[test]

@@ -158,6 +158,17 @@ impl Identities {
         }
     }
 
+    /// How many identities are remembered.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.complete.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.complete.is_empty()
+    }
+
     /// Forgets a removed cgroup's identity (the session keeps the latest
     /// removed ones; see `session::REMOVED_NAMES_KEPT`).
     pub fn forget(&mut self, path: &str) {

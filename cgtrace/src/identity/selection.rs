@@ -136,6 +136,12 @@ impl Selection {
         self.identities.identify(path)
     }
 
+    /// How many identities are remembered (bounded under churn).
+    #[must_use]
+    pub fn identities_kept(&self) -> usize {
+        self.identities.len()
+    }
+
     /// How views print the cgroup at `path`.
     pub fn label(&mut self, path: &str) -> String {
         self.identify(path).label(path)

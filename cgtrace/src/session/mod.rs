@@ -381,4 +381,21 @@ mod tests {
         assert_eq!(cx.names.name(cgroup(2)), "/reused", "alive: kept");
         assert_eq!(cx.names.0.len(), REMOVED_NAMES_KEPT + 1);
     }
+
+    #[test]
+    fn identities_of_removed_cgroups_go_with_their_names() {
+        let mut cx = Context::new(
+            Selection::new(&SelectArgs::default()).unwrap(),
+            Clock::from_boot_time(0),
+            4096,
+        );
+        let churn = 3 * u64::try_from(REMOVED_NAMES_KEPT).unwrap();
+        for id in 100..100 + churn {
+            let path = format!("/churn-{id}");
+            cx.learn(&created(id, &path));
+            let _ = cx.selection.identify(&path);
+            cx.learn(&removed(id));
+        }
+        assert_eq!(cx.selection.identities_kept(), REMOVED_NAMES_KEPT);
+    }
 }
