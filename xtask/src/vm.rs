@@ -78,6 +78,21 @@ const HOST_ONLY: [&str; 1] = ["soak"];
 /// against the kernel's 99). A machine with more CPUs can run more.
 const PARALLEL_GUESTS: usize = 1;
 
+/// Virtual CPUs per guest, unless `CGTRACE_VM_CPUS` says otherwise. Two
+/// guests of one CPU each took 1,131 s for the five kernels here (beside a
+/// soak) against 1,733 s for one guest of two CPUs at a time, but one of
+/// them still waited for a host CPU long enough to add throttled periods
+/// in the sched_switch variant's test (105 against 101).
+const GUEST_CPUS: usize = 2;
+
+/// `name` from the environment as a number, or `default`.
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Runs the matrix for `which` (`all` or a kernel name), with every test
 /// suite or only those named in `suites`; `Ok` holds every kernel's
 /// outcome, failing or not, in the matrix's order.
@@ -150,11 +165,7 @@ pub fn prepare_matrix(
 /// outcome, failing or not, in the matrix's order.
 pub fn boot_matrix(guests: &Guests) -> anyhow::Result<Vec<Outcome>> {
     let guests = &guests.guests;
-    let parallel = std::env::var("CGTRACE_VM_PARALLEL")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(PARALLEL_GUESTS)
-        .clamp(1, guests.len());
+    let parallel = setting("CGTRACE_VM_PARALLEL", PARALLEL_GUESTS).clamp(1, guests.len());
     let next = AtomicUsize::new(0);
     let mut outcomes: Vec<Option<anyhow::Result<Outcome>>> = Vec::new();
     outcomes.resize_with(guests.len(), || None);
@@ -522,15 +533,10 @@ fn boot(kernel: &Kernel, files: &KernelFiles, initramfs: &Path) -> anyhow::Resul
     let mut log = std::fs::File::create(&log_path)?;
     let mut command = Command::new("qemu-system-x86_64");
     command
+        .args(["-accel", "tcg", "-m", "4G", "-nographic", "-no-reboot"])
         .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "4G",
             "-smp",
-            "2",
-            "-nographic",
-            "-no-reboot",
+            &setting("CGTRACE_VM_CPUS", GUEST_CPUS).max(1).to_string(),
         ])
         .arg("-kernel")
         .arg(&files.vmlinuz)
