@@ -115,7 +115,8 @@ pub struct Guests {
 }
 
 /// Builds the static binaries, fetches the kernels of `which` and packs
-/// their initramfs images; on idle CPU when `idle` is given.
+/// their initramfs images; the builds on idle CPU when `idle` is given
+/// (the packing runs on the calling thread, at its priority).
 pub fn prepare_matrix(
     env: &BuildEnv,
     which: &str,
@@ -132,9 +133,6 @@ pub fn prepare_matrix(
             "no kernel {which} in the matrix (have: {}, all)",
             names.join(", ")
         );
-    }
-    if idle.is_some() {
-        IdleCpu::lower_this_thread();
     }
     let mut binaries = build(env, idle)?;
     if suites.is_empty() {

@@ -41,8 +41,9 @@ pub fn table_size(entries: usize) -> usize {
 /// sweep is a pass over the order, so it waits until leftovers outnumber
 /// live keys (and this many more): a constant cost per removal, and an
 /// order at most about twice the live keys. Sweeping only near the
-/// capacity instead left a churning cgroup's keys for hours: an hour's
-/// soak of 115,000 cgroups grew the recorder by 10 MB of them.
+/// capacity instead left a churning cgroup's keys for hours: heaptrack
+/// found 13,787 of the identity cache's key allocations still live in a
+/// recorder after 7 minutes of the soak's churn, one per cgroup made.
 const ORDER_SLACK: usize = 1024;
 
 impl<K: Clone + Eq + Hash, V> BoundedMap<K, V> {
