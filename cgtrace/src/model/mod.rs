@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod memory;
 pub mod oom;
+pub mod period_clock;
 pub mod pressure;
 pub mod throttle;
 pub mod top;

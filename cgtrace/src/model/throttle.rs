@@ -3,13 +3,15 @@
 //! The kernel counts a period as throttled (`cpu.stat nr_throttled`) when
 //! any of the group's per-CPU run queues was throttled at the period's end;
 //! each run queue gives its own span, and all are unthrottled together by
-//! the period timer. Spans that overlap in time therefore belong to one
-//! throttled period.
+//! the period timer. Spans that overlap in time therefore form one throttle
+//! episode, counted once for each expiry of the period timer it covers
+//! ([`super::period_clock`]).
 
 use std::collections::HashMap;
 
 use cgtrace_common::cgroup::CgroupRef;
 
+use super::period_clock::{PeriodClock, expiries_between, phase_of};
 use crate::event::{Bandwidth, CpuSample, CpuStat, ThrottleSpan};
 
 /// One cpu cgroup over one interval: cgtrace's spans and the kernel's
@@ -43,6 +45,8 @@ struct Group {
     /// may continue (another CPU's run queue, throttled in the same
     /// period): its periods are not counted twice.
     last_episode: Option<Episode>,
+    /// The phase of the group's period timer, from its spans' ends.
+    clock: PeriodClock,
 }
 
 /// A throttle episode: spans overlapping in time, and the periods it was
@@ -119,7 +123,11 @@ impl ThrottleModel {
             // most likely with the default period.
             let period_ns = group.period_ns.unwrap_or(DEFAULT_PERIOD_NS);
             let mut stats = span_stats_in(&spans, Some(period_ns));
-            stats.periods = new_periods(&spans, period_ns, &mut group.last_episode);
+            for span in &spans {
+                group.clock.observe(span.end_ns, period_ns);
+            }
+            let timer = Timer::of(period_ns, group.clock.phase(period_ns));
+            stats.periods = new_periods(&spans, timer, &mut group.last_episode);
             rows.push(GroupInterval {
                 cgroup: *cgroup,
                 spans: stats,
@@ -144,7 +152,7 @@ impl ThrottleModel {
 /// interval's last) adds only the periods it grew by, so the intervals'
 /// counts add up to the whole run's. `last` becomes this interval's last
 /// episode.
-fn new_periods(spans: &[ThrottleSpan], period_ns: u64, last: &mut Option<Episode>) -> u64 {
+fn new_periods(spans: &[ThrottleSpan], timer: Option<Timer>, last: &mut Option<Episode>) -> u64 {
     if spans.is_empty() {
         return 0;
     }
@@ -158,7 +166,7 @@ fn new_periods(spans: &[ThrottleSpan], period_ns: u64, last: &mut Option<Episode
         .map(|(start_ns, end_ns)| Episode {
             start_ns,
             end_ns,
-            periods: episode_periods(start_ns, end_ns, Some(period_ns)),
+            periods: episode_periods(start_ns, end_ns, timer),
         })
         .collect();
     *last = episodes.last().copied();
@@ -182,13 +190,46 @@ fn episodes(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     merged
 }
 
+/// What is known of a group's period timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Timer {
+    period_ns: u64,
+    /// An expiry's time modulo the period, if spans' ends showed it.
+    phase_ns: Option<u64>,
+}
+
+impl Timer {
+    fn of(period_ns: u64, phase_ns: Option<u64>) -> Option<Self> {
+        (period_ns > 0).then_some(Self {
+            period_ns,
+            phase_ns,
+        })
+    }
+
+    /// The timer of `period_ns` that the ends of `spans` show.
+    fn from_spans(spans: &[ThrottleSpan], period_ns: Option<u64>) -> Option<Self> {
+        let period_ns = period_ns?;
+        Self::of(
+            period_ns,
+            phase_of(spans.iter().map(|s| s.end_ns), period_ns),
+        )
+    }
+}
+
 /// The periods the kernel counts for one episode (see [`periods_in`]).
-fn episode_periods(start: u64, end: u64, period_ns: Option<u64>) -> u64 {
-    match period_ns.filter(|p| *p > 0) {
-        // A span ends a moment after the refill that ends it (the next
-        // context switch, for the sched_switch variant): 1 % of a period of
-        // slack keeps that moment from counting a period.
-        Some(period) => 1 + end.saturating_sub(start).saturating_sub(period / 100) / period,
+fn episode_periods(start: u64, end: u64, timer: Option<Timer>) -> u64 {
+    match timer {
+        Some(Timer {
+            period_ns,
+            phase_ns: Some(phase_ns),
+        }) => expiries_between(start, end, phase_ns, period_ns),
+        // No end seen yet under this period: by the length, a span ending a
+        // moment after the refill that ends it (1 % of a period) counting
+        // one period.
+        Some(Timer {
+            period_ns,
+            phase_ns: None,
+        }) => 1 + end.saturating_sub(start).saturating_sub(period_ns / 100) / period_ns,
         None => 1,
     }
 }
@@ -206,13 +247,16 @@ pub fn periods(spans: &[ThrottleSpan]) -> u64 {
 /// (`nr_throttled += overrun`), so a throttle that lasts past one refill
 /// (the quota's debt was larger than a period's quota, or the timer fired
 /// late on a busy host) counts once per period it spans; an episode ending
-/// at the first refill after it began counts once. Without the period, an
-/// episode counts once.
+/// at the first refill after it began counts once, however late its end
+/// was seen; one the slack timer ended before any refill counts none. The
+/// timer's phase comes from the spans' ends ([`super::period_clock`]).
+/// Without the period, an episode counts once.
 #[must_use]
 pub fn periods_in(spans: &[ThrottleSpan], period_ns: Option<u64>) -> u64 {
+    let timer = Timer::from_spans(spans, period_ns);
     episodes(spans.iter().map(|s| (s.start_ns, s.end_ns)).collect())
         .into_iter()
-        .map(|(start, end)| episode_periods(start, end, period_ns))
+        .map(|(start, end)| episode_periods(start, end, timer))
         .sum()
 }
 
@@ -267,6 +311,8 @@ pub struct SpanTally {
     newest_start_ns: u64,
     /// Periods of the episodes closed so far.
     closed_periods: u64,
+    /// The phase of the group's period timer, from the latest spans' ends.
+    clock: PeriodClock,
 }
 
 /// How long after an episode a span can still arrive and join it.
@@ -284,6 +330,10 @@ impl SpanTally {
         self.max_ns = self.max_ns.max(duration);
         self.newest_start_ns = self.newest_start_ns.max(span.start_ns);
         self.open.push((span.start_ns, span.end_ns));
+        // Spans before the group's first sample most likely ran under the
+        // default period, as the live model assumes.
+        self.clock
+            .observe(span.end_ns, period_ns.unwrap_or(DEFAULT_PERIOD_NS));
         if self.open.len() >= OPEN_SPANS {
             self.settle(period_ns);
         }
@@ -298,9 +348,10 @@ impl SpanTally {
         // Spans far out of order could keep many episodes open: past the
         // bound the oldest settle anyway.
         let settled = settled.max(merged.len().saturating_sub(OPEN_SPANS / 2));
+        let timer = self.timer(period_ns);
         self.closed_periods += merged[..settled]
             .iter()
-            .map(|&(start, end)| episode_periods(start, end, period_ns))
+            .map(|&(start, end)| episode_periods(start, end, timer))
             .sum::<u64>();
         self.open = merged[settled..].to_vec();
     }
@@ -309,11 +360,17 @@ impl SpanTally {
     /// with `period_ns` (see [`periods_in`]).
     #[must_use]
     pub fn periods(&self, period_ns: Option<u64>) -> u64 {
+        let timer = self.timer(period_ns);
         self.closed_periods
             + episodes(self.open.clone())
                 .into_iter()
-                .map(|(start, end)| episode_periods(start, end, period_ns))
+                .map(|(start, end)| episode_periods(start, end, timer))
                 .sum::<u64>()
+    }
+
+    fn timer(&self, period_ns: Option<u64>) -> Option<Timer> {
+        let period_ns = period_ns?;
+        Timer::of(period_ns, self.clock.phase(period_ns))
     }
 }
 
@@ -507,5 +564,42 @@ mod tests {
         // A span ending a moment after its refill is still one.
         assert_eq!(periods_in(&[span(0, 100, 0)], period), 1);
         assert_eq!(periods_in(&[span(20, 200, 0)], None), 1);
+    }
+
+    #[test]
+    fn late_ends_and_slack_unthrottles_count_as_the_timer_does() {
+        let period = Some(100_000_000);
+        // Twenty periods, each throttled and unthrottled by the timer's
+        // expiry at its end (phase 0), the end seen at once or 1 ms late...
+        let mut spans: Vec<_> = (0..20u64)
+            .map(|k| span(k * 100 + 60, (k + 1) * 100 + k % 2, 0))
+            .collect();
+        // ...three seen 20 ms late, on a CPU another task held, after a
+        // throttle early in the period...
+        for k in [1u64, 3, 5] {
+            spans[usize::try_from(k).unwrap()] = span(k * 100 + 5, (k + 1) * 100 + 20, 1);
+        }
+        // ...and two throttles the slack timer ended within their period,
+        // when another CPU gave back runtime: the kernel counts none.
+        spans.extend([span(710, 740, 1), span(910, 950, 0)]);
+        assert_eq!(periods_in(&spans, period), 20);
+        let mut tally = SpanTally::default();
+        for s in &spans {
+            tally.add(s, period);
+        }
+        assert_eq!(tally.periods(period), 20);
+        // The live model, a second at a time, counts the same.
+        let mut model = ThrottleModel::new();
+        let mut counted = 0;
+        for second in spans.chunks(7) {
+            for s in second {
+                let mut s = s.clone();
+                s.cgroup_ref = Some(GROUP);
+                model.span(&s);
+            }
+            model.cpu(&sample(0, Some(20_000)));
+            counted += model.close()[0].spans.periods;
+        }
+        assert_eq!(counted, 20);
     }
 }
