@@ -124,8 +124,32 @@ fn replays_agree(path: &std::path::Path, kill: &serde_json::Value, group: &str, 
         .sum();
     assert!(
         kernel.abs_diff(throttled) <= 2,
-        "the kernel's throttled periods, replayed: {kernel}; cgtrace's: {throttled}"
+        "the kernel's throttled periods, replayed: {kernel}; cgtrace's: {throttled}; the spans, start and end within their 100 ms period: {}",
+        spans_within_periods(path, group)
     );
+}
+
+/// The group's throttle spans as `start–end` milliseconds into their
+/// 100 ms period: where a count went wrong, they show the period timer's
+/// phase (where most end) and how late each end was seen.
+fn spans_within_periods(path: &std::path::Path, group: &str) -> String {
+    let lines = json_lines(&[
+        "export".as_ref(),
+        path.as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+    ]);
+    let within = |ns: &serde_json::Value| {
+        #[expect(clippy::cast_precision_loss, reason = "milliseconds to print")]
+        let ms = (ns.as_u64().unwrap_or(0) % 100_000_000) as f64 / 1e6;
+        format!("{ms:.2}")
+    };
+    lines
+        .iter()
+        .filter(|l| l["type"] == "throttle_span" && l["cgroup"] == group)
+        .map(|l| format!("{}–{}", within(&l["start_ns"]), within(&l["end_ns"])))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Every record is one JSON line; Perfetto's format has the throttle spans

@@ -80,6 +80,26 @@ const SWITCH_LATENCY_NS: u64 = 4_000_000;
 /// The CFS period the tests set (the kernel's and Kubernetes' default).
 const PERIOD_NS: u64 = 100_000_000;
 
+/// The spans as `CPU: start–end` milliseconds into their period: where a
+/// count went wrong, they show the period timer's phase (where most end)
+/// and how late each end was seen.
+fn within_periods(spans: &[ThrottleSpan]) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "milliseconds to print")]
+    let within = |ns: u64| (ns % PERIOD_NS) as f64 / 1e6;
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {:.2}–{:.2}",
+                s.cpu,
+                within(s.start_ns),
+                within(s.end_ns)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn compare(spans: &[ThrottleSpan], kernel: &CpuStat) {
     let counted = periods_in(spans, Some(PERIOD_NS));
     let time: u64 = spans.iter().map(ThrottleSpan::duration_ns).sum();
@@ -93,8 +113,9 @@ fn compare(spans: &[ThrottleSpan], kernel: &CpuStat) {
     let periods_off = counted.abs_diff(kernel.nr_throttled);
     assert!(
         periods_off <= 2 || periods_off * 50 <= kernel.nr_throttled,
-        "throttled periods within 2% (or ±2): cgtrace {counted}, kernel {}",
-        kernel.nr_throttled
+        "throttled periods within 2% (or ±2): cgtrace {counted}, kernel {}; the spans, CPU: start–end within their period (ms): {}",
+        kernel.nr_throttled,
+        within_periods(spans)
     );
     // A span ends at the first switch on its CPU after the unthrottle
     // (the variant every kernel allows): at once on a CPU the group's

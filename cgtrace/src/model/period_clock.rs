@@ -19,9 +19,12 @@
 //! covers no expiry, and the kernel does not count it either.
 //!
 //! Most spans end at an expiry, seen a moment later, and so the ends'
-//! residues modulo the period cluster just after the timer's phase: the
-//! lower edge of their densest cluster estimates it. Slack-timer ends fall
-//! anywhere and rarely form a cluster.
+//! residues modulo the period cluster just after the timer's phase, spread
+//! upwards by the delays: the cluster's lower edge estimates the phase. It
+//! is found from the densest window of ends (the most common delay), then
+//! followed down through ends no further apart than that window's width
+//! (smaller delays), for at most a tenth of the period. Slack-timer ends
+//! fall anywhere and rarely form a cluster.
 
 use std::collections::VecDeque;
 
@@ -68,30 +71,59 @@ impl PeriodClock {
             return None;
         }
         let mut residues: Vec<u64> = self.residues.iter().copied().collect();
-        densest_cluster_start(&mut residues, period_ns)
+        cluster_lower_edge(&mut residues, period_ns)
     }
 }
 
 /// The phase of the period timer that `ends` (span ends, nanoseconds)
-/// suggest for `period_ns`: the lowest residue of the densest cluster.
+/// suggest for `period_ns`: the lower edge of their cluster.
 #[must_use]
 pub fn phase_of(ends: impl Iterator<Item = u64>, period_ns: u64) -> Option<u64> {
     if period_ns == 0 {
         return None;
     }
     let mut residues: Vec<u64> = ends.map(|end| end % period_ns).collect();
-    densest_cluster_start(&mut residues, period_ns)
+    cluster_lower_edge(&mut residues, period_ns)
 }
 
-/// The residue that starts the window of [`CLUSTER_FRACTION`] of the period
-/// holding the most residues, the window wrapping round the period's end;
-/// of equally dense windows, the one starting lowest.
-fn densest_cluster_start(residues: &mut [u64], period_ns: u64) -> Option<u64> {
+/// How far below the densest window the cluster's edge is followed, as a
+/// fraction of the period (10 ms of 100 ms): further than a scheduler slice
+/// or two of delay, so that where most ends were seen late the earliest
+/// still mark the phase; near enough that stray slack-timer ends below the
+/// cluster cannot lead it far.
+const EDGE_FRACTION: u64 = 10;
+
+/// The lower edge of the residues' cluster, wrapping round the period's
+/// end: the start of the densest window of [`CLUSTER_FRACTION`] of the
+/// period, followed down through residues at most that width apart.
+fn cluster_lower_edge(residues: &mut [u64], period_ns: u64) -> Option<u64> {
     residues.sort_unstable();
     let n = residues.len();
     let width = period_ns / CLUSTER_FRACTION;
     let after = |from: u64, to: u64| (to + period_ns - from) % period_ns;
-    let mut best: Option<(usize, u64)> = None;
+    let mut edge = densest_window_start(residues, period_ns)?;
+    let mut followed = 0;
+    for _ in 1..n {
+        let below = (edge + n - 1) % n;
+        let gap = after(residues[below], residues[edge]);
+        if gap > width || followed + gap > period_ns / EDGE_FRACTION {
+            break;
+        }
+        followed += gap;
+        edge = below;
+    }
+    Some(residues[edge])
+}
+
+/// The index of the sorted residue that starts the window of
+/// [`CLUSTER_FRACTION`] of the period holding the most residues, the window
+/// wrapping round the period's end; of equally dense windows, the one
+/// starting lowest.
+fn densest_window_start(residues: &[u64], period_ns: u64) -> Option<usize> {
+    let n = residues.len();
+    let width = period_ns / CLUSTER_FRACTION;
+    let after = |from: u64, to: u64| (to + period_ns - from) % period_ns;
+    let mut best: Option<(usize, usize)> = None;
     // The window starting at residue `i` reaches residue `last` (an index
     // into the residues laid out twice, so that it may wrap); `last` only
     // moves forward as `i` does.
@@ -103,10 +135,10 @@ fn densest_cluster_start(residues: &mut [u64], period_ns: u64) -> Option<u64> {
         }
         let count = last - i + 1;
         if best.is_none_or(|(most, _)| count > most) {
-            best = Some((count, residues[i]));
+            best = Some((count, i));
         }
     }
-    best.map(|(_, phase)| phase)
+    best.map(|(_, start)| start)
 }
 
 /// The expiries of a timer of phase `phase_ns` and period `period_ns` in
@@ -154,6 +186,39 @@ mod tests {
         assert_eq!(phase_of(ends.iter().copied(), PERIOD), Some(37 * MS));
         assert_eq!(phase_of(std::iter::empty(), PERIOD), None);
         assert_eq!(phase_of(ends.iter().copied(), 0), None);
+    }
+
+    #[test]
+    fn ends_mostly_seen_late_still_mark_the_phase_at_the_earliest() {
+        // Expiries at 50 ms; a busy CPU delays most ends 2.5 to 3.5 ms, some
+        // less, a few seen at once; a slack-timer end 20 ms before.
+        let delays_us = [
+            2500, 2700, 3000, 3100, 3300, 3500, 2600, 2900, 3200, 3400, 2800, 3000, 1500, 900, 0,
+            200, 2000, 1200,
+        ];
+        let mut ends: Vec<u64> = delays_us
+            .iter()
+            .enumerate()
+            .map(|(k, d)| (k as u64 + 1) * PERIOD + 50 * MS + d * 1000)
+            .collect();
+        ends.push(40 * PERIOD + 30 * MS);
+        assert_eq!(phase_of(ends.iter().copied(), PERIOD), Some(50 * MS));
+        // Every span, throttled 20 ms into its period, counts its expiry.
+        let phase = phase_of(ends.iter().copied(), PERIOD).unwrap();
+        for (k, end) in ends.iter().take(delays_us.len()).enumerate() {
+            let start = k as u64 * PERIOD + 70 * MS;
+            assert_eq!(expiries_between(start, *end, phase, PERIOD), 1, "{k}");
+        }
+    }
+
+    #[test]
+    fn the_edge_is_followed_no_further_than_a_tenth_of_the_period() {
+        // Ends every 1.5 ms round the whole period (no timer cluster, as if
+        // every span ended by the slack timer), and a cluster at 80 ms.
+        let mut ends: Vec<u64> = (0..66u64).map(|k| k * PERIOD + k * 1_500_000).collect();
+        ends.extend((0..10u64).map(|k| k * PERIOD + 80 * MS + k * 10_000));
+        let phase = phase_of(ends.iter().copied(), PERIOD).unwrap();
+        assert!((70 * MS..=80 * MS).contains(&phase), "{phase}");
     }
 
     #[test]
