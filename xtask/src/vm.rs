@@ -73,9 +73,9 @@ const HOST_ONLY: [&str; 1] = ["soak"];
 /// Guests booted at once, unless `CGTRACE_VM_PARALLEL` says otherwise.
 /// Two, of [`GUEST_CPUS`] each, on a 2-CPU machine: the CPUs are emulated
 /// (no KVM here), so each guest's virtual CPU keeps a host CPU busy, and
-/// two guests of one CPU took 1,131 s for the five kernels (beside a soak)
-/// against 1,733 s for one guest of two CPUs at a time. A machine with more
-/// CPUs can run more.
+/// two guests of one CPU took 891 s for the five kernels against 1,484 s
+/// for one guest of two CPUs at a time. A machine with more CPUs can run
+/// more.
 const PARALLEL_GUESTS: usize = 2;
 
 /// Virtual CPUs per guest, unless `CGTRACE_VM_CPUS` says otherwise. One: a

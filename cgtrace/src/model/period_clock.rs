@@ -100,12 +100,11 @@ fn cluster_lower_edge(residues: &mut [u64], period_ns: u64) -> Option<u64> {
     residues.sort_unstable();
     let n = residues.len();
     let width = period_ns / CLUSTER_FRACTION;
-    let after = |from: u64, to: u64| (to + period_ns - from) % period_ns;
-    let mut edge = densest_window_start(residues, period_ns)?;
+    let mut edge = densest_window_start(residues, period_ns, width)?;
     let mut followed = 0;
     for _ in 1..n {
         let below = (edge + n - 1) % n;
-        let gap = after(residues[below], residues[edge]);
+        let gap = upwards(residues[below], residues[edge], period_ns);
         if gap > width || followed + gap > period_ns / EDGE_FRACTION {
             break;
         }
@@ -115,14 +114,17 @@ fn cluster_lower_edge(residues: &mut [u64], period_ns: u64) -> Option<u64> {
     Some(residues[edge])
 }
 
-/// The index of the sorted residue that starts the window of
-/// [`CLUSTER_FRACTION`] of the period holding the most residues, the window
-/// wrapping round the period's end; of equally dense windows, the one
-/// starting lowest.
-fn densest_window_start(residues: &[u64], period_ns: u64) -> Option<usize> {
+/// How far residue `to` lies above residue `from`, going up round the
+/// period's end.
+fn upwards(from: u64, to: u64, period_ns: u64) -> u64 {
+    (to + period_ns - from) % period_ns
+}
+
+/// The index of the sorted residue that starts the window of `width`
+/// holding the most residues, the window wrapping round the period's end;
+/// of equally dense windows, the one starting lowest.
+fn densest_window_start(residues: &[u64], period_ns: u64, width: u64) -> Option<usize> {
     let n = residues.len();
-    let width = period_ns / CLUSTER_FRACTION;
-    let after = |from: u64, to: u64| (to + period_ns - from) % period_ns;
     let mut best: Option<(usize, usize)> = None;
     // The window starting at residue `i` reaches residue `last` (an index
     // into the residues laid out twice, so that it may wrap); `last` only
@@ -130,7 +132,8 @@ fn densest_window_start(residues: &[u64], period_ns: u64) -> Option<usize> {
     let mut last = 0;
     for i in 0..n {
         last = last.max(i);
-        while last + 1 < i + n && after(residues[i], residues[(last + 1) % n]) <= width {
+        while last + 1 < i + n && upwards(residues[i], residues[(last + 1) % n], period_ns) <= width
+        {
             last += 1;
         }
         let count = last - i + 1;

@@ -122,7 +122,9 @@ impl ThrottleModel {
             // yet (just created, its first sample still to come) has one,
             // most likely with the default period.
             let period_ns = group.period_ns.unwrap_or(DEFAULT_PERIOD_NS);
-            let mut stats = span_stats_in(&spans, Some(period_ns));
+            // The periods are counted below, against the episode the last
+            // interval left open.
+            let mut stats = span_stats(&spans);
             for span in &spans {
                 group.clock.observe(span.end_ns, period_ns);
             }
